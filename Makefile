@@ -1,0 +1,110 @@
+# Stratus — plain make.
+#
+#   make                 build every binary into build/
+#   make check           build and run every test (tests/run-tests.sh)
+#   make SANITIZE=address,undefined check
+#   make deps            install the Debian packages in deps/*.txt (skips present ones)
+#   make bench           run the benchmarks under bench/
+#
+# Layout: each module folder (core bus vmm images metadata quotas scheduler
+# agent cli) holds library code; a module's main.c, if any, is the main of
+# its binary (see BINS). Tests are tests/**/test_*.c (cmocka, one binary
+# each) and tests/**/test_*.sh (scripts run by tests/run-tests.sh).
+
+CC      ?= cc
+BUILD   ?= build
+MODULES := core bus vmm images metadata quotas scheduler agent cli
+
+PKGS := rdkafka libcurl jansson libvirt yaml-0.1 libmicrohttpd libxml-2.0 \
+        sqlite3 libcrypto libisofs-1
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+        -Wpointer-arith -Wcast-qual -Wformat=2 -Wswitch-enum -Wvla \
+        -Wframe-larger-than=4096 -Werror
+
+OPT    ?= -O2 -g
+CFLAGS += -std=gnu11 $(OPT) $(WARN) -D_GNU_SOURCE -pthread -I. \
+          $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+TEST_LDLIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+ifneq ($(SANITIZE),)
+CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=$(SANITIZE)
+BUILD   := build-san
+endif
+
+# Binaries: name -> folder holding its main.c
+BINS := stratus-agent stratus-scheduler stratus-metadata stratus-bus stratusctl
+main_of = $(patsubst stratus-%,%,$(patsubst stratusctl,cli,$(1)))
+
+LIB_SRCS := $(filter-out %/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+LIB      := $(BUILD)/libstratus.a
+
+TEST_SRCS := $(shell find tests -name 'test_*.c' 2>/dev/null | sort)
+TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
+TEST_HELPER_SRCS := $(shell find tests -name '*.c' ! -name 'test_*.c' ! -path '*/fuzz/*' 2>/dev/null | sort)
+TEST_HELPER_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_HELPER_SRCS))
+BENCH_SRCS := $(shell find bench -name '*.c' 2>/dev/null | sort)
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+
+DEPS_STAMP := $(BUILD)/.deps-ok
+
+all: $(addprefix $(BUILD)/,$(BINS))
+
+# make deps: install what deps/*.txt lists, skipping what is present.
+# deps/build*.txt: to build; deps/test*.txt: for make check and make bench;
+# deps/demo*.txt: for make demo. One file per module keeps merges quiet.
+DEPS_BUILD := $(sort $(wildcard deps/build*.txt))
+DEPS_TEST  := $(sort $(wildcard deps/test*.txt))
+
+deps:
+	@sh deps/install.sh $(DEPS_BUILD) $(DEPS_TEST)
+
+# Checked once per build dir; re-run when the package lists change.
+$(DEPS_STAMP): $(DEPS_BUILD) deps/install.sh
+	@sh deps/install.sh $(DEPS_BUILD)
+	@mkdir -p $(@D) && touch $@
+
+$(BUILD)/obj/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(LIB): $(LIB_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
+define bin_rule
+$(BUILD)/$(1): $(BUILD)/obj/$(call main_of,$(1))/main.o $(LIB)
+	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
+endef
+$(foreach b,$(BINS),$(eval $(call bin_rule,$(b))))
+
+$(BUILD)/tests/%: tests/%.c $(LIB) | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) $(TEST_LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(LIB) | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+tests: all $(TEST_BINS) $(TEST_HELPER_BINS)
+
+check: tests
+	@sh deps/install.sh $(DEPS_TEST)
+	@BUILD=$(BUILD) SANITIZE=$(SANITIZE) sh tests/run-tests.sh
+
+benches: all $(BENCH_BINS)
+
+bench: benches
+	@sh deps/install.sh $(DEPS_TEST)
+	@for b in bench/*/run.sh; do echo "== $$b"; BUILD=$(BUILD) sh $$b || exit 1; done
+
+clean:
+	rm -rf build build-san
+
+.PHONY: all deps tests check bench benches clean
+.SECONDARY:
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,217 @@
+/* Unit tests for core/: parsing, uuid, time, strbuf, errors, config. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "core/core.h"
+
+static void test_parse_long(void **state)
+{
+	long v = 42;
+
+	(void)state;
+	assert_int_equal(parse_long("123", 0, 1000, &v), 0);
+	assert_int_equal(v, 123);
+	assert_int_equal(parse_long("-5", -10, 10, &v), 0);
+	assert_int_equal(v, -5);
+	v = 7;
+	assert_int_equal(parse_long("", 0, 10, &v), -EINVAL);
+	assert_int_equal(parse_long("12x", 0, 100, &v), -EINVAL);
+	assert_int_equal(parse_long(" 1", 0, 100, &v), -EINVAL);
+	assert_int_equal(parse_long("101", 0, 100, &v), -ERANGE);
+	assert_int_equal(parse_long("99999999999999999999999", 0, 100, &v), -ERANGE);
+	assert_int_equal(v, 7); /* untouched on failure */
+}
+
+static void test_parse_size_duration(void **state)
+{
+	uint64_t sz = 0;
+	int64_t ms = 0;
+	bool b = false;
+
+	(void)state;
+	assert_int_equal(parse_size("512M", &sz), 0);
+	assert_true(sz == 512ULL << 20);
+	assert_int_equal(parse_size("2GiB", &sz), 0);
+	assert_true(sz == 2ULL << 30);
+	assert_int_equal(parse_size("1024", &sz), 0);
+	assert_true(sz == 1024);
+	assert_int_equal(parse_size("12Q", &sz), -EINVAL);
+	assert_int_equal(parse_size("-1", &sz), -EINVAL);
+	assert_int_equal(parse_size("99999999999T", &sz), -ERANGE);
+	assert_int_equal(parse_duration_ms("500ms", &ms), 0);
+	assert_int_equal(ms, 500);
+	assert_int_equal(parse_duration_ms("5m", &ms), 0);
+	assert_int_equal(ms, 300000);
+	assert_int_equal(parse_duration_ms("30", &ms), 0);
+	assert_int_equal(ms, 30000);
+	assert_int_equal(parse_duration_ms("3 days", &ms), -EINVAL);
+	assert_int_equal(parse_bool("yes", &b), 0);
+	assert_true(b);
+	assert_int_equal(parse_bool("maybe", &b), -EINVAL);
+}
+
+static void test_uuid_time(void **state)
+{
+	char a[UUID_STRLEN], b[UUID_STRLEN], ts[RFC3339_STRLEN];
+
+	(void)state;
+	uuid_generate_str(a);
+	uuid_generate_str(b);
+	assert_true(uuid_valid(a));
+	assert_string_not_equal(a, b);
+	assert_int_equal(a[14], '4');
+	assert_false(uuid_valid("0b6f4b1e-5c7a-4c1e-9a53-0d1f2a3b4c5"));
+	assert_false(uuid_valid("0b6f4b1e_5c7a-4c1e-9a53-0d1f2a3b4c5d"));
+	time_rfc3339_now(ts);
+	assert_true(time_rfc3339_valid(ts));
+	assert_true(time_rfc3339_valid("2026-11-23T09:15:08Z"));
+	assert_true(time_rfc3339_valid("2026-11-23T09:15:08.5+01:00"));
+	assert_false(time_rfc3339_valid("2026-11-23 09:15:08"));
+	assert_false(time_rfc3339_valid("2026-11-23T09:15:08Zjunk"));
+}
+
+static void test_strbuf_cap(void **state)
+{
+	struct strbuf sb = { .max = 16 };
+
+	(void)state;
+	assert_int_equal(sb_printf(&sb, "%s", "0123456789"), 0);
+	assert_int_equal(sb_append(&sb, "abcdef", 6), -E2BIG);
+	assert_int_equal(sb.len, 10);
+	assert_int_equal(sb_append(&sb, "abcde", 5), 0);
+	char *s = sb_steal(&sb);
+	assert_string_equal(s, "0123456789abcde");
+	free(s);
+	sb_free(&sb);
+	sb_free(NULL);
+}
+
+static void test_err(void **state)
+{
+	(void)state;
+	assert_int_equal(err_set(-EINVAL, "image %s: bad", "x"), -EINVAL);
+	assert_string_equal(err_msg(), "image x: bad");
+	err_prefix(-EINVAL, "instance %d", 3);
+	assert_string_equal(err_msg(), "instance 3: image x: bad");
+	err_sys(-ENOENT, "open %s", "/nope");
+	assert_string_equal(err_msg(), "open /nope: No such file or directory");
+}
+
+struct t_sub {
+	long n;
+};
+struct t_cfg {
+	char *name;
+	long port;
+	bool flag;
+	int mode;
+	uint64_t size;
+	int64_t timeout;
+	double ratio;
+	struct cfg_strlist list;
+	struct cfg_map props;
+	struct t_sub sub;
+};
+static const char *const modes[] = { "auto", "kvm", "qemu", NULL };
+static const struct cfg_field sub_fields[] = {
+	{ .key = "n", .type = CFG_INT, .offset = offsetof(struct t_sub, n), .min = 0, .max = 9,
+	  .def = "3" },
+	{ 0 },
+};
+static const struct cfg_field t_fields[] = {
+	{ .key = "name", .type = CFG_STRING, .offset = offsetof(struct t_cfg, name), .required = true },
+	{ .key = "port", .type = CFG_INT, .offset = offsetof(struct t_cfg, port), .min = 1,
+	  .max = 65535, .def = "8080" },
+	{ .key = "flag", .type = CFG_BOOL, .offset = offsetof(struct t_cfg, flag) },
+	{ .key = "mode", .type = CFG_ENUM, .offset = offsetof(struct t_cfg, mode), .names = modes,
+	  .def = "auto" },
+	{ .key = "size", .type = CFG_SIZE, .offset = offsetof(struct t_cfg, size), .def = "1G" },
+	{ .key = "timeout", .type = CFG_DURATION, .offset = offsetof(struct t_cfg, timeout),
+	  .def = "30s" },
+	{ .key = "ratio", .type = CFG_DOUBLE, .offset = offsetof(struct t_cfg, ratio), .dmin = 0,
+	  .dmax = 16, .def = "1.5" },
+	{ .key = "list", .type = CFG_STRLIST, .offset = offsetof(struct t_cfg, list) },
+	{ .key = "props", .type = CFG_MAP, .offset = offsetof(struct t_cfg, props) },
+	{ .key = "sub", .type = CFG_SECTION, .offset = offsetof(struct t_cfg, sub), .sub = sub_fields },
+	{ 0 },
+};
+
+static int load(const char *yaml, struct t_cfg *c)
+{
+	const struct cfg_section s[] = {
+		{ .name = "agent", .fields = t_fields, .dst = c },
+		{ 0 },
+	};
+
+	memset(c, 0, sizeof(*c));
+	return cfg_load_string("t.yaml", yaml, strlen(yaml), s);
+}
+
+static void test_config_ok(void **state)
+{
+	struct t_cfg c;
+
+	(void)state;
+	assert_int_equal(load("agent:\n  name: h1\n  mode: qemu\n  list: [a, b]\n"
+			      "  props: {x: '1', y: two}\n  sub: {n: 7}\nbus: {ignored: 1}\n",
+			      &c),
+			 0);
+	assert_string_equal(c.name, "h1");
+	assert_int_equal(c.port, 8080);
+	assert_int_equal(c.mode, 2);
+	assert_true(c.size == 1ULL << 30);
+	assert_int_equal(c.timeout, 30000);
+	assert_true(c.ratio == 1.5);
+	assert_int_equal(c.list.n, 2);
+	assert_string_equal(c.list.v[1], "b");
+	assert_string_equal(cfg_map_get(&c.props, "y"), "two");
+	assert_null(cfg_map_get(&c.props, "z"));
+	assert_int_equal(c.sub.n, 7);
+	cfg_free(t_fields, &c);
+}
+
+static void test_config_errors(void **state)
+{
+	static const struct {
+		const char *yaml, *msg;
+	} cases[] = {
+		{ "agent:\n  name: a\n  port: 0\n",
+		  "t.yaml:3:9: agent.port: expected an integer from 1 to 65535, got '0'" },
+		{ "agent:\n  port: 1\n", "t.yaml:2:3: agent: missing required key 'name'" },
+		{ "agent:\n  name: a\n  name: b\n", "t.yaml:3:3: agent.name: duplicate key" },
+		{ "agent:\n  name: [a]\n", "t.yaml:2:9: agent.name: expected a string, got a list" },
+		{ "agent:\n  name: a\n  sub: {n: 10}\n",
+		  "t.yaml:3:12: agent.sub.n: expected an integer from 0 to 9, got '10'" },
+		{ "agent:\n  name:\n", "t.yaml:2:8: agent.name: expected a string, got nothing" },
+		{ "agent:\n  name: a\n  ratio: 17\n",
+		  "t.yaml:3:10: agent.ratio: expected a number from 0 to 16, got '17'" },
+		{ "- a\n", "t.yaml:1:1: expected a mapping of sections (log, bus, agent, ...), got a list" },
+	};
+	struct t_cfg c;
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		assert_int_equal(load(cases[i].yaml, &c), -EINVAL);
+		assert_string_equal(err_msg(), cases[i].msg);
+		cfg_free(t_fields, &c);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_long),
+		cmocka_unit_test(test_parse_size_duration),
+		cmocka_unit_test(test_uuid_time),
+		cmocka_unit_test(test_strbuf_cap),
+		cmocka_unit_test(test_err),
+		cmocka_unit_test(test_config_ok),
+		cmocka_unit_test(test_config_errors),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
