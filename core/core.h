@@ -130,6 +130,14 @@ int write_file_atomic(const char *path, const void *data, size_t len, int mode);
 /* mkdir -p */
 int mkdir_p(const char *path, int mode);
 
+/* ---- base64 ------------------------------------------------------------ */
+/* Strict base64 (RFC 4648 alphabet, padding required, no whitespace).
+ * Returns 0 and a malloc'd buffer (caller frees; NUL-terminated for
+ * convenience), -EINVAL on bad input, -E2BIG when longer than max_out. */
+int base64_decode(const char *in, size_t max_out, unsigned char **out, size_t *out_len);
+/* Returns a malloc'd NUL-terminated string (caller frees), NULL on ENOMEM. */
+char *base64_encode(const unsigned char *in, size_t len);
+
 /* ---- config ------------------------------------------------------------ */
 /*
  * A config struct is described by a table of fields. The loader walks the
