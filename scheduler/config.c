@@ -313,14 +313,25 @@ void sched_image_free(struct sched_image *i)
 	memset(i, 0, sizeof(*i));
 }
 
+static bool hex_of_len(const char *s, size_t n)
+{
+	if (strlen(s) != n)
+		return false;
+	for (; *s; s++)
+		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+			return false;
+	return true;
+}
+
 static int image_check(struct sched_image *i)
 {
 	if (!i->url || !i->checksum || !i->disk_format)
 		return err_set(-EINVAL, "image %s: url, checksum and disk_format are required",
 			       i->name);
-	if (strncmp(i->checksum, "sha256:", 7) != 0 && strncmp(i->checksum, "sha512:", 7) != 0)
-		return err_set(-EINVAL, "image %s: checksum: expected sha256:HEX or sha512:HEX, "
-			       "got '%s'", i->name, i->checksum);
+	if (!(strncmp(i->checksum, "sha256:", 7) == 0 && hex_of_len(i->checksum + 7, 64)) &&
+	    !(strncmp(i->checksum, "sha512:", 7) == 0 && hex_of_len(i->checksum + 7, 128)))
+		return err_set(-EINVAL, "image %s: checksum: expected sha256:<64 hex digits> or "
+			       "sha512:<128 hex digits>, got '%.40s'", i->name, i->checksum);
 	if (strcmp(i->disk_format, "qcow2") != 0 && strcmp(i->disk_format, "raw") != 0)
 		return err_set(-EINVAL, "image %s: disk_format: expected qcow2 or raw, got '%s'",
 			       i->name, i->disk_format);
