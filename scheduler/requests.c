@@ -830,7 +830,7 @@ static json_t *inst_json(const struct inst_row *row, bool full)
 		json_t *spec = json_loads(row->spec, 0, NULL);
 		json_t *meta = spec ? json_object_get(spec, "metadata") : NULL;
 
-		json_object_set(o, "metadata", meta ? meta : json_object());
+		json_object_set_new(o, "metadata", meta ? json_incref(meta) : json_object());
 		json_decref(spec);
 	}
 	return o;

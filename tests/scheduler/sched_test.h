@@ -35,7 +35,7 @@ static const char base_yaml[] =
 	"    cores: 20\n"
 	"%s";
 
-static inline void env_load(struct env *e)
+static __attribute__((noinline, unused)) void env_load(struct env *e)
 {
 	const struct cfg_section sec[] = {
 		{ .name = "scheduler", .fields = sched_config_fields, .dst = &e->cfg },
@@ -49,7 +49,7 @@ static inline void env_load(struct env *e)
 		fail_msg("open: %s", err_msg());
 }
 
-static inline void env_open(struct env *e, const char *extra)
+static __attribute__((noinline, unused)) void env_open(struct env *e, const char *extra)
 {
 	memset(e, 0, sizeof(*e));
 	snprintf(e->dir, sizeof(e->dir), "/tmp/sched-test-XXXXXX");
@@ -59,7 +59,7 @@ static inline void env_open(struct env *e, const char *extra)
 	env_load(e);
 }
 
-static inline void env_close_state(struct env *e)
+static __attribute__((noinline, unused)) void env_close_state(struct env *e)
 {
 	sched_out_clear(&e->out);
 	sched_close(e->s);
@@ -67,13 +67,13 @@ static inline void env_close_state(struct env *e)
 	sched_config_free(&e->cfg);
 }
 
-static inline void env_reopen(struct env *e)
+static __attribute__((noinline, unused)) void env_reopen(struct env *e)
 {
 	env_close_state(e);
 	env_load(e);
 }
 
-static inline void env_close(struct env *e)
+static __attribute__((noinline, unused)) void env_close(struct env *e)
 {
 	char cmd[128];
 
@@ -85,7 +85,7 @@ static inline void env_close(struct env *e)
 }
 
 /* Handle one message; the outcome event (request.result) or NULL. */
-static inline json_t *env_send(struct env *e, const char *type, const char *rid, const char *json)
+static __attribute__((noinline, unused)) json_t *env_send(struct env *e, const char *type, const char *rid, const char *json)
 {
 	json_error_t jerr;
 	json_t *body = json_loads(json, 0, &jerr);
@@ -103,7 +103,7 @@ static inline json_t *env_send(struct env *e, const char *type, const char *rid,
 }
 
 /* A request with a fresh request id; asserts there is exactly one outcome. */
-static inline json_t *env_req(struct env *e, const char *type, const char *json)
+static __attribute__((noinline, unused)) json_t *env_req(struct env *e, const char *type, const char *json)
 {
 	char rid[UUID_STRLEN];
 	json_t *res;
@@ -121,12 +121,12 @@ static inline json_t *env_req(struct env *e, const char *type, const char *json)
 	return res;
 }
 
-static inline bool res_ok(const json_t *res)
+static __attribute__((noinline, unused)) bool res_ok(const json_t *res)
 {
 	return json_is_true(json_object_get(res, "ok"));
 }
 
-static inline const char *res_error(const json_t *res)
+static __attribute__((noinline, unused)) const char *res_error(const json_t *res)
 {
 	const char *s = json_string_value(json_object_get(res, "error"));
 
@@ -134,7 +134,7 @@ static inline const char *res_error(const json_t *res)
 }
 
 /* The Nth message of TYPE in the last output, or NULL. */
-static inline struct sched_msg *env_msg(struct env *e, const char *type, size_t nth)
+static __attribute__((noinline, unused)) struct sched_msg *env_msg(struct env *e, const char *type, size_t nth)
 {
 	for (size_t i = 0; i < e->out.n; i++)
 		if (strcmp(e->out.v[i].type, type) == 0 && nth-- == 0)
@@ -144,7 +144,7 @@ static inline struct sched_msg *env_msg(struct env *e, const char *type, size_t 
 
 /* Host report: 4 shared CPUs x4, 4 pCPUs on two nodes, 16 GB, 100 GB;
  * 2MB pages on node 1 when pages. */
-static inline void env_report(struct env *e, const char *host, bool pages, double steal)
+static __attribute__((noinline, unused)) void env_report(struct env *e, const char *host, bool pages, double steal)
 {
 	char json[1024];
 
@@ -158,7 +158,7 @@ static inline void env_report(struct env *e, const char *host, bool pages, doubl
 	assert_null(env_send(e, "host.report", NULL, json));
 }
 
-static inline const char *build_host(struct env *e, size_t nth)
+static __attribute__((noinline, unused)) const char *build_host(struct env *e, size_t nth)
 {
 	struct sched_msg *m = env_msg(e, "instance.build", nth);
 

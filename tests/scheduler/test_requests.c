@@ -12,7 +12,7 @@
 #define BOOT(name, flavor) \
 	"{\"project\":\"acme\",\"name\":\"" name "\",\"flavor\":\"" flavor "\",\"image\":\"debian\"}"
 
-static const char *boot_host(struct env *e, const char *json, char uuid[UUID_STRLEN])
+static __attribute__((noinline)) const char *boot_host(struct env *e, const char *json, char uuid[UUID_STRLEN])
 {
 	json_t *res = env_req(e, "instance.boot", json);
 	json_t *inst;
@@ -165,7 +165,7 @@ static void test_duplicate_request(void **state)
 	env_close(&e);
 }
 
-static long usage_of(struct env *e, const char *what)
+static __attribute__((noinline)) long usage_of(struct env *e, const char *what)
 {
 	json_t *res = env_req(e, "quota.show", "{\"project\":\"acme\"}");
 
@@ -210,7 +210,7 @@ static void test_delete_releases_on_confirm(void **state)
 	env_close(&e);
 }
 
-static void reschedule(struct env *e, const char *uuid, const char *host, const char *why)
+static __attribute__((noinline)) void reschedule(struct env *e, const char *uuid, const char *host, const char *why)
 {
 	char ev[512];
 
