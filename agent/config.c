@@ -62,13 +62,13 @@ const struct cfg_field agent_config_fields[] = {
 	{ 0 },
 };
 
-static int ip4(const char *key, const char *s, uint32_t *out)
+static int ip4(const char *key, const void *field, const char *s, uint32_t *out)
 {
 	struct in_addr a;
 
 	if (!s || inet_pton(AF_INET, s, &a) != 1)
-		return err_set(-EINVAL, "agent.network.%s: expected an IPv4 address, got '%s'", key,
-			       s ? s : "");
+		return err_set(-EINVAL, "%s: agent.network.%s: expected an IPv4 address, got '%s'",
+			       cfg_where(field), key, s ? s : "");
 	*out = ntohl(a.s_addr);
 	return 0;
 }
@@ -84,31 +84,38 @@ int agent_config_check(struct agent_config *c)
 
 	if (!slash || (size_t)(slash - n->cidr) >= sizeof(net) ||
 	    parse_long(slash + 1, 8, 30, &plen) < 0)
-		return err_set(-EINVAL, "agent.network.cidr: expected an IPv4 network like 10.77.0.0/24 "
-					"(prefix 8 to 30), got '%s'", n->cidr ? n->cidr : "");
+		return err_set(-EINVAL,
+			       "%s: agent.network.cidr: expected an IPv4 network like 10.77.0.0/24 "
+			       "(prefix 8 to 30), got '%s'",
+			       cfg_where(&n->cidr), n->cidr ? n->cidr : "");
 	memcpy(net, n->cidr, (size_t)(slash - n->cidr));
 	net[slash - n->cidr] = '\0';
-	if ((r = ip4("cidr", net, &base)) < 0 || (r = ip4("range_start", n->range_start, &n->first)) < 0 ||
-	    (r = ip4("range_end", n->range_end, &n->last)) < 0 ||
-	    (n->gateway && (r = ip4("gateway", n->gateway, &gw)) < 0))
+	if ((r = ip4("cidr", &n->cidr, net, &base)) < 0 ||
+	    (r = ip4("range_start", &n->range_start, n->range_start, &n->first)) < 0 ||
+	    (r = ip4("range_end", &n->range_end, n->range_end, &n->last)) < 0 ||
+	    (n->gateway && (r = ip4("gateway", &n->gateway, n->gateway, &gw)) < 0))
 		return r;
 	mask = plen == 0 ? 0 : ~0u << (32 - plen);
 	if ((base & mask) != base)
-		return err_set(-EINVAL, "agent.network.cidr: %s has host bits set", n->cidr);
+		return err_set(-EINVAL, "%s: agent.network.cidr: %s has host bits set",
+			       cfg_where(&n->cidr), n->cidr);
 	if ((n->first & mask) != base || (n->last & mask) != base || n->first > n->last)
 		return err_set(-EINVAL,
-			       "agent.network: range %s - %s is not an ascending range inside %s",
-			       n->range_start, n->range_end, n->cidr);
+			       "%s: agent.network.range_end: range %s - %s is not an ascending range "
+			       "inside %s",
+			       cfg_where(&n->range_end), n->range_start, n->range_end, n->cidr);
 	if (n->first == base || n->last == (base | ~mask))
 		return err_set(-EINVAL,
-			       "agent.network: the range must not include the network or broadcast address");
+			       "%s: agent.network.range_start: the range must not include the network "
+			       "or broadcast address",
+			       cfg_where(&n->range_start));
 	if (n->gateway && gw >= n->first && gw <= n->last)
-		return err_set(-EINVAL, "agent.network.gateway: %s lies inside the instance range",
-			       n->gateway);
+		return err_set(-EINVAL, "%s: agent.network.gateway: %s lies inside the instance range",
+			       cfg_where(&n->gateway), n->gateway);
 	for (size_t i = 0; i < n->dns.n; i++) {
 		uint32_t d;
 
-		if ((r = ip4("dns", n->dns.v[i], &d)) < 0)
+		if ((r = ip4("dns", &n->dns, n->dns.v[i], &d)) < 0)
 			return r;
 	}
 	n->prefix = (int)plen;
@@ -124,7 +131,8 @@ int agent_config_check(struct agent_config *c)
 	}
 	for (const char *p = c->host; *p; p++)
 		if (!(isalnum((unsigned char)*p) || *p == '-' || *p == '.' || *p == '_'))
-			return err_set(-EINVAL, "agent.host: '%s' is not a valid host name", c->host);
+			return err_set(-EINVAL, "%s: agent.host: '%s' is not a valid host name",
+				       cfg_where(&c->host), c->host);
 	return 0;
 }
 
