@@ -443,7 +443,8 @@ int sched_config_check(const struct sched_config *c)
 		int r = sched_flavor_parse(c->flavors.keys[k], c->flavors.vals[k], &f);
 
 		if (r < 0)
-			return err_prefix(r, "scheduler.flavors.%s", c->flavors.keys[k]);
+			return err_prefix(r, "%s: scheduler.flavors.%s", cfg_where(&c->flavors),
+					  c->flavors.keys[k]);
 		sched_flavor_free(&f);
 	}
 	for (size_t k = 0; k < c->images.n; k++) {
@@ -451,7 +452,8 @@ int sched_config_check(const struct sched_config *c)
 		int r = sched_image_parse(c->images.keys[k], c->images.vals[k], &i);
 
 		if (r < 0)
-			return err_prefix(r, "scheduler.images.%s", c->images.keys[k]);
+			return err_prefix(r, "%s: scheduler.images.%s", cfg_where(&c->images),
+					  c->images.keys[k]);
 		sched_image_free(&i);
 	}
 	return 0;

@@ -480,6 +480,33 @@ static void test_catalog_requests(void **state)
 	env_close(&e);
 }
 
+/* Group commit: each request is a savepoint; a refused one rolls back alone. */
+static void test_batch(void **state)
+{
+	struct env e;
+	json_t *res;
+
+	(void)state;
+	env_open(&e, NULL);
+	env_report(&e, "h1", false, 0);
+	assert_true(res_ok(env_req(&e, "quota.set", "{\"project\":\"acme\",\"limits\":{\"cores\":5}}")));
+	assert_int_equal(sched_batch_begin(e.s), 0);
+	assert_true(sched_in_batch(e.s));
+	assert_true(res_ok(env_req(&e, "instance.boot", BOOT("a", "m1.large"))));
+	res = env_req(&e, "instance.boot", BOOT("b", "m1.large"));
+	assert_false(res_ok(res));
+	assert_non_null(strstr(res_error(res), "cores: requested 4, used 4, limit 5"));
+	assert_true(res_ok(env_req(&e, "instance.boot", BOOT("c", "m1.small"))));
+	assert_int_equal(sched_batch_commit(e.s), 0);
+	assert_false(sched_in_batch(e.s));
+	env_reopen(&e);
+	res = env_req(&e, "instance.list", "{\"project\":\"acme\"}");
+	assert_int_equal(json_array_size(json_object_get(res, "data")), 2);
+	assert_int_equal(usage_of(&e, "cores"), 5);
+	assert_int_equal(sched_host_find(e.s, "h1")->ram_used, 8192 + 1024);
+	env_close(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -495,6 +522,7 @@ int main(void)
 		cmocka_unit_test(test_numa_hugepages),
 		cmocka_unit_test(test_restart),
 		cmocka_unit_test(test_catalog_requests),
+		cmocka_unit_test(test_batch),
 	};
 
 	log_threshold = LOG_LVL_WARN;
