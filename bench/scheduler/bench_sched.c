@@ -21,6 +21,7 @@ static const char yaml_fmt[] =
 	"scheduler:\n"
 	"  state_path: %s/%s.db\n"
 	"  candidates: %ld\n"
+	"  batch_max: %ld\n"
 	"  heartbeat_interval: 1h\n"
 	"  flavors:\n"
 	"    m1.small: vcpus=1 ram_mb=1024 disk_gb=5\n"
@@ -38,6 +39,8 @@ struct run {
 	char *yaml;
 };
 
+static long batch_max = 64;
+
 static int run_open(struct run *r, const char *dir, const char *name, long candidates)
 {
 	const struct cfg_section sec[] = {
@@ -46,7 +49,7 @@ static int run_open(struct run *r, const char *dir, const char *name, long candi
 	};
 
 	memset(r, 0, sizeof(*r));
-	if (asprintf(&r->yaml, yaml_fmt, dir, name, candidates) < 0)
+	if (asprintf(&r->yaml, yaml_fmt, dir, name, candidates, batch_max) < 0)
 		return -ENOMEM;
 	if (cfg_load_string("bench", r->yaml, strlen(r->yaml), sec) < 0 ||
 	    sched_open(&r->cfg, &r->s) < 0) {
@@ -230,6 +233,8 @@ int main(int argc, char **argv)
 	int rc = 1;
 
 	log_threshold = LOG_LVL_WARN;
+	if (getenv("BATCH_MAX") && parse_long(getenv("BATCH_MAX"), 1, 10000, &batch_max) < 0)
+		return 2;
 	if (asprintf(&dir, "%s/sched-bench-XXXXXX", base) < 0 || !mkdtemp(dir)) {
 		perror("mkdtemp");
 		return 1;
