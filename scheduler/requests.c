@@ -1049,12 +1049,27 @@ static int h_image_remove(struct sched *s, struct call *c)
 
 /* ---- hosts ------------------------------------------------------------- */
 
+static int host_cmp(const void *a, const void *b)
+{
+	const struct sched_host *x = *(struct sched_host *const *)a;
+	const struct sched_host *y = *(struct sched_host *const *)b;
+
+	return strcmp(x->name, y->name);
+}
+
 static int h_host_list(struct sched *s, struct call *c)
 {
 	json_t *arr = json_array();
+	struct sched_host **sorted = malloc((s->n_hosts ? s->n_hosts : 1) * sizeof(*sorted));
 
+	if (!sorted) {
+		json_decref(arr);
+		return err_set(-ENOMEM, "out of memory");
+	}
+	memcpy(sorted, s->hosts, s->n_hosts * sizeof(*sorted));
+	qsort(sorted, s->n_hosts, sizeof(*sorted), host_cmp);
 	for (size_t i = 0; arr && i < s->n_hosts; i++) {
-		const struct sched_host *h = s->hosts[i];
+		const struct sched_host *h = sorted[i];
 		bool up = sched_host_up(h, s->cfg, c->now_ms);
 		json_t *o = json_pack(
 			"{s:s, s:s, s:s, s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I, s:I}, "
@@ -1074,6 +1089,7 @@ static int h_host_list(struct sched *s, struct call *c)
 									   : -1));
 		json_array_append_new(arr, o);
 	}
+	free(sorted);
 	return accept(s, c, NULL, arr);
 }
 
