@@ -1066,7 +1066,8 @@ static int h_host_list(struct sched *s, struct call *c)
 		json_decref(arr);
 		return err_set(-ENOMEM, "out of memory");
 	}
-	memcpy(sorted, s->hosts, s->n_hosts * sizeof(*sorted));
+	if (s->n_hosts)
+		memcpy(sorted, s->hosts, s->n_hosts * sizeof(*sorted));
 	qsort(sorted, s->n_hosts, sizeof(*sorted), host_cmp);
 	for (size_t i = 0; arr && i < s->n_hosts; i++) {
 		const struct sched_host *h = sorted[i];
