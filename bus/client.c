@@ -81,7 +81,8 @@ void bus_rdkafka_log(const rd_kafka_t *rk, int level, const char *fac, const cha
 	log_at(lvl, "librdkafka client=%s facility=%s %s", rd_kafka_name(rk), fac, buf);
 }
 
-int bus_rdkafka_conf(const struct bus_config *cfg, rd_kafka_conf_t **out)
+int bus_rdkafka_conf(const struct bus_config *cfg, const char *const *defaults,
+		     rd_kafka_conf_t **out)
 {
 	_cleanup_free_ char *bootstrap = NULL;
 	rd_kafka_conf_t *conf;
@@ -98,6 +99,9 @@ int bus_rdkafka_conf(const struct bus_config *cfg, rd_kafka_conf_t **out)
 	    (r = bus_conf_set(conf, "client.id",
 			      cfg && cfg->client_id ? cfg->client_id : "stratus")) < 0)
 		goto fail;
+	for (size_t i = 0; defaults && defaults[i]; i += 2)
+		if ((r = bus_conf_set(conf, defaults[i], defaults[i + 1])) < 0)
+			goto fail;
 	for (size_t i = 0; cfg && i < cfg->properties.n; i++) {
 		r = bus_conf_set(conf, cfg->properties.keys[i], cfg->properties.vals[i]);
 		if (r < 0) {
@@ -158,6 +162,12 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 		 rd_kafka_err2str(err), reason);
 }
 
+/* Defaults that bus.properties may override. */
+static const char *const producer_defaults[] = {
+	"linger.ms", "2",               /* latency matters more than batch size here */
+	NULL,
+};
+
 int bus_producer_new(const struct bus_config *cfg, struct bus_producer **out)
 {
 	struct bus_producer *p = NULL;
@@ -168,9 +178,10 @@ int bus_producer_new(const struct bus_config *cfg, struct bus_producer **out)
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return err_set(-ENOMEM, "out of memory");
-	r = bus_rdkafka_conf(cfg, &conf);
+	r = bus_rdkafka_conf(cfg, producer_defaults, &conf);
 	if (r < 0)
 		goto fail;
+	/* not negotiable: no duplicates, no reordering on retries */
 	if ((r = bus_conf_set(conf, "enable.idempotence", "true")) < 0)
 		goto fail;
 	rd_kafka_conf_set_dr_msg_cb(conf, delivery_report);
@@ -375,6 +386,17 @@ out:
 	return r;
 }
 
+/* Defaults that bus.properties may override. */
+static const char *const consumer_defaults[] = {
+	"auto.offset.reset", "earliest",   /* a new group misses no request */
+	"auto.commit.interval.ms", "1000", /* stored offsets reach the broker within 1 s */
+	/* a dead member's partitions move on after 6 s (Kafka's minimum),
+	 * not 45 s: the group's other members take over sooner */
+	"session.timeout.ms", "6000",
+	"heartbeat.interval.ms", "2000",
+	NULL,
+};
+
 int bus_consumer_new(const struct bus_config *cfg, const struct bus_consumer_opts *o,
 		     struct bus_consumer **out)
 {
@@ -395,7 +417,7 @@ int bus_consumer_new(const struct bus_config *cfg, const struct bus_consumer_opt
 		r = err_set(-ENOMEM, "out of memory");
 		goto fail;
 	}
-	r = bus_rdkafka_conf(cfg, &conf);
+	r = bus_rdkafka_conf(cfg, o->observe ? NULL : consumer_defaults, &conf);
 	if (r < 0)
 		goto fail;
 	rd_kafka_conf_set_error_cb(conf, error_cb);
@@ -412,10 +434,9 @@ int bus_consumer_new(const struct bus_config *cfg, const struct bus_consumer_opt
 	} else {
 		group = o->group_id ? o->group_id : cfg && cfg->group_id ? cfg->group_id : "stratus";
 		if ((r = bus_conf_set(conf, "group.id", group)) < 0 ||
+		    /* not negotiable: at least once */
 		    (r = bus_conf_set(conf, "enable.auto.offset.store", "false")) < 0 ||
-		    (r = bus_conf_set(conf, "enable.auto.commit", "true")) < 0 ||
-		    (r = bus_conf_set(conf, "auto.commit.interval.ms", "1000")) < 0 ||
-		    (r = bus_conf_set(conf, "auto.offset.reset", "earliest")) < 0)
+		    (r = bus_conf_set(conf, "enable.auto.commit", "true")) < 0)
 			goto fail;
 	}
 	c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
