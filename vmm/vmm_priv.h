@@ -2,7 +2,9 @@
 #ifndef STRATUS_VMM_PRIV_H
 #define STRATUS_VMM_PRIV_H
 
+#define VIR_ENUM_SENTINELS 1
 #include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
 
 #include "vmm/vmm.h"
 
