@@ -487,7 +487,7 @@ int img_fetch(const struct img_fetch_opts *o, struct img_fetch_result *res)
 			const char *why = x.errbuf[0] ? x.errbuf : curl_easy_strerror(rc);
 
 			/* Keep a partial that a later fetch can resume; drop the rest. */
-			drop = !transient;
+			drop = !transient || x.offset == 0;
 			if (rc == CURLE_OPERATION_TIMEDOUT)
 				r = -ETIMEDOUT;
 			else if (rc == CURLE_HTTP_RETURNED_ERROR && http == 404)
