@@ -330,6 +330,7 @@ int agent_cmd_image(int argc, char **argv)
 		fprintf(stderr, "stratus-agent image: %s\n", err_msg());
 		return 1;
 	}
+	cfg.allow_file_urls = true; /* the operator names local files */
 	a.verb = argv[1];
 	r = parse_args(argc - 1, argv + 1, &cfg, &a);
 	if (r >= 0)

@@ -30,6 +30,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -332,6 +333,10 @@ static int add_entry(struct img_cache *c, const char *checksum, const char *name
 			      "last_used_ms", (json_int_t)now, "use_seq",
 			      (json_int_t)next_seq(c), "users");
 
+	json_t *old = json_object_get(images_of(c), checksum);
+
+	if (e && old && json_object_size(json_object_get(old, "users")))
+		json_object_set(e, "users", json_object_get(old, "users"));
 	if (!e || json_object_set_new(images_of(c), checksum, e) < 0)
 		return err_set(-ENOMEM, "out of memory");
 	return 0;
@@ -574,11 +579,15 @@ static int lookup(struct img_cache *c, const struct img_ref *ref, const char *ke
 	if (!path)
 		return index_end(c, false, err_set(-ENOMEM, "out of memory"));
 	if (access(path, R_OK) < 0) {
-		/* Gone behind our back: forget it and fetch again. */
+		/* Gone behind our back: fetch it again (same content, same path,
+		 * so the overlays of its users work again). */
+		bool users = json_object_size(json_object_get(e, "users")) > 0;
+
 		log_warn("cached image file missing, fetching again checksum=%s", key);
 		free(path);
-		json_object_del(images_of(c), key);
-		return index_end(c, true, 0);
+		if (!users)
+			json_object_del(images_of(c), key);
+		return index_end(c, !users, 0);
 	}
 	json_object_set_new(e, "last_used_ms", json_integer(time_wall_ms()));
 	json_object_set_new(e, "use_seq", json_integer((json_int_t)next_seq(c)));
@@ -643,6 +652,23 @@ out:
 	return r;
 }
 
+static bool image_present(void *ud)
+{
+	struct commit_ctx *cc = ud;
+	bool found = false;
+
+	if (index_begin(cc->c) < 0)
+		return false;
+	if (json_object_get(images_of(cc->c), cc->key)) {
+		char *path = image_path(cc->c, cc->ck);
+
+		found = path && access(path, F_OK) == 0;
+		free(path);
+	}
+	index_end(cc->c, false, 0);
+	return found;
+}
+
 static int download(struct img_cache *c, const struct img_ref *ref, const char *key,
 		    const struct img_checksum *ck, img_progress_fn progress, void *ud)
 {
@@ -660,9 +686,11 @@ static int download(struct img_cache *c, const struct img_ref *ref, const char *
 		.backoff_ms = c->cfg.retry_backoff_ms,
 		.backoff_max_ms = c->cfg.retry_backoff_max_ms,
 		.ca_file = c->cfg.ca_file,
+		.allow_file = c->cfg.allow_file_urls,
 		.progress = progress,
 		.ud = ud,
 		.commit = commit_image,
+		.present = image_present,
 		.commit_ud = &cc,
 	};
 	char *part = NULL;
@@ -787,6 +815,12 @@ int img_acquire(struct img_cache *c, const struct img_ref *ref, img_progress_fn 
 		}
 		if (!ref->url) {
 			r = err_set(-ENOENT, "image %s: not cached and no URL given", key);
+			goto out;
+		}
+		if (strncasecmp(ref->url, "file:", 5) == 0 && !c->cfg.allow_file_urls) {
+			r = err_set(-EPERM, "image %s: file:// URLs are not allowed "
+					    "(images.allow_file_urls)",
+				    ref->name ? ref->name : ref->url);
 			goto out;
 		}
 		pthread_mutex_lock(&c->mu);

@@ -120,6 +120,7 @@ const struct cfg_field img_config_fields[] = {
 	{ F("max_downloads", CFG_INT, max_downloads), .min = 1, .max = 64, .def = "2" },
 	{ F("partial_max_age", CFG_DURATION, partial_max_age_ms), .def = "24h" },
 	{ F("ca_file", CFG_STRING, ca_file), .expected = "a CA bundle path" },
+	{ F("allow_file_urls", CFG_BOOL, allow_file_urls), .def = "false" },
 	{ F("qemu_img", CFG_STRING, qemu_img), .def = "qemu-img",
 	  .expected = "the qemu-img program" },
 	{ 0 },

@@ -301,7 +301,7 @@ static CURL *make_handle(struct xfer *x)
 	if (!h)
 		return NULL;
 	curl_easy_setopt(h, CURLOPT_URL, o->url);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https,file");
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, o->allow_file ? "http,https,file" : "http,https");
 	curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
 	curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
@@ -381,6 +381,14 @@ int img_fetch(const struct img_fetch_opts *o, struct img_fetch_result *res)
 	if (st.st_nlink == 0) {
 		/* The holder finished (renamed or deleted it): nothing to resume. */
 		r = err_set(-EAGAIN, "image %s: partial file went away", name);
+		goto out;
+	}
+	if (o->present && o->present(o->commit_ud)) {
+		/* Landed while we waited for the lock; our open may have made
+		 * an empty .part: no one else can hold it, remove it. */
+		if (st.st_size == 0)
+			unlink_part(o);
+		r = err_set(-EAGAIN, "image %s: already in the cache", name);
 		goto out;
 	}
 	r = md_reset(&x);

@@ -76,6 +76,7 @@ struct img_config {
 	long max_downloads;          /* max_downloads: concurrent downloads */
 	int64_t partial_max_age_ms;  /* partial_max_age: sweep older .part */
 	char *ca_file;               /* ca_file: CA bundle, default system CAs */
+	bool allow_file_urls;        /* allow_file_urls: accept file:// URLs */
 	char *qemu_img;              /* qemu_img: path of qemu-img */
 };
 extern const struct cfg_field img_config_fields[];

@@ -31,11 +31,16 @@ struct img_fetch_opts {
 	unsigned retries;
 	int64_t backoff_ms, backoff_max_ms;
 	const char *ca_file;         /* NULL: system CAs */
+	bool allow_file;             /* accept file:// URLs */
 	img_progress_fn progress;
 	void *ud;
 	/* Called after verification and fsync, with the .part still locked:
 	 * inspect, rename into the cache, record. Failure deletes the .part. */
 	int (*commit)(const char *part_path, uint64_t size, void *ud);
+	/* Called once the .part lock is held: true when the image landed in
+	 * the meantime (another process finished it): img_fetch returns
+	 * -EAGAIN without downloading. */
+	bool (*present)(void *ud);
 	void *commit_ud;
 };
 

@@ -38,6 +38,7 @@ int main(int argc, char **argv)
 	free(cfg.cache_dir);
 	cfg.cache_dir = strdup(argv[1]);
 	cfg.budget = 0;
+	cfg.allow_file_urls = true;
 	if (img_cache_open(&cfg, &c) < 0) {
 		fprintf(stderr, "%s\n", err_msg());
 		return 1;

@@ -185,6 +185,7 @@ static struct fixture *fx_new(const char *tag)
 	free(f->cfg.cache_dir);
 	f->cfg.cache_dir = th_printf("%s/cache", f->dir);
 	f->cfg.retries = 0;
+	f->cfg.allow_file_urls = true;
 	mkdir(f->dir, 0755);
 	if (img_cache_open(&f->cfg, &f->c) < 0)
 		fail_msg("open: %s", err_msg());
@@ -392,6 +393,16 @@ static void test_cache_refusals(void **state)
 		free(bpath);
 		free(bsum);
 	}
+	/* file:// only where the config allows it (the daemon's default: no) */
+	img_cache_close(f->c);
+	f->cfg.allow_file_urls = false;
+	assert_int_equal(img_cache_open(&f->cfg, &f->c), 0);
+	ref.url = url;
+	assert_int_equal(img_acquire(f->c, &ref, NULL, NULL, &p), -EPERM);
+	assert_non_null(strstr(err_msg(), "file:// URLs are not allowed"));
+	img_cache_close(f->c);
+	f->cfg.allow_file_urls = true;
+	assert_int_equal(img_cache_open(&f->cfg, &f->c), 0);
 	/* a missing file: an error, not a hang */
 	ref.url = "file:///nonexistent/x.raw";
 	assert_int_equal(img_acquire(f->c, &ref, NULL, NULL, &p), -EIO);
@@ -630,6 +641,22 @@ static void test_overlays(void **state)
 		free(qp);
 		free(qsum);
 		free(qurl);
+	}
+	/* the base deleted behind our back: fetched again, the reference kept */
+	assert_int_equal(unlink(base), 0);
+	acquire_ok(f, url, sum, IMG_FMT_RAW, NULL);
+	assert_true(th_exists(base));
+	{
+		struct img_entry *v = NULL;
+		size_t n = 0;
+		bool kept = false;
+
+		assert_int_equal(img_list(f->c, &v, &n), 0);
+		for (size_t i = 0; i < n; i++)
+			kept |= strcmp(v[i].checksum, sum) == 0 && v[i].n_users == 1 &&
+				strcmp(v[i].users[0], uuid_a) == 0;
+		img_entries_free(v, n);
+		assert_true(kept);
 	}
 	assert_int_equal(img_overlay_delete(f->c, uuid_a), 0);
 	assert_false(th_exists(ov));
