@@ -212,7 +212,7 @@ static inline void th_wait_port(int port, pid_t pid)
  */
 struct th_nginx {
 	pid_t pid;
-	int port;
+	int port, tls_port; /* tls_port: https with DIR/cert.pem (self-signed) */
 	char *dir, *www, *log;
 };
 
@@ -225,7 +225,14 @@ static inline void th_nginx_start(struct th_nginx *n, const char *dir, long medi
 	n->www = th_printf("%s/www", dir);
 	n->log = th_printf("%s/access.log", dir);
 	n->port = th_free_port();
+	n->tls_port = th_free_port();
 	mkdir(n->www, 0755);
+	text = th_printf("cd '%s' && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+			 "-nodes -keyout key.pem -out cert.pem -days 2 -subj /CN=127.0.0.1 "
+			 "-addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1", dir);
+	if (th_sh(text) != 0)
+		th_die("openssl req");
+	free(text);
 	text = th_printf("%s/tmp", dir);
 	mkdir(text, 0755);
 	free(text);
@@ -252,8 +259,13 @@ static inline void th_nginx_start(struct th_nginx *n, const char *dir, long medi
 		"    location /medium/ { alias %1$s/www/; limit_rate %3$ld; }\n"
 		"    location = /error500 { return 500; }\n"
 		"  }\n"
+		"  server {\n"
+		"    listen 127.0.0.1:%4$d ssl;\n"
+		"    ssl_certificate %1$s/cert.pem; ssl_certificate_key %1$s/key.pem;\n"
+		"    root %1$s/www;\n"
+		"  }\n"
 		"}\n",
-		dir, n->port, medium_rate > 0 ? medium_rate : 1048576L);
+		dir, n->port, medium_rate > 0 ? medium_rate : 1048576L, n->tls_port);
 	fclose(f);
 	n->pid = fork();
 	if (n->pid < 0)

@@ -515,6 +515,39 @@ static void test_eight_fetches_one_download(void **state)
 	fx_close(&f);
 }
 
+static char *tls_ca;
+
+static void tune_tls_ca(struct img_config *c)
+{
+	free(c->ca_file);
+	c->ca_file = strdup(tls_ca);
+}
+
+/* https: verified against the system CAs by default (our self-signed
+ * server is refused), against ca_file when configured. */
+static void test_https(void **state)
+{
+	struct fixture f;
+	char *url = th_printf("https://127.0.0.1:%d/lim2.raw", ngx.tls_port);
+	char *sum = www_sum("lim2.raw");
+
+	(void)state;
+	tls_ca = th_printf("%s/cert.pem", top);
+	fx_open(&f, "tls-untrusted", NULL);
+	assert_int_equal(fetch(&f, url, sum, NULL, NULL), -EIO);
+	assert_non_null(strstr(err_msg(), "certificate"));
+	assert_false(cached(&f, sum));
+	fx_close(&f);
+	fx_open(&f, "tls-trusted", tune_tls_ca);
+	if (fetch(&f, url, sum, NULL, NULL) < 0)
+		fail_msg("https fetch: %s", err_msg());
+	assert_true(cached(&f, sum));
+	fx_close(&f);
+	free(tls_ca);
+	free(url);
+	free(sum);
+}
+
 static void tune_one_download(struct img_config *c)
 {
 	c->max_downloads = 1;
@@ -565,6 +598,7 @@ int main(void)
 		cmocka_unit_test(test_disk_full),
 		cmocka_unit_test(test_eight_fetches_one_download),
 		cmocka_unit_test(test_download_limit),
+		cmocka_unit_test(test_https),
 	};
 
 	log_init("test_fetch", false, LOG_LVL_WARN);
