@@ -111,9 +111,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	(void)version;
 	(void)upload_data;
 	if (!st) {
-		/* GET/HEAD: the whole request is here, answer at once */
-		if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
-			return answer(h, c, url, method, 0);
+		/* first call: the head is here; answering now would make MHD
+		 * close the connection (the request is not complete yet), so
+		 * wait for the final call, which keeps it alive */
 		st = calloc(1, sizeof(*st));
 		if (!st)
 			return MHD_NO;
@@ -178,7 +178,6 @@ int md_http_start(struct md_service *svc, const char *listen, long threads,
 				MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
 				MHD_OPTION_CONNECTION_LIMIT, (unsigned int)4096,
 				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30,
-				MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
 				MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
 				MHD_OPTION_END);
 	if (!h->d) {
