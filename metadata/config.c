@@ -1,0 +1,39 @@
+/* The `metadata:` config section: its fields table and cross-field checks. */
+#include <errno.h>
+#include <string.h>
+
+#include "metadata/metadata.h"
+
+static const char *const md_tokens_names[] = {
+	[MD_TOKENS_OPTIONAL] = "optional",
+	[MD_TOKENS_REQUIRED] = "required",
+	[MD_TOKENS_LAST] = NULL,
+};
+
+const struct cfg_field md_config_fields[] = {
+	{ .key = "listen", .type = CFG_STRING, .offset = offsetof(struct md_config, listen),
+	  .expected = "ADDR:PORT", .def = "169.254.169.254:80" },
+	{ .key = "tokens", .type = CFG_ENUM, .offset = offsetof(struct md_config, tokens),
+	  .names = md_tokens_names, .def = "optional" },
+	{ .key = "proxy", .type = CFG_BOOL, .offset = offsetof(struct md_config, proxy),
+	  .def = "false" },
+	{ .key = "shared_secret", .type = CFG_STRING,
+	  .offset = offsetof(struct md_config, shared_secret), .expected = "a secret string" },
+	{ .key = "rate_limit", .type = CFG_INT, .offset = offsetof(struct md_config, rate_limit),
+	  .min = 0, .max = 1000000, .def = "100" },
+	{ .key = "rate_burst", .type = CFG_INT, .offset = offsetof(struct md_config, rate_burst),
+	  .min = 1, .max = 1000000, .def = "200" },
+	{ .key = "threads", .type = CFG_INT, .offset = offsetof(struct md_config, threads),
+	  .min = 1, .max = 256, .def = "2" },
+	{ .key = "instances", .type = CFG_STRING, .offset = offsetof(struct md_config, instances),
+	  .expected = "a path to a JSON array of instance specs" },
+	{ 0 },
+};
+
+int md_config_check(const struct md_config *c)
+{
+	if (c->proxy && (!c->shared_secret || strlen(c->shared_secret) < 16))
+		return err_set(-EINVAL, "metadata.shared_secret: proxy mode needs a shared secret of "
+					"at least 16 characters");
+	return 0;
+}
