@@ -51,4 +51,36 @@ extern const struct cfg_field agent_config_fields[];
 int agent_config_check(struct agent_config *c);
 void agent_config_free(struct agent_config *c);
 
+/* ---- the daemon ---------------------------------------------------------- */
+
+struct agent;
+struct bus_config;
+struct vmm_config;
+struct img_config;
+struct bus_message;
+
+/*
+ * Wire the modules: open the store, read the topology, connect to libvirt
+ * (with its event thread), open the image cache, rebuild pCPU/hugepage
+ * usage from the store, start the workers, the producer and the consumer
+ * of stratus.host.<host>. The configs are borrowed and must outlive *out.
+ */
+int agent_new(const struct agent_config *cfg, const struct bus_config *bus,
+	      const struct vmm_config *vmm, const struct img_config *img, struct agent **out);
+/* Reconcile the store against libvirt once (done at start and every
+ * reconcile_interval by agent_run). */
+int agent_reconcile(struct agent *a);
+/* Consume commands, report, reconcile until agent_stop(). */
+int agent_run(struct agent *a);
+/* Async-signal-safe: ask agent_run to return. */
+void agent_stop(struct agent *a);
+/* Stop taking work, finish (or roll back) builds in flight, flush, free.
+ * Running guests are never touched. */
+void agent_free(struct agent *a);
+
+/* The consumer's handler (exposed for tests and benchmarks). */
+int agent_handle_message(void *opaque, const struct bus_message *m);
+/* Wait until no job is queued or running (tests, benchmarks). */
+void agent_drain(struct agent *a);
+
 #endif

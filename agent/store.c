@@ -326,6 +326,11 @@ int agent_store_instance_foreach(struct agent_store *st,
 	return r;
 }
 
+void agent_mac_for_ip(uint32_t ip, char out[18])
+{
+	snprintf(out, 18, "52:54:00:%02x:%02x:%02x", (ip >> 16) & 0xff, (ip >> 8) & 0xff, ip & 0xff);
+}
+
 int agent_store_address_allocate(struct agent_store *st, const char *uuid, uint32_t first,
 			   uint32_t last, int prefix, const char *mac, char *addr_out,
 			   size_t addr_len)
@@ -381,9 +386,12 @@ int agent_store_address_allocate(struct agent_store *st, const char *uuid, uint3
 			goto rollback;
 		}
 		sqlite3_bind_int64(q, 1, ip);
+		char derived[18];
+
+		agent_mac_for_ip((uint32_t)ip, derived);
 		sqlite3_bind_int(q, 2, prefix);
 		bind_text(q, 3, uuid);
-		bind_text(q, 4, mac);
+		bind_text(q, 4, mac ? mac : derived);
 		rc = sqlite3_step(q);
 		sqlite3_finalize(q);
 		if (rc != SQLITE_DONE) {
@@ -472,4 +480,29 @@ int agent_store_request_put(struct agent_store *st, const char *request_id, cons
 	rc = sqlite3_step(q);
 	sqlite3_finalize(q);
 	return rc == SQLITE_DONE ? 0 : db_err(st, rc, "record request");
+}
+
+int agent_store_request_foreach_pending(struct agent_store *st,
+					int (*fn)(const char *request_id, const char *uuid,
+						  const char *type, void *ud),
+					void *ud)
+{
+	sqlite3_stmt *q = NULL;
+	int rc, r = 0;
+
+	if (sqlite3_prepare_v2(st->db,
+			       "SELECT request_id, uuid, type FROM requests WHERE outcome_json IS NULL"
+			       " ORDER BY ts_ms",
+			       -1, &q, NULL) != SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "prepare");
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		r = fn((const char *)sqlite3_column_text(q, 0), (const char *)sqlite3_column_text(q, 1),
+		       (const char *)sqlite3_column_text(q, 2), ud);
+		if (r)
+			break;
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = db_err(st, rc, "list pending requests");
+	sqlite3_finalize(q);
+	return r;
 }
