@@ -7,6 +7,7 @@
 #define LOG_TAG "agent"
 #include <arpa/inet.h>
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -29,6 +30,21 @@ char *agent_instance_path(struct agent *a, const char *uuid, const char *file)
 	if (asprintf(&p, "%s/%s%s", a->cfg->instances_dir, uuid, file) < 0)
 		return NULL;
 	return p;
+}
+
+/*
+ * Fault injection for the crash tests: STRATUS_FAULT=build:STEP kills the
+ * agent (SIGKILL, like kill -9) right after STEP is durable, so a test can
+ * restart it and check that reconcile leaves nothing behind.
+ */
+static void fault_point(const char *step)
+{
+	const char *f = getenv("STRATUS_FAULT");
+
+	if (f && strncmp(f, "build:", 6) == 0 && strcmp(f + 6, step) == 0) {
+		log_warn("fault injection: killing the agent after build step %s", step);
+		raise(SIGKILL);
+	}
 }
 
 static int save_row(struct build_ctx *b, const char *step)
@@ -314,6 +330,7 @@ int agent_do_build(struct agent *a, struct job *j)
 		r = save_row(&b, steps[i].name);
 		if (r < 0)
 			break;
+		fault_point(steps[i].name);
 	}
 	if (r < 0) {
 		char reason[1024];
