@@ -120,6 +120,14 @@ json_t *agent_console_tail(struct agent *a, const char *uuid, long lines);
 /* Paths of an instance's files: malloc'd, caller frees. */
 char *agent_instance_path(struct agent *a, const char *uuid, const char *file);
 
+/*
+ * Fault injection for the crash tests: with STRATUS_FAULT=KIND:WHAT in the
+ * environment the agent kills itself (SIGKILL, like kill -9) at that point:
+ * "build:STEP" right after a build step is durable, "accept:TYPE" right
+ * after a command's intent is durable and before it is queued.
+ */
+void agent_fault_point(const char *kind, const char *what);
+
 /* report.c */
 int agent_report(struct agent *a);
 int agent_http_start(struct agent *a);

@@ -32,17 +32,13 @@ char *agent_instance_path(struct agent *a, const char *uuid, const char *file)
 	return p;
 }
 
-/*
- * Fault injection for the crash tests: STRATUS_FAULT=build:STEP kills the
- * agent (SIGKILL, like kill -9) right after STEP is durable, so a test can
- * restart it and check that reconcile leaves nothing behind.
- */
-static void fault_point(const char *step)
+void agent_fault_point(const char *kind, const char *what)
 {
 	const char *f = getenv("STRATUS_FAULT");
+	size_t n = strlen(kind);
 
-	if (f && strncmp(f, "build:", 6) == 0 && strcmp(f + 6, step) == 0) {
-		log_warn("fault injection: killing the agent after build step %s", step);
+	if (f && strncmp(f, kind, n) == 0 && f[n] == ':' && strcmp(f + n + 1, what) == 0) {
+		log_warn("fault injection: killing the agent at %s:%s", kind, what);
 		raise(SIGKILL);
 	}
 }
@@ -330,7 +326,7 @@ int agent_do_build(struct agent *a, struct job *j)
 		r = save_row(&b, steps[i].name);
 		if (r < 0)
 			break;
-		fault_point(steps[i].name);
+		agent_fault_point("build", steps[i].name);
 	}
 	if (r < 0) {
 		char reason[1024];

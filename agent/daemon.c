@@ -55,7 +55,9 @@ static const char *body_uuid(const struct bus_envelope *e)
 	return json_string_value(json_object_get(e->body, "uuid"));
 }
 
-static void announce(struct agent *a, const char *uuid, const char *request_id)
+/* A request seen before: say what is true now, change nothing. */
+static void announce(struct agent *a, const char *uuid, const char *request_id,
+		     const char *outcome)
 {
 	struct store_instance row;
 
@@ -64,7 +66,12 @@ static void announce(struct agent *a, const char *uuid, const char *request_id)
 				 NULL);
 		agent_store_instance_free(&row);
 	} else {
-		agent_emit_state(a, uuid, NULL, INST_DELETED, "duplicate request", request_id, NULL);
+		json_t *o = outcome ? json_loads(outcome, 0, NULL) : NULL;
+
+		agent_emit_result(a, request_id, json_is_true(json_object_get(o, "ok")),
+				  "duplicate request: already processed; the instance is not on this host",
+				  NULL);
+		json_decref(o);
 	}
 }
 
@@ -131,8 +138,8 @@ int agent_handle_message(void *opaque, const struct bus_message *m)
 	/* processed already: answer with the state, change nothing */
 	r = agent_store_request_get(a->store, e->request_id, &outcome);
 	if (r == 0) {
+		announce(a, uuid, e->request_id, outcome);
 		free(outcome);
-		announce(a, uuid, e->request_id);
 		return 0;
 	}
 	if (r != -ENOENT)
@@ -157,6 +164,7 @@ int agent_handle_message(void *opaque, const struct bus_message *m)
 		r = agent_store_request_put(a->store, e->request_id, uuid, e->type, NULL);
 		if (r < 0)
 			return r;
+		agent_fault_point("accept", e->type);
 		if (strcmp(e->type, "instance.delete") == 0) {
 			struct store_instance row;
 
@@ -208,6 +216,9 @@ static int reconcile_row(const struct store_instance *row, void *ud)
 		log_warn("reconcile: build interrupted at step %s, cleaning up instance=%s",
 			 row->step ? row->step : "?", row->uuid);
 		agent_cleanup_instance(a, row);
+		if (row->request_id) /* a redelivered copy must not build it again */
+			agent_store_request_put(a->store, row->request_id, row->uuid, "instance.build",
+						"{\"ok\":false,\"rescheduled\":true}");
 		agent_emit_reschedule(a, row->uuid, row->project,
 				      "build interrupted by an agent restart", row->request_id);
 		c->cleaned++;

@@ -28,7 +28,7 @@ agent:
   report_interval: 1s
   reconcile_interval: 2s
   network: {bridge: ""}
-vmm: {uri: "$uri", accel: qemu, shutdown_timeout: 2s}
+vmm: {uri: "$uri", accel: qemu, shutdown_timeout: 2s, cpu_dedicated_set: "1", cpu_shared_set: "0"}
 images: {cache_dir: $T/cache, allow_file_urls: true}
 EOF
 	"$B/stratus-bus" -c "$T/stratus.yaml" >"$T/bus.log" 2>&1 &
