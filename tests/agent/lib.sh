@@ -18,7 +18,7 @@ agent_env_up() {
 	qemu-img create -q -f qcow2 "$T/base.qcow2" 64M
 	IMAGE_SUM=$(sha256sum "$T/base.qcow2" | cut -d' ' -f1)
 	cat >"$T/stratus.yaml" <<EOF
-bus: {address_file: $T/bus.addr}
+bus: {address_file: $T/bus.addr, properties: {fetch.wait.max.ms: "10"}}
 broker: {address_file: $T/bus.addr, partitions: 2}
 agent:
   host: hv1
