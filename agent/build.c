@@ -20,6 +20,7 @@ struct build_ctx {
 	struct store_instance row;
 	struct vmm_placement place;
 	bool placed, claimed, addr_allocated, overlay_made, seed_made, defined;
+	char *kernel_path, *initrd_path; /* cached, for direct kernel boot */
 	int64_t step_ms[8];
 };
 
@@ -175,10 +176,33 @@ static int step_image(struct build_ctx *b)
 			       a->cfg->instances_dir, &overlay);
 	if (r < 0)
 		return r;
+	/* kernel and initrd for direct kernel boot: cached and verified like
+	 * images, pinned only while the domain is defined */
+	const struct spec_blob *blobs[2] = { &b->spec.image.kernel, &b->spec.image.initrd };
+	char **paths[2] = { &b->kernel_path, &b->initrd_path };
+
+	for (int k = 0; k < 2 && r == 0; k++) {
+		struct img_ref br = { .name = k ? "initrd" : "kernel", .url = blobs[k]->url,
+				      .checksum = blobs[k]->checksum, .format = IMG_FMT_RAW };
+
+		if (blobs[k]->url)
+			r = img_acquire(a->images, &br, NULL, NULL, paths[k]);
+	}
 	b->overlay_made = true;
 	free(b->row.overlay_path);
 	b->row.overlay_path = overlay;
-	return 0;
+	return r;
+}
+
+static void release_blobs(struct build_ctx *b)
+{
+	if (b->kernel_path)
+		img_release(b->a->images, b->spec.image.kernel.checksum);
+	if (b->initrd_path)
+		img_release(b->a->images, b->spec.image.initrd.checksum);
+	free(b->kernel_path);
+	free(b->initrd_path);
+	b->kernel_path = b->initrd_path = NULL;
 }
 
 static void undo_image(struct build_ctx *b)
@@ -248,6 +272,9 @@ static int step_define(struct build_ctx *b)
 		.bridge = a->cfg->network.bridge && *a->cfg->network.bridge ? a->cfg->network.bridge
 									  : NULL,
 		.console_log = console,
+		.kernel = b->kernel_path,
+		.initrd = b->initrd_path,
+		.cmdline = b->kernel_path ? b->spec.image.cmdline : NULL,
 	};
 	char *xml = NULL;
 	int r;
@@ -363,6 +390,7 @@ int agent_do_build(struct agent *a, struct job *j)
 				   b.row.address ? b.row.address : "", "mac",
 				   b.row.mac ? b.row.mac : ""));
 out:
+	release_blobs(&b);
 	if (b.placed)
 		vmm_placement_free(&b.place);
 	bus_spec_free(&b.spec);
