@@ -87,6 +87,7 @@ struct agent {
 	bool have_host_cpu;
 	double host_steal_pct, host_steal_avg;
 	bool degraded;             /* libvirtd unreachable */
+	bool reconciled;           /* the start-up reconcile has run */
 	struct agent_http *http;
 
 	volatile sig_atomic_t stopping;

@@ -184,35 +184,41 @@ int agent_handle_message(void *opaque, const struct bus_message *m)
 
 struct reconcile_ctx {
 	struct agent *a;
+	bool startup; /* no worker has run a job of this process yet */
 	struct vmm_domain_info *doms;
 	size_t n_doms;
-	unsigned cleaned, resumed, drifted;
+	unsigned cleaned, queued, drifted;
 };
+
+static enum vmm_power power_of(const struct reconcile_ctx *c, const char *uuid)
+{
+	for (size_t i = 0; i < c->n_doms; i++)
+		if (strcmp(c->doms[i].uuid, uuid) == 0)
+			return c->doms[i].power;
+	return VMM_POWER_NONE;
+}
 
 static int reconcile_row(const struct store_instance *row, void *ud)
 {
 	struct reconcile_ctx *c = ud;
 	struct agent *a = c->a;
-	enum vmm_power pw = VMM_POWER_NONE;
-
-	for (size_t i = 0; i < c->n_doms; i++)
-		if (strcmp(c->doms[i].uuid, row->uuid) == 0)
-			pw = c->doms[i].power;
+	enum vmm_power pw = power_of(c, row->uuid);
 
 	switch (row->state) {
 	case INST_BUILDING:
-		/* a build that was never started waits in the queue; one that was
-		 * interrupted by our death is undone and rescheduled */
-		if (row->step && strcmp(row->step, "accepted") == 0 && a->n_workers > 0 &&
-		    c->resumed < 1000000) {
+		/* only at start: later, a building row is a worker's business */
+		if (!c->startup)
+			break;
+		if (row->step && strcmp(row->step, "accepted") == 0) {
+			/* accepted but never started: build it now */
 			json_t *spec = json_loads(row->spec_json, 0, NULL);
 
 			if (spec && agent_enqueue(a, "instance.build", row->uuid,
-						  row->request_id ? row->request_id : "", spec) == 0) {
-				c->resumed++;
-				break;
-			}
+						  row->request_id ? row->request_id : "", spec) == 0)
+				c->queued++;
+			break;
 		}
+		/* interrupted by our death: undo it all, let the scheduler retry */
 		log_warn("reconcile: build interrupted at step %s, cleaning up instance=%s",
 			 row->step ? row->step : "?", row->uuid);
 		agent_cleanup_instance(a, row);
@@ -224,6 +230,8 @@ static int reconcile_row(const struct store_instance *row, void *ud)
 		c->cleaned++;
 		break;
 	case INST_DELETING:
+		if (!c->startup)
+			break; /* a queued delete finishes it */
 		agent_cleanup_instance(a, row);
 		agent_emit_state(a, row->uuid, row->project, INST_DELETED, NULL, NULL, NULL);
 		c->cleaned++;
@@ -231,21 +239,19 @@ static int reconcile_row(const struct store_instance *row, void *ud)
 	case INST_ACTIVE:
 	case INST_STOPPED:
 	case INST_REBOOTING: {
-		enum instance_state want = row->state;
+		bool drift = (row->state == INST_STOPPED) != (pw != VMM_POWER_RUNNING &&
+							      pw != VMM_POWER_PAUSED) ||
+			     pw == VMM_POWER_NONE;
 
-		if (pw == VMM_POWER_RUNNING || pw == VMM_POWER_PAUSED)
-			want = INST_ACTIVE;
-		else if (pw == VMM_POWER_SHUTOFF || pw == VMM_POWER_CRASHED)
-			want = INST_STOPPED;
-		else if (pw == VMM_POWER_NONE)
-			want = INST_ERROR;
-		if (want != row->state) {
-			const char *why = want == INST_ERROR ? "domain vanished from libvirt"
-							     : "power state changed outside Stratus";
-
-			agent_store_instance_set_state(a->store, row->uuid, want, NULL,
-						       want == INST_ERROR ? why : NULL);
-			agent_emit_state(a, row->uuid, row->project, want, why, NULL, NULL);
+		if (row->state == INST_REBOOTING && !c->startup)
+			break;
+		if (drift || row->state == INST_REBOOTING) {
+			/* a worker compares again and corrects, in order with the
+			 * instance's commands */
+			agent_enqueue(a, "instance.sync", row->uuid, NULL,
+				      json_pack("{s:s}", "reason",
+						pw == VMM_POWER_NONE ? "domain vanished from libvirt"
+								     : "power state changed outside Stratus"));
 			c->drifted++;
 		}
 		break;
@@ -259,9 +265,9 @@ static int reconcile_row(const struct store_instance *row, void *ud)
 	return 0;
 }
 
-int agent_reconcile(struct agent *a)
+static int reconcile(struct agent *a, bool startup)
 {
-	struct reconcile_ctx c = { .a = a };
+	struct reconcile_ctx c = { .a = a, .startup = startup };
 	int r;
 
 	if (!vmm_connected(a->conn)) {
@@ -272,7 +278,8 @@ int agent_reconcile(struct agent *a)
 	if (r < 0)
 		return r;
 	r = agent_store_instance_foreach(a->store, reconcile_row, &c);
-	/* domains of ours that the store does not know */
+	/* domains of ours that the store does not know (a build writes its row
+	 * before it defines, so a domain being built is never one of these) */
 	for (size_t i = 0; i < c.n_doms; i++) {
 		struct store_instance row;
 
@@ -292,10 +299,17 @@ int agent_reconcile(struct agent *a)
 		}
 	}
 	vmm_domain_list_free(c.doms, c.n_doms);
-	if (c.cleaned || c.resumed || c.drifted)
-		log_info("reconcile done cleaned=%u resumed=%u drifted=%u", c.cleaned, c.resumed,
-			 c.drifted);
+	if (c.cleaned || c.queued || c.drifted)
+		log_info("reconcile done startup=%d cleaned=%u queued=%u drifted=%u", startup,
+			 c.cleaned, c.queued, c.drifted);
+	if (r == 0 && startup)
+		a->reconciled = true;
 	return r;
+}
+
+int agent_reconcile(struct agent *a)
+{
+	return reconcile(a, !a->reconciled);
 }
 
 /* Claims of the instances the store holds, so fits see what is in use. */
@@ -366,7 +380,7 @@ int agent_new(const struct agent_config *cfg, const struct bus_config *bus,
 		r = err_set(-ENOMEM, "out of memory");
 		goto fail;
 	}
-	if ((r = mkdir_p(cfg->state_dir, 0750)) < 0 || (r = mkdir_p(cfg->instances_dir, 0750)) < 0 ||
+	if ((r = mkdir_p(cfg->state_dir, 0750)) < 0 || (r = mkdir_p(cfg->instances_dir, 0755)) < 0 ||
 	    (r = agent_store_open(a->store_path, false, &a->store)) < 0 ||
 	    (r = vmm_topology_load(vmm->sysfs_root, &a->topo)) < 0 ||
 	    (r = vmm_usage_init(&a->usage, a->topo)) < 0 ||
@@ -387,9 +401,13 @@ int agent_new(const struct agent_config *cfg, const struct bus_config *bus,
 	co.errors = a->prod;
 	if ((r = bus_consumer_new(bus, &co, &a->cons)) < 0)
 		goto fail;
+	/* before any worker runs: interrupted builds and deletes are ours to
+	 * finish now (libvirtd down: retried by agent_run until it works) */
+	if (agent_reconcile(a) < 0)
+		log_warn("%s", err_msg());
+	requeue_pending(a);
 	if ((r = agent_workers_start(a)) < 0)
 		goto fail;
-	requeue_pending(a);
 	*out = a;
 	return 0;
 fail:
@@ -407,8 +425,6 @@ int agent_run(struct agent *a)
 	int64_t next_report = 0, next_reconcile = 0;
 	int r;
 
-	if (agent_reconcile(a) < 0)
-		log_warn("%s", err_msg());
 	next_reconcile = time_mono_ms() + a->cfg->reconcile_interval_ms;
 	if (agent_http_start(a) < 0) {
 		log_error("%s", err_msg());
@@ -424,7 +440,7 @@ int agent_run(struct agent *a)
 				log_warn("report: %s", err_msg());
 			next_report = now + a->cfg->report_interval_ms;
 		}
-		if (now >= next_reconcile) {
+		if (now >= next_reconcile || (!a->reconciled && vmm_connected(a->conn))) {
 			if (agent_reconcile(a) < 0)
 				log_warn("%s", err_msg());
 			next_reconcile = now + a->cfg->reconcile_interval_ms;

@@ -133,7 +133,7 @@ int agent_do_sync(struct agent *a, struct job *j)
 	r = agent_store_instance_get(a->store, j->uuid, &row);
 	if (r < 0)
 		return 0; /* not ours (any more) */
-	if (row.state != INST_ACTIVE && row.state != INST_STOPPED) {
+	if (row.state != INST_ACTIVE && row.state != INST_STOPPED && row.state != INST_REBOOTING) {
 		agent_store_instance_free(&row);
 		return 0; /* a command owns it */
 	}

@@ -4,6 +4,7 @@
 # by agent_env_down (trap it).
 B=${BUILD:-build}
 T=$(mktemp -d /tmp/stratus-agent-test.XXXXXX)
+chmod 755 "$T" # QEMU runs as libvirt-qemu and must reach the disks
 EVENTS=$T/events.jsonl
 fail() { echo "FAIL: $*" >&2; [ -f "$T/agent.log" ] && tail -n 20 "$T/agent.log" >&2; exit 1; }
 
