@@ -115,6 +115,41 @@ static size_t envelope_len(const struct phase *ph, long seq)
 	return len;
 }
 
+/* CPU per envelope on one core, no bus: build+validate+serialize, then
+ * parse+validate. What bounds the end-to-end rate on a small machine. */
+static void cpu_costs(long n)
+{
+	struct phase ph = { .run = "0b6f4b1e-5c7a-4c1e-9a53-0d1f2a3b4c5d" };
+	char *s = NULL;
+	size_t len = 0;
+	int64_t t0, t1, t2;
+
+	t0 = time_mono_ns();
+	for (long i = 0; i < n; i++) {
+		struct bus_envelope *e = NULL;
+		json_t *b = json_pack("{s:s, s:s, s:I, s:I, s:s}", "host", "bench-host", "run",
+				      ph.run, "seq", (json_int_t)i, "sent_ns", (json_int_t)t0, "pad",
+				      pad);
+
+		free(s);
+		s = NULL;
+		if (bus_envelope_new("host.report", BUS_TC_METRICS, "bench", NULL, b, &e) == 0)
+			bus_envelope_serialize(e, &s, &len);
+		bus_envelope_free(e);
+	}
+	t1 = time_mono_ns();
+	for (long i = 0; s && i < n; i++) {
+		struct bus_envelope *e = NULL;
+
+		bus_envelope_parse(s, len, BUS_TOPIC_METRICS, &e);
+		bus_envelope_free(e);
+	}
+	t2 = time_mono_ns();
+	free(s);
+	printf("bus cpu_us_per_envelope build_serialize %.2f parse %.2f\n",
+	       (double)(t1 - t0) / 1e3 / (double)n, (double)(t2 - t1) / 1e3 / (double)n);
+}
+
 static int warm_up(struct bus_producer *p, struct phase *ph)
 {
 	int64_t deadline = time_mono_ms() + 30000;
@@ -223,6 +258,7 @@ int main(int argc, char **argv)
 	if (warm_up(p, t) < 0)
 		goto fail;
 	printf("bus envelope_bytes %zu\n", envelope_len(t, count / 2));
+	cpu_costs(20000);
 	t0 = time_mono_ns();
 	for (long i = 0; i < count; i++) {
 		/* flow control: stratus-bus keeps 5 MiB per partition in memory; a

@@ -64,6 +64,8 @@ echo
 echo "throughput, $N envelopes of $bytes bytes, producer -> stratus-bus -> consumer:"
 printf '  stratus bus/ (build+validate+serialize, parse+validate)  %8s msg/s   target >= 100000\n' "$ours_rate"
 printf '  kcat (1 KiB lines, no JSON), same broker, same run       %8s msg/s   (reference)\n' "$kcat_rate"
+set -- $(grep cpu_us "$tmp/ours")
+echo "  CPU per envelope on one core: build+validate+serialize $4 us, parse+validate $6 us (jansson)"
 echo "latency at 1000 envelopes/s, produce to consume (ms):"
 echo "  fetch.wait.max.ms=5 (bus.properties): $(echo "$lat" | cut -d' ' -f5-)   target p99 <= 10"
 echo "  librdkafka default fetch wait:         $(echo "$lat_def" | cut -d' ' -f5-)"
