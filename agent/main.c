@@ -1,35 +1,86 @@
-/* stratus-agent: the per-host compute agent */
+/*
+ * stratus-agent: the per-host compute agent.
+ *
+ *   stratus-agent [-c FILE] [-n] [-d]          run the daemon (issue 6)
+ *   stratus-agent [-c FILE] SUBCOMMAND ARGS    operator tools (table below)
+ */
 #define LOG_TAG "agent"
 #include <stdio.h>
+#include <string.h>
 
+#include "agent/agent.h"
+#include "agent/commands.h"
 #include "bus/bus.h"
 #include "core/core.h"
 
+static const struct {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *summary;
+} subcommands[] = {
+	{ "host-info", agent_cmd_host_info, "host CPUs, NUMA nodes and hugepages as JSON" },
+	{ "render-domain", agent_cmd_render_domain, "the libvirt domain XML for an instance spec" },
+	{ "image", agent_cmd_image, "fetch, inspect, list and evict cached images" },
+	{ "seed", agent_cmd_seed, "build a cloud-init seed disk for an instance spec" },
+};
+
 static struct log_config log_cfg;
 static struct bus_config bus_cfg;
+static struct agent_config agent_cfg;
+
+static int validate(void *ud)
+{
+	return agent_config_check(ud);
+}
 
 int main(int argc, char **argv)
 {
 	const struct cfg_section sections[] = {
 		{ .name = "log", .fields = log_config_fields, .dst = &log_cfg },
 		{ .name = "bus", .fields = bus_config_fields, .dst = &bus_cfg },
+		{ .name = "agent", .fields = agent_config_fields, .dst = &agent_cfg },
 		{ 0 },
 	};
+	char extra[1024];
+	size_t off = 0;
+
+	off += (size_t)snprintf(extra, sizeof(extra), "subcommands:\n");
+	for (size_t i = 0; i < ARRAY_SIZE(subcommands) && off < sizeof(extra); i++)
+		off += (size_t)snprintf(extra + off, sizeof(extra) - off, "  %-14s %s\n",
+					subcommands[i].name, subcommands[i].summary);
+
 	struct daemon_opts o = {
 		.prog = "stratus-agent",
-		.summary = "the per-host compute agent",
+		.summary = "the per-host compute agent (without a subcommand: the daemon)",
+		.usage_extra = extra,
 		.default_config = "/etc/stratus/stratus.yaml",
 		.sections = sections,
 		.log = &log_cfg,
+		.validate = validate,
+		.validate_ud = &agent_cfg,
 	};
 	int argi, r;
 
 	r = daemon_setup(&o, argc, argv, &argi);
 	if (r > 0)
 		return r - 1;
-	fprintf(stderr, "%s: not implemented yet (issue 6): the configuration loads, the service does not run\n",
-		o.prog);
+	if (argi < argc) {
+		for (size_t i = 0; i < ARRAY_SIZE(subcommands); i++) {
+			if (strcmp(argv[argi], subcommands[i].name) == 0) {
+				r = subcommands[i].run(argc - argi, argv + argi);
+				goto out;
+			}
+		}
+		fprintf(stderr, "stratus-agent: unknown subcommand '%s' (try --help)\n", argv[argi]);
+		r = 2;
+		goto out;
+	}
+	fprintf(stderr, "stratus-agent: the daemon is not implemented yet (issue 6): the "
+			"configuration loads, the service does not run\n");
+	r = 1;
+out:
 	cfg_free(log_config_fields, &log_cfg);
 	bus_config_free(&bus_cfg);
-	return 1;
+	agent_config_free(&agent_cfg);
+	return r;
 }

@@ -130,6 +130,14 @@ int write_file_atomic(const char *path, const void *data, size_t len, int mode);
 /* mkdir -p */
 int mkdir_p(const char *path, int mode);
 
+/* ---- base64 ------------------------------------------------------------ */
+/* Strict base64 (RFC 4648 alphabet, padding required, no whitespace).
+ * Returns 0 and a malloc'd buffer (caller frees; NUL-terminated for
+ * convenience), -EINVAL on bad input, -E2BIG when longer than max_out. */
+int base64_decode(const char *in, size_t max_out, unsigned char **out, size_t *out_len);
+/* Returns a malloc'd NUL-terminated string (caller frees), NULL on ENOMEM. */
+char *base64_encode(const unsigned char *in, size_t len);
+
 /* ---- config ------------------------------------------------------------ */
 /*
  * A config struct is described by a table of fields. The loader walks the
@@ -210,6 +218,13 @@ int cfg_load_file(const char *path, const struct cfg_section *sections);
 /* Same, from a string (name is used in messages). */
 int cfg_load_string(const char *name, const char *yaml, size_t len,
 		    const struct cfg_section *sections);
+/*
+ * Where a loaded value came from, for cross-field checks made after
+ * loading: "FILE:LINE:COL" for the field at address FIELD (inside a struct
+ * the last cfg_load_* filled), or "FILE" when the value is a default.
+ * Returns a pointer to a static buffer (config loading is single-threaded).
+ */
+const char *cfg_where(const void *field);
 /* Free the strings, lists and maps that loading stored in dst. */
 void cfg_free(const struct cfg_field *fields, void *dst);
 
@@ -241,6 +256,10 @@ struct daemon_opts {
 	const char *default_config; /* e.g. /etc/stratus/stratus.yaml */
 	const struct cfg_section *sections;
 	struct log_config *log;
+	/* cross-field checks after loading (may be NULL); <0 with err_msg()
+	 * fails like a config error, also under -n */
+	int (*validate)(void *ud);
+	void *validate_ud;
 	/* filled in: */
 	const char *config_path;    /* NULL when none was loaded */
 	bool check_only;

@@ -425,3 +425,76 @@ int mkdir_p(const char *path, int mode)
 		return err_sys(-errno, "mkdir %s", buf);
 	return 0;
 }
+
+/* ---- base64 ------------------------------------------------------------- */
+
+static const char b64_alphabet[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static int b64_value(char c)
+{
+	const char *p = c ? strchr(b64_alphabet, c) : NULL;
+
+	return p ? (int)(p - b64_alphabet) : -1;
+}
+
+int base64_decode(const char *in, size_t max_out, unsigned char **out, size_t *out_len)
+{
+	size_t n = strlen(in), len = 0, pad = 0;
+	unsigned char *buf;
+
+	if (n % 4 != 0)
+		return -EINVAL;
+	if (n >= 1 && in[n - 1] == '=')
+		pad++;
+	if (n >= 2 && in[n - 2] == '=')
+		pad++;
+	if (n / 4 * 3 - pad > max_out)
+		return -E2BIG;
+	buf = malloc(n / 4 * 3 + 1);
+	if (!buf)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i += 4) {
+		int v[4];
+		bool last = i + 4 == n;
+
+		for (int j = 0; j < 4; j++) {
+			v[j] = b64_value(in[i + (size_t)j]);
+			if (v[j] < 0 && !(last && in[i + (size_t)j] == '=' && j >= 4 - (int)pad)) {
+				free(buf);
+				return -EINVAL;
+			}
+		}
+		buf[len++] = (unsigned char)((v[0] << 2) | (v[1] >> 4));
+		if (v[2] >= 0)
+			buf[len++] = (unsigned char)(((v[1] & 0xf) << 4) | (v[2] >> 2));
+		if (v[3] >= 0)
+			buf[len++] = (unsigned char)(((v[2] & 0x3) << 6) | v[3]);
+	}
+	buf[len] = '\0';
+	*out = buf;
+	*out_len = len;
+	return 0;
+}
+
+char *base64_encode(const unsigned char *in, size_t len)
+{
+	char *out = malloc((len + 2) / 3 * 4 + 1), *p = out;
+
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < len; i += 3) {
+		unsigned v = (unsigned)in[i] << 16;
+
+		if (i + 1 < len)
+			v |= (unsigned)in[i + 1] << 8;
+		if (i + 2 < len)
+			v |= in[i + 2];
+		*p++ = b64_alphabet[(v >> 18) & 63];
+		*p++ = b64_alphabet[(v >> 12) & 63];
+		*p++ = i + 1 < len ? b64_alphabet[(v >> 6) & 63] : '=';
+		*p++ = i + 2 < len ? b64_alphabet[v & 63] : '=';
+	}
+	*p = '\0';
+	return out;
+}

@@ -1,0 +1,19 @@
+/*
+ * The operator subcommands of stratus-agent. Each takes its own argv
+ * (argv[0] is the subcommand name) and returns the process exit code:
+ * 0 success, 1 failure (message on stderr), 2 usage error.
+ * Each lives in its own file: agent/cmd_*.c.
+ */
+#ifndef STRATUS_AGENT_COMMANDS_H
+#define STRATUS_AGENT_COMMANDS_H
+
+/* host-info [--sysfs ROOT]: host topology as JSON (vmm) */
+int agent_cmd_host_info(int argc, char **argv);
+/* render-domain [--sysfs ROOT] SPEC.json: the domain XML (vmm) */
+int agent_cmd_render_domain(int argc, char **argv);
+/* image fetch|inspect|list|evict ... (images) */
+int agent_cmd_image(int argc, char **argv);
+/* seed --instance SPEC.json --format nocloud|configdrive -o FILE (metadata) */
+int agent_cmd_seed(int argc, char **argv);
+
+#endif

@@ -1,0 +1,112 @@
+/*
+ * The instance spec (DESIGN.md "The instance spec"): the body of
+ * instance.build and the input of the agent's operator subcommands
+ * (render-domain, seed). Parsed and validated once here; vmm, images,
+ * metadata and agent read the struct.
+ */
+#ifndef STRATUS_BUS_SPEC_H
+#define STRATUS_BUS_SPEC_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/core.h"
+
+#define SPEC_USER_DATA_MAX (64 * 1024) /* decoded bytes, like Nova */
+#define SPEC_MAX_KEYS 64
+#define SPEC_MAX_META 128
+
+struct spec_kv {
+	char *key;
+	char *val;
+};
+
+struct spec_flavor {
+	char *name;
+	long vcpus;
+	long ram_mb;
+	long disk_gb;
+	struct spec_kv *extra_specs;
+	size_t n_extra_specs;
+};
+
+struct spec_image {
+	char *name;        /* may be NULL */
+	char *url;         /* http, https or file */
+	char *checksum;    /* "sha256:HEX" or "sha512:HEX", lower-case hex */
+	char *disk_format; /* "qcow2" or "raw" */
+	long min_disk_gb;
+};
+
+struct spec_ssh_key {
+	char *name;
+	char *key;
+};
+
+struct spec_network {
+	bool present;
+	char *mac;      /* 52:54:00:12:34:56 */
+	char *address;  /* 10.0.0.5/24 */
+	char *gateway;  /* 10.0.0.1, may be NULL */
+	char **dns;     /* NULL-terminated */
+	size_t n_dns;
+};
+
+enum spec_seed { SPEC_SEED_NOCLOUD, SPEC_SEED_CONFIGDRIVE, SPEC_SEED_NONE, SPEC_SEED_LAST };
+extern const char *const spec_seed_names[]; /* NULL-terminated, by enum value */
+
+/* Instance lifecycle (DESIGN.md): scheduling -> building -> active <-> stopped,
+ * active -> rebooting -> active, * -> deleting -> deleted, * -> error.
+ * Names are what events, stratusctl and the stores use. */
+enum instance_state {
+	INST_SCHEDULING,
+	INST_BUILDING,
+	INST_ACTIVE,
+	INST_STOPPED,
+	INST_REBOOTING,
+	INST_DELETING,
+	INST_DELETED,
+	INST_ERROR,
+	INST_STATE_LAST
+};
+extern const char *const instance_state_names[]; /* NULL-terminated */
+/* Returns 0, or -EINVAL for an unknown name. */
+int instance_state_parse(const char *name, enum instance_state *out);
+
+struct instance_spec {
+	char uuid[UUID_STRLEN];
+	char *name;              /* free text, may hold any character */
+	char *hostname;          /* RFC 1123; derived from name when absent */
+	char *project;
+	char *availability_zone; /* default "nova" */
+	long launch_index;
+	struct spec_flavor flavor;
+	struct spec_image image;
+	unsigned char *user_data; /* decoded; NULL when none */
+	size_t user_data_len;
+	struct spec_ssh_key *ssh_keys;
+	size_t n_ssh_keys;
+	struct spec_kv *metadata;
+	size_t n_metadata;
+	enum spec_seed seed;
+	struct spec_network network;
+};
+
+/*
+ * Parse and validate a spec from a JSON object. Unknown keys are ignored
+ * (instance.build carries request fields beside the spec). On error returns
+ * -EINVAL with err_msg() naming the field: "flavor.vcpus: expected an
+ * integer from 1 to 1024". *out is untouched on failure; on success the
+ * caller frees it with bus_spec_free().
+ */
+int bus_spec_parse(json_t *obj, struct instance_spec *out);
+/* Same, from a JSON file (at most 1 MiB). */
+int bus_spec_parse_file(const char *path, struct instance_spec *out);
+/* Back to JSON (user_data base64-encoded); returns a new reference. */
+json_t *bus_spec_to_json(const struct instance_spec *s);
+void bus_spec_free(struct instance_spec *s);
+/* The value of a flavor extra spec, or NULL. */
+const char *bus_spec_extra(const struct instance_spec *s, const char *key);
+
+#endif
