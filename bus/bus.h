@@ -196,7 +196,8 @@ struct bus_message {
 /*
  * The handler's verdict: 0 = the effect is durable, store the offset;
  * <0 = not durable: the offset is not stored and the message is delivered
- * again (the partition is rewound to it).
+ * again (the partition is rewound to it, after a back-off of 50 ms doubling
+ * up to 5 s while failures go on, spent inside bus_consumer_poll).
  */
 typedef int (*bus_handler_fn)(void *opaque, const struct bus_message *m);
 
