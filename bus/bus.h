@@ -128,10 +128,9 @@ int bus_type_topic_class(const char *type, enum bus_topic_class *out);
  * Returns a pointer into E's body, or NULL when the body lacks it. */
 const char *bus_envelope_default_key(const struct bus_envelope *e);
 
-/* The instance.build body check. By default it validates the required
- * fields of DESIGN.md's instance spec itself; bus_spec_parse may take over.
- * Returns 0 or <0 with err_msg() naming the field (relative: "flavor.vcpus:
- * expected a positive integer"). */
+/* The instance.build body check: bus_spec_parse (bus/spec.h) by default;
+ * a hook so that tests or tools can put another in. Returns 0 or <0 with
+ * err_msg() naming the field relative to the body ("flavor.vcpus: ..."). */
 extern int (*bus_instance_spec_validator)(const json_t *body);
 
 /* ---- client ------------------------------------------------------------ */
@@ -197,7 +196,8 @@ struct bus_message {
 /*
  * The handler's verdict: 0 = the effect is durable, store the offset;
  * <0 = not durable: the offset is not stored and the message is delivered
- * again (the partition is rewound to it).
+ * again (the partition is rewound to it, after a back-off of 50 ms doubling
+ * up to 5 s while failures go on, spent inside bus_consumer_poll).
  */
 typedef int (*bus_handler_fn)(void *opaque, const struct bus_message *m);
 

@@ -317,6 +317,7 @@ struct bus_consumer {
 	const struct bus_config *cfg;  /* to create the error producer lazily */
 	char *source;
 	uint64_t rejected;
+	unsigned fail_streak;          /* handler failures in a row */
 };
 
 /* observe mode: assign every partition of the wanted topics (no group) */
@@ -619,13 +620,21 @@ int bus_consumer_poll(struct bus_consumer *c, int timeout_ms, bus_handler_fn fn,
 	r = fn(opaque, &m);
 	if (!c->observe) {
 		if (r >= 0) {
+			c->fail_streak = 0;
 			if (store_offset(c, rkm) < 0)
 				log_warn("%s", err_msg());
 		} else {
+			/* back off: 50 ms, 100 ms ... 5 s, so that a failing effect
+			 * (store down, disk full) is not retried in a tight loop */
+			unsigned shift = c->fail_streak < 7 ? c->fail_streak : 7;
+			unsigned ms = (50u << shift) < 5000u ? 50u << shift : 5000u;
+
+			c->fail_streak++;
 			log_warn("handler failed, message will come again topic=%s partition=%d "
-				 "offset=%" PRId64 " type=%s id=%s", m.topic, (int)m.partition,
-				 m.offset, e->type, e->id);
+				 "offset=%" PRId64 " type=%s id=%s failures=%u retry_ms=%u", m.topic,
+				 (int)m.partition, m.offset, e->type, e->id, c->fail_streak, ms);
 			rewind_to(c, rkm);
+			usleep(ms * 1000);
 		}
 	}
 	bus_envelope_free(e);

@@ -14,6 +14,7 @@
 
 #include "bus/bus.h"
 #include "bus/bus_priv.h"
+#include "bus/spec.h"
 
 /* ---- topics ------------------------------------------------------------ */
 
@@ -306,10 +307,6 @@ static int walk(const struct field *fields, const json_t *obj, const char *path)
 
 static const char *const seed_kinds[] = { "nocloud", "configdrive", "none", NULL };
 static const char *const disk_formats[] = { "qcow2", "raw", NULL };
-static const char *const instance_states[] = {
-	"scheduling", "building", "active", "stopped", "rebooting",
-	"deleting", "deleted", "error", NULL,
-};
 
 static const struct field ssh_key_fields[] = {
 	REQ("name", FK_NAME),
@@ -377,41 +374,7 @@ static const struct field image_add_fields[] = {
 	{ 0 },
 };
 
-/* commands on stratus.host.<host> */
-static const struct field spec_image_fields[] = {
-	OPT("name", FK_NAME),
-	REQ("url", FK_NAME),
-	REQ("checksum", FK_NAME),
-	REQ_ENUM("disk_format", disk_formats),
-	OPT("min_disk_gb", FK_NONNEG),
-	{ 0 },
-};
-
-static const struct field spec_network_fields[] = {
-	OPT("mac", FK_NAME),
-	OPT("address", FK_NAME),
-	OPT("gateway", FK_NAME),
-	OPT("dns", FK_STRLIST),
-	{ 0 },
-};
-
-/* DESIGN.md "The instance spec" */
-static const struct field spec_fields[] = {
-	REQ("uuid", FK_UUID),
-	REQ("name", FK_NAME),
-	OPT("hostname", FK_NAME),
-	REQ("project", FK_NAME),
-	OPT("availability_zone", FK_NAME),
-	REQ_SUB("flavor", FK_OBJECT, flavor_fields),
-	REQ_SUB("image", FK_OBJECT, spec_image_fields),
-	OPT("user_data", FK_USER_DATA),
-	OPT_SUB("ssh_keys", FK_ARRAY, ssh_key_fields),
-	OPT("metadata", FK_STRMAP),
-	OPT_ENUM("seed", seed_kinds),
-	OPT_SUB("network", FK_OBJECT, spec_network_fields),
-	{ 0 },
-};
-
+/* commands on stratus.host.<host> (instance.build: bus/spec.c) */
 static const struct field uuid_fields[] = {
 	REQ("uuid", FK_UUID),
 	{ 0 },
@@ -422,7 +385,7 @@ static const struct field state_fields[] = {
 	REQ("uuid", FK_UUID),
 	REQ("project", FK_NAME),
 	OPT("host", FK_STRING),
-	REQ_ENUM("state", instance_states),
+	REQ_ENUM("state", instance_state_names),
 	OPT("reason", FK_STRING),
 	{ 0 },
 };
@@ -451,14 +414,23 @@ static const struct field host_report_fields[] = {
 	{ 0 },
 };
 
-/* instance.build: the instance spec (the lead's bus_spec_parse may take
- * this over: it only has to fill in bus_instance_spec_validator). */
-static int default_spec_validator(const json_t *body)
+/* instance.build: the instance spec, validated by the one spec parser
+ * (bus/spec.c) that the agent uses too, so that the bus never accepts a
+ * spec the agent would reject. */
+static int spec_validator(const json_t *body)
 {
-	return walk(spec_fields, body, "");
+	struct instance_spec spec;
+	int r;
+
+	/* bus_spec_parse does not modify the object; it only lacks const */
+	r = bus_spec_parse((json_t *)(uintptr_t)body, &spec);
+	if (r < 0)
+		return r;
+	bus_spec_free(&spec);
+	return 0;
 }
 
-int (*bus_instance_spec_validator)(const json_t *body) = default_spec_validator;
+int (*bus_instance_spec_validator)(const json_t *body) = spec_validator;
 
 static int check_build(const json_t *body)
 {

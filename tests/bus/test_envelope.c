@@ -14,6 +14,7 @@
 
 #define UUID1 "0b6f4b1e-5c7a-4c1e-9a53-0d1f2a3b4c5d"
 #define UUID2 "9d6e2f7a-1b2c-4d3e-8f90-a1b2c3d4e5f6"
+#define SUM "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 /* DESIGN.md's instance spec */
 static const char spec_json[] =
@@ -22,7 +23,7 @@ static const char spec_json[] =
 	"\"flavor\":{\"name\":\"m1.pinned\",\"vcpus\":2,\"ram_mb\":1024,\"disk_gb\":4,"
 	"\"extra_specs\":{\"hw:cpu_policy\":\"dedicated\",\"hw:mem_page_size\":\"2MB\"}},"
 	"\"image\":{\"name\":\"debian-12\",\"url\":\"http://10.0.0.1:8080/debian-12.qcow2\","
-	"\"checksum\":\"sha256:abc\",\"disk_format\":\"qcow2\",\"min_disk_gb\":2},"
+	"\"checksum\":\"" SUM "\",\"disk_format\":\"qcow2\",\"min_disk_gb\":2},"
 	"\"user_data\":\"I2Nsb3VkLWNvbmZpZwo=\","
 	"\"ssh_keys\":[{\"name\":\"k1\",\"key\":\"ssh-ed25519 AAAA me@laptop\"}],"
 	"\"metadata\":{\"role\":\"web\"},\"seed\":\"nocloud\","
@@ -175,20 +176,20 @@ static void test_rejections(void **state)
 		  "envelope: type: unknown message type 'instance.explode'" },
 		{ "vcpus zero", 1, "instance.build",
 		  "{\"uuid\":\"" UUID1 "\",\"name\":\"w\",\"project\":\"a\","
-		  "\"flavor\":{\"name\":\"m\",\"vcpus\":0,\"ram_mb\":1,\"disk_gb\":1},"
-		  "\"image\":{\"url\":\"u\",\"checksum\":\"c\",\"disk_format\":\"qcow2\"}}",
-		  "stratus.host.n1", "instance.build: body.flavor.vcpus: expected a positive integer" },
+		  "\"flavor\":{\"name\":\"m\",\"vcpus\":0,\"ram_mb\":512,\"disk_gb\":1},"
+		  "\"image\":{\"url\":\"http://x/d.qcow2\",\"checksum\":\"" SUM "\",\"disk_format\":\"qcow2\"}}",
+		  "stratus.host.n1", "instance.build: body.flavor.vcpus: expected an integer from 1 to 1024, got 0" },
 		{ "spec without image", 1, "instance.build",
 		  "{\"uuid\":\"" UUID1 "\",\"name\":\"w\",\"project\":\"a\","
-		  "\"flavor\":{\"name\":\"m\",\"vcpus\":1,\"ram_mb\":1,\"disk_gb\":1}}",
-		  "stratus.host.n1", "instance.build: body.image: required field is missing" },
+		  "\"flavor\":{\"name\":\"m\",\"vcpus\":1,\"ram_mb\":512,\"disk_gb\":1}}",
+		  "stratus.host.n1", "instance.build: body.image: missing" },
 		{ "spec bad disk format", 1, "instance.build",
 		  "{\"uuid\":\"" UUID1 "\",\"name\":\"w\",\"project\":\"a\","
-		  "\"flavor\":{\"name\":\"m\",\"vcpus\":1,\"ram_mb\":1,\"disk_gb\":1},"
-		  "\"image\":{\"url\":\"u\",\"checksum\":\"c\",\"disk_format\":\"vmdk\"}}",
-		  "stratus.host.n1", "instance.build: body.image.disk_format: expected one of qcow2 or raw" },
+		  "\"flavor\":{\"name\":\"m\",\"vcpus\":1,\"ram_mb\":512,\"disk_gb\":1},"
+		  "\"image\":{\"url\":\"http://x/d.qcow2\",\"checksum\":\"" SUM "\",\"disk_format\":\"vmdk\"}}",
+		  "stratus.host.n1", "instance.build: body.image.disk_format: expected one of qcow2, raw, got 'vmdk'" },
 		{ "spec uuid", 1, "instance.build", "{\"uuid\":\"web-1\"}", "stratus.host.n1",
-		  "instance.build: body.uuid: expected a UUID" },
+		  "instance.build: body.uuid: expected a UUID like 0b6f4b1e-5c7a-4c1e-9a53-0d1f2a3b4c5d, got 'web-1'" },
 		{ "boot without image", 1, "instance.boot",
 		  "{\"project\":\"a\",\"name\":\"w\",\"flavor\":\"m1\"}", NULL,
 		  "instance.boot: body.image: required field is missing" },

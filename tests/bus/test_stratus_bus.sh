@@ -70,10 +70,10 @@ grep -q 'stratus.events\[1\]@0: invalid message: envelope: not valid JSON' "$tmp
 	|| fail "garbage not reported: $(cat "$tmp/tail2.err")"
 
 # exit codes and errors a user reads
-out=$(ctl bus send instance.build '{"uuid":"0b6f4b1e-5c7a-4c1e-9a53-0d1f2a3b4c5d","name":"w","project":"a","flavor":{"name":"m","vcpus":0,"ram_mb":1,"disk_gb":1},"image":{"url":"u","checksum":"c","disk_format":"raw"}}' --host n1 2>&1)
+out=$(ctl bus send instance.build '{"uuid":"0b6f4b1e-5c7a-4c1e-9a53-0d1f2a3b4c5d","name":"w","project":"a","flavor":{"name":"m","vcpus":0,"ram_mb":1,"disk_gb":1},"image":{"url":"http://x/d.raw","checksum":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","disk_format":"raw"}}' --host n1 2>&1)
 rc=$?
 [ $rc -eq 1 ] || fail "invalid body: exit $rc"
-[ "$out" = "stratusctl: instance.build: body.flavor.vcpus: expected a positive integer" ] || fail "error text: $out"
+[ "$out" = "stratusctl: instance.build: body.flavor.vcpus: expected an integer from 1 to 1024, got 0" ] || fail "error text: $out"
 out=$(ctl bus send instance.nuke '{}' 2>&1); rc=$?
 [ $rc -eq 1 ] && [ "$out" = "stratusctl: unknown message type 'instance.nuke'" ] || fail "unknown type: $rc $out"
 out=$(ctl bus send instance.list '{"project":' 2>&1); rc=$?
