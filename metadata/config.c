@@ -27,6 +27,8 @@ const struct cfg_field md_config_fields[] = {
 	  .min = 1, .max = 256, .def = "2" },
 	{ .key = "instances", .type = CFG_STRING, .offset = offsetof(struct md_config, instances),
 	  .expected = "a path to a JSON array of instance specs" },
+	{ .key = "store", .type = CFG_STRING, .offset = offsetof(struct md_config, store),
+	  .expected = "the path of the agent's store.db" },
 	{ 0 },
 };
 
@@ -35,5 +37,8 @@ int md_config_check(const struct md_config *c)
 	if (c->proxy && (!c->shared_secret || strlen(c->shared_secret) < 16))
 		return err_set(-EINVAL, "metadata.shared_secret: proxy mode needs a shared secret of "
 					"at least 16 characters");
+	if (c->instances && c->store)
+		return err_set(-EINVAL, "%s: metadata: give instances or store, not both",
+			       cfg_where(&c->store));
 	return 0;
 }

@@ -12,9 +12,11 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <yaml.h>
 #include <cmocka.h>
 
+#include "agent/store.h"
 #include "metadata/metadata.h"
 #include "metadata/metadata_priv.h"
 
@@ -614,6 +616,77 @@ static void test_reload_invalidates(void **state)
 	md_source_close(f.src);
 }
 
+/* The agent's store as the source: what the agent commits is served. */
+static void test_store_source(void **state)
+{
+	const char *db = "build/tests/metadata/store-test.db";
+	struct agent_store *st = NULL;
+	struct md_source *src = NULL;
+	struct md_service *svc = NULL;
+	struct md_config cfg = { .threads = 1 };
+	struct md_instance *a = NULL, *b = NULL, *c = NULL;
+	json_error_t je;
+	json_t *j = json_load_file("tests/data/spec-basic.json", 0, &je);
+	char addr[32], *body = NULL, *spec_json;
+	struct store_instance row = { .uuid = "0b6f4b1e-5c7a-4c1e-9a53-0d1f2a3b4c5d",
+				      .state = INST_ACTIVE };
+
+	(void)state;
+	unlink(db);
+	json_object_del(j, "network"); /* the agent allocates it */
+	spec_json = json_dumps(j, 0);
+	assert_int_equal(agent_store_open(db, false, &st), 0);
+	assert_int_equal(agent_store_address_allocate(st, row.uuid, 0x0a4d0005, 0x0a4d00fe, 24,
+						      "52:54:00:aa:bb:cc", addr, sizeof(addr)), 0);
+	row.spec_json = spec_json;
+	row.address = addr;
+	row.mac = (char *)(uintptr_t)"52:54:00:aa:bb:cc";
+	assert_int_equal(agent_store_instance_put(st, &row), 0);
+
+	assert_int_equal(md_source_store_open(db, &src), 0);
+	assert_int_equal(md_service_new(&cfg, src, &svc), 0);
+	struct fx f = { .src = src, .svc = svc };
+
+	assert_int_equal(req(&f, "GET", "/latest/meta-data/local-ipv4", "10.77.0.5", NULL, 0, &body,
+			     NULL), 200);
+	assert_string_equal(body, "10.77.0.5");
+	free(body);
+	assert_int_equal(req(&f, "GET", "/latest/meta-data/mac", "10.77.0.5", NULL, 0, &body, NULL),
+			 200);
+	assert_string_equal(body, "52:54:00:aa:bb:cc");
+	free(body);
+	assert_int_equal(req(&f, "GET", "/latest/meta-data/hostname", "10.77.0.6", NULL, 0, NULL,
+			     NULL), 404);
+	assert_int_equal(src->ops->lookup_addr(src->impl, "10.77.0.5", &a), 0);
+	assert_int_equal(src->ops->lookup_id(src->impl, row.uuid, &b), 0);
+	assert_ptr_equal(a, b); /* unchanged row: the cached rendering */
+
+	/* the agent changes the spec: the next request sees it */
+	json_object_set_new(j, "hostname", json_string("changed"));
+	free(spec_json);
+	spec_json = json_dumps(j, 0);
+	row.spec_json = spec_json;
+	assert_int_equal(agent_store_instance_put(st, &row), 0);
+	assert_int_equal(req(&f, "GET", "/openstack/latest/meta_data.json", "10.77.0.5", NULL, 0,
+			     &body, NULL), 200);
+	assert_non_null(strstr(body, "\"hostname\": \"changed\""));
+	free(body);
+	assert_int_equal(src->ops->lookup_addr(src->impl, "10.77.0.5", &c), 0);
+	assert_ptr_not_equal(a, c);
+	/* deleting: no longer served */
+	assert_int_equal(agent_store_instance_set_state(st, row.uuid, INST_DELETING, NULL, NULL), 0);
+	assert_int_equal(req(&f, "GET", "/latest/meta-data/hostname", "10.77.0.5", NULL, 0, NULL,
+			     NULL), 404);
+	md_instance_unref(a);
+	md_instance_unref(b);
+	md_instance_unref(c);
+	md_service_free(svc);
+	md_source_close(src);
+	agent_store_close(st);
+	json_decref(j);
+	free(spec_json);
+}
+
 static void test_seed_build(void **state)
 {
 	struct instance_spec s;
@@ -650,6 +723,7 @@ int main(void)
 		cmocka_unit_test(test_proxy),
 		cmocka_unit_test(test_rate_limit),
 		cmocka_unit_test(test_reload_invalidates),
+		cmocka_unit_test(test_store_source),
 		cmocka_unit_test(test_seed_build),
 	};
 
