@@ -2,7 +2,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "metadata/metadata.h"
+#include "metadata/metadata_priv.h"
 
 static const char *const md_tokens_names[] = {
 	[MD_TOKENS_OPTIONAL] = "optional",
@@ -34,11 +34,18 @@ const struct cfg_field md_config_fields[] = {
 
 int md_config_check(const struct md_config *c)
 {
+	struct sockaddr_in sa;
+
+	if (c->listen && md_listen_parse(c->listen, &sa) < 0)
+		return err_set(-EINVAL, "%s: metadata.listen: expected IPV4ADDR:PORT, got '%s'",
+			       cfg_where(&c->listen), c->listen);
 	if (c->proxy && (!c->shared_secret || strlen(c->shared_secret) < 16))
-		return err_set(-EINVAL, "metadata.shared_secret: proxy mode needs a shared secret of "
-					"at least 16 characters");
+		return err_set(-EINVAL, "%s: metadata.shared_secret: proxy mode needs a shared "
+					"secret of at least 16 characters",
+			       cfg_where(c->shared_secret ? (const void *)&c->shared_secret
+							  : (const void *)&c->proxy));
 	if (c->instances && c->store)
-		return err_set(-EINVAL, "%s: metadata: give instances or store, not both",
+		return err_set(-EINVAL, "%s: metadata.store: give instances or store, not both",
 			       cfg_where(&c->store));
 	return 0;
 }

@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "metadata/metadata.h"
+#include "metadata/metadata_priv.h"
 
 /* MHD reads a request head into this much memory at most: beyond it,
  * MHD itself answers 414 or 431. Our own caps (MD_URL_MAX, MD_HEADERS_MAX)
@@ -138,7 +138,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	*con_cls = NULL;
 }
 
-static int parse_listen(const char *listen, struct sockaddr_in *sa)
+int md_listen_parse(const char *listen, struct sockaddr_in *sa)
 {
 	const char *colon = strrchr(listen, ':');
 	char host[INET_ADDRSTRLEN];
@@ -163,7 +163,7 @@ int md_http_start(struct md_service *svc, const char *listen, long threads,
 	struct sockaddr_in sa;
 	struct md_http *h;
 	const union MHD_DaemonInfo *di;
-	int r = parse_listen(listen, &sa);
+	int r = md_listen_parse(listen, &sa);
 
 	if (r < 0)
 		return r;

@@ -76,6 +76,11 @@ static int take_opts(int *argc, char **argv, const char **instances, const char 
 	return 0;
 }
 
+static int validate(void *ud)
+{
+	return md_config_check(ud);
+}
+
 int main(int argc, char **argv)
 {
 	const struct cfg_section sections[] = {
@@ -91,6 +96,8 @@ int main(int argc, char **argv)
 		.default_config = "/etc/stratus/stratus.yaml",
 		.sections = sections,
 		.log = &log_cfg,
+		.validate = validate,
+		.validate_ud = &md_cfg,
 	};
 	const char *instances = NULL, *store = NULL, *listen = NULL;
 	struct md_source *src = NULL;
@@ -109,10 +116,6 @@ int main(int argc, char **argv)
 	if (argi < argc) {
 		fprintf(stderr, "%s: unexpected argument '%s' (try --help)\n", o.prog, argv[argi]);
 		code = 2;
-		goto out;
-	}
-	if (md_config_check(&md_cfg) < 0) {
-		fprintf(stderr, "%s: %s\n", o.prog, err_msg());
 		goto out;
 	}
 	if (!instances && !store) {
