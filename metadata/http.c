@@ -138,25 +138,6 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	*con_cls = NULL;
 }
 
-int md_listen_parse(const char *listen, struct sockaddr_in *sa)
-{
-	const char *colon = strrchr(listen, ':');
-	char host[INET_ADDRSTRLEN];
-	long port;
-
-	memset(sa, 0, sizeof(*sa));
-	sa->sin_family = AF_INET;
-	if (!colon || (size_t)(colon - listen) >= sizeof(host) ||
-	    parse_long(colon + 1, 0, 65535, &port) < 0)
-		return err_set(-EINVAL, "listen: expected IPV4ADDR:PORT, got '%s'", listen);
-	memcpy(host, listen, (size_t)(colon - listen));
-	host[colon - listen] = '\0';
-	if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
-		return err_set(-EINVAL, "listen: expected IPV4ADDR:PORT, got '%s'", listen);
-	sa->sin_port = htons((uint16_t)port);
-	return 0;
-}
-
 int md_http_start(struct md_service *svc, const char *listen, long threads,
 		  struct md_http **out)
 {
