@@ -124,6 +124,20 @@ curl -s -D "$T/h" -o /dev/null -H "X-Instance-ID: $id" -H "X-Instance-ID-Signatu
 grep -qi '^Retry-After: [1-9]' "$T/h" || fail "429 without Retry-After: $(cat "$T/h")"
 stop $pid proxy
 
+# ---- the agent's SQLite store as the source (read-only) ----
+mkinstances "$T/instances.json" web-2
+"$B/tests/metadata/mkstore" "$T/store.db" "$T/instances.json" || fail "mkstore"
+start store --store "$T/store.db" || exit 1
+$PY tests/metadata/service_check.py "http://127.0.0.1:$port" "$T/instances.json" optional ||
+	fail "cloud-init crawl (agent store)"
+# what the agent commits is served on the next request, no SIGHUP
+mkinstances "$T/instances.json" from-store-2
+"$B/tests/metadata/mkstore" "$T/store.db" "$T/instances.json" || fail "mkstore update"
+[ "$(get 127.0.0.2 /latest/meta-data/hostname)" = "from-store-2 [200]" ] || fail "store update not served"
+get 127.0.0.2 /openstack/latest/meta_data.json | grep -q '"hostname": "from-store-2"' ||
+	fail "store update not served on the OpenStack API"
+stop $pid store
+
 # ---- configuration errors ----
 printf 'metadata:\n  tokens: sometimes\n' >"$T/bad.yaml"
 "$B/stratus-metadata" -n -c "$T/bad.yaml" 2>"$T/err" && fail "tokens: sometimes accepted"
