@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "metadata/metadata.h"
+#include "metadata/metadata_priv.h"
 
 /* MHD reads a request head into this much memory at most: beyond it,
  * MHD itself answers 414 or 431. Our own caps (MD_URL_MAX, MD_HEADERS_MAX)
@@ -138,32 +138,13 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	*con_cls = NULL;
 }
 
-static int parse_listen(const char *listen, struct sockaddr_in *sa)
-{
-	const char *colon = strrchr(listen, ':');
-	char host[INET_ADDRSTRLEN];
-	long port;
-
-	memset(sa, 0, sizeof(*sa));
-	sa->sin_family = AF_INET;
-	if (!colon || (size_t)(colon - listen) >= sizeof(host) ||
-	    parse_long(colon + 1, 0, 65535, &port) < 0)
-		return err_set(-EINVAL, "listen: expected IPV4ADDR:PORT, got '%s'", listen);
-	memcpy(host, listen, (size_t)(colon - listen));
-	host[colon - listen] = '\0';
-	if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
-		return err_set(-EINVAL, "listen: expected IPV4ADDR:PORT, got '%s'", listen);
-	sa->sin_port = htons((uint16_t)port);
-	return 0;
-}
-
 int md_http_start(struct md_service *svc, const char *listen, long threads,
 		  struct md_http **out)
 {
 	struct sockaddr_in sa;
 	struct md_http *h;
 	const union MHD_DaemonInfo *di;
-	int r = parse_listen(listen, &sa);
+	int r = md_listen_parse(listen, &sa);
 
 	if (r < 0)
 		return r;

@@ -1,12 +1,13 @@
 /*
  * stratus-metadata: the per-host metadata service for cloud-init.
  *
- *   stratus-metadata [-c FILE] [-n] [-d] [--instances FILE] [--listen ADDR:PORT]
+ *   stratus-metadata [-c FILE] [-n] [-d] [--instances FILE | --store DB] [--listen ADDR:PORT]
  *
  * Serves the EC2 and OpenStack metadata APIs (metadata/service.c) over
  * HTTP (metadata/http.c) for the instances of a source: the JSON file of
  * instance specs given with --instances (or metadata.instances), reloaded
- * on SIGHUP. SIGINT/SIGTERM stop it.
+ * on SIGHUP, or the agent's SQLite store read-only (--store or
+ * metadata.store). SIGINT/SIGTERM stop it.
  */
 #define LOG_TAG "metadata"
 #include <errno.h>
@@ -26,18 +27,21 @@ static const char usage_extra[] =
 	"service options (before or after the common ones):\n"
 	"  --instances FILE     JSON array of instance specs (default: metadata.instances);\n"
 	"                       re-read on SIGHUP\n"
+	"  --store DB           the agent's SQLite store, read-only (default: metadata.store)\n"
 	"  --listen ADDR:PORT   listen address (default: metadata.listen)\n";
 
 /*
  * Take our own options out of argv (daemon_setup knows only the common
  * ones). Returns 0, or -EINVAL for a missing value.
  */
-static int take_opts(int *argc, char **argv, const char **instances, const char **listen)
+static int take_opts(int *argc, char **argv, const char **instances, const char **store,
+		     const char **listen)
 {
 	static const struct {
 		const char *name;
 		size_t len;
-	} opts[] = { { "--instances", 11 }, { "--listen", 8 } };
+	} opts[] = { { "--instances", 11 }, { "--store", 7 }, { "--listen", 8 } };
+	const char **dsts[] = { instances, store, listen };
 	int o = 1;
 
 	for (int i = 1; i < *argc; i++) {
@@ -51,7 +55,7 @@ static int take_opts(int *argc, char **argv, const char **instances, const char 
 				val = argv[i] + opts[k].len + 1;
 			else if (argv[i][opts[k].len] != '\0')
 				continue;
-			dst = k == 0 ? instances : listen;
+			dst = dsts[k];
 			break;
 		}
 		if (!dst) {
@@ -72,6 +76,11 @@ static int take_opts(int *argc, char **argv, const char **instances, const char 
 	return 0;
 }
 
+static int validate(void *ud)
+{
+	return md_config_check(ud);
+}
+
 int main(int argc, char **argv)
 {
 	const struct cfg_section sections[] = {
@@ -87,15 +96,17 @@ int main(int argc, char **argv)
 		.default_config = "/etc/stratus/stratus.yaml",
 		.sections = sections,
 		.log = &log_cfg,
+		.validate = validate,
+		.validate_ud = &md_cfg,
 	};
-	const char *instances = NULL, *listen = NULL;
+	const char *instances = NULL, *store = NULL, *listen = NULL;
 	struct md_source *src = NULL;
 	struct md_service *svc = NULL;
 	struct md_http *http = NULL;
 	sigset_t sigs;
 	int argi, r, code = 1;
 
-	if (take_opts(&argc, argv, &instances, &listen) < 0)
+	if (take_opts(&argc, argv, &instances, &store, &listen) < 0)
 		return 2;
 	r = daemon_setup(&o, argc, argv, &argi);
 	if (r > 0) {
@@ -107,20 +118,24 @@ int main(int argc, char **argv)
 		code = 2;
 		goto out;
 	}
-	if (md_config_check(&md_cfg) < 0) {
-		fprintf(stderr, "%s: %s\n", o.prog, err_msg());
-		goto out;
-	}
-	if (!instances)
+	if (!instances && !store) {
 		instances = md_cfg.instances;
+		store = md_cfg.store;
+	}
 	if (!listen)
 		listen = md_cfg.listen;
-	if (!instances) {
-		fprintf(stderr, "%s: no instance source: give --instances FILE or "
-				"metadata.instances (the agent's store is not wired yet)\n", o.prog);
+	if (instances && store) {
+		fprintf(stderr, "%s: give --instances or --store, not both\n", o.prog);
+		code = 2;
 		goto out;
 	}
-	if (md_source_json_open(instances, &src) < 0 || md_service_new(&md_cfg, src, &svc) < 0) {
+	if (!instances && !store) {
+		fprintf(stderr, "%s: no instance source: give --instances FILE or --store DB "
+				"(or metadata.instances / metadata.store)\n", o.prog);
+		goto out;
+	}
+	r = instances ? md_source_json_open(instances, &src) : md_source_store_open(store, &src);
+	if (r < 0 || md_service_new(&md_cfg, src, &svc) < 0) {
 		fprintf(stderr, "%s: %s\n", o.prog, err_msg());
 		goto out;
 	}
@@ -138,8 +153,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: %s\n", o.prog, err_msg());
 		goto out;
 	}
-	log_info("listening listen=%s port=%d instances=%s tokens=%s proxy=%s threads=%ld",
-		 listen, md_http_port(http), instances,
+	log_info("listening listen=%s port=%d source=%s tokens=%s proxy=%s threads=%ld",
+		 listen, md_http_port(http), instances ? instances : store,
 		 md_cfg.tokens == MD_TOKENS_REQUIRED ? "required" : "optional",
 		 md_cfg.proxy ? "on" : "off", md_cfg.threads);
 	for (;;) {
@@ -152,7 +167,7 @@ int main(int argc, char **argv)
 				log_error("reload failed, keeping the previous instances: %s",
 					  err_msg());
 			else
-				log_info("reloaded instances=%s", instances);
+				log_info("reloaded source=%s", instances ? instances : store);
 			continue;
 		}
 		log_info("stopping signal=%d", sig);

@@ -13,8 +13,8 @@
  *              md_http_start() puts it behind libmicrohttpd.
  *
  * Instances reach the service through a struct md_source (lookup by source
- * address or by instance id): a JSON file of specs now, the agent's SQLite
- * store later (see docs/metadata.md "Sources").
+ * address or by instance id): a JSON file of specs, or the agent's SQLite
+ * store read-only (see docs/metadata.md "Sources").
  */
 #ifndef STRATUS_METADATA_H
 #define STRATUS_METADATA_H
@@ -104,8 +104,8 @@ const struct instance_spec *md_instance_spec(const struct md_instance *in);
 
 /*
  * Where the service finds instances. Implementations: the JSON file of
- * specs (md_source_json_open); the agent's SQLite store (later) plugs in
- * with the same three operations.
+ * specs (md_source_json_open) and the agent's SQLite store
+ * (md_source_store_open), with the same operations.
  */
 struct md_source_ops {
 	const char *name;
@@ -129,6 +129,9 @@ struct md_source {
 int md_source_json_open(const char *path, struct md_source **out);
 /* Same from a string (tests, fuzzing); name is used in messages. */
 int md_source_json_open_string(const char *name, const char *json, struct md_source **out);
+/* The agent's SQLite store (agent/store.h), opened read-only: every lookup
+ * reads the store; renderings are cached while a row is unchanged. */
+int md_source_store_open(const char *path, struct md_source **out);
 void md_source_close(struct md_source *src);
 static inline int md_source_reload(struct md_source *src)
 {
@@ -148,6 +151,7 @@ struct md_config {
 	long rate_burst;     /* bucket size */
 	long threads;        /* HTTP worker threads */
 	char *instances;     /* JSON file of specs (the --instances default) */
+	char *store;         /* the agent's SQLite store (the --store default) */
 };
 extern const struct cfg_field md_config_fields[];
 /* Cross-field checks after loading (proxy needs a secret ...). */

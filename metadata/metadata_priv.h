@@ -3,6 +3,7 @@
 #define STRATUS_METADATA_PRIV_H
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -44,5 +45,8 @@ int md_token_check(const unsigned char key[MD_TOKEN_KEY_LEN], const char *uuid,
 /* hex(HMAC-SHA256(secret, id)): Nova's X-Instance-ID-Signature. Returns a
  * malloc'd string. */
 char *md_instance_id_signature(const char *secret, const char *id);
+
+/* "10.0.0.1:80" -> sockaddr (IPv4); -EINVAL with err_msg() otherwise. */
+int md_listen_parse(const char *listen, struct sockaddr_in *sa);
 
 #endif

@@ -178,6 +178,11 @@ static int write_image(IsoImage *img, unsigned char **out, size_t *len)
 	iso_write_opts_set_rockridge(opts, 1);
 	iso_write_opts_set_joliet(opts, 1);
 	iso_write_opts_set_always_gmt(opts, 1);
+	/* the volume id as given ("cidata", as genisoimage writes it), not upper-cased */
+	iso_write_opts_set_relaxed_vol_atts(opts, 1);
+	/* Joliet names without ";1", as genisoimage writes them */
+	iso_write_opts_set_omit_version_numbers(opts, 2);
+	iso_write_opts_set_no_force_dots(opts, 2);
 	r = iso_image_create_burn_source(img, opts, &bs);
 	iso_write_opts_free(opts);
 	if (r < 0)
