@@ -75,19 +75,17 @@ static const char *const stmt_sql[ST_LAST] = {
 static const char schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS quota_limits ("
 	" project TEXT PRIMARY KEY, instances INTEGER, cores INTEGER, ram_mb INTEGER,"
-	" pcpus INTEGER, hugepages_mb INTEGER);"
+	" pcpus INTEGER, hugepages_mb INTEGER) WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS quota_usage ("
 	" project TEXT PRIMARY KEY, instances INTEGER NOT NULL DEFAULT 0,"
 	" cores INTEGER NOT NULL DEFAULT 0, ram_mb INTEGER NOT NULL DEFAULT 0,"
-	" pcpus INTEGER NOT NULL DEFAULT 0, hugepages_mb INTEGER NOT NULL DEFAULT 0);"
+	" pcpus INTEGER NOT NULL DEFAULT 0, hugepages_mb INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS allocations ("
 	" uuid TEXT PRIMARY KEY, project TEXT NOT NULL, host TEXT,"
 	" instances INTEGER NOT NULL, cores INTEGER NOT NULL, ram_mb INTEGER NOT NULL,"
 	" pcpus INTEGER NOT NULL, hugepages_mb INTEGER NOT NULL,"
 	" disk_gb INTEGER NOT NULL DEFAULT 0, numa_node INTEGER NOT NULL DEFAULT -1,"
-	" page_kb INTEGER NOT NULL DEFAULT 0, pages INTEGER NOT NULL DEFAULT 0);"
-	"CREATE INDEX IF NOT EXISTS allocations_host ON allocations(host);"
-	"CREATE INDEX IF NOT EXISTS allocations_project ON allocations(project);";
+	" page_kb INTEGER NOT NULL DEFAULT 0, pages INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;";
 
 struct quota_store {
 	sqlite3 *db;

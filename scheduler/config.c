@@ -52,6 +52,10 @@ const struct cfg_field sched_config_fields[] = {
 	  .def = "3" },
 	{ .key = "candidates", .type = CFG_INT, .offset = OFF(candidates), .min = 0,
 	  .max = 1000000, .def = "50" },
+	{ .key = "batch_max", .type = CFG_INT, .offset = OFF(batch_max), .min = 1, .max = 10000,
+	  .def = "64" },
+	{ .key = "batch_window", .type = CFG_DURATION, .offset = OFF(batch_window_ms),
+	  .def = "1ms" },
 	{ .key = "default_quotas", .type = CFG_SECTION, .offset = OFF(default_quotas),
 	  .sub = quota_default_fields },
 	{ .key = "flavors", .type = CFG_MAP, .offset = OFF(flavors) },
@@ -313,14 +317,25 @@ void sched_image_free(struct sched_image *i)
 	memset(i, 0, sizeof(*i));
 }
 
+static bool hex_of_len(const char *s, size_t n)
+{
+	if (strlen(s) != n)
+		return false;
+	for (; *s; s++)
+		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+			return false;
+	return true;
+}
+
 static int image_check(struct sched_image *i)
 {
 	if (!i->url || !i->checksum || !i->disk_format)
 		return err_set(-EINVAL, "image %s: url, checksum and disk_format are required",
 			       i->name);
-	if (strncmp(i->checksum, "sha256:", 7) != 0 && strncmp(i->checksum, "sha512:", 7) != 0)
-		return err_set(-EINVAL, "image %s: checksum: expected sha256:HEX or sha512:HEX, "
-			       "got '%s'", i->name, i->checksum);
+	if (!(strncmp(i->checksum, "sha256:", 7) == 0 && hex_of_len(i->checksum + 7, 64)) &&
+	    !(strncmp(i->checksum, "sha512:", 7) == 0 && hex_of_len(i->checksum + 7, 128)))
+		return err_set(-EINVAL, "image %s: checksum: expected sha256:<64 hex digits> or "
+			       "sha512:<128 hex digits>, got '%.40s'", i->name, i->checksum);
 	if (strcmp(i->disk_format, "qcow2") != 0 && strcmp(i->disk_format, "raw") != 0)
 		return err_set(-EINVAL, "image %s: disk_format: expected qcow2 or raw, got '%s'",
 			       i->name, i->disk_format);
@@ -428,7 +443,8 @@ int sched_config_check(const struct sched_config *c)
 		int r = sched_flavor_parse(c->flavors.keys[k], c->flavors.vals[k], &f);
 
 		if (r < 0)
-			return err_prefix(r, "scheduler.flavors.%s", c->flavors.keys[k]);
+			return err_prefix(r, "%s: scheduler.flavors.%s", cfg_where(&c->flavors),
+					  c->flavors.keys[k]);
 		sched_flavor_free(&f);
 	}
 	for (size_t k = 0; k < c->images.n; k++) {
@@ -436,7 +452,8 @@ int sched_config_check(const struct sched_config *c)
 		int r = sched_image_parse(c->images.keys[k], c->images.vals[k], &i);
 
 		if (r < 0)
-			return err_prefix(r, "scheduler.images.%s", c->images.keys[k]);
+			return err_prefix(r, "%s: scheduler.images.%s", cfg_where(&c->images),
+					  c->images.keys[k]);
 		sched_image_free(&i);
 	}
 	return 0;

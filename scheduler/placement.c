@@ -150,8 +150,8 @@ static bool f_ram(const struct sched_ctx *c, const struct sched_host *h,
 	(void)c;
 	if (free_mb >= r->flavor->ram_mb)
 		return true;
-	WHY("RAM: needs %ld MB, %ld MB free (%ld MB x %.2f - %ld reserved - %ld claimed)",
-	    r->flavor->ram_mb, free_mb, h->ram_total, h->ram_ratio, h->ram_reserved, h->ram_used);
+	WHY("RAM: needs %ld MB, %ld MB free ((%ld MB - %ld reserved) x %.2f - %ld claimed)",
+	    r->flavor->ram_mb, free_mb, h->ram_total, h->ram_reserved, h->ram_ratio, h->ram_used);
 	return false;
 }
 

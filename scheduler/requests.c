@@ -153,11 +153,10 @@ static int emit_host_cmd(struct sched_out *out, const char *host, const char *ty
 	return sched_out_add(out, topic, uuid, type, rid, body);
 }
 
-/* instance.build: the stored spec + where it goes + request fields. */
-static int send_build(struct sched_out *out, const struct sched_host *h, const char *spec_text,
-		      const char *rid, long attempt, const struct sched_fit *fit)
+/* instance.build: the spec (reference taken) + where it goes + request fields. */
+static int send_build_json(struct sched_out *out, const struct sched_host *h, json_t *b,
+			   const char *rid, long attempt, const struct sched_fit *fit)
 {
-	json_t *b = json_loads(spec_text, 0, NULL);
 	const char *uuid;
 
 	if (!b)
@@ -170,6 +169,12 @@ static int send_build(struct sched_out *out, const struct sched_host *h, const c
 						  "page_kb", (json_int_t)fit->page_kb, "pages",
 						  (json_int_t)fit->pages));
 	return emit_host_cmd(out, h->name, "instance.build", rid, uuid ? uuid : "", b);
+}
+
+static int send_build(struct sched_out *out, const struct sched_host *h, const char *spec_text,
+		      const char *rid, long attempt, const struct sched_fit *fit)
+{
+	return send_build_json(out, h, json_loads(spec_text, 0, NULL), rid, attempt, fit);
 }
 
 /* ---- allocations ------------------------------------------------------- */
@@ -369,6 +374,7 @@ struct placed {
 	struct sched_host *host;
 	struct sched_fit fit;
 	char *spec;
+	json_t *spec_json;
 };
 
 static void undo_claims(struct placed *p, size_t n, const struct sched_req *req)
@@ -565,7 +571,7 @@ static int h_boot(struct sched *s, struct call *c)
 		json_decref(alts);
 		spec = spec_new(p->uuid, p->name, project, i, f, im, b);
 		p->spec = spec ? json_dumps(spec, JSON_COMPACT) : NULL;
-		json_decref(spec);
+		p->spec_json = spec;
 		if (!alts_text || !p->spec) {
 			r = err_set(-ENOMEM, "out of memory");
 			goto out;
@@ -600,10 +606,14 @@ static int h_boot(struct sched *s, struct call *c)
 		json_t *res = result_new(true, NULL, json_pack("{s:O}", "instances", list));
 
 		r = res ? store_result(s, c, res) : err_set(-ENOMEM, "out of memory");
-		if (r == 0)
-			r = sched_tx_commit(s);
+		if (r < 0) {
+			json_decref(res);
+			goto out; /* rolls back and undoes the claims */
+		}
+		r = sched_tx_commit(s);
 		in_tx = false;
 		if (r < 0) {
+			undo_claims(placed, n_placed, &req);
 			json_decref(res);
 			goto out;
 		}
@@ -616,7 +626,8 @@ static int h_boot(struct sched *s, struct call *c)
 			 p->uuid, p->name, project, p->host->name, c->rid);
 		r = emit_state(c->out, c->rid, p->uuid, project, p->host->name, "scheduling", NULL);
 		if (r == 0)
-			r = send_build(c->out, p->host, p->spec, c->rid, 1, &p->fit);
+			r = send_build_json(c->out, p->host, json_incref(p->spec_json), c->rid, 1,
+					    &p->fit);
 	}
 	s->stats.decisions += (uint64_t)count;
 	n_placed = 0; /* committed: the claims stay */
@@ -628,6 +639,7 @@ out:
 	for (long i = 0; placed && i < count; i++) {
 		free(placed[i].name);
 		free(placed[i].spec);
+		json_decref(placed[i].spec_json);
 	}
 	free(placed);
 	free(pick);
@@ -636,36 +648,18 @@ out:
 	return r;
 }
 
-/* Send the builds of instances still `scheduling` (of one request, or all). */
-static int resend_builds(struct sched *s, const char *rid, struct sched_out *out)
+/* Send the builds of the instances in UUIDS that are still `scheduling`. */
+static int resend_builds(struct sched *s, const struct strvec *uuids, struct sched_out *out)
 {
-	sqlite3_stmt *q = NULL;
-	struct strvec uuids = { 0 };
 	int r = 0;
 
-	if (rid) {
-		q = s->st[SST_INST_BY_REQUEST];
-		sqlite3_bind_text(q, 1, rid, -1, SQLITE_STATIC);
-	} else if (sqlite3_prepare_v2(s->db,
-				      "SELECT uuid FROM instances WHERE state = 'scheduling'", -1,
-				      &q, NULL) != SQLITE_OK) {
-		return err_set(-EIO, "resume: %s", sqlite3_errmsg(s->db));
-	}
-	while (sqlite3_step(q) == SQLITE_ROW)
-		if (strvec_add(&uuids, (const char *)sqlite3_column_text(q, 0)) < 0)
-			r = err_set(-ENOMEM, "out of memory");
-	if (rid) {
-		sqlite3_reset(q);
-		sqlite3_clear_bindings(q);
-	} else {
-		sqlite3_finalize(q);
-	}
-	for (size_t i = 0; r == 0 && i < uuids.n; i++) {
+	for (size_t i = 0; r == 0 && i < uuids->n; i++) {
 		struct inst_row row = { 0 };
 		struct alloc_row a = { 0 };
 		struct sched_host *h;
 
-		if (sched_inst_get(s, uuids.v[i], &row) == 1 && alloc_get(s, row.uuid, &a) == 1 &&
+		if (sched_inst_get(s, uuids->v[i], &row) == 1 &&
+		    strcmp(row.state, "scheduling") == 0 && alloc_get(s, row.uuid, &a) == 1 &&
 		    (h = sched_host_find(s, a.host)) != NULL) {
 			log_info("build sent again instance=%s host=%s attempt=%ld", row.uuid, h->name,
 				 row.attempts);
@@ -674,13 +668,26 @@ static int resend_builds(struct sched *s, const char *rid, struct sched_out *out
 		free(a.host);
 		inst_row_free(&row);
 	}
-	strvec_free(&uuids);
 	return r;
 }
 
 int sched_resume(struct sched *s, struct sched_out *out)
 {
-	return resend_builds(s, NULL, out);
+	sqlite3_stmt *q = NULL;
+	struct strvec uuids = { 0 };
+	int r = 0;
+
+	if (sqlite3_prepare_v2(s->db, "SELECT uuid FROM instances WHERE state = 'scheduling'", -1,
+			       &q, NULL) != SQLITE_OK)
+		return err_set(-EIO, "resume: %s", sqlite3_errmsg(s->db));
+	while (r == 0 && sqlite3_step(q) == SQLITE_ROW)
+		if (strvec_add(&uuids, (const char *)sqlite3_column_text(q, 0)) < 0)
+			r = err_set(-ENOMEM, "out of memory");
+	sqlite3_finalize(q);
+	if (r == 0)
+		r = resend_builds(s, &uuids, out);
+	strvec_free(&uuids);
+	return r;
 }
 
 /* ---- instance commands ------------------------------------------------- */
@@ -830,7 +837,7 @@ static json_t *inst_json(const struct inst_row *row, bool full)
 		json_t *spec = json_loads(row->spec, 0, NULL);
 		json_t *meta = spec ? json_object_get(spec, "metadata") : NULL;
 
-		json_object_set(o, "metadata", meta ? meta : json_object());
+		json_object_set_new(o, "metadata", meta ? json_incref(meta) : json_object());
 		json_decref(spec);
 	}
 	return o;
@@ -1042,12 +1049,27 @@ static int h_image_remove(struct sched *s, struct call *c)
 
 /* ---- hosts ------------------------------------------------------------- */
 
+static int host_cmp(const void *a, const void *b)
+{
+	const struct sched_host *x = *(struct sched_host *const *)a;
+	const struct sched_host *y = *(struct sched_host *const *)b;
+
+	return strcmp(x->name, y->name);
+}
+
 static int h_host_list(struct sched *s, struct call *c)
 {
 	json_t *arr = json_array();
+	struct sched_host **sorted = malloc((s->n_hosts ? s->n_hosts : 1) * sizeof(*sorted));
 
+	if (!sorted) {
+		json_decref(arr);
+		return err_set(-ENOMEM, "out of memory");
+	}
+	memcpy(sorted, s->hosts, s->n_hosts * sizeof(*sorted));
+	qsort(sorted, s->n_hosts, sizeof(*sorted), host_cmp);
 	for (size_t i = 0; arr && i < s->n_hosts; i++) {
-		const struct sched_host *h = s->hosts[i];
+		const struct sched_host *h = sorted[i];
 		bool up = sched_host_up(h, s->cfg, c->now_ms);
 		json_t *o = json_pack(
 			"{s:s, s:s, s:s, s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I, s:I}, "
@@ -1067,6 +1089,7 @@ static int h_host_list(struct sched *s, struct call *c)
 									   : -1));
 		json_array_append_new(arr, o);
 	}
+	free(sorted);
 	return accept(s, c, NULL, arr);
 }
 
@@ -1391,9 +1414,26 @@ static int answer_duplicate(struct sched *s, struct call *c)
 	if (r < 0 || !res)
 		return r;
 	log_info("duplicate request answered type=%s request=%s", c->type, c->rid);
-	r = emit_result(c, NULL, res);
-	if (r == 0 && strcmp(c->type, "instance.boot") == 0)
-		r = resend_builds(s, c->rid, c->out);
+	if (strcmp(c->type, "instance.boot") == 0) {
+		json_t *list = json_object_get(json_object_get(res, "data"), "instances");
+		struct strvec uuids = { 0 };
+		json_t *it;
+		size_t i;
+
+		json_array_foreach(list, i, it) {
+			const char *u = json_string_value(json_object_get(it, "uuid"));
+
+			if (u && strvec_add(&uuids, u) < 0)
+				r = err_set(-ENOMEM, "out of memory");
+		}
+		if (r == 0)
+			r = resend_builds(s, &uuids, c->out);
+		strvec_free(&uuids);
+	}
+	if (r == 0)
+		r = emit_result(c, NULL, res);
+	else
+		json_decref(res);
 	return r < 0 ? r : 1;
 }
 

@@ -4,6 +4,7 @@
 #ifndef STRATUS_SCHED_PRIV_H
 #define STRATUS_SCHED_PRIV_H
 
+#include <pthread.h>
 #include <sqlite3.h>
 
 #include "bus/spec.h"
@@ -196,13 +197,15 @@ enum sched_stmt {
 	SST_INST_FIND,
 	SST_INST_GET,
 	SST_INST_UPDATE,
-	SST_INST_BY_REQUEST,
 	SST_ALLOC_INSERT,
 	SST_ALLOC_GET,
 	SST_ALLOC_MOVE,
 	SST_ALLOC_DEL,
 	SST_HOST_PUT,
 	SST_GROUP_HOSTS,
+	SST_SAVEPOINT,
+	SST_RELEASE,
+	SST_ROLLBACK_TO,
 	SST_LAST
 };
 
@@ -220,6 +223,14 @@ struct sched {
 	struct sched_image *images;
 	size_t n_images;
 	size_t cursor;         /* round-robin start of the next decision */
+	bool in_batch;         /* inside sched_batch_begin: requests are savepoints */
+	bool sp_open;          /* a request's savepoint is open */
+	/* the WAL checkpointer: its own connection, off the decision path */
+	pthread_t ckpt;
+	bool ckpt_started;
+	bool ckpt_stop;
+	pthread_mutex_t ckpt_mu;
+	pthread_cond_t ckpt_cv;
 	struct sched_stats stats;
 };
 

@@ -46,6 +46,8 @@ struct sched_config {
 	long reserved_host_memory_mb;
 	long max_attempts;                /* hosts tried per instance */
 	long candidates;                  /* hosts that fit, weighed per decision (0 = all) */
+	long batch_max;                   /* requests per group commit (1 = one commit each) */
+	int64_t batch_window_ms;          /* longest a batch stays open */
 	struct quota_amounts default_quotas;
 	struct cfg_map flavors;           /* name -> "vcpus=2 ram_mb=1024 disk_gb=4 hw:...=..." */
 	struct cfg_map images;            /* name -> "url=... checksum=... disk_format=qcow2 ..." */
@@ -93,6 +95,20 @@ void sched_close(struct sched *s);
  */
 int sched_handle(struct sched *s, const char *type, const char *request_id, json_t *body,
 		 int64_t now_ms, struct sched_out *out);
+
+/*
+ * Group commit. Between sched_batch_begin and sched_batch_commit every
+ * request runs in a savepoint of one transaction: a request that fails
+ * rolls back alone, and the batch reaches the disk with one commit. The
+ * messages the handlers added to OUT must be sent only after
+ * sched_batch_commit returned 0 (and the consumer's offsets committed
+ * after that). When it fails, nothing of the batch is durable and the
+ * in-memory state is ahead of the database: close and reopen the handle
+ * (the messages come again: the handlers are idempotent).
+ */
+int sched_batch_begin(struct sched *s);
+int sched_batch_commit(struct sched *s);
+bool sched_in_batch(const struct sched *s);
 
 /* Send instance.build again for every instance still in `scheduling`
  * (after a restart: agents ignore a build they already have). */

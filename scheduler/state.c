@@ -16,6 +16,7 @@
 #include <libgen.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "scheduler/sched_priv.h"
 
@@ -30,10 +31,11 @@ static const char schema_sql[] =
 	" attempts INTEGER NOT NULL DEFAULT 1, reason TEXT,"
 	" created TEXT NOT NULL, updated TEXT NOT NULL, az TEXT);"
 	"CREATE INDEX IF NOT EXISTS instances_name ON instances(project, name);"
-	"CREATE INDEX IF NOT EXISTS instances_request ON instances(request_id);"
-	"CREATE INDEX IF NOT EXISTS instances_group ON instances(project, server_group);"
+	"CREATE INDEX IF NOT EXISTS instances_group ON instances(project, server_group)"
+	" WHERE server_group IS NOT NULL;"
 	"CREATE TABLE IF NOT EXISTS requests ("
-	" request_id TEXT PRIMARY KEY, type TEXT NOT NULL, result TEXT NOT NULL, ts TEXT NOT NULL);"
+	" request_id TEXT PRIMARY KEY, type TEXT NOT NULL, result TEXT NOT NULL, ts TEXT NOT NULL)"
+	" WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS flavors ("
 	" name TEXT PRIMARY KEY, def TEXT NOT NULL, removed INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE IF NOT EXISTS images ("
@@ -54,13 +56,13 @@ static const char *const stmt_sql[SST_LAST] = {
 			"VALUES (?1, ?2, ?3, ?4)",
 	[SST_INST_INSERT] = "INSERT INTO instances(" INST_COLS ") VALUES "
 			    "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-	[SST_INST_FIND] = "SELECT uuid FROM instances WHERE project = ?1 AND "
-			  "(name = ?2 OR uuid = ?2) AND state != 'deleted' ORDER BY created LIMIT 2",
+	/* two index searches (an OR would scan the project's instances) */
+	[SST_INST_FIND] = "SELECT uuid, created FROM instances WHERE project = ?1 AND name = ?2 "
+			  "AND state != 'deleted' UNION SELECT uuid, created FROM instances "
+			  "WHERE uuid = ?2 AND project = ?1 AND state != 'deleted' ORDER BY 2 LIMIT 2",
 	[SST_INST_GET] = "SELECT " INST_COLS " FROM instances WHERE uuid = ?1",
 	[SST_INST_UPDATE] = "UPDATE instances SET state = ?2, host = ?3, faults = ?4, "
 			    "attempts = ?5, reason = ?6, updated = ?7 WHERE uuid = ?1",
-	[SST_INST_BY_REQUEST] = "SELECT uuid FROM instances WHERE request_id = ?1 "
-				"AND state = 'scheduling'",
 	[SST_ALLOC_INSERT] = "INSERT INTO allocations(uuid, project, host, instances, cores, "
 			     "ram_mb, pcpus, hugepages_mb, disk_gb, numa_node, page_kb, pages) "
 			     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -75,6 +77,9 @@ static const char *const stmt_sql[SST_LAST] = {
 	[SST_GROUP_HOSTS] = "SELECT DISTINCT a.host FROM instances i JOIN allocations a "
 			    "ON a.uuid = i.uuid WHERE i.project = ?1 AND i.server_group = ?2 "
 			    "AND a.host IS NOT NULL",
+	[SST_SAVEPOINT] = "SAVEPOINT request",
+	[SST_RELEASE] = "RELEASE request",
+	[SST_ROLLBACK_TO] = "ROLLBACK TO request",
 };
 
 /* ---- database helpers -------------------------------------------------- */
@@ -97,15 +102,34 @@ int sched_db_step_done(struct sched *s, enum sched_stmt st, const char *what)
 	return r;
 }
 
+/*
+ * One request's transaction: BEGIN IMMEDIATE ... COMMIT, or inside a batch
+ * (group commit) a savepoint of the batch's transaction, so that a request
+ * that fails rolls back alone and the batch commits once.
+ */
 int sched_tx_begin(struct sched *s)
 {
-	return sched_db_step_done(s, SST_BEGIN, "begin");
+	int r;
+
+	if (!s->in_batch)
+		return sched_db_step_done(s, SST_BEGIN, "begin");
+	r = sched_db_step_done(s, SST_SAVEPOINT, "savepoint");
+	s->sp_open = r == 0;
+	return r;
 }
 
 int sched_tx_commit(struct sched *s)
 {
-	int r = sched_db_step_done(s, SST_COMMIT, "commit");
+	int r;
 
+	if (s->in_batch) {
+		r = sched_db_step_done(s, SST_RELEASE, "release");
+		if (r < 0)
+			sched_tx_rollback(s);
+		s->sp_open = false;
+		return r;
+	}
+	r = sched_db_step_done(s, SST_COMMIT, "commit");
 	if (r < 0)
 		sched_tx_rollback(s);
 	return r;
@@ -113,8 +137,46 @@ int sched_tx_commit(struct sched *s)
 
 void sched_tx_rollback(struct sched *s)
 {
+	if (s->in_batch) {
+		if (s->sp_open) {
+			sched_db_step_done(s, SST_ROLLBACK_TO, "rollback");
+			sched_db_step_done(s, SST_RELEASE, "release");
+		}
+		s->sp_open = false;
+		return;
+	}
 	if (!sqlite3_get_autocommit(s->db))
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int sched_batch_begin(struct sched *s)
+{
+	int r;
+
+	if (s->in_batch)
+		return 0;
+	r = sched_db_step_done(s, SST_BEGIN, "begin");
+	s->in_batch = r == 0;
+	return r;
+}
+
+int sched_batch_commit(struct sched *s)
+{
+	int r;
+
+	if (!s->in_batch)
+		return 0;
+	s->in_batch = false;
+	s->sp_open = false;
+	r = sched_db_step_done(s, SST_COMMIT, "commit");
+	if (r < 0 && !sqlite3_get_autocommit(s->db))
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return r;
+}
+
+bool sched_in_batch(const struct sched *s)
+{
+	return s->in_batch;
 }
 
 static char *col_dup(sqlite3_stmt *q, int i)
@@ -575,10 +637,57 @@ static int load_hosts(struct sched *s)
 	return r;
 }
 
+/*
+ * Copy the WAL back into the database every 50 ms from a connection of
+ * its own (PASSIVE: never blocks the writer), so that a decision never
+ * pays for a checkpoint; the writer's own auto-checkpoint is only a
+ * safety net for a WAL that grows past 64 MiB.
+ */
+static void *ckpt_main(void *arg)
+{
+	struct sched *s = arg;
+	sqlite3 *db = NULL;
+
+	if (sqlite3_open_v2(s->cfg->state_path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+		log_warn("checkpointer: cannot open %s", s->cfg->state_path);
+		sqlite3_close(db);
+		return NULL;
+	}
+	pthread_mutex_lock(&s->ckpt_mu);
+	while (!s->ckpt_stop) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 50 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&s->ckpt_cv, &s->ckpt_mu, &ts);
+		if (s->ckpt_stop)
+			break;
+		pthread_mutex_unlock(&s->ckpt_mu);
+		sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+		pthread_mutex_lock(&s->ckpt_mu);
+	}
+	pthread_mutex_unlock(&s->ckpt_mu);
+	sqlite3_close(db);
+	return NULL;
+}
+
 void sched_close(struct sched *s)
 {
 	if (!s)
 		return;
+	if (s->ckpt_started) {
+		pthread_mutex_lock(&s->ckpt_mu);
+		s->ckpt_stop = true;
+		pthread_cond_signal(&s->ckpt_cv);
+		pthread_mutex_unlock(&s->ckpt_mu);
+		pthread_join(s->ckpt, NULL);
+		pthread_mutex_destroy(&s->ckpt_mu);
+		pthread_cond_destroy(&s->ckpt_cv);
+	}
 	for (int i = 0; i < SST_LAST; i++)
 		sqlite3_finalize(s->st[i]);
 	quota_store_free(s->quotas);
@@ -628,6 +737,10 @@ int sched_open(const struct sched_config *cfg, struct sched **out)
 			 cfg->sync == SCHED_SYNC_FULL ? "PRAGMA synchronous=FULL"
 						      : "PRAGMA synchronous=NORMAL",
 			 NULL, NULL, &emsg) != SQLITE_OK ||
+	    /* hosts and hot pages stay in memory: reads do not become syscalls */
+	    sqlite3_exec(s->db, "PRAGMA cache_size=-65536; PRAGMA mmap_size=268435456; "
+			 "PRAGMA temp_store=MEMORY; PRAGMA wal_autocheckpoint=16384", NULL, NULL,
+			 &emsg) != SQLITE_OK ||
 	    sqlite3_exec(s->db, schema_sql, NULL, NULL, &emsg) != SQLITE_OK) {
 		r = err_set(-EIO, "scheduler state %s: %s", cfg->state_path, emsg ? emsg : "?");
 		sqlite3_free(emsg);
@@ -650,6 +763,15 @@ int sched_open(const struct sched_config *cfg, struct sched **out)
 		r = load_hosts(s);
 	if (r < 0)
 		goto fail;
+	pthread_mutex_init(&s->ckpt_mu, NULL);
+	pthread_cond_init(&s->ckpt_cv, NULL);
+	if (pthread_create(&s->ckpt, NULL, ckpt_main, s) == 0) {
+		s->ckpt_started = true;
+	} else {
+		pthread_mutex_destroy(&s->ckpt_mu);
+		pthread_cond_destroy(&s->ckpt_cv);
+		log_warn("no checkpointer thread: the writer checkpoints the WAL itself");
+	}
 	*out = s;
 	return 0;
 fail:
