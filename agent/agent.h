@@ -16,7 +16,6 @@
 
 /* agent.network: the instances' network on this host. */
 struct agent_net_config {
-	char *bridge;        /* Linux bridge the guests' NICs join */
 	char *cidr;          /* 10.77.0.0/24 */
 	char *range_start;   /* first address handed out */
 	char *range_end;     /* last address handed out */
@@ -27,7 +26,9 @@ struct agent_net_config {
 	int prefix;
 };
 
-/* The agent's own keys; the vmm and images parts are embedded sections. */
+/* The agent's own keys. Paths of instance files and the bridge are the
+ * vmm section's (vmm.instances_dir, vmm.console_log_dir, vmm.bridge), the
+ * image cache the images section's. */
 struct agent_config {
 	char *host;                  /* default: the machine's host name */
 	char *availability_zone;
@@ -37,7 +38,6 @@ struct agent_config {
 	long reserved_host_cpus;
 	char *metadata_address;
 	char *state_dir;             /* store.db lives here */
-	char *instances_dir;         /* overlays, seeds, console logs */
 	long build_concurrency;
 	int64_t report_interval_ms;
 	int64_t reconcile_interval_ms;

@@ -26,9 +26,11 @@ struct build_ctx {
 
 char *agent_instance_path(struct agent *a, const char *uuid, const char *file)
 {
+	const char *dir = strcmp(file, ".log") == 0 ? a->vmm_cfg->console_log_dir
+						    : a->vmm_cfg->instances_dir;
 	char *p = NULL;
 
-	if (asprintf(&p, "%s/%s%s", a->cfg->instances_dir, uuid, file) < 0)
+	if (asprintf(&p, "%s/%s%s", dir, uuid, file) < 0)
 		return NULL;
 	return p;
 }
@@ -173,7 +175,7 @@ static int step_image(struct build_ctx *b)
 			       b->spec.image.name ? b->spec.image.name : b->spec.image.url,
 			       b->spec.image.min_disk_gb);
 	r = img_overlay_create(a->images, &ref, b->spec.uuid, (uint64_t)disk_gb,
-			       a->cfg->instances_dir, &overlay);
+			       a->vmm_cfg->instances_dir, &overlay);
 	if (r < 0)
 		return r;
 	/* kernel and initrd for direct kernel boot: cached and verified like
@@ -262,15 +264,14 @@ static void undo_seed(struct build_ctx *b)
 static int step_define(struct build_ctx *b)
 {
 	struct agent *a = b->a;
-	char *console = agent_instance_path(a, b->spec.uuid, ".console.log");
+	char *console = agent_instance_path(a, b->spec.uuid, ".log");
 	struct vmm_domain_params p = {
 		.virt = a->virt,
 		.disk_path = b->row.overlay_path,
 		.disk_format = "qcow2",
 		.seed_path = b->row.seed_path,
 		.seed_format = b->row.seed_path ? VMM_SEED_ISO : VMM_SEED_NONE,
-		.bridge = a->cfg->network.bridge && *a->cfg->network.bridge ? a->cfg->network.bridge
-									  : NULL,
+		.bridge = a->vmm_cfg->bridge && *a->vmm_cfg->bridge ? a->vmm_cfg->bridge : NULL,
 		.console_log = console,
 		.kernel = b->kernel_path,
 		.initrd = b->initrd_path,

@@ -380,7 +380,8 @@ int agent_new(const struct agent_config *cfg, const struct bus_config *bus,
 		r = err_set(-ENOMEM, "out of memory");
 		goto fail;
 	}
-	if ((r = mkdir_p(cfg->state_dir, 0750)) < 0 || (r = mkdir_p(cfg->instances_dir, 0755)) < 0 ||
+	if ((r = mkdir_p(cfg->state_dir, 0750)) < 0 || (r = mkdir_p(vmm->instances_dir, 0755)) < 0 ||
+	    (r = mkdir_p(vmm->console_log_dir, 0750)) < 0 ||
 	    (r = agent_store_open(a->store_path, false, &a->store)) < 0 ||
 	    (r = vmm_topology_load(vmm->sysfs_root, &a->topo)) < 0 ||
 	    (r = vmm_usage_init(&a->usage, a->topo)) < 0 ||

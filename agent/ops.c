@@ -20,7 +20,7 @@ void agent_cleanup_instance(struct agent *a, const struct store_instance *row)
 		unlink(p);
 		free(p);
 	}
-	if ((p = agent_instance_path(a, row->uuid, ".console.log"))) {
+	if ((p = agent_instance_path(a, row->uuid, ".log"))) {
 		unlink(p);
 		free(p);
 	}
@@ -176,7 +176,7 @@ int agent_do_sync(struct agent *a, struct job *j)
 
 json_t *agent_console_tail(struct agent *a, const char *uuid, long lines)
 {
-	char *path = agent_instance_path(a, uuid, ".console.log");
+	char *path = agent_instance_path(a, uuid, ".log");
 	char *buf = NULL;
 	struct stat st;
 	off_t start;

@@ -142,7 +142,7 @@ static json_t *inventory(struct agent *a)
 		dedicated = a->vmm_cfg->cpu_dedicated_set.cpus;
 	vmm_cpuset_and(&shared, &t->online);
 	vmm_cpuset_and(&dedicated, &t->online);
-	if (statvfs(a->cfg->instances_dir, &vfs) == 0)
+	if (statvfs(a->vmm_cfg->instances_dir, &vfs) == 0)
 		disk_gb = (long)((uint64_t)vfs.f_blocks * vfs.f_frsize >> 30);
 	pthread_mutex_lock(&a->usage_lock);
 	for (int i = 0; i < t->n_nodes; i++) {

@@ -24,12 +24,11 @@ broker: {address_file: $T/bus.addr, partitions: 2}
 agent:
   host: hv1
   state_dir: $T/state
-  instances_dir: $T/inst
   metrics_listen: 127.0.0.1:$METRICS_PORT
   report_interval: 1s
   reconcile_interval: 2s
-  network: {bridge: ""}
-vmm: {uri: "$uri", accel: qemu, shutdown_timeout: 2s, cpu_dedicated_set: "1", cpu_shared_set: "0"}
+vmm: {uri: "$uri", accel: qemu, shutdown_timeout: 2s, cpu_dedicated_set: "1", cpu_shared_set: "0",
+      bridge: "", instances_dir: $T/inst, console_log_dir: $T/inst}
 images: {cache_dir: $T/cache, allow_file_urls: true}
 EOF
 	"$B/stratus-bus" -c "$T/stratus.yaml" >"$T/bus.log" 2>&1 &

@@ -36,7 +36,7 @@ wait_event ".body.uuid==\"$U\" and .body.state==\"active\"" 60 >/dev/null ||
 virsh -c qemu:///system domstate "stratus-$U" | grep -q running || fail "domain not running"
 virsh -c qemu:///system dumpxml "stratus-$U" | grep -q "<project>acme</project>" ||
 	virsh -c qemu:///system dumpxml "stratus-$U" | grep -q "acme" || fail "no owner metadata"
-console="$T/inst/$U.console.log"
+console="$T/inst/$U.log"
 guest_console_wait "$console" "STRATUS-GUEST: ready" 90 || fail "guest did not boot: $(tail -n 5 "$console" 2>/dev/null)"
 grep -q "seed cidata instance-id=$U" "$console" || fail "guest did not read its seed: $(grep STRATUS-GUEST "$console")"
 
