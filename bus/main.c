@@ -12,6 +12,7 @@
 
 static struct log_config log_cfg;
 static struct broker_config broker_cfg;
+static struct bus_config bus_cfg; /* for bus.address_file, which clients read */
 
 /* Write ADDR + "\n" to PATH atomically, making its directory. */
 static int write_address(const char *path, const char *addr)
@@ -48,14 +49,16 @@ int main(int argc, char **argv)
 	const struct cfg_section sections[] = {
 		{ .name = "log", .fields = log_config_fields, .dst = &log_cfg },
 		{ .name = "broker", .fields = broker_config_fields, .dst = &broker_cfg },
+		{ .name = "bus", .fields = bus_config_fields, .dst = &bus_cfg },
 		{ 0 },
 	};
 	struct daemon_opts o = {
 		.prog = "stratus-bus",
 		.summary = "single-machine Kafka broker (librdkafka mock cluster on loopback)",
 		.usage_extra = "Prints the bootstrap address on stdout and writes it to the address\n"
-			       "file (broker.address_file, else $" BUS_ADDR_FILE_ENV ", else "
-			       BUS_DEFAULT_ADDR_FILE ").\nSIGTERM or SIGINT stops it.\n",
+			       "file (broker.address_file, else bus.address_file, else\n"
+			       "$" BUS_ADDR_FILE_ENV ", else " BUS_DEFAULT_ADDR_FILE
+			       "). SIGTERM or SIGINT stops it.\n",
 		.default_config = "/etc/stratus/stratus.yaml",
 		.sections = sections,
 		.log = &log_cfg,
@@ -89,7 +92,9 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	addr = strdup(bus_broker_bootstraps(b));
-	path = bus_address_file(broker_cfg.address_file);
+	/* where the clients of the same config file look for it */
+	path = bus_address_file(broker_cfg.address_file ? broker_cfg.address_file
+							: bus_cfg.address_file);
 	if (!addr) {
 		log_error("out of memory");
 		goto out;
@@ -112,5 +117,6 @@ out:
 	bus_broker_stop(b);
 	cfg_free(log_config_fields, &log_cfg);
 	broker_config_free(&broker_cfg);
+	bus_config_free(&bus_cfg);
 	return rc;
 }
