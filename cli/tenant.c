@@ -26,6 +26,8 @@
 #define SHOW_EVERY_MS 2000
 
 struct watch {
+	char last_rid[UUID_STRLEN]; /* the last request sent: a later error for it counts */
+	json_t *late_error;    /* a request.result ok=false for last_rid after the first */
 	const char *rid;
 	json_t *result;        /* the request.result body, once seen */
 	json_t *states;        /* instance.state bodies of watched uuids */
@@ -57,6 +59,11 @@ static int on_event(void *opaque, const struct bus_message *m)
 	if (w->rid && strcmp(e->type, "request.result") == 0 && strcmp(e->request_id, w->rid) == 0 &&
 	    !w->result) {
 		w->result = json_incref(e->body);
+	} else if (!w->rid && strcmp(e->type, "request.result") == 0 &&
+		   strcmp(e->request_id, w->last_rid) == 0 &&
+		   json_is_false(json_object_get(e->body, "ok")) && !w->late_error) {
+		/* the agent refused what the scheduler forwarded */
+		w->late_error = json_incref(e->body);
 	} else if (strcmp(e->type, "instance.state") == 0 && w->uuids) {
 		const char *u = json_string_value(json_object_get(e->body, "uuid"));
 
@@ -94,6 +101,7 @@ static void session_close(struct session *ss)
 	bus_consumer_free(ss->obs);
 	bus_producer_free(ss->prod);
 	json_decref(ss->w.result);
+	json_decref(ss->w.late_error);
 	json_decref(ss->w.states);
 	json_decref(ss->w.uuids);
 }
@@ -132,6 +140,7 @@ static int request(struct session *ss, const char *type, json_t *body, json_t **
 
 	uuid_generate_str(rid);
 	ss->w.rid = rid;
+	snprintf(ss->w.last_rid, sizeof(ss->w.last_rid), "%s", rid);
 	json_decref(ss->w.result);
 	ss->w.result = NULL;
 	while (!ss->w.result) {
@@ -348,6 +357,12 @@ static int wait_states(struct session *ss, const char *project, struct target *t
 			return CLI_TIMEOUT;
 		}
 		bus_consumer_poll(ss->obs, 100, on_event, &ss->w);
+		if (ss->w.late_error) {
+			const char *err = json_string_value(json_object_get(ss->w.late_error, "error"));
+
+			cli_error(ss->ctx, "%s", err ? err : "refused by the host");
+			return CLI_ERROR;
+		}
 		json_array_foreach(ss->w.states, k, st) {
 			const char *u = json_string_value(json_object_get(st, "uuid"));
 
@@ -654,12 +669,15 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 			}
 		}
 	} else if (rc == CLI_OK && strcmp(op->cmd, "console") == 0) {
-		const char *log = json_string_value(json_object_get(data, "console"));
+		/* the agent's answer: {"lines": ["...", ...]} */
+		json_t *lines = json_object_get(data, "lines"), *ln;
+		size_t k;
 
 		if (ctx->json)
 			print_json(data);
 		else
-			fputs(log ? log : "", stdout);
+			json_array_foreach(lines, k, ln)
+				printf("%s\n", json_string_value(ln) ? json_string_value(ln) : "");
 	} else if (rc == CLI_OK) {
 		struct target t = { 0 };
 

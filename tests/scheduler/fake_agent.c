@@ -159,10 +159,11 @@ static int handle(void *opaque, const struct bus_message *m)
 	} else if (strcmp(e->type, "instance.console") == 0) {
 		char text[128];
 
-		snprintf(text, sizeof(text), "serial log of %s on %s\nlogin: \n", uuid, a->name);
+		/* as the agent answers: the last lines of the serial log */
+		snprintf(text, sizeof(text), "serial log of %s on %s", uuid, a->name);
 		send_event(a, "request.result", e->request_id, uuid,
-			   json_pack("{s:b, s:{s:s, s:s}}", "ok", 1, "data", "uuid", uuid,
-				     "console", text));
+			   json_pack("{s:b, s:{s:[s, s]}}", "ok", 1, "data", "lines", text,
+				     "login: "));
 	}
 	fflush(a->log);
 	return 0;
