@@ -181,7 +181,10 @@ int main(int argc, char **argv)
 		{ 0 },
 	};
 	static struct agent a = { .interval_ms = 500, .build_ms = 300, .pcpus = 4, .ram_mb = 16384 };
-	struct bus_config cfg = { 0 };
+	/* the mock broker answers idle fetches after fetch.wait.max.ms: keep it short */
+	static char *pkeys[] = { (char *)"fetch.wait.max.ms", NULL };
+	static char *pvals[] = { (char *)"10", NULL };
+	struct bus_config cfg = { .properties = { .keys = pkeys, .vals = pvals, .n = 1 } };
 	struct bus_consumer *c = NULL;
 	struct bus_consumer_opts co = { 0 };
 	const char *topics[2] = { NULL, NULL };

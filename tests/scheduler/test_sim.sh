@@ -29,12 +29,15 @@ ctl() { "$BUILD/stratusctl" -p acme "$@"; }
 jget() { python3 -c "import json,sys; j=json.loads(sys.argv[1]); print($2)" "$1"; }
 
 export STRATUS_BUS_ADDR_FILE="$tmp/bus.addr"
-unset STRATUS_CONFIG STRATUS_PROJECT
+export STRATUS_CONFIG="$tmp/stratus.yaml" # stratusctl reads its bus: section
+unset STRATUS_PROJECT
 H=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
 write_config() { # $1 = placement
 	cat >"$tmp/stratus.yaml" <<YAML
 log: {level: info}
 broker: {partitions: 2}
+# the mock broker answers idle fetches only after fetch.wait.max.ms (docs/bus.md)
+bus: {address_file: $tmp/bus.addr, properties: {fetch.wait.max.ms: "10"}}
 scheduler:
   state_path: $tmp/state/scheduler.db
   heartbeat_interval: 300ms
