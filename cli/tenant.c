@@ -801,7 +801,7 @@ int cli_host(struct cli_ctx *ctx, int argc, char **argv)
 
 static const char quota_usage[] =
 	"quota show [P] | quota set P [--instances N] [--cores N] [--ram-mb N] [--pcpus N] "
-	"[--hugepages-mb N]   (-1 = unlimited)";
+	"[--hugepages-mb N]";
 
 int cli_quota(struct cli_ctx *ctx, int argc, char **argv)
 {
@@ -835,7 +835,7 @@ int cli_quota(struct cli_ctx *ctx, int argc, char **argv)
 			json_decref(limits);
 			return CLI_OK;
 		}
-		if (c < Q_INST || c > Q_HP || parse_long(optarg, -1, 1L << 40, &v) < 0) {
+		if (c < Q_INST || c > Q_HP || parse_long(optarg, 0, 1L << 40, &v) < 0) {
 			cli_error(ctx, "quota: bad option or value %s", argv[optind - 1]);
 			goto usage;
 		}
