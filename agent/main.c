@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "agent/agent.h"
 #include "agent/commands.h"
 #include "bus/bus.h"
 #include "core/core.h"
@@ -25,12 +26,19 @@ static const struct {
 
 static struct log_config log_cfg;
 static struct bus_config bus_cfg;
+static struct agent_config agent_cfg;
+
+static int validate(void *ud)
+{
+	return agent_config_check(ud);
+}
 
 int main(int argc, char **argv)
 {
 	const struct cfg_section sections[] = {
 		{ .name = "log", .fields = log_config_fields, .dst = &log_cfg },
 		{ .name = "bus", .fields = bus_config_fields, .dst = &bus_cfg },
+		{ .name = "agent", .fields = agent_config_fields, .dst = &agent_cfg },
 		{ 0 },
 	};
 	char extra[1024];
@@ -48,6 +56,8 @@ int main(int argc, char **argv)
 		.default_config = "/etc/stratus/stratus.yaml",
 		.sections = sections,
 		.log = &log_cfg,
+		.validate = validate,
+		.validate_ud = &agent_cfg,
 	};
 	int argi, r;
 
@@ -71,5 +81,6 @@ int main(int argc, char **argv)
 out:
 	cfg_free(log_config_fields, &log_cfg);
 	bus_config_free(&bus_cfg);
+	agent_config_free(&agent_cfg);
 	return r;
 }

@@ -13,6 +13,29 @@ const char *const spec_seed_names[] = {
 	[SPEC_SEED_LAST] = NULL,
 };
 
+const char *const instance_state_names[] = {
+	[INST_SCHEDULING] = "scheduling",
+	[INST_BUILDING] = "building",
+	[INST_ACTIVE] = "active",
+	[INST_STOPPED] = "stopped",
+	[INST_REBOOTING] = "rebooting",
+	[INST_DELETING] = "deleting",
+	[INST_DELETED] = "deleted",
+	[INST_ERROR] = "error",
+	[INST_STATE_LAST] = NULL,
+};
+
+int instance_state_parse(const char *name, enum instance_state *out)
+{
+	for (int i = 0; i < INST_STATE_LAST; i++) {
+		if (strcmp(name, instance_state_names[i]) == 0) {
+			*out = (enum instance_state)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
 #define STR_MAX 4096 /* any one string field of a spec */
 
 static int bad(const char *field, const char *fmt, ...) PRINTF_LIKE(2, 3);

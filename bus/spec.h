@@ -56,6 +56,24 @@ struct spec_network {
 enum spec_seed { SPEC_SEED_NOCLOUD, SPEC_SEED_CONFIGDRIVE, SPEC_SEED_NONE, SPEC_SEED_LAST };
 extern const char *const spec_seed_names[]; /* NULL-terminated, by enum value */
 
+/* Instance lifecycle (DESIGN.md): scheduling -> building -> active <-> stopped,
+ * active -> rebooting -> active, * -> deleting -> deleted, * -> error.
+ * Names are what events, stratusctl and the stores use. */
+enum instance_state {
+	INST_SCHEDULING,
+	INST_BUILDING,
+	INST_ACTIVE,
+	INST_STOPPED,
+	INST_REBOOTING,
+	INST_DELETING,
+	INST_DELETED,
+	INST_ERROR,
+	INST_STATE_LAST
+};
+extern const char *const instance_state_names[]; /* NULL-terminated */
+/* Returns 0, or -EINVAL for an unknown name. */
+int instance_state_parse(const char *name, enum instance_state *out);
+
 struct instance_spec {
 	char uuid[UUID_STRLEN];
 	char *name;              /* free text, may hold any character */

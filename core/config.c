@@ -29,6 +29,38 @@ const struct cfg_field log_config_fields[] = {
 	{ 0 },
 };
 
+/* Where each loaded field came from (cfg_where). */
+#define CFG_MAX_MARKS 512
+static struct {
+	const void *field;
+	size_t line, col;
+} marks[CFG_MAX_MARKS];
+static size_t n_marks;
+static char marks_file[512];
+
+static void mark_field(const void *field, const yaml_node_t *n)
+{
+	if (n_marks < CFG_MAX_MARKS) {
+		marks[n_marks].field = field;
+		marks[n_marks].line = n->start_mark.line + 1;
+		marks[n_marks].col = n->start_mark.column + 1;
+		n_marks++;
+	}
+}
+
+const char *cfg_where(const void *field)
+{
+	static char buf[600];
+
+	for (size_t i = n_marks; i-- > 0;) {
+		if (marks[i].field == field) {
+			snprintf(buf, sizeof(buf), "%s:%zu:%zu", marks_file, marks[i].line, marks[i].col);
+			return buf;
+		}
+	}
+	return marks_file;
+}
+
 struct cfg_ctx {
 	const char *file;
 	yaml_document_t *doc;
@@ -270,6 +302,7 @@ static int load_field(const struct cfg_ctx *c, const struct cfg_field *f, yaml_n
 	void *at = (char *)dst + f->offset;
 	char exp[640];
 
+	mark_field(at, val);
 	switch (f->type) {
 	case CFG_SECTION:
 		if (val->type == YAML_SCALAR_NODE && scalar_is_null(val))
@@ -512,6 +545,8 @@ int cfg_load_string(const char *name, const char *yaml, size_t len,
 	struct cfg_ctx c = { .file = name, .doc = &doc };
 	int r;
 
+	n_marks = 0;
+	snprintf(marks_file, sizeof(marks_file), "%s", name);
 	for (const struct cfg_section *s = sections; s->name; s++) {
 		r = apply_defaults(s->fields, s->dst);
 		if (r < 0)

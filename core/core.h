@@ -218,6 +218,13 @@ int cfg_load_file(const char *path, const struct cfg_section *sections);
 /* Same, from a string (name is used in messages). */
 int cfg_load_string(const char *name, const char *yaml, size_t len,
 		    const struct cfg_section *sections);
+/*
+ * Where a loaded value came from, for cross-field checks made after
+ * loading: "FILE:LINE:COL" for the field at address FIELD (inside a struct
+ * the last cfg_load_* filled), or "FILE" when the value is a default.
+ * Returns a pointer to a static buffer (config loading is single-threaded).
+ */
+const char *cfg_where(const void *field);
 /* Free the strings, lists and maps that loading stored in dst. */
 void cfg_free(const struct cfg_field *fields, void *dst);
 
@@ -249,6 +256,10 @@ struct daemon_opts {
 	const char *default_config; /* e.g. /etc/stratus/stratus.yaml */
 	const struct cfg_section *sections;
 	struct log_config *log;
+	/* cross-field checks after loading (may be NULL); <0 with err_msg()
+	 * fails like a config error, also under -n */
+	int (*validate)(void *ud);
+	void *validate_ud;
 	/* filled in: */
 	const char *config_path;    /* NULL when none was loaded */
 	bool check_only;

@@ -81,6 +81,9 @@ int daemon_setup(struct daemon_opts *o, int argc, char **argv, int *argi)
 		/* no file: the defaults of every section */
 		r = cfg_load_string("(defaults)", "", 0, o->sections);
 	}
+	if (r >= 0 && o->validate) {
+		r = o->validate(o->validate_ud);
+	}
 	if (r < 0) {
 		fprintf(stderr, "%s\n", err_msg());
 		return 2; /* exit 1 */

@@ -1,0 +1,475 @@
+/* The agent's SQLite store. */
+#define LOG_TAG "store"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <sqlite3.h>
+#include <string.h>
+
+#include "agent/store.h"
+
+struct agent_store {
+	sqlite3 *db;
+	char *path;
+};
+
+/* Each entry migrates from version i to i + 1. */
+static const char *const migrations[] = {
+	"CREATE TABLE instances ("
+	"  uuid TEXT PRIMARY KEY, name TEXT, project TEXT, spec_json TEXT NOT NULL,"
+	"  state TEXT NOT NULL, step TEXT, placement_json TEXT, address TEXT, mac TEXT,"
+	"  overlay_path TEXT, seed_path TEXT, error TEXT, request_id TEXT,"
+	"  created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);"
+	"CREATE TABLE addresses ("
+	"  ip INTEGER PRIMARY KEY, prefix INTEGER NOT NULL, uuid TEXT NOT NULL UNIQUE,"
+	"  mac TEXT NOT NULL);"
+	"CREATE TABLE requests ("
+	"  request_id TEXT PRIMARY KEY, uuid TEXT, type TEXT, outcome_json TEXT,"
+	"  ts_ms INTEGER NOT NULL);",
+};
+
+static int db_err(struct agent_store *st, int rc, const char *what)
+{
+	int code = rc == SQLITE_BUSY ? -EBUSY : rc == SQLITE_CONSTRAINT ? -EEXIST : -EIO;
+
+	return err_set(code, "store %s: %s: %s", st->path, what, sqlite3_errmsg(st->db));
+}
+
+static int exec(struct agent_store *st, const char *sql)
+{
+	char *msg = NULL;
+	int rc = sqlite3_exec(st->db, sql, NULL, NULL, &msg);
+
+	if (rc != SQLITE_OK) {
+		int r = err_set(-EIO, "store %s: %s", st->path, msg ? msg : sqlite3_errstr(rc));
+
+		sqlite3_free(msg);
+		return r;
+	}
+	return 0;
+}
+
+static int migrate(struct agent_store *st)
+{
+	sqlite3_stmt *q = NULL;
+	int version = 0, r;
+
+	if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &q, NULL) != SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "read schema version");
+	if (sqlite3_step(q) == SQLITE_ROW)
+		version = sqlite3_column_int(q, 0);
+	sqlite3_finalize(q);
+	if (version > (int)ARRAY_SIZE(migrations))
+		return err_set(-EPROTO,
+			       "store %s: schema version %d is newer than this agent knows (%zu)",
+			       st->path, version, ARRAY_SIZE(migrations));
+	for (; version < (int)ARRAY_SIZE(migrations); version++) {
+		char pragma[64];
+
+		if ((r = exec(st, "BEGIN IMMEDIATE")) < 0)
+			return r;
+		snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", version + 1);
+		if ((r = exec(st, migrations[version])) < 0 || (r = exec(st, pragma)) < 0) {
+			exec(st, "ROLLBACK");
+			return r;
+		}
+		if ((r = exec(st, "COMMIT")) < 0)
+			return r;
+	}
+	return 0;
+}
+
+int agent_store_open(const char *path, bool readonly, struct agent_store **out)
+{
+	struct agent_store *st = calloc(1, sizeof(*st));
+	int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+	int r;
+
+	if (!st || !(st->path = strdup(path))) {
+		free(st);
+		return err_set(-ENOMEM, "out of memory");
+	}
+	if (sqlite3_open_v2(path, &st->db, flags | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
+		r = err_set(-EIO, "store %s: %s", path,
+			    st->db ? sqlite3_errmsg(st->db) : "cannot open");
+		goto fail;
+	}
+	sqlite3_busy_timeout(st->db, 5000);
+	if (!readonly) {
+		if ((r = exec(st, "PRAGMA journal_mode = WAL")) < 0 ||
+		    (r = exec(st, "PRAGMA synchronous = NORMAL")) < 0 || (r = migrate(st)) < 0)
+			goto fail;
+	}
+	*out = st;
+	return 0;
+fail:
+	agent_store_close(st);
+	return r;
+}
+
+void agent_store_close(struct agent_store *st)
+{
+	if (!st)
+		return;
+	sqlite3_close(st->db);
+	free(st->path);
+	free(st);
+}
+
+void agent_store_instance_free(struct store_instance *i)
+{
+	if (!i)
+		return;
+	free(i->name);
+	free(i->project);
+	free(i->spec_json);
+	free(i->step);
+	free(i->placement_json);
+	free(i->address);
+	free(i->mac);
+	free(i->overlay_path);
+	free(i->seed_path);
+	free(i->error);
+	free(i->request_id);
+	memset(i, 0, sizeof(*i));
+}
+
+static void bind_text(sqlite3_stmt *q, int idx, const char *s)
+{
+	if (s)
+		sqlite3_bind_text(q, idx, s, -1, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_null(q, idx);
+}
+
+int agent_store_instance_put(struct agent_store *st, const struct store_instance *i)
+{
+	static const char sql[] =
+		"INSERT OR REPLACE INTO instances (uuid, name, project, spec_json, state, step,"
+		" placement_json, address, mac, overlay_path, seed_path, error, request_id,"
+		" created_ms, updated_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,"
+		" COALESCE((SELECT created_ms FROM instances WHERE uuid = ?1), ?14), ?15)";
+	sqlite3_stmt *q = NULL;
+	int64_t now = time_wall_ms();
+	int rc;
+
+	if ((unsigned)i->state >= INST_STATE_LAST || !i->spec_json)
+		return err_set(-EINVAL, "instance %s: bad state or no spec", i->uuid);
+	if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "prepare");
+	bind_text(q, 1, i->uuid);
+	bind_text(q, 2, i->name);
+	bind_text(q, 3, i->project);
+	bind_text(q, 4, i->spec_json);
+	bind_text(q, 5, instance_state_names[i->state]);
+	bind_text(q, 6, i->step);
+	bind_text(q, 7, i->placement_json);
+	bind_text(q, 8, i->address);
+	bind_text(q, 9, i->mac);
+	bind_text(q, 10, i->overlay_path);
+	bind_text(q, 11, i->seed_path);
+	bind_text(q, 12, i->error);
+	bind_text(q, 13, i->request_id);
+	sqlite3_bind_int64(q, 14, i->created_ms ? i->created_ms : now);
+	sqlite3_bind_int64(q, 15, now);
+	rc = sqlite3_step(q);
+	sqlite3_finalize(q);
+	if (rc != SQLITE_DONE)
+		return db_err(st, rc, "save instance");
+	return 0;
+}
+
+static char *col_dup(sqlite3_stmt *q, int c)
+{
+	const unsigned char *t = sqlite3_column_text(q, c);
+
+	return t ? strdup((const char *)t) : NULL;
+}
+
+static int row_to_instance(sqlite3_stmt *q, struct store_instance *i)
+{
+	const unsigned char *uuid = sqlite3_column_text(q, 0);
+	const unsigned char *state = sqlite3_column_text(q, 4);
+
+	memset(i, 0, sizeof(*i));
+	snprintf(i->uuid, sizeof(i->uuid), "%s", uuid ? (const char *)uuid : "");
+	i->name = col_dup(q, 1);
+	i->project = col_dup(q, 2);
+	i->spec_json = col_dup(q, 3);
+	if (!state || instance_state_parse((const char *)state, &i->state) < 0)
+		i->state = INST_ERROR;
+	i->step = col_dup(q, 5);
+	i->placement_json = col_dup(q, 6);
+	i->address = col_dup(q, 7);
+	i->mac = col_dup(q, 8);
+	i->overlay_path = col_dup(q, 9);
+	i->seed_path = col_dup(q, 10);
+	i->error = col_dup(q, 11);
+	i->request_id = col_dup(q, 12);
+	i->created_ms = sqlite3_column_int64(q, 13);
+	i->updated_ms = sqlite3_column_int64(q, 14);
+	if (!i->spec_json) {
+		agent_store_instance_free(i);
+		return err_set(-ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+#define INSTANCE_COLS \
+	"uuid, name, project, spec_json, state, step, placement_json, address, mac," \
+	" overlay_path, seed_path, error, request_id, created_ms, updated_ms"
+
+static int get_one(struct agent_store *st, const char *sql, const char *key,
+		   struct store_instance *out)
+{
+	sqlite3_stmt *q = NULL;
+	int rc, r;
+
+	if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "prepare");
+	bind_text(q, 1, key);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW)
+		r = row_to_instance(q, out);
+	else if (rc == SQLITE_DONE)
+		r = err_set(-ENOENT, "instance %s: not in the store", key);
+	else
+		r = db_err(st, rc, "read instance");
+	sqlite3_finalize(q);
+	return r;
+}
+
+int agent_store_instance_get(struct agent_store *st, const char *uuid, struct store_instance *out)
+{
+	return get_one(st, "SELECT " INSTANCE_COLS " FROM instances WHERE uuid = ?", uuid, out);
+}
+
+int agent_store_instance_by_ip(struct agent_store *st, const char *ip, struct store_instance *out)
+{
+	struct in_addr a;
+
+	if (inet_pton(AF_INET, ip, &a) != 1)
+		return err_set(-EINVAL, "'%s' is not an IPv4 address", ip);
+	/* addresses.ip is the host-order integer; compare through it */
+	char key[16];
+
+	snprintf(key, sizeof(key), "%u", ntohl(a.s_addr));
+	return get_one(st,
+		       "SELECT " INSTANCE_COLS " FROM instances WHERE uuid ="
+		       " (SELECT uuid FROM addresses WHERE ip = CAST(?1 AS INTEGER))",
+		       key, out);
+}
+
+int agent_store_instance_set_state(struct agent_store *st, const char *uuid, enum instance_state s,
+			     const char *step, const char *error)
+{
+	sqlite3_stmt *q = NULL;
+	int rc;
+
+	if ((unsigned)s >= INST_STATE_LAST)
+		return err_set(-EINVAL, "instance %s: bad state %d", uuid, (int)s);
+	if (sqlite3_prepare_v2(st->db,
+			       "UPDATE instances SET state = ?, step = COALESCE(?, step), error = ?,"
+			       " updated_ms = ? WHERE uuid = ?",
+			       -1, &q, NULL) != SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "prepare");
+	bind_text(q, 1, instance_state_names[s]);
+	bind_text(q, 2, step);
+	bind_text(q, 3, error);
+	sqlite3_bind_int64(q, 4, time_wall_ms());
+	bind_text(q, 5, uuid);
+	rc = sqlite3_step(q);
+	sqlite3_finalize(q);
+	if (rc != SQLITE_DONE)
+		return db_err(st, rc, "update instance");
+	if (sqlite3_changes(st->db) == 0)
+		return err_set(-ENOENT, "instance %s: not in the store", uuid);
+	return 0;
+}
+
+int agent_store_instance_delete(struct agent_store *st, const char *uuid)
+{
+	sqlite3_stmt *q = NULL;
+	int rc;
+
+	if (sqlite3_prepare_v2(st->db, "DELETE FROM instances WHERE uuid = ?", -1, &q, NULL) !=
+	    SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "prepare");
+	bind_text(q, 1, uuid);
+	rc = sqlite3_step(q);
+	sqlite3_finalize(q);
+	return rc == SQLITE_DONE ? 0 : db_err(st, rc, "delete instance");
+}
+
+int agent_store_instance_foreach(struct agent_store *st,
+			   int (*fn)(const struct store_instance *i, void *ud), void *ud)
+{
+	sqlite3_stmt *q = NULL;
+	int rc, r = 0;
+
+	if (sqlite3_prepare_v2(st->db,
+			       "SELECT " INSTANCE_COLS " FROM instances ORDER BY created_ms, uuid",
+			       -1, &q, NULL) != SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "prepare");
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		struct store_instance i;
+
+		if ((r = row_to_instance(q, &i)) < 0)
+			break;
+		r = fn(&i, ud);
+		agent_store_instance_free(&i);
+		if (r)
+			break;
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = db_err(st, rc, "list instances");
+	sqlite3_finalize(q);
+	return r;
+}
+
+int agent_store_address_allocate(struct agent_store *st, const char *uuid, uint32_t first,
+			   uint32_t last, int prefix, const char *mac, char *addr_out,
+			   size_t addr_len)
+{
+	sqlite3_stmt *q = NULL;
+	int64_t ip = -1;
+	int rc, r;
+	struct in_addr a;
+	char buf[INET_ADDRSTRLEN];
+
+	if (first > last || prefix < 0 || prefix > 32)
+		return err_set(-EINVAL, "address range is empty or the prefix is invalid");
+	if ((r = exec(st, "BEGIN IMMEDIATE")) < 0)
+		return r;
+	/* already has one? */
+	if (sqlite3_prepare_v2(st->db, "SELECT ip FROM addresses WHERE uuid = ?", -1, &q, NULL) !=
+	    SQLITE_OK) {
+		r = db_err(st, SQLITE_ERROR, "prepare");
+		goto rollback;
+	}
+	bind_text(q, 1, uuid);
+	if (sqlite3_step(q) == SQLITE_ROW)
+		ip = sqlite3_column_int64(q, 0);
+	sqlite3_finalize(q);
+	if (ip < 0) {
+		/* the lowest free address: first itself, or one past a used one */
+		static const char sql[] =
+			"SELECT MIN(c) FROM (SELECT ?1 AS c UNION ALL SELECT ip + 1 FROM addresses"
+			" WHERE ip >= ?1 AND ip < ?2) WHERE c <= ?2 AND"
+			" c NOT IN (SELECT ip FROM addresses)";
+
+		if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK) {
+			r = db_err(st, SQLITE_ERROR, "prepare");
+			goto rollback;
+		}
+		sqlite3_bind_int64(q, 1, first);
+		sqlite3_bind_int64(q, 2, last);
+		rc = sqlite3_step(q);
+		if (rc == SQLITE_ROW && sqlite3_column_type(q, 0) != SQLITE_NULL)
+			ip = sqlite3_column_int64(q, 0);
+		sqlite3_finalize(q);
+		if (ip < 0) {
+			a.s_addr = htonl(first);
+			inet_ntop(AF_INET, &a, buf, sizeof(buf));
+			r = err_set(-ENOSPC, "no free address left in the range starting at %s (%u addresses)",
+				    buf, last - first + 1);
+			goto rollback;
+		}
+		if (sqlite3_prepare_v2(st->db,
+				       "INSERT INTO addresses (ip, prefix, uuid, mac) VALUES (?,?,?,?)",
+				       -1, &q, NULL) != SQLITE_OK) {
+			r = db_err(st, SQLITE_ERROR, "prepare");
+			goto rollback;
+		}
+		sqlite3_bind_int64(q, 1, ip);
+		sqlite3_bind_int(q, 2, prefix);
+		bind_text(q, 3, uuid);
+		bind_text(q, 4, mac);
+		rc = sqlite3_step(q);
+		sqlite3_finalize(q);
+		if (rc != SQLITE_DONE) {
+			r = db_err(st, rc, "allocate address");
+			goto rollback;
+		}
+	}
+	if ((r = exec(st, "COMMIT")) < 0)
+		goto rollback;
+	a.s_addr = htonl((uint32_t)ip);
+	inet_ntop(AF_INET, &a, buf, sizeof(buf));
+	if (snprintf(addr_out, addr_len, "%s/%d", buf, prefix) >= (int)addr_len)
+		return err_set(-ENOBUFS, "address buffer too small");
+	return 0;
+rollback:
+	exec(st, "ROLLBACK");
+	return r;
+}
+
+int agent_store_address_release(struct agent_store *st, const char *uuid)
+{
+	sqlite3_stmt *q = NULL;
+	int rc;
+
+	if (sqlite3_prepare_v2(st->db, "DELETE FROM addresses WHERE uuid = ?", -1, &q, NULL) !=
+	    SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "prepare");
+	bind_text(q, 1, uuid);
+	rc = sqlite3_step(q);
+	sqlite3_finalize(q);
+	return rc == SQLITE_DONE ? 0 : db_err(st, rc, "release address");
+}
+
+int agent_store_address_count(struct agent_store *st, int *n)
+{
+	sqlite3_stmt *q = NULL;
+	int rc;
+
+	if (sqlite3_prepare_v2(st->db, "SELECT COUNT(*) FROM addresses", -1, &q, NULL) != SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "prepare");
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW)
+		*n = sqlite3_column_int(q, 0);
+	sqlite3_finalize(q);
+	return rc == SQLITE_ROW ? 0 : db_err(st, rc, "count addresses");
+}
+
+int agent_store_request_get(struct agent_store *st, const char *request_id, char **outcome_json)
+{
+	sqlite3_stmt *q = NULL;
+	int rc, r;
+
+	if (sqlite3_prepare_v2(st->db, "SELECT outcome_json FROM requests WHERE request_id = ?", -1,
+			       &q, NULL) != SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "prepare");
+	bind_text(q, 1, request_id);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		*outcome_json = col_dup(q, 0);
+		r = 0;
+	} else if (rc == SQLITE_DONE) {
+		r = -ENOENT;
+	} else {
+		r = db_err(st, rc, "read request");
+	}
+	sqlite3_finalize(q);
+	return r;
+}
+
+int agent_store_request_put(struct agent_store *st, const char *request_id, const char *uuid,
+		      const char *type, const char *outcome_json)
+{
+	sqlite3_stmt *q = NULL;
+	int rc;
+
+	if (sqlite3_prepare_v2(st->db,
+			       "INSERT OR REPLACE INTO requests (request_id, uuid, type, outcome_json,"
+			       " ts_ms) VALUES (?,?,?,?,?)",
+			       -1, &q, NULL) != SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "prepare");
+	bind_text(q, 1, request_id);
+	bind_text(q, 2, uuid);
+	bind_text(q, 3, type);
+	bind_text(q, 4, outcome_json);
+	sqlite3_bind_int64(q, 5, time_wall_ms());
+	rc = sqlite3_step(q);
+	sqlite3_finalize(q);
+	return rc == SQLITE_DONE ? 0 : db_err(st, rc, "record request");
+}

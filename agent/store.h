@@ -1,0 +1,82 @@
+/*
+ * The agent's local store: SQLite in WAL mode, one file per host.
+ *
+ * It records what the agent has promised (instances with their full spec,
+ * state and build step, address and MAC allocations, pCPU and hugepage
+ * assignments, the files made for each instance) and which requests it has
+ * already processed, so that every handler is idempotent and a restart can
+ * reconcile the store against libvirt. stratus-metadata opens it read-only
+ * (see docs/agent.md for the schema, which is part of that contract).
+ */
+#ifndef STRATUS_AGENT_STORE_H
+#define STRATUS_AGENT_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bus/spec.h"
+
+#define STORE_SCHEMA_VERSION 1
+
+struct agent_store;
+
+/* One row of `instances`. Strings are malloc'd (free with
+ * store_instance_free); any may be NULL except uuid and spec_json. */
+struct store_instance {
+	char uuid[UUID_STRLEN];
+	char *name;
+	char *project;
+	char *spec_json;      /* the instance spec as received (bus_spec_to_json) */
+	enum instance_state state;
+	char *step;           /* build step reached, e.g. "image", "seed", "define" */
+	char *placement_json; /* the vmm fit: pCPUs, NUMA nodes, hugepages */
+	char *address;        /* 10.77.0.5/24 */
+	char *mac;
+	char *overlay_path;
+	char *seed_path;
+	char *error;
+	char *request_id;     /* the request that last changed it */
+	int64_t created_ms, updated_ms;
+};
+void agent_store_instance_free(struct store_instance *i);
+
+/* Open (creating and migrating the schema) or open read-only. */
+int agent_store_open(const char *path, bool readonly, struct agent_store **out);
+void agent_store_close(struct agent_store *st);
+
+/* Insert or replace the whole row. */
+int agent_store_instance_put(struct agent_store *st, const struct store_instance *i);
+/* -ENOENT when unknown. */
+int agent_store_instance_get(struct agent_store *st, const char *uuid, struct store_instance *out);
+/* Update state (+ step and error; NULL keeps step, clears error). */
+int agent_store_instance_set_state(struct agent_store *st, const char *uuid, enum instance_state s,
+			     const char *step, const char *error);
+int agent_store_instance_delete(struct agent_store *st, const char *uuid);
+/* Calls fn for each instance (ordered by creation); stops when fn returns
+ * non-zero and returns that value. */
+int agent_store_instance_foreach(struct agent_store *st,
+			   int (*fn)(const struct store_instance *i, void *ud), void *ud);
+/* The instance owning an IPv4 address (no prefix), -ENOENT otherwise. */
+int agent_store_instance_by_ip(struct agent_store *st, const char *ip, struct store_instance *out);
+
+/*
+ * Addresses: the lowest free address of [first, last] (host order) goes
+ * to the instance, with its MAC, in one transaction. Allocating again for
+ * the same instance returns the address it already has.
+ */
+int agent_store_address_allocate(struct agent_store *st, const char *uuid, uint32_t first,
+			   uint32_t last, int prefix, const char *mac, char *addr_out,
+			   size_t addr_len);
+int agent_store_address_release(struct agent_store *st, const char *uuid);
+int agent_store_address_count(struct agent_store *st, int *n);
+
+/*
+ * Processed requests: handlers call agent_store_request_get first (a redelivered
+ * or duplicated message is answered with the recorded outcome) and
+ * store_request_put once the effect is durable.
+ */
+int agent_store_request_get(struct agent_store *st, const char *request_id, char **outcome_json);
+int agent_store_request_put(struct agent_store *st, const char *request_id, const char *uuid,
+		      const char *type, const char *outcome_json);
+
+#endif

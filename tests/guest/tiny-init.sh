@@ -1,0 +1,186 @@
+#!/bin/sh
+# /init of the Stratus tiny guest (busybox initramfs, Debian kernel).
+# Built into initrd.img by tests/guest/build-tiny.sh; see docs/guest-images.md.
+#
+# Prints "STRATUS-GUEST: ..." marker lines on the console (console=ttyS0) that
+# tests grep, in this order:
+#   booted kernel=K cmdline=...
+#   modules loaded=N failed=M
+#   cpus n=N
+#   mem total_kb=N hugepages_total=N hugepagesize_kb=N
+#   disk NAME size=BYTES ro=0|1 serial=S [image=stratus-tiny]   (one per disk)
+#   nic NAME mac=MAC                                               (one per NIC)
+#   seed LABEL instance-id=ID dev=DEV   (LABEL is cidata or config-2; or "seed none")
+#   seed hostname=H
+#   seed user-data bytes=N sha256=H
+#   user-data exit=N                    (only when user-data starts with #!)
+#   net ADDR via GW                     (only with stratus.ip= on the cmdline)
+#   metadata-service uuid=ID            (only with stratus.ip= and no seed)
+#   ready
+# then sleeps forever. ACPI power button (virsh shutdown) or SIGTERM to PID 1:
+#   poweroff   and the machine powers off.
+# Kernel command line options (all optional):
+#   stratus.ip=ADDR/PREFIX stratus.gw=GW   configure the first NIC statically
+#   stratus.md=URL                          metadata base (default http://169.254.169.254)
+PATH=/bin:/sbin
+export PATH
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+[ -c /dev/console ] && exec </dev/console >/dev/console 2>&1
+
+say() { echo "STRATUS-GUEST: $*"; }
+
+poweroff_now() {
+	say "poweroff"
+	sync
+	umount /seed 2>/dev/null
+	poweroff -f
+}
+trap poweroff_now TERM USR2
+
+cmdline=$(cat /proc/cmdline)
+say "booted kernel=$(uname -r) cmdline=$cmdline"
+
+arg() { # arg NAME: value of NAME=... on the kernel command line
+	for w in $cmdline; do
+		case "$w" in "$1"=*) echo "${w#*=}"; return 0 ;; esac
+	done
+	return 1
+}
+
+# Modules: the build wrote their names (and modules.dep) into the image.
+ok=0 bad=0
+for m in $(cat /etc/stratus-modules); do
+	if modprobe "$m" 2>/dev/null; then ok=$((ok + 1)); else bad=$((bad + 1)); say "module $m failed"; fi
+done
+say "modules loaded=$ok failed=$bad"
+
+# Disks behind AHCI/IDE are scanned asynchronously: wait until the list of
+# block devices stops changing (at most about 3 s).
+prev="" n=0
+while [ $n -lt 30 ]; do
+	cur=$(ls /sys/block)
+	[ -n "$prev" ] && [ "$cur" = "$prev" ] && [ $n -ge 3 ] && break
+	prev=$cur
+	usleep 100000
+	n=$((n + 1))
+done
+
+say "cpus n=$(nproc)"
+mi() { sed -n "s/^$1:[[:space:]]*\([0-9]*\).*/\1/p" /proc/meminfo; }
+say "mem total_kb=$(mi MemTotal) hugepages_total=$(mi HugePages_Total) hugepagesize_kb=$(mi Hugepagesize)"
+
+iso_label() { # iso_label DEV: prints the ISO 9660 volume id, fails if not ISO
+	[ "$(dd if="$1" bs=1 skip=32769 count=5 2>/dev/null)" = CD001 ] || return 1
+	dd if="$1" bs=1 skip=32808 count=32 2>/dev/null | sed 's/[[:space:]]*$//'
+}
+
+seed_dev="" seed_label="" seed_fs=""
+for d in /sys/block/*; do
+	n=${d##*/}
+	case "$n" in loop*|ram*) continue ;; esac
+	extra=""
+	head=$(dd if="/dev/$n" bs=32 count=1 2>/dev/null | head -n 1)
+	[ "$head" = "STRATUS-TINY-DISK" ] && extra=" image=stratus-tiny"
+	say "disk $n size=$(( $(cat "$d/size") * 512 )) ro=$(cat "$d/ro") serial=$(cat "$d/serial" 2>/dev/null)$extra"
+	if [ -z "$seed_dev" ] && lab=$(iso_label "/dev/$n"); then
+		case "$lab" in
+		cidata|CIDATA) seed_dev=/dev/$n seed_label=cidata seed_fs=iso9660 ;;
+		config-2|CONFIG-2) seed_dev=/dev/$n seed_label=config-2 seed_fs=iso9660 ;;
+		esac
+	fi
+done
+if [ -z "$seed_dev" ]; then # a vfat seed (NoCloud and config drive allow it)
+	for lab in cidata CIDATA config-2 CONFIG-2; do
+		dev=$(findfs "LABEL=$lab" 2>/dev/null) || continue
+		seed_dev=$dev seed_fs=vfat
+		case "$lab" in cidata|CIDATA) seed_label=cidata ;; *) seed_label=config-2 ;; esac
+		break
+	done
+fi
+
+for d in /sys/class/net/*; do
+	n=${d##*/}
+	[ "$n" = lo ] && continue
+	ip link set "$n" up 2>/dev/null
+	say "nic $n mac=$(cat "$d/address")"
+done
+ip link set lo up 2>/dev/null
+
+jsonstr() { # jsonstr KEY FILE: the string value of "KEY" in a flat JSON file
+	tr ',{}' '\n\n\n' <"$2" | sed -n "s/^[[:space:]]*\"$1\"[[:space:]]*:[[:space:]]*\"\([^\"]*\)\".*/\1/p" | head -n 1
+}
+yamlval() { # yamlval KEY FILE: the scalar value of a top-level "KEY:" line
+	sed -n "s/^$1:[[:space:]]*//p" "$2" | head -n 1 | sed -e "s/^[\"']//" -e "s/[\"'][[:space:]]*\$//" -e 's/[[:space:]]*$//'
+}
+
+userdata=""
+if [ -n "$seed_dev" ]; then
+	mkdir -p /seed
+	if mount -t "$seed_fs" -o ro "$seed_dev" /seed; then
+		case "$seed_label" in
+		cidata)
+			iid=$(yamlval instance-id /seed/meta-data 2>/dev/null)
+			host=$(yamlval local-hostname /seed/meta-data 2>/dev/null)
+			[ -n "$iid" ] || iid=$(jsonstr instance-id /seed/meta-data 2>/dev/null)
+			[ -n "$host" ] || host=$(jsonstr local-hostname /seed/meta-data 2>/dev/null)
+			userdata=/seed/user-data
+			;;
+		config-2)
+			md=/seed/openstack/latest/meta_data.json
+			iid=$(jsonstr uuid "$md" 2>/dev/null)
+			host=$(jsonstr hostname "$md" 2>/dev/null)
+			userdata=/seed/openstack/latest/user_data
+			;;
+		esac
+		say "seed $seed_label instance-id=$iid dev=${seed_dev#/dev/}"
+		say "seed hostname=$host"
+	else
+		say "seed $seed_label mount-failed dev=${seed_dev#/dev/}"
+	fi
+else
+	say "seed none"
+fi
+
+# Static network from the kernel command line, and the metadata service when
+# there is no seed disk.
+if addr=$(arg stratus.ip); then
+	nic=$(ls /sys/class/net | grep -v '^lo$' | head -n 1)
+	gw=$(arg stratus.gw)
+	if [ -n "$nic" ] && ip addr add "$addr" dev "$nic"; then
+		[ -n "$gw" ] && ip route add default via "$gw" dev "$nic"
+		say "net $addr via ${gw:-none} dev=$nic"
+		if [ -z "$seed_dev" ]; then
+			base=$(arg stratus.md) || base=http://169.254.169.254
+			mkdir -p /md
+			if wget -q -T 5 -O /md/meta_data.json "$base/openstack/latest/meta_data.json"; then
+				say "metadata-service uuid=$(jsonstr uuid /md/meta_data.json) hostname=$(jsonstr hostname /md/meta_data.json)"
+				wget -q -T 5 -O /md/user_data "$base/openstack/latest/user_data" && userdata=/md/user_data
+			else
+				say "metadata-service unreachable url=$base"
+			fi
+		fi
+	else
+		say "net $addr failed nic=${nic:-none}"
+	fi
+fi
+
+if [ -n "$userdata" ] && [ -f "$userdata" ]; then
+	say "seed user-data bytes=$(wc -c <"$userdata") sha256=$(sha256sum "$userdata" | cut -d' ' -f1)"
+	if [ "$(head -c 2 "$userdata")" = "#!" ]; then
+		cp "$userdata" /tmp/user-data && chmod +x /tmp/user-data
+		/tmp/user-data
+		say "user-data exit=$?"
+	fi
+fi
+
+# ACPI power button -> poweroff (busybox acpid runs /etc/acpi/PWRF/00000080).
+acpid -c /etc/acpi 2>/dev/null
+
+say "ready"
+while :; do
+	sleep 3600 &
+	wait $!
+done
