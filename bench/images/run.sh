@@ -52,20 +52,27 @@ cat "$tmp/www/big.raw" >/dev/null # page cache warm for both
 
 now() { date +%s.%N; }
 best_curl=0 best_ours=0
-for round in 1 2 3; do
+run_curl() {
 	rm -f "$tmp/curl.out"
 	t0=$(now)
 	curl -s -o "$tmp/curl.out" "$url"
 	t1=$(now)
 	rm -f "$tmp/curl.out"
 	c=$(echo "$SIZE_MB / ($t1 - $t0)" | bc -l)
-
+}
+run_ours() {
 	rm -rf "$tmp/cache"
 	t0=$(now)
 	"$agent" image fetch "$url" --checksum "$sum_big" --format raw --cache "$tmp/cache" \
 		--max-size 2G >/dev/null 2>"$tmp/fetch.err" || { cat "$tmp/fetch.err"; exit 1; }
 	t1=$(now)
 	o=$(echo "$SIZE_MB / ($t1 - $t0)" | bc -l)
+}
+sync
+for round in 1 2 3; do
+	# alternate who goes first: the second runs while the first's writeback drains
+	if [ $((round % 2)) = 1 ]; then run_curl; sync; run_ours; else run_ours; sync; run_curl; fi
+	sync
 	printf "  round %d: curl %7.1f MiB/s   stratus-agent image fetch %7.1f MiB/s\n" "$round" "$c" "$o"
 	best_curl=$(echo "if ($c > $best_curl) $c else $best_curl" | bc -l)
 	best_ours=$(echo "if ($o > $best_ours) $o else $best_ours" | bc -l)
