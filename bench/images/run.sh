@@ -81,6 +81,15 @@ ratio=$(echo "$best_ours / $best_curl" | bc -l)
 printf "fetch %d MiB from local nginx (best of 3): stratus %.1f MiB/s vs curl %.1f MiB/s = %.2fx curl (target >= 0.90x)\n" \
 	"$SIZE_MB" "$best_ours" "$best_curl" "$ratio"
 echo "  (stratus also hashes sha256 while streaming, fsyncs and inspects; curl -o only writes)"
+# For context, curl with the same guarantees done afterwards: download, sha256sum, fsync.
+sync
+t0=$(now)
+curl -s -o "$tmp/curl.out" "$url"
+sha256sum "$tmp/curl.out" >/dev/null
+sync "$tmp/curl.out" 2>/dev/null || sync
+t1=$(now)
+rm -f "$tmp/curl.out"
+printf "  context: curl -o + sha256sum + sync: %.1f MiB/s\n" "$(echo "$SIZE_MB / ($t1 - $t0)" | bc -l)"
 
 # Instance disks from the cached images: the big one is in $tmp/cache already.
 "$obench" "$tmp/cache" "$tmp/instances" \
