@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/tenant.h"
 #include "core/core.h"
 
 #define DEFAULT_CONFIG "/etc/stratus/stratus.yaml"
@@ -13,6 +14,19 @@
 /* THE command table: a command group is one row and one file. */
 static const struct cli_command cli_commands[] = {
 	{ "bus", "operator: send and tail messages on the bus", cli_bus },
+	/* cli/tenant.c: requests to stratus-scheduler */
+	{ "boot", "boot instances and wait until they are active", cli_boot },
+	{ "delete", "delete an instance (waits until deleted)", cli_delete },
+	{ "stop", "stop an instance", cli_stop },
+	{ "start", "start a stopped instance", cli_start },
+	{ "reboot", "reboot an instance", cli_reboot },
+	{ "console", "print an instance's serial console log", cli_console },
+	{ "list", "list the project's instances", cli_list },
+	{ "show", "show one instance", cli_show },
+	{ "quota", "show or set a project's quota", cli_quota },
+	{ "flavor", "list, add, remove flavors", cli_flavor },
+	{ "image", "list, add, remove images", cli_image },
+	{ "host", "list hosts with usage and steal", cli_host },
 };
 
 static void usage(FILE *f)
@@ -21,6 +35,8 @@ static void usage(FILE *f)
 		"usage: stratusctl [OPTIONS] COMMAND [ARGS...]\n"
 		"The Stratus command-line client.\n\n"
 		"Options:\n"
+		"  -p, --project P         the project of tenant commands (default: $STRATUS_PROJECT,\n"
+		"                          else 'default')\n"
 		"  -c, --config FILE       read the bus: section of FILE (default: $STRATUS_CONFIG,\n"
 		"                          then " DEFAULT_CONFIG " if it exists)\n"
 		"  -b, --bootstrap HOST:PORT  Kafka bootstrap servers (default: bus.bootstrap_servers,\n"
@@ -33,7 +49,7 @@ static void usage(FILE *f)
 		"Commands:\n");
 	for (size_t i = 0; i < ARRAY_SIZE(cli_commands); i++)
 		fprintf(f, "  %-10s %s\n", cli_commands[i].name, cli_commands[i].summary);
-	fprintf(f, "\nExit status: 0 ok, 1 error, 2 usage.\n");
+	fprintf(f, "\nExit status: 0 ok, 1 error, 2 usage, 3 no answer in time.\n");
 }
 
 int main(int argc, char **argv)
@@ -41,6 +57,7 @@ int main(int argc, char **argv)
 	enum { OPT_JSON = 256 };
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
+		{ "project", required_argument, NULL, 'p' },
 		{ "bootstrap", required_argument, NULL, 'b' },
 		{ "json", no_argument, NULL, OPT_JSON },
 		{ "debug", no_argument, NULL, 'd' },
@@ -59,13 +76,17 @@ int main(int argc, char **argv)
 	int c, r, rc = CLI_USAGE;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+c:b:dhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+c:b:p:dhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			config = optarg;
 			break;
 		case 'b':
 			bootstrap = optarg;
+			break;
+		case 'p':
+			/* read by the tenant commands (cli/tenant.c) */
+			setenv("STRATUS_PROJECT", optarg, 1);
 			break;
 		case OPT_JSON:
 			ctx.json = true;

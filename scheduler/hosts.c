@@ -171,6 +171,7 @@ int sched_host_apply_report(struct sched_host *h, const json_t *report,
 		h->reported_ram_used = jlong(json_object_get(usage, "MEMORY_MB"),
 					     h->reported_ram_used);
 	}
+	h->degraded = json_is_true(json_object_get(report, "degraded"));
 	if (json_is_number(steal)) {
 		double v = json_number_value(steal);
 

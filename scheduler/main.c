@@ -3,23 +3,261 @@
  *
  *   stratus-scheduler [-c FILE] [-n] [-d]
  *
- * Thin: load the config, open the state (scheduler/), and run the loop that
- * feeds messages from the bus to sched_handle and sends what it returns.
+ * Thin: load the config, open the state (scheduler/), then the loop:
+ * messages from stratus.api, stratus.events and stratus.metrics go to
+ * sched_handle in batches (group commit); after a batch's commit the
+ * messages it produced are sent; after the producer has them delivered the
+ * consumer's offsets are committed. A crash anywhere in between replays
+ * messages whose effects the handlers recognise (request ids, instance
+ * states, reschedule hosts): at least once, never twice in effect.
  */
 #define LOG_TAG "scheduler"
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "bus/bus.h"
 #include "core/core.h"
 #include "scheduler/scheduler.h"
 
+#define OFFSET_COMMIT_MS 200 /* deliver + commit offsets at least this often when busy */
+#define TICK_MS 1000
+
 static struct log_config log_cfg;
 static struct bus_config bus_cfg;
 static struct sched_config sched_cfg;
+static volatile sig_atomic_t stopping;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stopping = 1;
+}
 
 static int validate(void *ud)
 {
 	return sched_config_check(ud);
+}
+
+struct loop {
+	struct sched *s;
+	struct bus_producer *prod;
+	struct bus_consumer *cons;
+	struct sched_out out;
+	long in_batch;          /* messages in the open batch */
+	int64_t batch_start_ms;
+	bool offsets_pending;   /* stored offsets not yet committed */
+	bool fatal;
+};
+
+/* Send what the handlers produced (after their commit). */
+static int send_out(struct loop *l)
+{
+	int r = 0;
+
+	for (size_t i = 0; i < l->out.n; i++) {
+		struct sched_msg *m = &l->out.v[i];
+		struct bus_envelope *e = NULL;
+		enum bus_topic_class tc;
+
+		if (bus_topic_classify(m->topic, &tc) < 0) {
+			log_error("not sent type=%s topic=%s: %s", m->type, m->topic, err_msg());
+			continue;
+		}
+		r = bus_envelope_new(m->type, tc, "stratus-scheduler",
+				     m->request_id[0] ? m->request_id : NULL, json_incref(m->body), &e);
+		if (r < 0) {
+			/* a bug of ours, not a reason to stop: say so loudly */
+			log_error("not sent type=%s topic=%s: %s", m->type, m->topic, err_msg());
+			r = 0;
+			continue;
+		}
+		r = bus_produce(l->prod, m->topic, m->key, e);
+		bus_envelope_free(e);
+		if (r < 0) {
+			log_error("produce type=%s topic=%s: %s", m->type, m->topic, err_msg());
+			break;
+		}
+	}
+	sched_out_clear(&l->out);
+	return r;
+}
+
+/* Commit the open batch, then send what it produced. */
+static int end_batch(struct loop *l)
+{
+	int r;
+
+	if (!sched_in_batch(l->s))
+		return 0;
+	r = sched_batch_commit(l->s);
+	l->in_batch = 0;
+	if (r < 0) {
+		/* nothing of the batch is durable and memory is ahead of the
+		 * database: stop; the messages come again after a restart */
+		log_error("batch commit failed, stopping: %s", err_msg());
+		sched_out_clear(&l->out);
+		l->fatal = true;
+		return r;
+	}
+	return send_out(l);
+}
+
+/* Offsets go to the broker only once what the batches sent is delivered. */
+static int commit_offsets(struct loop *l)
+{
+	int r;
+
+	if (!l->offsets_pending)
+		return 0;
+	r = bus_producer_flush(l->prod, 10000);
+	if (r < 0) {
+		log_warn("messages not delivered yet, offsets not committed: %s", err_msg());
+		return r;
+	}
+	r = bus_consumer_commit(l->cons);
+	if (r == 0)
+		l->offsets_pending = false;
+	return r;
+}
+
+static int handle(void *opaque, const struct bus_message *m)
+{
+	struct loop *l = opaque;
+	const struct bus_envelope *e = m->env;
+	int r;
+
+	if (l->fatal)
+		return -EIO;
+	if (!sched_in_batch(l->s)) {
+		r = sched_batch_begin(l->s);
+		if (r < 0) {
+			log_error("%s", err_msg());
+			return r;
+		}
+		l->batch_start_ms = time_mono_ms();
+	}
+	r = sched_handle(l->s, e->type, e->request_id[0] ? e->request_id : NULL, e->body,
+			 time_wall_ms(), &l->out);
+	if (r < 0) {
+		log_error("state failed type=%s request=%s: %s; stopping", e->type, e->request_id,
+			  err_msg());
+		l->fatal = true;
+		return r;
+	}
+	l->in_batch++;
+	l->offsets_pending = true;
+	return 0;
+}
+
+/*
+ * The consumer's properties: the config's, and unless set there an auto
+ * commit interval of a day: stored offsets are committed by us, after the
+ * batches they belong to are durable and their messages delivered.
+ */
+static int consumer_properties(const struct cfg_map *in, struct cfg_map *out)
+{
+	size_t n = in->n + 1;
+
+	out->keys = calloc(n + 1, sizeof(char *));
+	out->vals = calloc(n + 1, sizeof(char *));
+	if (!out->keys || !out->vals)
+		return -ENOMEM;
+	for (size_t i = 0; i < in->n; i++) {
+		out->keys[i] = strdup(in->keys[i]);
+		out->vals[i] = strdup(in->vals[i]);
+		out->n = i + 1;
+		if (!out->keys[i] || !out->vals[i])
+			return -ENOMEM;
+	}
+	if (cfg_map_get(in, "auto.commit.interval.ms"))
+		return 0;
+	out->keys[out->n] = strdup("auto.commit.interval.ms");
+	out->vals[out->n] = strdup("86400000");
+	out->n++;
+	return out->keys[out->n - 1] && out->vals[out->n - 1] ? 0 : -ENOMEM;
+}
+
+static int run(struct sched *s)
+{
+	static const char *const topics[] = { BUS_TOPIC_API, BUS_TOPIC_EVENTS, BUS_TOPIC_METRICS,
+					      NULL };
+	struct loop l = { .s = s };
+	struct bus_config ccfg;
+	struct cfg_map cprops = { 0 };
+	struct bus_consumer_opts co = { .group_id = "stratus-scheduler", .topics = topics,
+					.source = "stratus-scheduler" };
+	int64_t last_tick = 0, last_offsets = time_mono_ms();
+	int r;
+
+	if (!bus_cfg.client_id && !(bus_cfg.client_id = strdup("stratus-scheduler")))
+		return err_set(-ENOMEM, "out of memory");
+	if (consumer_properties(&bus_cfg.properties, &cprops) < 0) {
+		cfg_map_free(&cprops);
+		return err_set(-ENOMEM, "out of memory");
+	}
+	ccfg = bus_cfg;
+	ccfg.properties = cprops;
+	r = bus_producer_new(&bus_cfg, &l.prod);
+	if (r < 0)
+		goto out;
+	co.errors = l.prod;
+	r = bus_consumer_new(&ccfg, &co, &l.cons);
+	if (r < 0)
+		goto out;
+	/* builds that were claimed but maybe never sent */
+	r = sched_resume(s, &l.out);
+	if (r == 0)
+		r = send_out(&l);
+	if (r < 0)
+		goto out;
+	log_info("scheduler running state=%s batch_max=%ld", sched_cfg.state_path,
+		 sched_cfg.batch_max);
+	while (!stopping && !l.fatal) {
+		int64_t now = time_mono_ms();
+		int timeout = 200;
+
+		if (sched_in_batch(s)) {
+			int64_t left = sched_cfg.batch_window_ms - (now - l.batch_start_ms);
+
+			timeout = left > 0 ? (int)left : 0;
+		}
+		r = bus_consumer_poll(l.cons, timeout, handle, &l);
+		if (r < 0 && !l.fatal) {
+			log_warn("consumer: %s", err_msg());
+			r = 0;
+		}
+		now = time_mono_ms();
+		if (sched_in_batch(s) && (r == 0 || l.in_batch >= sched_cfg.batch_max ||
+					  now - l.batch_start_ms >= sched_cfg.batch_window_ms)) {
+			if (end_batch(&l) < 0)
+				break;
+		}
+		if (!sched_in_batch(s) &&
+		    (r == 0 || now - last_offsets >= OFFSET_COMMIT_MS)) {
+			commit_offsets(&l);
+			last_offsets = now;
+		}
+		if (now - last_tick >= TICK_MS) {
+			sched_tick(s, time_wall_ms());
+			last_tick = now;
+		}
+	}
+	if (!l.fatal && end_batch(&l) == 0)
+		commit_offsets(&l);
+	r = l.fatal ? -EIO : 0;
+out:
+	if (l.fatal && sched_in_batch(s))
+		sched_batch_commit(s); /* a failed batch: ends the transaction */
+	sched_out_clear(&l.out);
+	free(l.out.v);
+	/* a fatal stop must not commit offsets of effects that are not durable */
+	if (!l.fatal)
+		bus_consumer_free(l.cons);
+	bus_producer_free(l.prod);
+	cfg_map_free(&cprops);
+	return r;
 }
 
 int main(int argc, char **argv)
@@ -39,6 +277,7 @@ int main(int argc, char **argv)
 		.validate = validate,
 		.validate_ud = &sched_cfg,
 	};
+	struct sigaction sa = { .sa_handler = on_signal };
 	struct sched *s = NULL;
 	int argi, r, rc = 1;
 
@@ -47,11 +286,19 @@ int main(int argc, char **argv)
 		rc = r - 1;
 		goto out;
 	}
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
 	if (sched_open(&sched_cfg, &s) < 0) {
 		log_error("%s", err_msg());
 		goto out;
 	}
-	log_error("the bus loop is not wired yet (issue 7, phase 2)");
+	if (run(s) < 0) {
+		log_error("%s", err_msg());
+		goto out;
+	}
+	log_info("scheduler stopped");
+	rc = 0;
 out:
 	sched_close(s);
 	cfg_free(log_config_fields, &log_cfg);

@@ -111,9 +111,11 @@ static bool f_host_up(const struct sched_ctx *c, const struct sched_host *h,
 		      const struct sched_req *r, char *why, size_t whylen)
 {
 	(void)r;
-	if (sched_host_up(h, c->cfg, c->now_ms))
+	if (sched_host_up(h, c->cfg, c->now_ms) && !h->degraded)
 		return true;
-	if (!h->last_report_ms)
+	if (h->degraded && h->last_report_ms)
+		WHY("degraded (the agent reports it cannot run instances)");
+	else if (!h->last_report_ms)
 		WHY("down (never reported)");
 	else
 		WHY("down (last report %lld s ago, %ld heartbeats of %lld ms missed)",

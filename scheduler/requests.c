@@ -1066,7 +1066,8 @@ static int h_host_list(struct sched *s, struct call *c)
 		json_decref(arr);
 		return err_set(-ENOMEM, "out of memory");
 	}
-	memcpy(sorted, s->hosts, s->n_hosts * sizeof(*sorted));
+	if (s->n_hosts)
+		memcpy(sorted, s->hosts, s->n_hosts * sizeof(*sorted));
 	qsort(sorted, s->n_hosts, sizeof(*sorted), host_cmp);
 	for (size_t i = 0; arr && i < s->n_hosts; i++) {
 		const struct sched_host *h = sorted[i];
@@ -1075,7 +1076,7 @@ static int h_host_list(struct sched *s, struct call *c)
 			"{s:s, s:s, s:s, s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I, s:I}, "
 			"s:I, s:f, s:I}",
 			"name", h->name, "availability_zone", h->az ? h->az : "nova", "state",
-			up ? "up" : "down", "vcpus", "used", (json_int_t)h->vcpu_used, "total",
+			!up ? "down" : h->degraded ? "degraded" : "up", "vcpus", "used", (json_int_t)h->vcpu_used, "total",
 			(json_int_t)sched_host_vcpu_cap(h), "pcpus", "used", (json_int_t)h->pcpu_used,
 			"total", (json_int_t)h->pcpu_total, "ram_mb", "used", (json_int_t)h->ram_used,
 			"total", (json_int_t)sched_host_ram_cap(h), "disk_gb", "used",

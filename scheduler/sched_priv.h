@@ -68,6 +68,7 @@ struct sched_host {
 	char *az;
 	int64_t last_report_ms;    /* wall clock; 0 = never */
 	bool was_up;               /* for sched_tick's transitions */
+	bool degraded;             /* the agent says it cannot build (lost libvirtd) */
 	/* inventories (from reports) */
 	long vcpu_total, vcpu_reserved;
 	double vcpu_ratio;

@@ -50,6 +50,7 @@ enum mod {
 	M_NONE,
 	M_DOWN,
 	M_NEVER,
+	M_DEGRADED,
 	M_AZ2,
 	M_RAM_FULL,
 	M_VCPU_FULL,
@@ -68,6 +69,7 @@ static void apply(struct sched_host *h, enum mod m)
 	case M_NONE: break;
 	case M_DOWN: h->last_report_ms = NOW - 31000; break;
 	case M_NEVER: h->last_report_ms = 0; break;
+	case M_DEGRADED: h->degraded = true; break;
 	case M_AZ2: h->az = (char *)"az2"; break;
 	case M_RAM_FULL: h->ram_used = 15000; break;
 	case M_VCPU_FULL: h->vcpu_used = 31; break;
@@ -97,6 +99,7 @@ static const struct filter_case {
 	{ "fits", M_NONE, "", NULL, SCHED_GROUP_NONE, 0, NULL },
 	{ "down", M_DOWN, "", NULL, SCHED_GROUP_NONE, 0, "down (last report 31 s ago" },
 	{ "never reported", M_NEVER, "", NULL, SCHED_GROUP_NONE, 0, "down (never reported)" },
+	{ "degraded", M_DEGRADED, "", NULL, SCHED_GROUP_NONE, 0, "degraded (the agent reports" },
 	{ "zone asked, matches", M_NONE, "", "az1", SCHED_GROUP_NONE, 0, NULL },
 	{ "zone asked, other", M_AZ2, "", "az1", SCHED_GROUP_NONE, 0, "availability zone az2, not az1" },
 	{ "RAM full", M_RAM_FULL, "", NULL, SCHED_GROUP_NONE, 0, "RAM: needs 2048 MB, 872 MB free" },

@@ -463,6 +463,8 @@ static void test_catalog_requests(void **state)
 
 	(void)state;
 	env_open(&e, NULL);
+	res = env_req(&e, "host.list", "{}"); /* no host yet */
+	assert_int_equal(json_array_size(json_object_get(res, "data")), 0);
 	res = env_req(&e, "flavor.list", "{}");
 	assert_int_equal(json_array_size(json_object_get(res, "data")), 3);
 	res = env_req(&e, "flavor.add", "{\"name\":\"m1.small\",\"vcpus\":1,\"ram_mb\":256}");

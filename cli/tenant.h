@@ -1,0 +1,29 @@
+/*
+ * cli/tenant.c: the tenant and operator commands of stratusctl that talk
+ * to stratus-scheduler (boot, delete, stop, start, reboot, console, list,
+ * show, quota, flavor, image, host). Each is one row of cli_commands[] in
+ * cli/main.c. See docs/scheduler.md "stratusctl".
+ */
+#ifndef STRATUS_CLI_TENANT_H
+#define STRATUS_CLI_TENANT_H
+
+#include "cli/cli.h"
+
+/* Exit status beyond enum cli_exit: no outcome in time (the request may
+ * still take effect; the same command again is safe). */
+#define CLI_TIMEOUT 3
+
+int cli_boot(struct cli_ctx *ctx, int argc, char **argv);
+int cli_delete(struct cli_ctx *ctx, int argc, char **argv);
+int cli_stop(struct cli_ctx *ctx, int argc, char **argv);
+int cli_start(struct cli_ctx *ctx, int argc, char **argv);
+int cli_reboot(struct cli_ctx *ctx, int argc, char **argv);
+int cli_console(struct cli_ctx *ctx, int argc, char **argv);
+int cli_list(struct cli_ctx *ctx, int argc, char **argv);
+int cli_show(struct cli_ctx *ctx, int argc, char **argv);
+int cli_quota(struct cli_ctx *ctx, int argc, char **argv);
+int cli_flavor(struct cli_ctx *ctx, int argc, char **argv);
+int cli_image(struct cli_ctx *ctx, int argc, char **argv);
+int cli_host(struct cli_ctx *ctx, int argc, char **argv);
+
+#endif
