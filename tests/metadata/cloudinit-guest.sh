@@ -7,16 +7,18 @@
 #   service      no seed: DMI says "OpenStack Nova", so cloud-init's OpenStack
 #                datasource asks http://169.254.169.254, which qemu forwards
 #                (guestfwd) to stratus-metadata on loopback, from 127.0.0.7
+#   ec2          the same with DMI "Amazon EC2": cloud-init's EC2 datasource,
+#                with `tokens: required` (IMDSv2)
 # Not part of make check: it needs the Debian guest image of the guest module
 # (/var/cache/stratus/guest/debian12, built by its build-debian.sh).
-#   tests/metadata/cloudinit-guest.sh [nocloud] [configdrive] [service]
+#   tests/metadata/cloudinit-guest.sh [nocloud] [configdrive] [service] [ec2]
 set -u
 cd "${STRATUS_TOP:-$(dirname "$0")/../..}"
 B=${BUILD:-build}
 PY=/usr/bin/python3
 img=${STRATUS_CACHE:-/var/cache/stratus}/guest/debian12
 [ -f "$img/debian12.qcow2" ] || { echo "no Debian guest image in $img"; exit 1; }
-modes=${*:-nocloud configdrive service}
+modes=${*:-nocloud configdrive service ec2}
 T=$(mktemp -d)
 qpid="" mpid=""
 cleanup() {
@@ -56,7 +58,7 @@ for mode in $modes; do
 	# extra qemu arguments go in "$@" (some hold spaces)
 	set -- -netdev user,id=n0
 	net=10.0.2
-	[ $mode = service ] && net=169.254.169
+	case $mode in service|ec2) net=169.254.169 ;; esac
 	mkspec $net "$T/spec.json" "$T/instances.json"
 	case $mode in
 	nocloud)
@@ -69,14 +71,20 @@ for mode in $modes; do
 		set -- "$@" -drive "file=$T/seed.iso,media=cdrom,if=ide,format=raw,readonly=on"
 		want_ds="DataSourceConfigDrive"
 		;;
-	service)
-		"$B/stratus-metadata" --listen 127.0.0.1:0 --instances "$T/instances.json" -d >"$T/md.log" 2>&1 &
+	service|ec2)
+		# ec2: IMDSv2 tokens required, which cloud-init's EC2 datasource does
+		printf 'metadata:\n  tokens: %s\n' "$([ $mode = ec2 ] && echo required || echo optional)" >"$T/md.yaml"
+		"$B/stratus-metadata" -c "$T/md.yaml" --listen 127.0.0.1:0 --instances "$T/instances.json" -d >"$T/md.log" 2>&1 &
 		mpid=$!
 		sleep 0.5
 		port=$(sed -n 's/.*listening .*port=\([0-9]*\).*/\1/p' "$T/md.log")
 		set -- -netdev "user,id=n0,net=169.254.169.0/24,host=169.254.169.2,dns=169.254.169.3,dhcpstart=169.254.169.15,guestfwd=tcp:169.254.169.254:80-cmd:$PY $PWD/tests/metadata/guestfwd_bridge.py $port 127.0.0.7" \
 			-smbios "type=1,manufacturer=OpenStack Foundation,product=OpenStack Nova"
 		want_ds="DataSourceOpenStack"
+		if [ $mode = ec2 ]; then
+			set -- "$1" "$2" -smbios "type=1,manufacturer=Amazon EC2,product=m5.large,uuid=ec2e1916-9099-7caf-fd21-012345abcdef,serial=ec2e1916-9099-7caf-fd21-012345abcdef"
+			want_ds="DataSourceEc2"
+		fi
 		;;
 	*) echo "unknown mode $mode"; exit 2 ;;
 	esac
@@ -106,11 +114,12 @@ for mode in $modes; do
 	# address the service sees the guest at behind qemu's forwarding
 	want_ip=$net.15/24
 	[ $mode = service ] && want_ip=127.0.0.7/8
+	[ $mode = ec2 ] && want_ip=169.254.169.15/24 # EC2 (2009-04-04) has no network config: DHCP
 	grep -aq "STRATUS-RUNCMD host=ci-guest-7 iid=0b6f4b1e-5c7a-4c1e-9a53-0d1f2a3b4c5d ip=$want_ip" "$con" ||
 		fail "$mode: cloud-init did not apply our hostname, instance-id and address"
 	grep -aq "STRATUS-RUNCMD .*keys=.*:1" "$con" || fail "$mode: our SSH key was not installed"
 	grep -aq "finished at .*$want_ds" "$con" || fail "$mode: not read through $want_ds"
-	[ $mode = service ] && echo "  service answered $(grep -c 'status=200' "$T/md.log") requests with 200, $(grep -c 'status=[45]' "$T/md.log") with 4xx/5xx"
+	case $mode in service|ec2) echo "  service answered $(grep -c 'status=200' "$T/md.log") requests with 200, $(grep -c 'status=[45]' "$T/md.log") with 4xx/5xx: $(grep -o 'method=[A-Z]* path="[^"]*" source=[0-9.]* status=[45][0-9]*' "$T/md.log" | sort | uniq -c | tr '\n' ';')" ;; esac
 	[ "${KEEP_CONSOLE:-}" ] && cp "$con" "/tmp/cloudinit-guest-$mode.console"
 	rm -f "$T/root.qcow2" "$T/seed.iso"
 done
