@@ -1,0 +1,117 @@
+#!/bin/sh
+# Golden files for `stratus-agent render-domain` and `host-info`:
+#   tests/vmm/data/NAME.json (+ NAME.yaml, the vmm: config, when present)
+#     -> NAME.xml  (the domain XML; also checked with virt-xml-validate)
+#     or NAME.err  (the exact error: an invalid extra spec or a fit that
+#                   cannot be made)
+#   tests/vmm/sysfs/FIXTURE -> tests/vmm/data/host/FIXTURE.json (host-info)
+# REGENERATE=1 rewrites the expected files (review them in the diff).
+set -u
+BUILD=${BUILD:-build}
+agent=$BUILD/stratus-agent
+data=tests/vmm/data
+sysfs=tests/vmm/sysfs
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0 n=0
+
+command -v virt-xml-validate >/dev/null || { echo "virt-xml-validate missing (apt-get install libvirt-clients)"; exit 1; }
+
+# name                     fixture    accel
+cases="
+shared-qemu                1node      qemu
+shared-kvm                 1node      kvm
+shared-config              2node-ht   qemu
+dedicated                  1node      qemu
+dedicated-prefer           2node-ht   kvm
+dedicated-isolate          2node-ht   kvm
+dedicated-require          2node-ht   kvm
+emulator-isolate           2node-ht   kvm
+emulator-share             2node-ht   kvm
+two-nodes                  2node-ht   kvm
+pages-2mb                  1node      qemu
+pages-1gb                  1g         kvm
+pages-large                1g         kvm
+pages-any                  1node      qemu
+pages-small                2node-ht   qemu
+numa-shared                2node-ht   qemu
+metachars                  1node      qemu
+seed-none                  1node      qemu
+bad-cpu-policy             1node      qemu
+bad-thread-policy          1node      qemu
+bad-emulator-policy        1node      qemu
+bad-page-size              1node      qemu
+bad-numa-nodes             1node      qemu
+thread-policy-shared       1node      qemu
+emulator-isolate-shared    1node      qemu
+uneven-split               2node-ht   qemu
+nofit-pages                2node-ht   qemu
+nofit-require-no-smt       1node      qemu
+nofit-numa-nodes           1node      qemu
+nofit-pool-disabled        1g         qemu
+nofit-isolate              2node-ht   qemu
+nofit-no-dedicated-set     1node      qemu
+"
+
+check() { # check EXPECTED ACTUAL WHAT
+	if [ "${REGENERATE:-}" = 1 ]; then
+		cp "$2" "$1"
+		return 0
+	fi
+	if ! diff -u "$1" "$2"; then
+		echo "FAIL $3: output differs from $1"
+		fail=$((fail + 1))
+		return 1
+	fi
+}
+
+echo "$cases" | while read -r name fixture accel; do
+	[ -n "$name" ] || continue
+	echo "$name" >>"$tmp/seen"
+	cfg=""
+	[ -f "$data/$name.yaml" ] && cfg="-c $data/$name.yaml"
+	# shellcheck disable=SC2086
+	"$agent" render-domain $cfg --sysfs "$sysfs/$fixture" --accel "$accel" \
+		"$data/$name.json" >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	case "$name" in
+	bad-*|nofit-*|*-shared|uneven-*)
+		[ "$name" = numa-shared ] || {
+			if [ $rc -ne 1 ]; then
+				echo "FAIL $name: expected exit 1, got $rc"; echo x >>"$tmp/failed"; continue
+			fi
+			check "$data/$name.err" "$tmp/err" "$name" || echo x >>"$tmp/failed"
+			continue
+		} ;;
+	esac
+	if [ $rc -ne 0 ]; then
+		echo "FAIL $name: exit $rc: $(cat "$tmp/err")"; echo x >>"$tmp/failed"; continue
+	fi
+	check "$data/$name.xml" "$tmp/out" "$name" || { echo x >>"$tmp/failed"; continue; }
+	if ! virt-xml-validate "$data/$name.xml" domain >"$tmp/v" 2>&1; then
+		echo "FAIL $name: virt-xml-validate: $(cat "$tmp/v")"; echo x >>"$tmp/failed"; continue
+	fi
+	echo "ok   $name"
+done
+
+for fixture in 1node 2node-ht 1g; do
+	mkdir -p "$data/host"
+	if ! "$agent" host-info --sysfs "$sysfs/$fixture" >"$tmp/host" 2>"$tmp/err"; then
+		echo "FAIL host-info $fixture: $(cat "$tmp/err")"; echo x >>"$tmp/failed"; continue
+	fi
+	check "$data/host/$fixture.json" "$tmp/host" "host-info $fixture" || echo x >>"$tmp/failed"
+	echo "ok   host-info $fixture"
+done
+
+# every data file has a case (a golden nobody runs is a defect)
+for f in "$data"/*.json; do
+	b=$(basename "$f" .json)
+	grep -qx "$b" "$tmp/seen" || { echo "FAIL $f has no line in the case table"; echo x >>"$tmp/failed"; }
+done
+
+n=$(wc -l <"$tmp/seen")
+if [ -s "$tmp/failed" ]; then
+	echo "$(wc -l <"$tmp/failed") of $n golden cases failed"
+	exit 1
+fi
+echo "all $n golden cases pass"

@@ -1,0 +1,225 @@
+/*
+ * Lifecycle against libvirt's test driver (test:///default, in process):
+ * define, start, graceful stop, reboot, a destroy behind our back seen as
+ * a crash, undefine, listing ours by the metadata element, bulk stats.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "vmm/vmm_priv.h"
+
+#define MAX_EV 64
+
+static struct {
+	pthread_mutex_t lock;
+	int n;
+	enum vmm_event ev[MAX_EV];
+	char uuid[MAX_EV][UUID_STRLEN];
+	char detail[MAX_EV][64];
+} evs = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void on_event(enum vmm_event ev, const char *uuid, const char *detail, void *opaque)
+{
+	(void)opaque;
+	pthread_mutex_lock(&evs.lock);
+	if (evs.n < MAX_EV) {
+		evs.ev[evs.n] = ev;
+		snprintf(evs.uuid[evs.n], UUID_STRLEN, "%s", uuid);
+		snprintf(evs.detail[evs.n], 64, "%s", detail);
+		evs.n++;
+	}
+	pthread_mutex_unlock(&evs.lock);
+}
+
+/* Wait up to 3 s for event ev of uuid; returns its detail ("" if none came). */
+static const char *wait_event(enum vmm_event ev, const char *uuid)
+{
+	static char found[64];
+
+	for (int tries = 0; tries < 300; tries++) {
+		pthread_mutex_lock(&evs.lock);
+		for (int i = 0; i < evs.n; i++) {
+			if (evs.ev[i] == ev && strcmp(evs.uuid[i], uuid) == 0) {
+				snprintf(found, sizeof(found), "%s", evs.detail[i]);
+				/* consume it */
+				evs.ev[i] = VMM_EV_LAST;
+				pthread_mutex_unlock(&evs.lock);
+				return found;
+			}
+		}
+		pthread_mutex_unlock(&evs.lock);
+		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+	}
+	return "";
+}
+
+static char *render(struct instance_spec *s, const char *uuid)
+{
+	struct vmm_topology *t = NULL;
+	struct vmm_placement p = { 0 };
+	struct vmm_domain_params pp = { .virt = VMM_VIRT_QEMU,
+					.disk_path = "/var/lib/stratus/instances/x/disk.qcow2",
+					.seed_path = "/var/lib/stratus/instances/x/seed.iso",
+					.seed_format = VMM_SEED_ISO,
+					.console_log = "/tmp/x.log" };
+	char *xml = NULL;
+
+	assert_int_equal(bus_spec_parse_file("tests/data/spec-basic.json", s), 0);
+	snprintf(s->uuid, sizeof(s->uuid), "%s", uuid);
+	assert_int_equal(vmm_topology_load("tests/vmm/sysfs/1node", &t), 0);
+	assert_int_equal(vmm_fit(t, NULL, NULL, s, &p), 0);
+	assert_int_equal(vmm_domain_xml(s, &p, &pp, &xml), 0);
+	vmm_placement_free(&p);
+	vmm_topology_free(t);
+	return xml;
+}
+
+static void test_lifecycle(void **state)
+{
+	const char *uuid = "6a1f7f3c-1111-4222-8333-444455556666";
+	struct instance_spec s;
+	struct vmm_conn *c = NULL;
+	struct vmm_domain_info *l = NULL;
+	enum vmm_power pw;
+	size_t n = 0;
+	bool forced = true;
+	char *xml = render(&s, uuid);
+	virConnectPtr other;
+	virDomainPtr d;
+
+	(void)state;
+	assert_int_equal(vmm_open("test:///default", on_event, NULL, &c), 0);
+	assert_true(vmm_connected(c));
+
+	/* not defined yet */
+	assert_int_equal(vmm_power_state(c, uuid, &pw), 0);
+	assert_int_equal(pw, VMM_POWER_NONE);
+	assert_int_equal(vmm_start(c, uuid), -ENOENT);
+
+	assert_int_equal(vmm_define(c, xml), 0);
+	assert_string_equal(wait_event(VMM_EV_DEFINED, uuid), "defined");
+	assert_int_equal(vmm_define(c, xml), 0); /* redefine: idempotent */
+	assert_int_equal(vmm_start(c, uuid), 0);
+	assert_string_equal(wait_event(VMM_EV_STARTED, uuid), "booted");
+	assert_int_equal(vmm_start(c, uuid), 0); /* already running: fine */
+	assert_int_equal(vmm_power_state(c, uuid, &pw), 0);
+	assert_int_equal(pw, VMM_POWER_RUNNING);
+
+	/* ours: the test driver's own "test" domain is not */
+	assert_int_equal(vmm_list_ours(c, &l, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(l[0].uuid, uuid);
+	assert_string_equal(l[0].name, "stratus-6a1f7f3c-1111-4222-8333-444455556666");
+	assert_string_equal(l[0].project, "acme");
+	assert_string_equal(l[0].flavor, "m1.pinned");
+	assert_int_equal(l[0].power, VMM_POWER_RUNNING);
+	vmm_domain_list_free(l, n);
+
+	/* stats */
+	{
+		struct vmm_dom_stats *st = NULL;
+		size_t ns = 0;
+
+		assert_int_equal(vmm_stats_collect(c, &st, &ns), 0);
+		assert_int_equal(ns, 1);
+		assert_string_equal(st[0].uuid, uuid);
+		assert_true(st[0].running);
+		/* the test driver reports state only; the real guest test
+		 * (test_real_guest.sh) checks cpu, vcpu delay, memory, block */
+		free(st);
+	}
+
+	/* graceful stop: the test driver shuts down at once */
+	assert_int_equal(vmm_stop(c, uuid, 2000, &forced), 0);
+	assert_false(forced);
+	assert_string_equal(wait_event(VMM_EV_STOPPED, uuid), "stopped as asked");
+	assert_int_equal(vmm_power_state(c, uuid, &pw), 0);
+	assert_int_equal(pw, VMM_POWER_SHUTOFF);
+	assert_int_equal(vmm_stop(c, uuid, 2000, &forced), 0); /* already off */
+
+	assert_int_equal(vmm_start(c, uuid), 0);
+	assert_int_equal(vmm_reboot(c, uuid), 0);
+	assert_int_equal(vmm_power_state(c, uuid, &pw), 0);
+	assert_int_equal(pw, VMM_POWER_RUNNING);
+
+	/* destroyed behind our back (another client): a crash, not a stop */
+	other = virConnectOpen("test:///default");
+	assert_non_null(other);
+	d = virDomainLookupByUUIDString(other, uuid);
+	assert_non_null(d);
+	assert_int_equal(virDomainDestroy(d), 0);
+	virDomainFree(d);
+	virConnectClose(other);
+	assert_string_equal(wait_event(VMM_EV_CRASHED, uuid), "destroyed behind our back");
+
+	/* undefine a running domain: destroyed (as asked) then gone */
+	assert_int_equal(vmm_start(c, uuid), 0);
+	assert_int_equal(vmm_undefine(c, uuid), 0);
+	assert_string_equal(wait_event(VMM_EV_STOPPED, uuid), "stopped as asked");
+	assert_string_equal(wait_event(VMM_EV_UNDEFINED, uuid), "undefined");
+	assert_int_equal(vmm_power_state(c, uuid, &pw), 0);
+	assert_int_equal(pw, VMM_POWER_NONE);
+	assert_int_equal(vmm_undefine(c, uuid), 0); /* gone already: fine */
+	assert_int_equal(vmm_list_ours(c, &l, &n), 0);
+	assert_int_equal(n, 0);
+	vmm_domain_list_free(l, n);
+
+	vmm_close(c);
+	free(xml);
+	bus_spec_free(&s);
+}
+
+/* Stop with a zero timeout still ends with the domain off (the test
+ * driver's shutdown is immediate; the real guest test waits for ACPI). */
+static void test_stop_timeout(void **state)
+{
+	const char *uuid = "6a1f7f3c-1111-4222-8333-444455556667";
+	struct instance_spec s;
+	struct vmm_conn *c = NULL;
+	bool forced = false;
+	char *xml = render(&s, uuid);
+
+	(void)state;
+	assert_int_equal(vmm_open("test:///default", NULL, NULL, &c), 0);
+	assert_int_equal(vmm_define(c, xml), 0);
+	assert_int_equal(vmm_start(c, uuid), 0);
+	assert_int_equal(vmm_stop(c, uuid, 0, &forced), 0);
+	{
+		enum vmm_power pw;
+
+		assert_int_equal(vmm_power_state(c, uuid, &pw), 0);
+		assert_int_equal(pw, VMM_POWER_SHUTOFF);
+	}
+	assert_int_equal(vmm_undefine(c, uuid), 0);
+	vmm_close(c);
+	free(xml);
+	bus_spec_free(&s);
+}
+
+static void test_bad_uri(void **state)
+{
+	struct vmm_conn *c = NULL;
+
+	(void)state;
+	assert_true(vmm_open("nosuchdriver:///x", NULL, NULL, &c) < 0);
+	assert_null(c);
+	assert_non_null(strstr(err_msg(), "libvirt nosuchdriver:///x"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_lifecycle),
+		cmocka_unit_test(test_stop_timeout),
+		cmocka_unit_test(test_bad_uri),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

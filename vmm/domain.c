@@ -1,0 +1,479 @@
+/*
+ * The libvirt domain XML of an instance, written with libxml2's writer:
+ * every name and path from the spec goes through the writer's escaping,
+ * so no input can add markup. Element by element, see docs/vmm.md.
+ */
+#include <errno.h>
+#include <libxml/xmlwriter.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "vmm/vmm_priv.h"
+
+struct xw {
+	xmlTextWriterPtr w;
+	int err;                         /* first writer failure */
+};
+
+static const xmlChar *X(const char *s)
+{
+	return (const xmlChar *)s;
+}
+
+/* Text for XML 1.0: control characters (which XML cannot carry) become
+ * '?'; with one_line, newlines too. malloc'd. */
+static char *clean_text(const char *s, bool one_line)
+{
+	char *c = strdup(s ? s : "");
+
+	for (unsigned char *p = (unsigned char *)c; c && *p; p++)
+		if ((*p < 0x20 && *p != '\t' && (one_line || (*p != '\n' && *p != '\r'))) || *p == 0x7f)
+			*p = '?';
+	return c;
+}
+
+static void start(struct xw *x, const char *name)
+{
+	if (!x->err && xmlTextWriterStartElement(x->w, X(name)) < 0)
+		x->err = -EIO;
+}
+
+static void end(struct xw *x)
+{
+	if (!x->err && xmlTextWriterEndElement(x->w) < 0)
+		x->err = -EIO;
+}
+
+static void attr(struct xw *x, const char *name, const char *val)
+{
+	_cleanup_free_ char *c = clean_text(val, false);
+
+	if (!c)
+		x->err = -ENOMEM;
+	if (!x->err && xmlTextWriterWriteAttribute(x->w, X(name), X(c)) < 0)
+		x->err = -EIO;
+}
+
+static void attrf(struct xw *x, const char *name, const char *fmt, ...) PRINTF_LIKE(3, 4);
+
+static void attrf(struct xw *x, const char *name, const char *fmt, ...)
+{
+	char buf[64];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	attr(x, name, buf);
+}
+
+static void text(struct xw *x, const char *s)
+{
+	_cleanup_free_ char *c = clean_text(s, false);
+
+	if (!c)
+		x->err = -ENOMEM;
+	if (!x->err && xmlTextWriterWriteString(x->w, X(c)) < 0)
+		x->err = -EIO;
+}
+
+/* <name>text</name> */
+static void elem(struct xw *x, const char *name, const char *s)
+{
+	start(x, name);
+	text(x, s);
+	end(x);
+}
+
+static void attr_set(struct xw *x, const char *name, const struct vmm_cpuset *s)
+{
+	_cleanup_free_ char *f = vmm_cpuset_format(s);
+
+	if (!f)
+		x->err = -ENOMEM;
+	else
+		attr(x, name, f);
+}
+
+static void write_metadata(struct xw *x, const struct instance_spec *spec)
+{
+	start(x, "metadata");
+	if (!x->err && xmlTextWriterStartElementNS(x->w, X("stratus"), X("instance"), X(VMM_XMLNS)) < 0)
+		x->err = -EIO;
+	start(x, "stratus:name");
+	text(x, spec->name);
+	end(x);
+	elem(x, "stratus:project", spec->project);
+	start(x, "stratus:flavor");
+	attr(x, "name", spec->flavor.name);
+	attrf(x, "vcpus", "%ld", spec->flavor.vcpus);
+	attrf(x, "ram_mb", "%ld", spec->flavor.ram_mb);
+	attrf(x, "disk_gb", "%ld", spec->flavor.disk_gb);
+	end(x);
+	start(x, "stratus:image");
+	if (spec->image.name)
+		attr(x, "name", spec->image.name);
+	attr(x, "format", spec->image.disk_format);
+	end(x);
+	elem(x, "stratus:version", STRATUS_VERSION);
+	end(x); /* stratus:instance */
+	end(x);
+}
+
+static void write_cpu_numa(struct xw *x, const struct vmm_placement *p, enum vmm_virt virt)
+{
+	int sockets = p->n_cells ? p->n_cells : 1;
+
+	start(x, "cpu");
+	switch (virt) {
+	case VMM_VIRT_KVM:
+		attr(x, "mode", "host-passthrough");
+		attr(x, "check", "none");
+		break;
+	case VMM_VIRT_QEMU:
+	case VMM_VIRT_LAST:
+		break;
+	}
+	start(x, "topology");
+	attrf(x, "sockets", "%d", sockets);
+	attr(x, "dies", "1");
+	attrf(x, "cores", "%d", p->vcpus / sockets);
+	attr(x, "threads", "1");
+	end(x);
+	if (p->n_cells) {
+		start(x, "numa");
+		for (int i = 0; i < p->n_cells; i++) {
+			const struct vmm_cell *c = &p->cells[i];
+
+			start(x, "cell");
+			attrf(x, "id", "%d", i);
+			if (c->n_vcpus == 1)
+				attrf(x, "cpus", "%d", c->first_vcpu);
+			else
+				attrf(x, "cpus", "%d-%d", c->first_vcpu, c->first_vcpu + c->n_vcpus - 1);
+			attrf(x, "memory", "%ld", c->mem_mib);
+			attr(x, "unit", "MiB");
+			end(x);
+		}
+		end(x);
+	}
+	end(x);
+}
+
+static void write_tuning(struct xw *x, const struct vmm_placement *p)
+{
+	if (p->hugepages) {
+		start(x, "memoryBacking");
+		start(x, "hugepages");
+		start(x, "page");
+		attrf(x, "size", "%llu", (unsigned long long)vmm_page_kib[p->page]);
+		attr(x, "unit", "KiB");
+		if (p->n_cells == 1)
+			attr(x, "nodeset", "0");
+		else
+			attrf(x, "nodeset", "0-%d", p->n_cells - 1);
+		end(x);
+		end(x);
+		end(x);
+	}
+	start(x, "vcpu");
+	attr(x, "placement", "static");
+	if (!p->pinned)
+		attr_set(x, "cpuset", &p->vcpu_set);
+	text(x, "");
+	if (!x->err && xmlTextWriterWriteFormatString(x->w, "%d", p->vcpus) < 0)
+		x->err = -EIO;
+	end(x);
+	if (p->pinned) {
+		start(x, "cputune");
+		for (int v = 0; v < p->vcpus; v++) {
+			start(x, "vcpupin");
+			attrf(x, "vcpu", "%d", v);
+			attrf(x, "cpuset", "%d", p->pcpu[v]);
+			end(x);
+		}
+		start(x, "emulatorpin");
+		attr_set(x, "cpuset", &p->emulator);
+		end(x);
+		end(x);
+	}
+	if (p->n_cells) {
+		struct vmm_cpuset nodes = { { 0 } };
+
+		for (int i = 0; i < p->n_cells; i++)
+			vmm_cpuset_set(&nodes, p->cells[i].node_id);
+		start(x, "numatune");
+		start(x, "memory");
+		attr(x, "mode", "strict");
+		attr_set(x, "nodeset", &nodes);
+		end(x);
+		for (int i = 0; i < p->n_cells; i++) {
+			start(x, "memnode");
+			attrf(x, "cellid", "%d", i);
+			attr(x, "mode", "strict");
+			attrf(x, "nodeset", "%d", p->cells[i].node_id);
+			end(x);
+		}
+		end(x);
+	}
+}
+
+static void write_sysinfo(struct xw *x, const struct instance_spec *spec)
+{
+	static const char *const keys[] = { "manufacturer", "product", "version", "serial", "uuid",
+					     "family" };
+	const char *vals[] = { "Stratus", "OpenStack Nova", STRATUS_VERSION, spec->uuid, spec->uuid,
+			       "Virtual Machine" };
+
+	start(x, "sysinfo");
+	attr(x, "type", "smbios");
+	start(x, "system");
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		start(x, "entry");
+		attr(x, "name", keys[i]);
+		text(x, vals[i]);
+		end(x);
+	}
+	end(x);
+	end(x);
+}
+
+static void write_os(struct xw *x, const struct vmm_domain_params *pp)
+{
+	start(x, "os");
+	start(x, "type");
+	attr(x, "arch", "x86_64");
+	attr(x, "machine", "pc");
+	text(x, "hvm");
+	end(x);
+	if (pp->kernel) {
+		elem(x, "kernel", pp->kernel);
+		if (pp->initrd)
+			elem(x, "initrd", pp->initrd);
+		if (pp->cmdline)
+			elem(x, "cmdline", pp->cmdline);
+	}
+	start(x, "boot");
+	attr(x, "dev", "hd");
+	end(x);
+	start(x, "smbios");
+	attr(x, "mode", "sysinfo");
+	end(x);
+	end(x);
+}
+
+static void write_disks(struct xw *x, const struct instance_spec *spec,
+			const struct vmm_domain_params *pp)
+{
+	const char *fmt = pp->disk_format ? pp->disk_format : "qcow2";
+
+	start(x, "disk");
+	attr(x, "type", "file");
+	attr(x, "device", "disk");
+	start(x, "driver");
+	attr(x, "name", "qemu");
+	attr(x, "type", fmt);
+	attr(x, "discard", "unmap");
+	end(x);
+	start(x, "source");
+	attr(x, "file", pp->disk_path);
+	end(x);
+	if (pp->backing_path) {
+		/* the chain spelled out: libvirt and QEMU never probe a format */
+		start(x, "backingStore");
+		attr(x, "type", "file");
+		start(x, "format");
+		attr(x, "type", pp->backing_format ? pp->backing_format : "raw");
+		end(x);
+		start(x, "source");
+		attr(x, "file", pp->backing_path);
+		end(x);
+		start(x, "backingStore");
+		end(x);
+		end(x);
+	}
+	start(x, "target");
+	attr(x, "dev", "vda");
+	attr(x, "bus", "virtio");
+	end(x);
+	end(x);
+
+	if (!pp->seed_path)
+		return;
+	switch (pp->seed_format) {
+	case VMM_SEED_ISO:
+		start(x, "disk");
+		attr(x, "type", "file");
+		attr(x, "device", "cdrom");
+		start(x, "driver");
+		attr(x, "name", "qemu");
+		attr(x, "type", "raw");
+		end(x);
+		start(x, "source");
+		attr(x, "file", pp->seed_path);
+		end(x);
+		start(x, "target");
+		attr(x, "dev", "hda");
+		attr(x, "bus", "ide");
+		end(x);
+		start(x, "readonly");
+		end(x);
+		end(x);
+		break;
+	case VMM_SEED_RAW:
+		start(x, "disk");
+		attr(x, "type", "file");
+		attr(x, "device", "disk");
+		start(x, "driver");
+		attr(x, "name", "qemu");
+		attr(x, "type", "raw");
+		end(x);
+		start(x, "source");
+		attr(x, "file", pp->seed_path);
+		end(x);
+		start(x, "target");
+		attr(x, "dev", "vdb");
+		attr(x, "bus", "virtio");
+		end(x);
+		start(x, "readonly");
+		end(x);
+		end(x);
+		break;
+	case VMM_SEED_NONE:
+	case VMM_SEED_LAST:
+		break;
+	}
+	(void)spec;
+}
+
+static void write_devices(struct xw *x, const struct instance_spec *spec,
+			  const struct vmm_domain_params *pp)
+{
+	start(x, "devices");
+	write_disks(x, spec, pp);
+	if (pp->bridge) {
+		start(x, "interface");
+		attr(x, "type", "bridge");
+		if (spec->network.present && spec->network.mac) {
+			start(x, "mac");
+			attr(x, "address", spec->network.mac);
+			end(x);
+		}
+		start(x, "source");
+		attr(x, "bridge", pp->bridge);
+		end(x);
+		start(x, "model");
+		attr(x, "type", "virtio");
+		end(x);
+		end(x);
+	}
+	start(x, "serial");
+	attr(x, "type", "pty");
+	if (pp->console_log) {
+		start(x, "log");
+		attr(x, "file", pp->console_log);
+		attr(x, "append", "on");
+		end(x);
+	}
+	start(x, "target");
+	attr(x, "port", "0");
+	end(x);
+	end(x);
+	start(x, "console");
+	attr(x, "type", "pty");
+	start(x, "target");
+	attr(x, "type", "serial");
+	attr(x, "port", "0");
+	end(x);
+	end(x);
+	start(x, "memballoon");
+	attr(x, "model", "virtio");
+	start(x, "stats");
+	attr(x, "period", "10");
+	end(x);
+	end(x);
+	start(x, "rng");
+	attr(x, "model", "virtio");
+	start(x, "backend");
+	attr(x, "model", "random");
+	text(x, "/dev/urandom");
+	end(x);
+	end(x);
+	end(x);
+}
+
+int vmm_domain_xml(const struct instance_spec *spec, const struct vmm_placement *p,
+		   const struct vmm_domain_params *pp, char **out)
+{
+	xmlBufferPtr buf = xmlBufferCreate();
+	struct xw x = { 0 };
+	_cleanup_free_ char *title = NULL;
+	char name[sizeof(VMM_DOMAIN_PREFIX) + UUID_STRLEN];
+	int r = 0;
+
+	if (!pp->disk_path) {
+		r = err_set(-EINVAL, "instance %s: no root disk path", spec->uuid);
+		goto out;
+	}
+	if (!buf || !(x.w = xmlNewTextWriterMemory(buf, 0))) {
+		r = err_set(-ENOMEM, "out of memory");
+		goto out;
+	}
+	xmlTextWriterSetIndent(x.w, 1);
+	xmlTextWriterSetIndentString(x.w, X("  "));
+	snprintf(name, sizeof(name), VMM_DOMAIN_PREFIX "%s", spec->uuid);
+	title = clean_text(spec->name, true);
+
+	start(&x, "domain");
+	attr(&x, "type", vmm_virt_names[pp->virt < VMM_VIRT_LAST ? pp->virt : VMM_VIRT_QEMU]);
+	elem(&x, "name", name);
+	elem(&x, "uuid", spec->uuid);
+	elem(&x, "title", title);
+	write_metadata(&x, spec);
+	start(&x, "memory");
+	attr(&x, "unit", "MiB");
+	text(&x, "");
+	if (!x.err && xmlTextWriterWriteFormatString(x.w, "%ld", p->ram_mib) < 0)
+		x.err = -EIO;
+	end(&x);
+	start(&x, "currentMemory");
+	attr(&x, "unit", "MiB");
+	text(&x, "");
+	if (!x.err && xmlTextWriterWriteFormatString(x.w, "%ld", p->ram_mib) < 0)
+		x.err = -EIO;
+	end(&x);
+	write_tuning(&x, p);
+	write_sysinfo(&x, spec);
+	write_os(&x, pp);
+	start(&x, "features");
+	start(&x, "acpi");
+	end(&x);
+	start(&x, "apic");
+	end(&x);
+	end(&x);
+	write_cpu_numa(&x, p, pp->virt);
+	start(&x, "clock");
+	attr(&x, "offset", "utc");
+	end(&x);
+	elem(&x, "on_poweroff", "destroy");
+	elem(&x, "on_reboot", "restart");
+	elem(&x, "on_crash", "destroy");
+	write_devices(&x, spec, pp);
+	end(&x); /* domain */
+	if (!x.err && xmlTextWriterEndDocument(x.w) < 0)
+		x.err = -EIO;
+	if (x.err) {
+		r = err_set(x.err, "instance %s: writing the domain XML failed", spec->uuid);
+		goto out;
+	}
+	xmlFreeTextWriter(x.w); /* flushes into buf */
+	x.w = NULL;
+	*out = strndup((const char *)xmlBufferContent(buf), (size_t)xmlBufferLength(buf));
+	r = *out ? 0 : err_set(-ENOMEM, "out of memory");
+out:
+	if (x.w)
+		xmlFreeTextWriter(x.w);
+	if (buf)
+		xmlBufferFree(buf);
+	return r;
+}
