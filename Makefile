@@ -102,6 +102,11 @@ check: tests
 	@sh deps/install.sh $(DEPS_TEST)
 	@BUILD=$(BUILD) SANITIZE=$(SANITIZE) sh tests/run-tests.sh
 
+# End-to-end: real libvirtd and QEMU guests, through the bus (tests/e2e).
+e2e: tests
+	@sh deps/install.sh $(DEPS_TEST) deps/demo.txt
+	@BUILD=$(BUILD) SUITE=e2e sh tests/run-tests.sh
+
 benches: all $(BENCH_BINS)
 
 bench: benches
@@ -119,7 +124,7 @@ demo-stop:
 clean:
 	rm -rf build build-san
 
-.PHONY: all deps tests check bench benches clean demo demo-stop
+.PHONY: all deps tests check e2e bench benches clean demo demo-stop
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
