@@ -326,7 +326,19 @@ int agent_cmd_image(int argc, char **argv)
 		fputs(image_usage, argc < 2 ? stderr : stdout);
 		return argc < 2 ? 2 : 0;
 	}
-	if (img_config_defaults(&cfg) < 0) {
+	if (agent_config_path) {
+		/* the host's images: section; flags below override it */
+		const struct cfg_section sections[] = {
+			{ .name = "images", .fields = img_config_fields, .dst = &cfg },
+			{ 0 },
+		};
+
+		if (cfg_load_file(agent_config_path, sections) < 0) {
+			fprintf(stderr, "stratus-agent image: %s\n", err_msg());
+			img_config_free(&cfg);
+			return 1;
+		}
+	} else if (img_config_defaults(&cfg) < 0) {
 		fprintf(stderr, "stratus-agent image: %s\n", err_msg());
 		return 1;
 	}

@@ -7,6 +7,11 @@
 #ifndef STRATUS_AGENT_COMMANDS_H
 #define STRATUS_AGENT_COMMANDS_H
 
+/* The configuration file stratus-agent loaded (-c, $STRATUS_CONFIG or the
+ * default path), NULL when it runs on defaults: subcommands read their
+ * sections from it, so `stratus-agent -c FILE image list` sees FILE's cache. */
+extern const char *agent_config_path;
+
 /* host-info [--sysfs ROOT]: host topology as JSON (vmm) */
 int agent_cmd_host_info(int argc, char **argv);
 /* render-domain [--sysfs ROOT] SPEC.json: the domain XML (vmm) */

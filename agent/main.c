@@ -33,6 +33,7 @@ static struct agent_config agent_cfg;
 static struct vmm_config vmm_cfg;
 static struct img_config img_cfg;
 static struct agent *the_agent;
+const char *agent_config_path;
 
 static void on_signal(int sig)
 {
@@ -102,6 +103,7 @@ int main(int argc, char **argv)
 	r = daemon_setup(&o, argc, argv, &argi);
 	if (r > 0)
 		return r - 1;
+	agent_config_path = o.config_path;
 	if (argi < argc) {
 		for (size_t i = 0; i < ARRAY_SIZE(subcommands); i++) {
 			if (strcmp(argv[argi], subcommands[i].name) == 0) {

@@ -35,13 +35,131 @@ static void curl_init(void)
 	curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
+/*
+ * The hash runs in its own thread, reading back what the writer put in
+ * the file (from the page cache) up to `avail`: receiving and writing
+ * overlap with hashing, which would otherwise cost as much as the
+ * transfer itself. The digest covers exactly the bytes [0, hashed).
+ */
+struct hasher {
+	pthread_t thread;
+	bool running;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int fd;
+	EVP_MD_CTX *md;
+	uint64_t avail;   /* bytes in the file that may be hashed */
+	uint64_t hashed;  /* bytes hashed */
+	bool stop;
+	int err;
+};
+
+#define HASH_CHUNK (1u << 20)
+#define WRITEBACK_EVERY (64ULL << 20)
+
+static void *hasher_main(void *arg)
+{
+	struct hasher *h = arg;
+	char *buf = malloc(HASH_CHUNK);
+
+	pthread_mutex_lock(&h->mu);
+	if (!buf)
+		h->err = -ENOMEM;
+	for (;;) {
+		uint64_t from, to;
+
+		while (!h->err && h->hashed == h->avail && !h->stop)
+			pthread_cond_wait(&h->cv, &h->mu);
+		if (h->err || (h->stop && h->hashed == h->avail))
+			break;
+		from = h->hashed;
+		to = h->avail;
+		pthread_mutex_unlock(&h->mu);
+		while (from < to) {
+			size_t want = to - from < HASH_CHUNK ? (size_t)(to - from) : HASH_CHUNK;
+			ssize_t n = pread(h->fd, buf, want, (off_t)from);
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0) {
+				pthread_mutex_lock(&h->mu);
+				h->err = n < 0 ? -errno : -EIO;
+				goto out;
+			}
+			EVP_DigestUpdate(h->md, buf, (size_t)n);
+			from += (uint64_t)n;
+		}
+		pthread_mutex_lock(&h->mu);
+		h->hashed = to;
+		pthread_cond_broadcast(&h->cv);
+	}
+out:
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+	free(buf);
+	return NULL;
+}
+
+/* More bytes are in the file. */
+static void hasher_feed(struct hasher *h, uint64_t avail)
+{
+	pthread_mutex_lock(&h->mu);
+	h->avail = avail;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+}
+
+/* Wait until everything fed is hashed; returns the hasher's error. */
+static int hasher_drain(struct hasher *h)
+{
+	int r;
+
+	pthread_mutex_lock(&h->mu);
+	while (!h->err && h->hashed != h->avail)
+		pthread_cond_wait(&h->cv, &h->mu);
+	r = h->err;
+	pthread_mutex_unlock(&h->mu);
+	return r;
+}
+
+static int hasher_start(struct hasher *h, int fd, EVP_MD_CTX *md)
+{
+	int r;
+
+	h->fd = fd;
+	h->md = md;
+	pthread_mutex_init(&h->mu, NULL);
+	pthread_cond_init(&h->cv, NULL);
+	r = pthread_create(&h->thread, NULL, hasher_main, h);
+	if (r != 0)
+		return err_sys(-r, "cannot start the hashing thread");
+	h->running = true;
+	return 0;
+}
+
+static void hasher_stop(struct hasher *h)
+{
+	if (!h->running)
+		return;
+	pthread_mutex_lock(&h->mu);
+	h->stop = true;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+	pthread_join(h->thread, NULL);
+	pthread_mutex_destroy(&h->mu);
+	pthread_cond_destroy(&h->cv);
+	h->running = false;
+}
+
 struct xfer {
 	const struct img_fetch_opts *o;
 	CURL *curl;
 	int fd;
 	EVP_MD_CTX *md;
 	const EVP_MD *type;
-	uint64_t offset;         /* bytes written and hashed */
+	struct hasher h;
+	uint64_t flushed;        /* writeback started up to here */
+	uint64_t offset;         /* bytes written (and fed to the hasher) */
 	uint64_t attempt_start;  /* offset when this attempt began */
 	uint64_t range_from;     /* Range asked for in this attempt (0: none) */
 	int64_t cr_start;        /* Content-Range start of a 206, -1 if none */
@@ -53,46 +171,26 @@ struct xfer {
 	char errbuf[CURL_ERROR_SIZE];
 };
 
-static int md_reset(struct xfer *x)
+static int md_init(struct xfer *x)
 {
 	if (EVP_DigestInit_ex(x->md, x->type, NULL) != 1)
 		return err_set(-EIO, "openssl: cannot initialise %s", EVP_MD_get0_name(x->type));
 	return 0;
 }
 
-/* Hash what the partial file already holds (resume after a restart). */
-static int hash_existing(struct xfer *x, uint64_t len)
+/* Empty the file and the digest: the next byte written is byte 0. */
+static int restart(struct xfer *x)
 {
-	const size_t bufsz = 1 << 20;
-	char *buf = malloc(bufsz);
-	uint64_t done = 0;
-	int r = 0;
-
-	if (!buf)
-		return err_set(-ENOMEM, "out of memory");
-	while (done < len) {
-		size_t want = len - done < bufsz ? (size_t)(len - done) : bufsz;
-		ssize_t n = pread(x->fd, buf, want, (off_t)done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = err_sys(n < 0 ? -errno : -EIO, "%s: read", x->o->part_path);
-			break;
-		}
-		EVP_DigestUpdate(x->md, buf, (size_t)n);
-		done += (size_t)n;
-	}
-	free(buf);
-	return r;
-}
-
-static int truncate_to(struct xfer *x, uint64_t len)
-{
-	if (ftruncate(x->fd, (off_t)len) < 0)
+	hasher_drain(&x->h);
+	if (ftruncate(x->fd, 0) < 0)
 		return -errno;
-	x->offset = len;
-	return 0;
+	pthread_mutex_lock(&x->h.mu);
+	x->h.avail = x->h.hashed = 0;
+	x->h.err = 0;
+	pthread_mutex_unlock(&x->h.mu);
+	x->offset = 0;
+	x->flushed = 0;
+	return md_init(x) < 0 ? -EIO : 0;
 }
 
 /* First body bytes of an attempt: decide append or start over. */
@@ -107,8 +205,7 @@ static int check_response(struct xfer *x)
 	if (code == 206) {
 		if (x->cr_start != (int64_t)x->range_from) {
 			/* A range we did not ask for: start over in the next attempt. */
-			truncate_to(x, 0);
-			md_reset(x);
+			restart(x);
 			return -EPROTO;
 		}
 		return 0;
@@ -117,12 +214,10 @@ static int check_response(struct xfer *x)
 		return 0;
 	/* 200: the server ignored Range; the body starts at byte 0. */
 	if (code == 200 || code == 203) {
-		int r = truncate_to(x, 0);
+		int r = restart(x);
 
 		if (r < 0)
 			return r;
-		if (md_reset(x) < 0)
-			return -EIO;
 		x->attempt_start = 0;
 		x->restarted = true;
 		return 0;
@@ -187,8 +282,14 @@ static size_t on_write(char *p, size_t sz, size_t n, void *ud)
 		}
 		done += (size_t)w;
 	}
-	EVP_DigestUpdate(x->md, p, len);
 	x->offset += len;
+	hasher_feed(&x->h, x->offset);
+	/* Start writeback as we go, so the final fsync has little left. */
+	if (x->offset - x->flushed >= WRITEBACK_EVERY) {
+		sync_file_range(x->fd, (off_t)x->flushed, (off_t)(x->offset - x->flushed),
+				SYNC_FILE_RANGE_WRITE);
+		x->flushed = x->offset;
+	}
 	return len;
 }
 
@@ -284,6 +385,10 @@ static bool digest_matches(struct xfer *x)
 	EVP_MD_CTX *copy = EVP_MD_CTX_new();
 	bool ok = false;
 
+	if (hasher_drain(&x->h) < 0) {
+		EVP_MD_CTX_free(copy);
+		return false;
+	}
 	if (copy && EVP_MD_CTX_copy_ex(copy, x->md) == 1 &&
 	    EVP_DigestFinal_ex(copy, d, &len) == 1) {
 		hex_of(d, len, hex);
@@ -391,16 +496,17 @@ int img_fetch(const struct img_fetch_opts *o, struct img_fetch_result *res)
 		r = err_set(-EAGAIN, "image %s: already in the cache", name);
 		goto out;
 	}
-	r = md_reset(&x);
+	r = md_init(&x);
+	if (r < 0)
+		goto out;
+	r = hasher_start(&x.h, x.fd, x.md);
 	if (r < 0)
 		goto out;
 	if (st.st_size > 0) {
-		r = hash_existing(&x, (uint64_t)st.st_size);
-		if (r < 0) {
-			drop = true;
-			goto out;
-		}
+		/* Resume: hash what the partial file already holds. */
 		x.offset = (uint64_t)st.st_size;
+		x.flushed = x.offset;
+		hasher_feed(&x.h, x.offset);
 		if (digest_matches(&x)) /* complete already: a crash before the rename */
 			goto verify;
 	}
@@ -449,10 +555,8 @@ int img_fetch(const struct img_fetch_opts *o, struct img_fetch_result *res)
 			rs.restarts++;
 		if (rc == CURLE_OK && !x.checked && x.range_from > 0 && x.offset > 0) {
 			/* Empty body: nothing was written, decide now. */
-			if (http == 200) {
-				truncate_to(&x, 0);
-				md_reset(&x);
-			}
+			if (http == 200)
+				restart(&x);
 		}
 		curl_easy_cleanup(x.curl);
 		x.curl = NULL;
@@ -487,8 +591,7 @@ int img_fetch(const struct img_fetch_opts *o, struct img_fetch_result *res)
 		}
 		if (rc == CURLE_HTTP_RETURNED_ERROR && http == 416) {
 			/* Our partial is not a prefix the server can continue: restart. */
-			truncate_to(&x, 0);
-			md_reset(&x);
+			restart(&x);
 		}
 		transient = x.err == -EPROTO || retryable(rc, http);
 		if (!transient || x.attempt > o->retries) {
@@ -527,6 +630,12 @@ int img_fetch(const struct img_fetch_opts *o, struct img_fetch_result *res)
 	}
 
 verify:
+	r = hasher_drain(&x.h);
+	if (r < 0) {
+		drop = true;
+		r = err_sys(r, "image %s: reading back %s", name, o->part_path);
+		goto out;
+	}
 	if (EVP_DigestFinal_ex(x.md, digest, &dlen) != 1) {
 		r = err_set(-EIO, "image %s: openssl: digest failed", name);
 		goto out;
@@ -559,6 +668,7 @@ verify:
 out:
 	if (r < 0 && drop)
 		unlink_part(o);
+	hasher_stop(&x.h);
 	if (x.fd >= 0)
 		close(x.fd); /* drops the flock */
 	EVP_MD_CTX_free(x.md);

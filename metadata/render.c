@@ -503,12 +503,18 @@ static int r_ec2_instance_type(const struct instance_spec *s, struct md_emit *e,
 }
 
 /* ami-XXXXXXXX from the image checksum: stable for one image. */
-static int r_ec2_ami_id(const struct instance_spec *s, struct md_emit *e, const char *path)
+static void ami_id(const struct instance_spec *s, char out[16])
 {
 	const char *hex = s->image.checksum ? strchr(s->image.checksum, ':') : NULL;
+
+	snprintf(out, 16, "ami-%.8s", hex && strlen(hex + 1) >= 8 ? hex + 1 : "00000000");
+}
+
+static int r_ec2_ami_id(const struct instance_spec *s, struct md_emit *e, const char *path)
+{
 	char buf[16];
 
-	snprintf(buf, sizeof(buf), "ami-%.8s", hex && strlen(hex + 1) >= 8 ? hex + 1 : "00000000");
+	ami_id(s, buf);
 	return emit_str(e, path, buf);
 }
 
@@ -539,6 +545,31 @@ static int r_ec2_bdm_root(const struct instance_spec *s, struct md_emit *e, cons
 {
 	(void)s;
 	return emit_str(e, path, "/dev/vda");
+}
+
+/*
+ * dynamic/instance-identity/document: EC2's identity document (JSON), which
+ * cloud-init's EC2 datasource fetches on AWS-like platforms. No region
+ * concept here: the region is the availability zone.
+ */
+static int r_ec2_identity(const struct instance_spec *s, struct md_emit *e, const char *path)
+{
+	char addr[INET_ADDRSTRLEN], ami[16];
+	int r = md_guest_address(s, addr);
+	json_t *j;
+
+	if (r < 0 && r != -ENOENT)
+		return r;
+	ami_id(s, ami);
+	j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "instanceId", s->uuid,
+		      "instanceType", s->flavor.name, "imageId", ami, "availabilityZone",
+		      s->availability_zone, "region", s->availability_zone, "accountId", s->project,
+		      "architecture", "x86_64", "version", "2017-09-30");
+	if (j && r == 0 && json_object_set_new(j, "privateIp", json_string(addr)) < 0) {
+		json_decref(j);
+		j = NULL;
+	}
+	return emit_json(e, path, j);
 }
 
 /*
@@ -608,6 +639,7 @@ static const struct md_doc openstack_docs[] = {
 
 /* ec2/VERSION/PATH for every EC2 version */
 static const struct md_doc ec2_docs[] = {
+	{ "dynamic/instance-identity/document", HT, 0, r_ec2_identity },
 	{ "meta-data/ami-id", HT, 0, r_ec2_ami_id },
 	{ "meta-data/ami-launch-index", HT, 0, r_ec2_launch_index },
 	{ "meta-data/block-device-mapping/ami", HT, 0, r_ec2_bdm_ami },

@@ -314,6 +314,11 @@ void sched_image_free(struct sched_image *i)
 	free(i->url);
 	free(i->checksum);
 	free(i->disk_format);
+	free(i->kernel_url);
+	free(i->kernel_checksum);
+	free(i->initrd_url);
+	free(i->initrd_checksum);
+	free(i->cmdline);
 	memset(i, 0, sizeof(*i));
 }
 
@@ -327,15 +332,29 @@ static bool hex_of_len(const char *s, size_t n)
 	return true;
 }
 
+static bool checksum_ok(const char *c)
+{
+	return (strncmp(c, "sha256:", 7) == 0 && hex_of_len(c + 7, 64)) ||
+	       (strncmp(c, "sha512:", 7) == 0 && hex_of_len(c + 7, 128));
+}
+
 static int image_check(struct sched_image *i)
 {
 	if (!i->url || !i->checksum || !i->disk_format)
 		return err_set(-EINVAL, "image %s: url, checksum and disk_format are required",
 			       i->name);
-	if (!(strncmp(i->checksum, "sha256:", 7) == 0 && hex_of_len(i->checksum + 7, 64)) &&
-	    !(strncmp(i->checksum, "sha512:", 7) == 0 && hex_of_len(i->checksum + 7, 128)))
+	if (!checksum_ok(i->checksum))
 		return err_set(-EINVAL, "image %s: checksum: expected sha256:<64 hex digits> or "
 			       "sha512:<128 hex digits>, got '%.40s'", i->name, i->checksum);
+	if (!!i->kernel_url != !!i->kernel_checksum || !!i->initrd_url != !!i->initrd_checksum)
+		return err_set(-EINVAL, "image %s: kernel and initrd each need a URL and a checksum",
+			       i->name);
+	if ((i->kernel_checksum && !checksum_ok(i->kernel_checksum)) ||
+	    (i->initrd_checksum && !checksum_ok(i->initrd_checksum)))
+		return err_set(-EINVAL, "image %s: kernel_checksum/initrd_checksum: expected "
+			       "sha256:<64 hex digits> or sha512:<128 hex digits>", i->name);
+	if ((i->initrd_url || i->cmdline) && !i->kernel_url)
+		return err_set(-EINVAL, "image %s: initrd and cmdline need a kernel", i->name);
 	if (strcmp(i->disk_format, "qcow2") != 0 && strcmp(i->disk_format, "raw") != 0)
 		return err_set(-EINVAL, "image %s: disk_format: expected qcow2 or raw, got '%s'",
 			       i->name, i->disk_format);
@@ -370,8 +389,38 @@ static int image_word(void *ctx, const char *k, const char *v)
 		return set_str(&w->i->disk_format, v);
 	if (strcmp(k, "min_disk_gb") == 0)
 		return word_long(w->entry, k, v, 0, &w->i->min_disk_gb);
-	return err_set(-EINVAL, "%s: unknown key '%s' (expected url, checksum, disk_format or "
-		       "min_disk_gb)", w->entry, k);
+	if (strcmp(k, "kernel") == 0)
+		return set_str(&w->i->kernel_url, v);
+	if (strcmp(k, "kernel_checksum") == 0)
+		return set_str(&w->i->kernel_checksum, v);
+	if (strcmp(k, "initrd") == 0)
+		return set_str(&w->i->initrd_url, v);
+	if (strcmp(k, "initrd_checksum") == 0)
+		return set_str(&w->i->initrd_checksum, v);
+	if (strcmp(k, "cmdline") == 0) {
+		/* words are split on spaces: a cmdline writes its spaces as %20 */
+		struct strbuf sb = { .max = 4096 };
+		int r = 0;
+
+		for (const char *p = v; *p && r == 0; p++) {
+			if (strncmp(p, "%20", 3) == 0) {
+				r = sb_append(&sb, " ", 1);
+				p += 2;
+			} else {
+				r = sb_append(&sb, p, 1);
+			}
+		}
+		if (r < 0) {
+			sb_free(&sb);
+			return err_set(-EINVAL, "%s: cmdline: too long", w->entry);
+		}
+		free(w->i->cmdline);
+		w->i->cmdline = sb_steal(&sb);
+		return 0;
+	}
+	return err_set(-EINVAL, "%s: unknown key '%s' (expected url, checksum, disk_format, "
+		       "min_disk_gb, kernel, kernel_checksum, initrd, initrd_checksum or cmdline)",
+		       w->entry, k);
 }
 
 int sched_image_parse(const char *name, const char *text, struct sched_image *out)
@@ -419,6 +468,23 @@ int sched_image_from_json(const json_t *o, struct sched_image *out)
 	}
 	if (r == 0)
 		r = json_long(o, "image", "min_disk_gb", 0, false, &i.min_disk_gb);
+	/* direct kernel boot, in the instance spec's shape */
+	const char *ku = json_string_value(json_object_get(json_object_get(o, "kernel"), "url"));
+	const char *kc = json_string_value(json_object_get(json_object_get(o, "kernel"), "checksum"));
+	const char *iu = json_string_value(json_object_get(json_object_get(o, "initrd"), "url"));
+	const char *ic = json_string_value(json_object_get(json_object_get(o, "initrd"), "checksum"));
+	const char *cl = json_string_value(json_object_get(o, "cmdline"));
+
+	if (r == 0 && ku)
+		r = set_str(&i.kernel_url, ku);
+	if (r == 0 && kc)
+		r = set_str(&i.kernel_checksum, kc);
+	if (r == 0 && iu)
+		r = set_str(&i.initrd_url, iu);
+	if (r == 0 && ic)
+		r = set_str(&i.initrd_checksum, ic);
+	if (r == 0 && cl)
+		r = set_str(&i.cmdline, cl);
 	if (r == 0)
 		r = image_check(&i);
 	if (r < 0) {
@@ -431,9 +497,19 @@ int sched_image_from_json(const json_t *o, struct sched_image *out)
 
 json_t *sched_image_to_json(const struct sched_image *i)
 {
-	return json_pack("{s:s, s:s, s:s, s:s, s:I}", "name", i->name, "url", i->url, "checksum",
-			 i->checksum, "disk_format", i->disk_format, "min_disk_gb",
-			 (json_int_t)i->min_disk_gb);
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I}", "name", i->name, "url", i->url,
+			      "checksum", i->checksum, "disk_format", i->disk_format, "min_disk_gb",
+			      (json_int_t)i->min_disk_gb);
+
+	if (o && i->kernel_url)
+		json_object_set_new(o, "kernel", json_pack("{s:s, s:s}", "url", i->kernel_url,
+							   "checksum", i->kernel_checksum));
+	if (o && i->initrd_url)
+		json_object_set_new(o, "initrd", json_pack("{s:s, s:s}", "url", i->initrd_url,
+							   "checksum", i->initrd_checksum));
+	if (o && i->cmdline)
+		json_object_set_new(o, "cmdline", json_string(i->cmdline));
+	return o;
 }
 
 int sched_config_check(const struct sched_config *c)

@@ -36,6 +36,8 @@ struct sched_flavor {
 struct sched_image {
 	char *name, *url, *checksum, *disk_format;
 	long min_disk_gb;
+	/* optional direct kernel boot (bus/spec.h struct spec_image) */
+	char *kernel_url, *kernel_checksum, *initrd_url, *initrd_checksum, *cmdline;
 };
 
 /* Parse "vcpus=2 ram_mb=1024 disk_gb=4 hw:cpu_policy=dedicated". */
@@ -43,7 +45,10 @@ int sched_flavor_parse(const char *name, const char *text, struct sched_flavor *
 int sched_flavor_from_json(const json_t *o, struct sched_flavor *out);
 json_t *sched_flavor_to_json(const struct sched_flavor *f);
 void sched_flavor_free(struct sched_flavor *f);
-/* Parse "url=... checksum=sha256:... disk_format=qcow2 min_disk_gb=2". */
+/* Parse "url=... checksum=sha256:... disk_format=qcow2 min_disk_gb=2", and
+ * for direct kernel boot "kernel=URL kernel_checksum=... initrd=URL
+ * initrd_checksum=... cmdline=root=/dev/vda%20console=ttyS0" (%20 is a
+ * space in a cmdline). */
 int sched_image_parse(const char *name, const char *text, struct sched_image *out);
 int sched_image_from_json(const json_t *o, struct sched_image *out);
 json_t *sched_image_to_json(const struct sched_image *i);

@@ -24,6 +24,7 @@ cleanup() {
 	rm -rf "$T"
 }
 trap cleanup EXIT
+trap "exit 1" INT TERM HUP PIPE
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 verdict() { if [ "$1" = 1 ]; then echo PASS; else echo MISS; fi; }
 

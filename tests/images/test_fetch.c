@@ -20,6 +20,7 @@
 
 static char *top;
 static struct th_nginx ngx;
+static pid_t live_proxy; /* killed in teardown when a test failed midway */
 
 static void www_file(const char *name, unsigned mib, unsigned seed)
 {
@@ -60,6 +61,10 @@ static int setup_all(void **state)
 static int teardown_all(void **state)
 {
 	(void)state;
+	if (live_proxy > 0) {
+		kill(live_proxy, SIGTERM);
+		waitpid(live_proxy, NULL, 0);
+	}
 	th_nginx_stop(&ngx);
 	th_rm_rf(top);
 	free(top);
@@ -189,6 +194,7 @@ static void proxy_start(struct proxy *px, long cut, int conns)
 	if (!f || fscanf(f, "%d", &px->port) != 1)
 		th_die("cutproxy did not start");
 	fclose(f);
+	live_proxy = px->pid;
 	free(bin);
 }
 
@@ -196,6 +202,7 @@ static void proxy_stop(struct proxy *px)
 {
 	kill(px->pid, SIGTERM);
 	waitpid(px->pid, NULL, 0);
+	live_proxy = 0;
 }
 
 /* ---- tests -------------------------------------------------------------- */

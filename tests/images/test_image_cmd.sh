@@ -68,10 +68,11 @@ daemon off; master_process off; worker_processes 1;
 pid $tmp/ngx/nginx.pid; error_log $tmp/ngx/error.log;
 events { worker_connections 16; }
 http {
-  access_log $tmp/ngx/access.log;
+  log_format t '\$uri \$status'; access_log $tmp/ngx/access.log t;
   client_body_temp_path $tmp/ngx; proxy_temp_path $tmp/ngx; fastcgi_temp_path $tmp/ngx;
   uwsgi_temp_path $tmp/ngx; scgi_temp_path $tmp/ngx;
-  server { listen 127.0.0.1:$port; root $tmp/www; }
+  server { listen 127.0.0.1:$port; root $tmp/www;
+           location /slow/ { alias $tmp/www/; limit_rate 4m; } }
 }
 EOF
 nginx -p "$tmp/ngx" -e stderr -c "$tmp/ngx/nginx.conf" &
@@ -120,6 +121,20 @@ echo "$out" | grep -q "evicted 1 image (3.0 MiB)" || fail "evict said: $out"
 [ -e "$path" ] && fail "evicted file still there"
 "$agent" image list --cache "$cache" --json | python3 -c 'import json,sys; assert len(json.load(sys.stdin)) == 1' ||
 	fail "list after evict"
+# two processes fetching one image at once: one download (the .part flock)
+head -c 2097152 /dev/urandom >"$tmp/www/c.raw"
+sc="sha256:$(sha256sum "$tmp/www/c.raw" | cut -d' ' -f1)"
+pids=""
+for n in 1 2; do
+	"$agent" image fetch "http://127.0.0.1:$port/slow/c.raw" --checksum "$sc" --format raw \
+		--cache "$tmp/cache3" >"$tmp/out$n" 2>"$tmp/err$n" &
+	pids="$pids $!"
+done
+for p in $pids; do wait "$p"; done # not a bare wait: nginx is a child too
+[ "$(cat "$tmp/out1")" = "$tmp/cache3/sha256/${sc#sha256:}" ] || fail "process 1: $(cat "$tmp/err1")"
+[ "$(cat "$tmp/out2")" = "$(cat "$tmp/out1")" ] || fail "process 2: $(cat "$tmp/err2")"
+n=$(grep -c "^/slow/c.raw " "$tmp/ngx/access.log")
+[ "$n" = 1 ] || fail "two processes made $n downloads of c.raw"
 "$agent" image frobnicate >/dev/null 2>&1
 [ $? = 2 ] || fail "unknown image command should exit 2"
 

@@ -17,6 +17,7 @@ cleanup() {
 	rm -rf "$T"
 }
 trap cleanup EXIT
+trap "exit 1" INT TERM HUP PIPE
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 

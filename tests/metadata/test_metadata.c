@@ -172,7 +172,7 @@ static void test_listings(void **state)
 	assert_string_equal(l, "meta_data.json\nuser_data");
 	free(l);
 	assert_int_equal(md_tree_list(t, "ec2/latest", MD_VIEW_HTTP, &l, &len), 0);
-	assert_string_equal(l, "meta-data/\nuser-data"); /* meta-data.json: config drive only */
+	assert_string_equal(l, "dynamic/\nmeta-data/\nuser-data"); /* meta-data.json: config drive only */
 	free(l);
 	assert_int_equal(md_tree_list(t, "ec2/latest/meta-data/block-device-mapping",
 				      MD_VIEW_HTTP, &l, &len), 0);

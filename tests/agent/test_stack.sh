@@ -1,0 +1,80 @@
+#!/bin/sh
+# The whole control plane on one machine, libvirt's test driver underneath:
+# stratus-bus, stratus-scheduler, stratus-agent, stratus-metadata (on the
+# agent's store) and stratusctl as a tenant uses it. boot -> active with an
+# address; the metadata service answers for that address; list/show/console;
+# stop/start; over quota refused naming the resource; delete gives the
+# quota back.
+set -u
+. "$STRATUS_TOP/tests/agent/lib.sh"
+stack_down() {
+	for p in scheduler metadata; do
+		[ -f "$T/$p.pid" ] && kill "$(cat "$T/$p.pid")" 2>/dev/null
+	done
+	agent_env_down
+}
+trap stack_down EXIT
+agent_env_up
+MD_PORT=$(free_port)
+sum=$IMAGE_SUM
+cat >>"$T/stratus.yaml" <<EOF
+scheduler:
+  state_path: $T/scheduler.db
+  heartbeat_interval: 1s
+  missed_heartbeats: 5
+  default_quotas: {instances: 2, cores: 4, ram_mb: 4096}
+  flavors:
+    m1.small: vcpus=1 ram_mb=512 disk_gb=1
+  images:
+    tiny: url=file://$T/base.qcow2 checksum=sha256:$sum disk_format=qcow2
+metadata:
+  listen: 127.0.0.1:$MD_PORT
+  store: $T/state/agent.db
+EOF
+sed -i 's/^  host: hv1/  host: hv1\n  network: {cidr: 127.0.0.0\/8, range_start: 127.0.0.10, range_end: 127.0.0.20, gateway: 127.0.0.1}/' "$T/stratus.yaml" 2>/dev/null
+"$B/stratus-scheduler" -c "$T/stratus.yaml" >"$T/scheduler.log" 2>&1 &
+echo $! >"$T/scheduler.pid"
+agent_start
+ctl() { "$B/stratusctl" -c "$T/stratus.yaml" -p acme "$@"; }
+
+# the scheduler knows the host once it has reported
+for _ in $(seq 100); do ctl --json host list 2>/dev/null | jq -e 'length > 0' >/dev/null && break; sleep 0.2; done
+ctl --json host list >"$T/hosts.json"; jq -e ".[0].host == \"hv1\" or .[0].name == \"hv1\"" "$T/hosts.json" >/dev/null || fail "host not known: $(cat "$T/hosts.json")"
+
+ctl boot web-1 --flavor m1.small --image tiny --meta role=web --timeout 60 >"$T/boot.out" 2>&1 ||
+	fail "boot: $(cat "$T/boot.out")"
+ctl --json show web-1 >"$T/show.json" || fail "show"
+jq -e '.state == "active" and .host == "hv1"' "$T/show.json" >/dev/null || fail "show: $(cat "$T/show.json")"
+ctl --json list | jq -e 'length == 1 and .[0].name == "web-1"' >/dev/null || fail "list"
+uuid=$(jq -r .uuid "$T/show.json")
+ip=$(db "SELECT address FROM instances WHERE uuid='$uuid'" | cut -d/ -f1)
+[ -n "$ip" ] || fail "no address in the agent's store"
+
+# the metadata service answers the instance's address from the agent's store
+"$B/stratus-metadata" -c "$T/stratus.yaml" >"$T/metadata.log" 2>&1 &
+echo $! >"$T/metadata.pid"
+for _ in $(seq 50); do curl -s "http://127.0.0.1:$MD_PORT/healthz" >/dev/null && break; sleep 0.1; done
+curl -sf --interface "$ip" "http://127.0.0.1:$MD_PORT/openstack/latest/meta_data.json" >"$T/md.json" ||
+	fail "metadata for $ip: $(tail -n 3 "$T/metadata.log")"
+jq -e ".uuid == \"$uuid\" and .meta.role == \"web\" and .project_id == \"acme\"" "$T/md.json" >/dev/null ||
+	fail "metadata: $(cat "$T/md.json")"
+
+ctl console web-1 >/dev/null || fail "console"
+ctl stop web-1 --timeout 30 >/dev/null || fail "stop"
+[ "$(ctl --json show web-1 | jq -r .state)" = stopped ] || fail "not stopped"
+ctl start web-1 --timeout 30 >/dev/null || fail "start"
+[ "$(ctl --json show web-1 | jq -r .state)" = active ] || fail "not active again"
+
+# quota: instances 2 -> the second fits, the third is refused naming the resource
+ctl boot web-2 --flavor m1.small --image tiny --timeout 60 >/dev/null || fail "second boot"
+if ctl boot web-3 --flavor m1.small --image tiny --timeout 30 >"$T/over.out" 2>&1; then
+	fail "third boot over the quota succeeded"
+fi
+grep -qi "instances" "$T/over.out" || fail "over-quota message: $(cat "$T/over.out")"
+ctl delete web-2 --timeout 60 >/dev/null || fail "delete"
+ctl --json list | jq -e 'length == 1' >/dev/null || fail "list after delete: $(ctl list)"
+ctl --json quota show acme | jq -e '.usage.instances == 1' >/dev/null ||
+	fail "quota not released: $(ctl --json quota show acme)"
+# with the room back, the third boot fits
+ctl boot web-3 --flavor m1.small --image tiny --timeout 60 >/dev/null || fail "boot after delete"
+echo "stack test: ok"
