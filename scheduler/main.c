@@ -248,8 +248,7 @@ static int run(struct sched *s)
 		commit_offsets(&l);
 	r = l.fatal ? -EIO : 0;
 out:
-	if (l.fatal && sched_in_batch(s))
-		sched_batch_commit(s); /* a failed batch: ends the transaction */
+	/* a failed batch stays open: sched_close rolls it back */
 	sched_out_clear(&l.out);
 	free(l.out.v);
 	/* a fatal stop must not commit offsets of effects that are not durable */
