@@ -102,16 +102,29 @@ check: tests
 	@sh deps/install.sh $(DEPS_TEST)
 	@BUILD=$(BUILD) SANITIZE=$(SANITIZE) sh tests/run-tests.sh
 
+# End-to-end: real libvirtd and QEMU guests, through the bus (tests/e2e).
+e2e: tests
+	@sh deps/install.sh $(DEPS_TEST) deps/demo.txt
+	@BUILD=$(BUILD) SUITE=e2e sh tests/run-tests.sh
+
 benches: all $(BENCH_BINS)
 
 bench: benches
 	@sh deps/install.sh $(DEPS_TEST)
 	@for b in bench/*/run.sh; do echo "== $$b"; BUILD=$(BUILD) sh $$b || exit 1; done
 
+# The single-machine dev cloud (deploy/demo.sh): installs what is missing,
+# prepares the host, starts every service, boots a guest with cloud-init.
+demo:
+	@sh deploy/demo.sh start
+
+demo-stop:
+	@sh deploy/demo.sh stop
+
 clean:
 	rm -rf build build-san
 
-.PHONY: all deps tests check bench benches clean
+.PHONY: all deps tests check e2e bench benches clean demo demo-stop
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

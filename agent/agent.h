@@ -16,7 +16,6 @@
 
 /* agent.network: the instances' network on this host. */
 struct agent_net_config {
-	char *bridge;        /* Linux bridge the guests' NICs join */
 	char *cidr;          /* 10.77.0.0/24 */
 	char *range_start;   /* first address handed out */
 	char *range_end;     /* last address handed out */
@@ -27,7 +26,9 @@ struct agent_net_config {
 	int prefix;
 };
 
-/* The agent's own keys; the vmm and images parts are embedded sections. */
+/* The agent's own keys. Paths of instance files and the bridge are the
+ * vmm section's (vmm.instances_dir, vmm.console_log_dir, vmm.bridge), the
+ * image cache the images section's. */
 struct agent_config {
 	char *host;                  /* default: the machine's host name */
 	char *availability_zone;
@@ -37,7 +38,6 @@ struct agent_config {
 	long reserved_host_cpus;
 	char *metadata_address;
 	char *state_dir;             /* store.db lives here */
-	char *instances_dir;         /* overlays, seeds, console logs */
 	long build_concurrency;
 	int64_t report_interval_ms;
 	int64_t reconcile_interval_ms;
@@ -50,5 +50,37 @@ extern const struct cfg_field agent_config_fields[];
  * gateway outside the range, host name). Returns <0 with err_msg(). */
 int agent_config_check(struct agent_config *c);
 void agent_config_free(struct agent_config *c);
+
+/* ---- the daemon ---------------------------------------------------------- */
+
+struct agent;
+struct bus_config;
+struct vmm_config;
+struct img_config;
+struct bus_message;
+
+/*
+ * Wire the modules: open the store, read the topology, connect to libvirt
+ * (with its event thread), open the image cache, rebuild pCPU/hugepage
+ * usage from the store, start the workers, the producer and the consumer
+ * of stratus.host.<host>. The configs are borrowed and must outlive *out.
+ */
+int agent_new(const struct agent_config *cfg, const struct bus_config *bus,
+	      const struct vmm_config *vmm, const struct img_config *img, struct agent **out);
+/* Reconcile the store against libvirt once (done at start and every
+ * reconcile_interval by agent_run). */
+int agent_reconcile(struct agent *a);
+/* Consume commands, report, reconcile until agent_stop(). */
+int agent_run(struct agent *a);
+/* Async-signal-safe: ask agent_run to return. */
+void agent_stop(struct agent *a);
+/* Stop taking work, finish (or roll back) builds in flight, flush, free.
+ * Running guests are never touched. */
+void agent_free(struct agent *a);
+
+/* The consumer's handler (exposed for tests and benchmarks). */
+int agent_handle_message(void *opaque, const struct bus_message *m);
+/* Wait until no job is queued or running (tests, benchmarks). */
+void agent_drain(struct agent *a);
 
 #endif

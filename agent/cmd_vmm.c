@@ -149,10 +149,11 @@ int agent_cmd_render_domain(int argc, char **argv)
 		goto fail;
 
 	pp.virt = vmm_accel_resolve((enum vmm_accel)cfg.accel);
-	if (asprintf(&disk, "%s/%s/disk.qcow2", cfg.instances_dir, spec.uuid) < 0 ||
+	/* the paths the agent uses (docs/agent.md) */
+	if (asprintf(&disk, "%s/%s.qcow2", cfg.instances_dir, spec.uuid) < 0 ||
 	    asprintf(&log, "%s/%s.log", cfg.console_log_dir, spec.uuid) < 0 ||
 	    (spec.seed != SPEC_SEED_NONE &&
-	     asprintf(&seed, "%s/%s/seed.iso", cfg.instances_dir, spec.uuid) < 0)) {
+	     asprintf(&seed, "%s/%s.seed.iso", cfg.instances_dir, spec.uuid) < 0)) {
 		err_set(-ENOMEM, "out of memory");
 		goto fail;
 	}

@@ -9,8 +9,6 @@
 #include "agent/agent.h"
 
 static const struct cfg_field net_fields[] = {
-	{ .key = "bridge", .type = CFG_STRING, .offset = offsetof(struct agent_net_config, bridge),
-	  .def = "stratusbr0" },
 	{ .key = "cidr", .type = CFG_STRING, .offset = offsetof(struct agent_net_config, cidr),
 	  .def = "10.77.0.0/24", .expected = "an IPv4 network like 10.77.0.0/24" },
 	{ .key = "range_start", .type = CFG_STRING,
@@ -43,9 +41,6 @@ const struct cfg_field agent_config_fields[] = {
 	  .offset = offsetof(struct agent_config, metadata_address), .def = "169.254.169.254" },
 	{ .key = "state_dir", .type = CFG_STRING, .offset = offsetof(struct agent_config, state_dir),
 	  .def = "/var/lib/stratus" },
-	{ .key = "instances_dir", .type = CFG_STRING,
-	  .offset = offsetof(struct agent_config, instances_dir),
-	  .def = "/var/lib/stratus/instances" },
 	{ .key = "build_concurrency", .type = CFG_INT,
 	  .offset = offsetof(struct agent_config, build_concurrency), .min = 1, .max = 64,
 	  .def = "4" },

@@ -5,6 +5,7 @@
  *   stratus-agent [-c FILE] SUBCOMMAND ARGS    operator tools (table below)
  */
 #define LOG_TAG "agent"
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -12,6 +13,8 @@
 #include "agent/commands.h"
 #include "bus/bus.h"
 #include "core/core.h"
+#include "images/images.h"
+#include "vmm/vmm.h"
 
 static const struct {
 	const char *name;
@@ -27,6 +30,39 @@ static const struct {
 static struct log_config log_cfg;
 static struct bus_config bus_cfg;
 static struct agent_config agent_cfg;
+static struct vmm_config vmm_cfg;
+static struct img_config img_cfg;
+static struct agent *the_agent;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	if (the_agent)
+		agent_stop(the_agent);
+}
+
+static int run_daemon(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+	int r;
+
+	if (!bus_cfg.group_id)
+		bus_cfg.group_id = strdup("stratus-agent");
+	r = agent_new(&agent_cfg, &bus_cfg, &vmm_cfg, &img_cfg, &the_agent);
+	if (r < 0) {
+		log_error("cannot start: %s", err_msg());
+		return 1;
+	}
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	r = agent_run(the_agent);
+	agent_free(the_agent); /* finishes work in flight, flushes the producer */
+	the_agent = NULL;
+	log_info("agent stopped");
+	return r < 0 ? 1 : 0;
+}
 
 static int validate(void *ud)
 {
@@ -39,6 +75,8 @@ int main(int argc, char **argv)
 		{ .name = "log", .fields = log_config_fields, .dst = &log_cfg },
 		{ .name = "bus", .fields = bus_config_fields, .dst = &bus_cfg },
 		{ .name = "agent", .fields = agent_config_fields, .dst = &agent_cfg },
+		{ .name = "vmm", .fields = vmm_config_fields, .dst = &vmm_cfg },
+		{ .name = "images", .fields = img_config_fields, .dst = &img_cfg },
 		{ 0 },
 	};
 	char extra[1024];
@@ -75,12 +113,12 @@ int main(int argc, char **argv)
 		r = 2;
 		goto out;
 	}
-	fprintf(stderr, "stratus-agent: the daemon is not implemented yet (issue 6): the "
-			"configuration loads, the service does not run\n");
-	r = 1;
+	r = run_daemon();
 out:
 	cfg_free(log_config_fields, &log_cfg);
 	bus_config_free(&bus_cfg);
 	agent_config_free(&agent_cfg);
+	vmm_config_free(&vmm_cfg);
+	img_config_free(&img_cfg);
 	return r;
 }

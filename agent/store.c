@@ -2,6 +2,7 @@
 #define LOG_TAG "store"
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <string.h>
 
@@ -10,7 +11,21 @@
 struct agent_store {
 	sqlite3 *db;
 	char *path;
+	/* One connection serves every thread: a statement of one thread run
+	 * while another holds a transaction open would join that transaction,
+	 * so each public function holds this lock for its whole duration. */
+	pthread_mutex_t lock;
 };
+
+static void unlockp(pthread_mutex_t **m)
+{
+	if (*m)
+		pthread_mutex_unlock(*m);
+}
+
+#define STORE_LOCKED(st)                                                              \
+	__attribute__((cleanup(unlockp))) pthread_mutex_t *store_lock_ = &(st)->lock; \
+	pthread_mutex_lock(store_lock_)
 
 /* Each entry migrates from version i to i + 1. */
 static const char *const migrations[] = {
@@ -88,6 +103,13 @@ int agent_store_open(const char *path, bool readonly, struct agent_store **out)
 		free(st);
 		return err_set(-ENOMEM, "out of memory");
 	}
+	pthread_mutexattr_t ma;
+
+	/* recursive: foreach callbacks may call the store again */
+	pthread_mutexattr_init(&ma);
+	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+	pthread_mutex_init(&st->lock, &ma);
+	pthread_mutexattr_destroy(&ma);
 	if (sqlite3_open_v2(path, &st->db, flags | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
 		r = err_set(-EIO, "store %s: %s", path,
 			    st->db ? sqlite3_errmsg(st->db) : "cannot open");
@@ -111,6 +133,7 @@ void agent_store_close(struct agent_store *st)
 	if (!st)
 		return;
 	sqlite3_close(st->db);
+	pthread_mutex_destroy(&st->lock);
 	free(st->path);
 	free(st);
 }
@@ -143,6 +166,8 @@ static void bind_text(sqlite3_stmt *q, int idx, const char *s)
 
 int agent_store_instance_put(struct agent_store *st, const struct store_instance *i)
 {
+	STORE_LOCKED(st);
+
 	static const char sql[] =
 		"INSERT OR REPLACE INTO instances (uuid, name, project, spec_json, state, step,"
 		" placement_json, address, mac, overlay_path, seed_path, error, request_id,"
@@ -221,6 +246,8 @@ static int row_to_instance(sqlite3_stmt *q, struct store_instance *i)
 static int get_one(struct agent_store *st, const char *sql, const char *key,
 		   struct store_instance *out)
 {
+	STORE_LOCKED(st);
+
 	sqlite3_stmt *q = NULL;
 	int rc, r;
 
@@ -262,6 +289,8 @@ int agent_store_instance_by_ip(struct agent_store *st, const char *ip, struct st
 int agent_store_instance_set_state(struct agent_store *st, const char *uuid, enum instance_state s,
 			     const char *step, const char *error)
 {
+	STORE_LOCKED(st);
+
 	sqlite3_stmt *q = NULL;
 	int rc;
 
@@ -288,6 +317,8 @@ int agent_store_instance_set_state(struct agent_store *st, const char *uuid, enu
 
 int agent_store_instance_delete(struct agent_store *st, const char *uuid)
 {
+	STORE_LOCKED(st);
+
 	sqlite3_stmt *q = NULL;
 	int rc;
 
@@ -303,6 +334,8 @@ int agent_store_instance_delete(struct agent_store *st, const char *uuid)
 int agent_store_instance_foreach(struct agent_store *st,
 			   int (*fn)(const struct store_instance *i, void *ud), void *ud)
 {
+	STORE_LOCKED(st);
+
 	sqlite3_stmt *q = NULL;
 	int rc, r = 0;
 
@@ -326,10 +359,17 @@ int agent_store_instance_foreach(struct agent_store *st,
 	return r;
 }
 
+void agent_mac_for_ip(uint32_t ip, char out[18])
+{
+	snprintf(out, 18, "52:54:00:%02x:%02x:%02x", (ip >> 16) & 0xff, (ip >> 8) & 0xff, ip & 0xff);
+}
+
 int agent_store_address_allocate(struct agent_store *st, const char *uuid, uint32_t first,
 			   uint32_t last, int prefix, const char *mac, char *addr_out,
 			   size_t addr_len)
 {
+	STORE_LOCKED(st);
+
 	sqlite3_stmt *q = NULL;
 	int64_t ip = -1;
 	int rc, r;
@@ -381,9 +421,12 @@ int agent_store_address_allocate(struct agent_store *st, const char *uuid, uint3
 			goto rollback;
 		}
 		sqlite3_bind_int64(q, 1, ip);
+		char derived[18];
+
+		agent_mac_for_ip((uint32_t)ip, derived);
 		sqlite3_bind_int(q, 2, prefix);
 		bind_text(q, 3, uuid);
-		bind_text(q, 4, mac);
+		bind_text(q, 4, mac ? mac : derived);
 		rc = sqlite3_step(q);
 		sqlite3_finalize(q);
 		if (rc != SQLITE_DONE) {
@@ -405,6 +448,8 @@ rollback:
 
 int agent_store_address_release(struct agent_store *st, const char *uuid)
 {
+	STORE_LOCKED(st);
+
 	sqlite3_stmt *q = NULL;
 	int rc;
 
@@ -419,6 +464,8 @@ int agent_store_address_release(struct agent_store *st, const char *uuid)
 
 int agent_store_address_count(struct agent_store *st, int *n)
 {
+	STORE_LOCKED(st);
+
 	sqlite3_stmt *q = NULL;
 	int rc;
 
@@ -433,6 +480,8 @@ int agent_store_address_count(struct agent_store *st, int *n)
 
 int agent_store_request_get(struct agent_store *st, const char *request_id, char **outcome_json)
 {
+	STORE_LOCKED(st);
+
 	sqlite3_stmt *q = NULL;
 	int rc, r;
 
@@ -456,6 +505,8 @@ int agent_store_request_get(struct agent_store *st, const char *request_id, char
 int agent_store_request_put(struct agent_store *st, const char *request_id, const char *uuid,
 		      const char *type, const char *outcome_json)
 {
+	STORE_LOCKED(st);
+
 	sqlite3_stmt *q = NULL;
 	int rc;
 
@@ -472,4 +523,30 @@ int agent_store_request_put(struct agent_store *st, const char *request_id, cons
 	rc = sqlite3_step(q);
 	sqlite3_finalize(q);
 	return rc == SQLITE_DONE ? 0 : db_err(st, rc, "record request");
+}
+
+int agent_store_request_foreach_pending(struct agent_store *st,
+					int (*fn)(const char *request_id, const char *uuid,
+						  const char *type, void *ud),
+					void *ud)
+{
+	STORE_LOCKED(st);
+	sqlite3_stmt *q = NULL;
+	int rc, r = 0;
+
+	if (sqlite3_prepare_v2(st->db,
+			       "SELECT request_id, uuid, type FROM requests WHERE outcome_json IS NULL"
+			       " ORDER BY ts_ms",
+			       -1, &q, NULL) != SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "prepare");
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		r = fn((const char *)sqlite3_column_text(q, 0), (const char *)sqlite3_column_text(q, 1),
+		       (const char *)sqlite3_column_text(q, 2), ud);
+		if (r)
+			break;
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = db_err(st, rc, "list pending requests");
+	sqlite3_finalize(q);
+	return r;
 }

@@ -59,10 +59,15 @@ int agent_store_instance_foreach(struct agent_store *st,
 /* The instance owning an IPv4 address (no prefix), -ENOENT otherwise. */
 int agent_store_instance_by_ip(struct agent_store *st, const char *ip, struct store_instance *out);
 
+/* The MAC of an instance address: 52:54:00 + the low 24 bits of the IPv4
+ * address (host order), unique within a host's instance network. */
+void agent_mac_for_ip(uint32_t ip, char out[18]);
+
 /*
  * Addresses: the lowest free address of [first, last] (host order) goes
  * to the instance, with its MAC, in one transaction. Allocating again for
- * the same instance returns the address it already has.
+ * the same instance returns the address it already has. mac NULL: the
+ * one agent_mac_for_ip gives.
  */
 int agent_store_address_allocate(struct agent_store *st, const char *uuid, uint32_t first,
 			   uint32_t last, int prefix, const char *mac, char *addr_out,
@@ -78,5 +83,12 @@ int agent_store_address_count(struct agent_store *st, int *n);
 int agent_store_request_get(struct agent_store *st, const char *request_id, char **outcome_json);
 int agent_store_request_put(struct agent_store *st, const char *request_id, const char *uuid,
 		      const char *type, const char *outcome_json);
+
+/* Requests accepted but without an outcome yet (pending commands), oldest
+ * first: fn(request_id, uuid, type, ud). */
+int agent_store_request_foreach_pending(struct agent_store *st,
+					int (*fn)(const char *request_id, const char *uuid,
+						  const char *type, void *ud),
+					void *ud);
 
 #endif

@@ -1,9 +1,22 @@
 /*
  * bus: the Kafka message bus (librdkafka) and the Stratus envelope.
+ *
+ *   - topics:   the topic names, in one place;
+ *   - envelope: {"v":1,"id":UUID,"type":"...","ts":RFC3339,"source":"...",
+ *               "request_id":UUID,"body":{...}} built, parsed and validated
+ *               against ONE table of message types (bus/types.c);
+ *   - client:   an idempotent producer with delivery reports, and a
+ *               consumer that stores an offset only once the handler says
+ *               the effect is durable (at least once);
+ *   - broker:   the single-machine broker of stratus-bus (librdkafka's
+ *               mock cluster on loopback).
+ *
  * See docs/bus.md.
  */
 #ifndef STRATUS_BUS_H
 #define STRATUS_BUS_H
+
+#include <jansson.h>
 
 #include "core/core.h"
 
@@ -11,6 +24,7 @@
  * for it when bus.bootstrap_servers is not set. STRATUS_BUS_ADDR_FILE in
  * the environment overrides this default. */
 #define BUS_DEFAULT_ADDR_FILE "/run/stratus/bus.addr"
+#define BUS_ADDR_FILE_ENV "STRATUS_BUS_ADDR_FILE"
 
 /* The `bus:` section, shared by every daemon and stratusctl. */
 struct bus_config {
@@ -32,5 +46,202 @@ struct broker_config {
 };
 extern const struct cfg_field broker_config_fields[];
 void broker_config_free(struct broker_config *c);
+
+/* ---- topics ------------------------------------------------------------ */
+#define BUS_TOPIC_API "stratus.api"         /* requests, key = project */
+#define BUS_TOPIC_EVENTS "stratus.events"   /* state changes, results, key = instance uuid */
+#define BUS_TOPIC_METRICS "stratus.metrics" /* host reports, key = host */
+#define BUS_TOPIC_HOST_PREFIX "stratus.host." /* + host: commands, key = instance uuid */
+
+/* The classes of topic a message type travels on. */
+enum bus_topic_class {
+	BUS_TC_API,
+	BUS_TC_HOST,
+	BUS_TC_EVENTS,
+	BUS_TC_METRICS,
+	BUS_TC_LAST
+};
+/* "stratus.api", "stratus.host.<host>", ... */
+const char *bus_topic_class_name(enum bus_topic_class tc);
+/* The class of a topic name; -EINVAL (with err_msg) for a non-Stratus topic. */
+int bus_topic_classify(const char *topic, enum bus_topic_class *out);
+/* "stratus.host.<host>": returns a malloc'd string (caller frees), or NULL
+ * with err_msg() set when host is not a valid host name. */
+char *bus_topic_host(const char *host);
+
+/* ---- envelope ---------------------------------------------------------- */
+#define BUS_ENVELOPE_VERSION 1
+#define BUS_MAX_MESSAGE (1024 * 1024)  /* bytes of one serialized envelope */
+#define BUS_MAX_USER_DATA (64 * 1024)  /* decoded bytes of user_data */
+#define BUS_TYPE_MAX 64
+
+struct bus_envelope {
+	int v;
+	char id[UUID_STRLEN];
+	char type[BUS_TYPE_MAX];
+	char ts[RFC3339_STRLEN];
+	char *source;                 /* malloc'd */
+	char request_id[UUID_STRLEN];
+	json_t *body;                 /* owned: one reference */
+	enum bus_topic_class tc;      /* the class its schema row belongs to */
+};
+
+/*
+ * A new envelope of TYPE carrying BODY (the envelope takes the reference:
+ * json_incref() first to keep yours). request_id NULL = a fresh one (a new
+ * request); id and ts are always fresh. The body is validated against
+ * TYPE's schema for topic class tc (BUS_TC_LAST = the first row of TYPE).
+ * On error returns <0, err_msg() names the field, BODY is released.
+ * *out is malloc'd: bus_envelope_free().
+ */
+int bus_envelope_new(const char *type, enum bus_topic_class tc, const char *source,
+		     const char *request_id, json_t *body, struct bus_envelope **out);
+
+/*
+ * Parse and validate DATA (LEN bytes, not necessarily NUL-terminated) as
+ * received on TOPIC (NULL: any topic the type travels on). Rejects, with an
+ * error naming the field: more than BUS_MAX_MESSAGE bytes, invalid JSON,
+ * missing or mistyped envelope fields, v != 1, unknown type, a body that
+ * fails its schema. *out is malloc'd: bus_envelope_free().
+ */
+int bus_envelope_parse(const void *data, size_t len, const char *topic,
+		       struct bus_envelope **out);
+
+/* Compact JSON of E (keys in envelope order). *out is malloc'd, NUL-
+ * terminated; -E2BIG when larger than BUS_MAX_MESSAGE. */
+int bus_envelope_serialize(const struct bus_envelope *e, char **out, size_t *len);
+
+void bus_envelope_free(struct bus_envelope *e);
+
+/* Validate BODY as message TYPE on topic class tc (BUS_TC_LAST: accept if
+ * any row of TYPE accepts; the error is the first row's). Errors read
+ * "instance.build: body.flavor.vcpus: expected a positive integer". */
+int bus_validate(const char *type, enum bus_topic_class tc, const json_t *body);
+
+/* True when TYPE is a known message type (on any topic). */
+bool bus_type_known(const char *type);
+/* The topic class of TYPE's first row; -EINVAL for an unknown type. */
+int bus_type_topic_class(const char *type, enum bus_topic_class *out);
+
+/* The partition key the design gives E on its topic class: project for
+ * requests, instance uuid for commands and events, host for reports.
+ * Returns a pointer into E's body, or NULL when the body lacks it. */
+const char *bus_envelope_default_key(const struct bus_envelope *e);
+
+/* The instance.build body check: bus_spec_parse (bus/spec.h) by default;
+ * a hook so that tests or tools can put another in. Returns 0 or <0 with
+ * err_msg() naming the field relative to the body ("flavor.vcpus: ..."). */
+extern int (*bus_instance_spec_validator)(const json_t *body);
+
+/* ---- client ------------------------------------------------------------ */
+/*
+ * Where the brokers are: bus.bootstrap_servers, else the first line of the
+ * address file (bus.address_file, else $STRATUS_BUS_ADDR_FILE, else
+ * BUS_DEFAULT_ADDR_FILE). *out is malloc'd.
+ */
+int bus_bootstrap(const struct bus_config *cfg, char **out);
+/* The address file stratus-bus writes / clients read (not malloc'd). */
+const char *bus_address_file(const char *configured);
+
+struct bus_producer;
+
+/* Delivery report hook: err == 0 when the broker has the message. */
+typedef void (*bus_delivery_fn)(void *opaque, const char *topic, int32_t partition,
+				int64_t offset, int err, const char *errstr);
+
+/*
+ * An idempotent producer (enable.idempotence=true, acks=all). Every
+ * message ends in a delivery report: delivered, or failed (counted,
+ * logged with topic and key, passed to on_delivery). *out: bus_producer_free().
+ */
+int bus_producer_new(const struct bus_config *cfg, struct bus_producer **out);
+void bus_producer_set_delivery_cb(struct bus_producer *p, bus_delivery_fn fn, void *opaque);
+
+/*
+ * Queue E for TOPIC (NULL: the topic of E's class when it has one fixed
+ * topic) with KEY (NULL: bus_envelope_default_key). Checks that E's type
+ * travels on TOPIC. Blocks (serving delivery reports) while the local queue
+ * is full. Returns 0 when queued; the outcome comes in the delivery report.
+ */
+int bus_produce(struct bus_producer *p, const char *topic, const char *key,
+		const struct bus_envelope *e);
+/* Queue raw bytes (no validation): for tools, tests and benchmarks. */
+int bus_produce_raw(struct bus_producer *p, const char *topic, const char *key,
+		    const void *data, size_t len);
+/* Serve delivery reports for up to timeout_ms. */
+void bus_producer_poll(struct bus_producer *p, int timeout_ms);
+/*
+ * Wait until every queued message has its delivery report. Returns 0 when
+ * all were delivered since the last flush, -ETIMEDOUT when some are still
+ * in flight, -EIO when some failed (err_msg says how many and why).
+ */
+int bus_producer_flush(struct bus_producer *p, int timeout_ms);
+uint64_t bus_producer_delivered(const struct bus_producer *p);
+uint64_t bus_producer_failed(const struct bus_producer *p);
+/* Flush (up to 10 s, logging what is left), then destroy. NULL is fine. */
+void bus_producer_free(struct bus_producer *p);
+
+/* One message as a handler sees it. */
+struct bus_message {
+	const char *topic;
+	int32_t partition;
+	int64_t offset;
+	const char *key;              /* NUL-terminated copy, or NULL */
+	const void *payload;
+	size_t len;
+	const struct bus_envelope *env; /* NULL when the message is invalid */
+	const char *error;            /* why it is invalid (observe mode only) */
+};
+
+/*
+ * The handler's verdict: 0 = the effect is durable, store the offset;
+ * <0 = not durable: the offset is not stored and the message is delivered
+ * again (the partition is rewound to it, after a back-off of 50 ms doubling
+ * up to 5 s while failures go on, spent inside bus_consumer_poll).
+ */
+typedef int (*bus_handler_fn)(void *opaque, const struct bus_message *m);
+
+struct bus_consumer_opts {
+	const char *group_id;         /* NULL: cfg->group_id, else "stratus" */
+	const char *const *topics;    /* NULL-terminated; may hold "^regex" */
+	const char *source;           /* source of error events (NULL: client id) */
+	/* observe: no group, no offsets stored, no error events; the handler
+	 * sees invalid messages too (env NULL, error set). For tail tools. */
+	bool observe;
+	bool from_end;                /* observe: start at the end, not the beginning */
+	struct bus_producer *errors;  /* producer for error events (NULL: own) */
+};
+
+struct bus_consumer;
+
+int bus_consumer_new(const struct bus_config *cfg, const struct bus_consumer_opts *o,
+		     struct bus_consumer **out);
+/*
+ * Wait up to timeout_ms for one message and hand it to FN. A message that
+ * does not parse is logged, answered with a request.result error event on
+ * stratus.events, and its offset stored; FN does not see it (except in
+ * observe mode). Returns 1 when a message was handled (or skipped), 0 on
+ * timeout, <0 on a consumer error.
+ */
+int bus_consumer_poll(struct bus_consumer *c, int timeout_ms, bus_handler_fn fn, void *opaque);
+/* True once the group gave this consumer partitions (always in observe). */
+bool bus_consumer_assigned(struct bus_consumer *c);
+/* Commit the stored offsets now (synchronously). */
+int bus_consumer_commit(struct bus_consumer *c);
+/* Messages skipped as invalid so far. */
+uint64_t bus_consumer_rejected(const struct bus_consumer *c);
+/* Commit stored offsets, leave the group, destroy. NULL is fine. */
+void bus_consumer_free(struct bus_consumer *c);
+
+/* ---- broker (stratus-bus) ---------------------------------------------- */
+struct bus_broker;
+
+/* Start the mock cluster: cfg->brokers brokers on loopback, the fixed
+ * Stratus topics with cfg->partitions partitions, and each topic of
+ * cfg->topics with its own count. */
+int bus_broker_start(const struct broker_config *cfg, struct bus_broker **out);
+/* "127.0.0.1:PORT,..." (owned by the broker). */
+const char *bus_broker_bootstraps(const struct bus_broker *b);
+void bus_broker_stop(struct bus_broker *b);
 
 #endif

@@ -285,6 +285,30 @@ static int parse_flavor(json_t *root, struct spec_flavor *f)
 	return 0;
 }
 
+static int parse_blob(json_t *img, const char *key, struct spec_blob *b)
+{
+	json_t *o = json_object_get(img, key);
+	char f_url[32], f_sum[32];
+	int r;
+
+	if (!o || json_is_null(o))
+		return 0;
+	snprintf(f_url, sizeof(f_url), "image.%s.url", key);
+	snprintf(f_sum, sizeof(f_sum), "image.%s.checksum", key);
+	if (!json_is_object(o))
+		return bad(f_url, "expected an object {url, checksum}");
+	if ((r = get_str(o, "url", f_url, true, STR_MAX, &b->url)) < 0 ||
+	    (r = get_str(o, "checksum", f_sum, true, 200, &b->checksum)) < 0)
+		return r;
+	if (strncmp(b->url, "http://", 7) != 0 && strncmp(b->url, "https://", 8) != 0 &&
+	    strncmp(b->url, "file://", 7) != 0)
+		return bad(f_url, "expected an http://, https:// or file:// URL, got '%.200s'", b->url);
+	if (!valid_checksum(b->checksum))
+		return bad(f_sum, "expected sha256:<64 hex digits> or sha512:<128 hex digits>, got '%.200s'",
+			   b->checksum);
+	return 0;
+}
+
 static int parse_image(json_t *root, struct spec_image *im)
 {
 	json_t *o = json_object_get(root, "image");
@@ -312,6 +336,12 @@ static int parse_image(json_t *root, struct spec_image *im)
 	if (strcmp(im->disk_format, "qcow2") != 0 && strcmp(im->disk_format, "raw") != 0)
 		return bad("image.disk_format", "expected one of qcow2, raw, got '%s'",
 			   im->disk_format);
+	if ((r = parse_blob(o, "kernel", &im->kernel)) < 0 ||
+	    (r = parse_blob(o, "initrd", &im->initrd)) < 0 ||
+	    (r = get_str(o, "cmdline", "image.cmdline", false, 1024, &im->cmdline)) < 0)
+		return r;
+	if ((im->initrd.url || im->cmdline) && !im->kernel.url)
+		return bad("image.kernel", "missing (image.initrd and image.cmdline need a kernel)");
 	return 0;
 }
 
@@ -535,8 +565,18 @@ json_t *bus_spec_to_json(const struct instance_spec *s)
 		      spec_seed_names[s->seed]);
 	if (!o)
 		return NULL;
+	json_t *img = json_object_get(o, "image");
+
 	if (s->image.name)
-		json_object_set_new(json_object_get(o, "image"), "name", json_string(s->image.name));
+		json_object_set_new(img, "name", json_string(s->image.name));
+	if (s->image.kernel.url)
+		json_object_set_new(img, "kernel", json_pack("{s:s, s:s}", "url", s->image.kernel.url,
+							     "checksum", s->image.kernel.checksum));
+	if (s->image.initrd.url)
+		json_object_set_new(img, "initrd", json_pack("{s:s, s:s}", "url", s->image.initrd.url,
+							     "checksum", s->image.initrd.checksum));
+	if (s->image.cmdline)
+		json_object_set_new(img, "cmdline", json_string(s->image.cmdline));
 	keys = json_array();
 	for (size_t i = 0; i < s->n_ssh_keys; i++)
 		json_array_append_new(keys, json_pack("{s:s, s:s}", "name", s->ssh_keys[i].name,
@@ -585,6 +625,11 @@ void bus_spec_free(struct instance_spec *s)
 	free(s->image.url);
 	free(s->image.checksum);
 	free(s->image.disk_format);
+	free(s->image.kernel.url);
+	free(s->image.kernel.checksum);
+	free(s->image.initrd.url);
+	free(s->image.initrd.checksum);
+	free(s->image.cmdline);
 	free(s->user_data);
 	for (size_t i = 0; i < s->n_ssh_keys; i++) {
 		free(s->ssh_keys[i].name);

@@ -31,12 +31,23 @@ struct spec_flavor {
 	size_t n_extra_specs;
 };
 
+/* A file that goes with an image (Nova's kernel_id/ramdisk_id): fetched
+ * and verified like the image itself. */
+struct spec_blob {
+	char *url;
+	char *checksum;
+};
+
 struct spec_image {
 	char *name;        /* may be NULL */
 	char *url;         /* http, https or file */
 	char *checksum;    /* "sha256:HEX" or "sha512:HEX", lower-case hex */
 	char *disk_format; /* "qcow2" or "raw" */
 	long min_disk_gb;
+	/* optional direct kernel boot, for images that are a bare root file
+	 * system: all NULL, or kernel (+ initrd, cmdline) set */
+	struct spec_blob kernel, initrd;
+	char *cmdline;
 };
 
 struct spec_ssh_key {

@@ -1,35 +1,123 @@
-/* stratusctl: Stratus command-line client */
+/* stratusctl: the Stratus command-line client (the frame and the command table) */
 #define LOG_TAG "cli"
+#include <getopt.h>
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
-#include "bus/bus.h"
+#include "cli/cli.h"
 #include "core/core.h"
 
-static struct log_config log_cfg;
-static struct bus_config bus_cfg;
+#define DEFAULT_CONFIG "/etc/stratus/stratus.yaml"
+
+/* THE command table: a command group is one row and one file. */
+static const struct cli_command cli_commands[] = {
+	{ "bus", "operator: send and tail messages on the bus", cli_bus },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: stratusctl [OPTIONS] COMMAND [ARGS...]\n"
+		"The Stratus command-line client.\n\n"
+		"Options:\n"
+		"  -c, --config FILE       read the bus: section of FILE (default: $STRATUS_CONFIG,\n"
+		"                          then " DEFAULT_CONFIG " if it exists)\n"
+		"  -b, --bootstrap HOST:PORT  Kafka bootstrap servers (default: bus.bootstrap_servers,\n"
+		"                          else the address file of stratus-bus: bus.address_file,\n"
+		"                          $" BUS_ADDR_FILE_ENV ", " BUS_DEFAULT_ADDR_FILE ")\n"
+		"      --json              machine-readable output (one JSON document per line)\n"
+		"  -d, --debug             log at debug level on stderr\n"
+		"  -h, --help              this help; COMMAND --help for a command's\n"
+		"  -V, --version           print the version\n\n"
+		"Commands:\n");
+	for (size_t i = 0; i < ARRAY_SIZE(cli_commands); i++)
+		fprintf(f, "  %-10s %s\n", cli_commands[i].name, cli_commands[i].summary);
+	fprintf(f, "\nExit status: 0 ok, 1 error, 2 usage.\n");
+}
 
 int main(int argc, char **argv)
 {
+	enum { OPT_JSON = 256 };
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "bootstrap", required_argument, NULL, 'b' },
+		{ "json", no_argument, NULL, OPT_JSON },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct cli_ctx ctx = { .prog = "stratusctl" };
 	const struct cfg_section sections[] = {
-		{ .name = "log", .fields = log_config_fields, .dst = &log_cfg },
-		{ .name = "bus", .fields = bus_config_fields, .dst = &bus_cfg },
+		{ .name = "bus", .fields = bus_config_fields, .dst = &ctx.bus },
 		{ 0 },
 	};
-	struct daemon_opts o = {
-		.prog = "stratusctl",
-		.summary = "Stratus command-line client",
-		.default_config = "/etc/stratus/stratus.yaml",
-		.sections = sections,
-		.log = &log_cfg,
-	};
-	int argi, r;
+	const char *config = NULL, *bootstrap = NULL;
+	const struct cli_command *cmd = NULL;
+	bool debug = false;
+	int c, r, rc = CLI_USAGE;
 
-	r = daemon_setup(&o, argc, argv, &argi);
-	if (r > 0)
-		return r - 1;
-	fprintf(stderr, "%s: not implemented yet (issue 2): the configuration loads, the service does not run\n",
-		o.prog);
-	cfg_free(log_config_fields, &log_cfg);
-	bus_config_free(&bus_cfg);
-	return 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+c:b:dhV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			config = optarg;
+			break;
+		case 'b':
+			bootstrap = optarg;
+			break;
+		case OPT_JSON:
+			ctx.json = true;
+			break;
+		case 'd':
+			debug = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return CLI_OK;
+		case 'V':
+			printf("stratusctl %s\n", STRATUS_VERSION);
+			return CLI_OK;
+		default:
+			cli_error(&ctx, "unknown option or missing argument: %s", argv[optind - 1]);
+			usage(stderr);
+			return CLI_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		cli_error(&ctx, "no command given");
+		usage(stderr);
+		return CLI_USAGE;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(cli_commands); i++)
+		if (strcmp(cli_commands[i].name, argv[optind]) == 0)
+			cmd = &cli_commands[i];
+	if (!cmd) {
+		cli_error(&ctx, "unknown command '%s'", argv[optind]);
+		usage(stderr);
+		return CLI_USAGE;
+	}
+	log_init("stratusctl", false, debug ? LOG_LVL_DEBUG : LOG_LVL_WARN);
+
+	if (!config)
+		config = getenv("STRATUS_CONFIG");
+	if (!config && access(DEFAULT_CONFIG, F_OK) == 0)
+		config = DEFAULT_CONFIG;
+	r = config ? cfg_load_file(config, sections) : cfg_load_string("(defaults)", "", 0, sections);
+	if (r < 0) {
+		cli_error(&ctx, "%s", err_msg());
+		rc = CLI_ERROR;
+		goto out;
+	}
+	if (bootstrap) {
+		free(ctx.bus.bootstrap_servers);
+		ctx.bus.bootstrap_servers = strdup(bootstrap);
+	}
+	if (!ctx.bus.client_id)
+		ctx.bus.client_id = strdup("stratusctl");
+	rc = cmd->run(&ctx, argc - optind, argv + optind);
+out:
+	bus_config_free(&ctx.bus);
+	return rc;
 }

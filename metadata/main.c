@@ -1,35 +1,185 @@
-/* stratus-metadata: the per-host metadata service for cloud-init */
+/*
+ * stratus-metadata: the per-host metadata service for cloud-init.
+ *
+ *   stratus-metadata [-c FILE] [-n] [-d] [--instances FILE | --store DB] [--listen ADDR:PORT]
+ *
+ * Serves the EC2 and OpenStack metadata APIs (metadata/service.c) over
+ * HTTP (metadata/http.c) for the instances of a source: the JSON file of
+ * instance specs given with --instances (or metadata.instances), reloaded
+ * on SIGHUP, or the agent's SQLite store read-only (--store or
+ * metadata.store). SIGINT/SIGTERM stop it.
+ */
 #define LOG_TAG "metadata"
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "bus/bus.h"
 #include "core/core.h"
+#include "metadata/metadata.h"
 
 static struct log_config log_cfg;
 static struct bus_config bus_cfg;
+static struct md_config md_cfg;
+
+static const char usage_extra[] =
+	"service options (before or after the common ones):\n"
+	"  --instances FILE     JSON array of instance specs (default: metadata.instances);\n"
+	"                       re-read on SIGHUP\n"
+	"  --store DB           the agent's SQLite store, read-only (default: metadata.store)\n"
+	"  --listen ADDR:PORT   listen address (default: metadata.listen)\n";
+
+/*
+ * Take our own options out of argv (daemon_setup knows only the common
+ * ones). Returns 0, or -EINVAL for a missing value.
+ */
+static int take_opts(int *argc, char **argv, const char **instances, const char **store,
+		     const char **listen)
+{
+	static const struct {
+		const char *name;
+		size_t len;
+	} opts[] = { { "--instances", 11 }, { "--store", 7 }, { "--listen", 8 } };
+	const char **dsts[] = { instances, store, listen };
+	int o = 1;
+
+	for (int i = 1; i < *argc; i++) {
+		const char **dst = NULL;
+		const char *val = NULL;
+
+		for (size_t k = 0; k < ARRAY_SIZE(opts); k++) {
+			if (strncmp(argv[i], opts[k].name, opts[k].len) != 0)
+				continue;
+			if (argv[i][opts[k].len] == '=')
+				val = argv[i] + opts[k].len + 1;
+			else if (argv[i][opts[k].len] != '\0')
+				continue;
+			dst = dsts[k];
+			break;
+		}
+		if (!dst) {
+			argv[o++] = argv[i];
+			continue;
+		}
+		if (!val) {
+			if (i + 1 >= *argc) {
+				fprintf(stderr, "stratus-metadata: %s needs a value\n", argv[i]);
+				return -EINVAL;
+			}
+			val = argv[++i];
+		}
+		*dst = val;
+	}
+	argv[o] = NULL;
+	*argc = o;
+	return 0;
+}
+
+static int validate(void *ud)
+{
+	return md_config_check(ud);
+}
 
 int main(int argc, char **argv)
 {
 	const struct cfg_section sections[] = {
 		{ .name = "log", .fields = log_config_fields, .dst = &log_cfg },
 		{ .name = "bus", .fields = bus_config_fields, .dst = &bus_cfg },
+		{ .name = "metadata", .fields = md_config_fields, .dst = &md_cfg },
 		{ 0 },
 	};
 	struct daemon_opts o = {
 		.prog = "stratus-metadata",
 		.summary = "the per-host metadata service for cloud-init",
+		.usage_extra = usage_extra,
 		.default_config = "/etc/stratus/stratus.yaml",
 		.sections = sections,
 		.log = &log_cfg,
+		.validate = validate,
+		.validate_ud = &md_cfg,
 	};
-	int argi, r;
+	const char *instances = NULL, *store = NULL, *listen = NULL;
+	struct md_source *src = NULL;
+	struct md_service *svc = NULL;
+	struct md_http *http = NULL;
+	sigset_t sigs;
+	int argi, r, code = 1;
 
+	if (take_opts(&argc, argv, &instances, &store, &listen) < 0)
+		return 2;
 	r = daemon_setup(&o, argc, argv, &argi);
-	if (r > 0)
-		return r - 1;
-	fprintf(stderr, "%s: not implemented yet (issue 5): the configuration loads, the service does not run\n",
-		o.prog);
+	if (r > 0) {
+		code = r - 1;
+		goto out;
+	}
+	if (argi < argc) {
+		fprintf(stderr, "%s: unexpected argument '%s' (try --help)\n", o.prog, argv[argi]);
+		code = 2;
+		goto out;
+	}
+	if (!instances && !store) {
+		instances = md_cfg.instances;
+		store = md_cfg.store;
+	}
+	if (!listen)
+		listen = md_cfg.listen;
+	if (instances && store) {
+		fprintf(stderr, "%s: give --instances or --store, not both\n", o.prog);
+		code = 2;
+		goto out;
+	}
+	if (!instances && !store) {
+		fprintf(stderr, "%s: no instance source: give --instances FILE or --store DB "
+				"(or metadata.instances / metadata.store)\n", o.prog);
+		goto out;
+	}
+	r = instances ? md_source_json_open(instances, &src) : md_source_store_open(store, &src);
+	if (r < 0 || md_service_new(&md_cfg, src, &svc) < 0) {
+		fprintf(stderr, "%s: %s\n", o.prog, err_msg());
+		goto out;
+	}
+
+	/* signals are taken synchronously by this thread; the HTTP threads
+	 * started below inherit the blocked mask */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (md_http_start(svc, listen, md_cfg.threads, &http) < 0) {
+		fprintf(stderr, "%s: %s\n", o.prog, err_msg());
+		goto out;
+	}
+	log_info("listening listen=%s port=%d source=%s tokens=%s proxy=%s threads=%ld",
+		 listen, md_http_port(http), instances ? instances : store,
+		 md_cfg.tokens == MD_TOKENS_REQUIRED ? "required" : "optional",
+		 md_cfg.proxy ? "on" : "off", md_cfg.threads);
+	for (;;) {
+		int sig = 0;
+
+		if (sigwait(&sigs, &sig) != 0)
+			continue;
+		if (sig == SIGHUP) {
+			if (md_source_reload(src) < 0)
+				log_error("reload failed, keeping the previous instances: %s",
+					  err_msg());
+			else
+				log_info("reloaded source=%s", instances ? instances : store);
+			continue;
+		}
+		log_info("stopping signal=%d", sig);
+		break;
+	}
+	code = 0;
+out:
+	md_http_stop(http);
+	md_service_free(svc);
+	md_source_close(src);
+	cfg_free(md_config_fields, &md_cfg);
 	cfg_free(log_config_fields, &log_cfg);
 	bus_config_free(&bus_cfg);
-	return 1;
+	return code;
 }

@@ -4,6 +4,7 @@
 # (a failure under CI=true: CI must run everything), fails otherwise.
 #   TESTS=PATTERN  only tests whose path contains PATTERN
 #   BUILD=DIR      build directory (build or build-san)
+#   SUITE=e2e      the end-to-end tests tests/e2e/e2e_*.sh instead
 # Ends with the line "N passed, N failed, N skipped".
 set -u
 BUILD=${BUILD:-build}
@@ -17,7 +18,12 @@ logdir="$BUILD/test-logs"
 mkdir -p "$logdir"
 pass=0 fail=0 skip=0 failed=""
 pattern=${TESTS:-}
-list=$( (find "$BUILD/tests" -type f -name 'test_*' -perm -u+x 2>/dev/null; find tests -name 'test_*.sh') | sort)
+if [ "${SUITE:-}" = e2e ]; then
+	# end-to-end tests: real libvirtd, QEMU guests (make e2e)
+	list=$(find tests/e2e -name 'e2e_*.sh' | sort)
+else
+	list=$( (find "$BUILD/tests" -type f -name 'test_*' -perm -u+x 2>/dev/null; find tests -name 'test_*.sh') | sort)
+fi
 for t in $list; do
 	case "$t" in *"$pattern"*) ;; *) continue ;; esac
 	name=$(echo "$t" | sed -e "s|^$BUILD/||" -e 's|/|_|g')

@@ -1,0 +1,140 @@
+/* The agent's internals, shared by its files and its tests. */
+#ifndef STRATUS_AGENT_PRIV_H
+#define STRATUS_AGENT_PRIV_H
+
+#include <pthread.h>
+#include <signal.h>
+
+#include "agent/agent.h"
+#include "agent/store.h"
+#include "bus/bus.h"
+#include "bus/spec.h"
+#include "images/images.h"
+#include "metadata/metadata.h"
+#include "vmm/vmm.h"
+
+#define AGENT_MAX_WORKERS 64
+#define AGENT_CONSOLE_DEFAULT_LINES 50
+#define AGENT_CONSOLE_MAX_BYTES (64 * 1024)
+
+/* A command waiting for (or in) a worker. */
+struct job {
+	char type[BUS_TYPE_MAX];
+	char uuid[UUID_STRLEN];
+	char request_id[UUID_STRLEN];
+	json_t *body;       /* owned */
+	int64_t queued_ns;
+	struct job *next;
+};
+
+/* Build durations for the Prometheus histogram (seconds). */
+#define AGENT_HIST_BUCKETS 10
+extern const double agent_hist_bounds[AGENT_HIST_BUCKETS];
+
+struct agent_metrics {
+	uint64_t builds_ok, builds_failed, commands, rejected_fits;
+	uint64_t hist[AGENT_HIST_BUCKETS + 1]; /* last: +Inf */
+	double hist_sum;
+	uint64_t hist_count;
+};
+
+/* Per-instance sample kept between reports for rates and steal. */
+struct agent_sample {
+	char uuid[UUID_STRLEN];
+	struct vmm_dom_stats last;
+	bool have_last;
+	double steal_pct, steal_avg; /* last interval, exponential moving average */
+	uint64_t steal_ns_total;
+};
+
+struct agent {
+	const struct agent_config *cfg;
+	const struct bus_config *bus_cfg;
+	const struct vmm_config *vmm_cfg;
+	const struct img_config *img_cfg;
+	char *topic;               /* stratus.host.<host> */
+	char *source;              /* "agent/<host>" */
+	char *store_path;
+	enum vmm_virt virt;
+
+	struct agent_store *store;
+	struct vmm_topology *topo;
+	struct vmm_conn *conn;
+	struct img_cache *images;
+	struct bus_producer *prod;
+	struct bus_consumer *cons;
+
+	/* pCPU and hugepage usage: claims happen under this lock */
+	pthread_mutex_t usage_lock;
+	struct vmm_host_usage usage;
+
+	/* the job queue: one job in flight per instance */
+	pthread_mutex_t q_lock;
+	pthread_cond_t q_cond, q_idle;
+	struct job *q_head;
+	char busy[AGENT_MAX_WORKERS][UUID_STRLEN];
+	int n_running;
+	bool q_closing;
+	pthread_t workers[AGENT_MAX_WORKERS];
+	int n_workers;
+
+	/* metrics and samples, under m_lock */
+	pthread_mutex_t m_lock;
+	struct agent_metrics m;
+	struct agent_sample *samples;
+	size_t n_samples;
+	struct vmm_host_cpu host_cpu_last;
+	bool have_host_cpu;
+	double host_steal_pct, host_steal_avg;
+	bool degraded;             /* libvirtd unreachable */
+	bool reconciled;           /* the start-up reconcile has run */
+	struct agent_http *http;
+
+	volatile sig_atomic_t stopping;
+};
+
+/* jobs.c */
+int agent_enqueue(struct agent *a, const char *type, const char *uuid, const char *request_id,
+		  json_t *body);
+int agent_workers_start(struct agent *a);
+void agent_workers_stop(struct agent *a);
+
+/* events.c: emit on stratus.events (failures are logged, not fatal). */
+void agent_emit_state(struct agent *a, const char *uuid, const char *project,
+		      enum instance_state st, const char *reason, const char *request_id,
+		      json_t *extra);
+void agent_emit_result(struct agent *a, const char *request_id, bool ok, const char *error,
+		       json_t *data);
+void agent_emit_reschedule(struct agent *a, const char *uuid, const char *project,
+			   const char *reason, const char *request_id);
+
+/* build.c and ops.c: run in a worker; return 0 or <0 (already reported). */
+int agent_do_build(struct agent *a, struct job *j);
+int agent_do_delete(struct agent *a, struct job *j);
+int agent_do_power(struct agent *a, struct job *j);
+int agent_do_sync(struct agent *a, struct job *j);
+/* Undo everything a build of this row made (domain, seed, overlay,
+ * address, pCPUs, hugepages) and forget it. */
+void agent_cleanup_instance(struct agent *a, const struct store_instance *row);
+/* The last lines of the instance's serial console. New reference. */
+json_t *agent_console_tail(struct agent *a, const char *uuid, long lines);
+/* Paths of an instance's files: malloc'd, caller frees. */
+char *agent_instance_path(struct agent *a, const char *uuid, const char *file);
+
+/*
+ * Fault injection for the crash tests: with STRATUS_FAULT=KIND:WHAT in the
+ * environment the agent kills itself (SIGKILL, like kill -9) at that point:
+ * "build:STEP" right after a build step is durable, "accept:TYPE" right
+ * after a command's intent is durable and before it is queued.
+ */
+void agent_fault_point(const char *kind, const char *what);
+
+/* report.c */
+int agent_report(struct agent *a);
+int agent_http_start(struct agent *a);
+void agent_http_stop(struct agent *a);
+/* The Prometheus text exposition; malloc'd. */
+char *agent_metrics_text(struct agent *a);
+void agent_observe_build(struct agent *a, double seconds, bool ok);
+
+#endif

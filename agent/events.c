@@ -1,0 +1,65 @@
+/* What the agent says on stratus.events. */
+#define LOG_TAG "agent"
+#include <string.h>
+
+#include "agent/agent_priv.h"
+
+static void emit(struct agent *a, const char *type, const char *request_id, json_t *body)
+{
+	struct bus_envelope *e = NULL;
+
+	if (!body) {
+		log_error("event %s: out of memory", type);
+		return;
+	}
+	if (bus_envelope_new(type, BUS_TC_EVENTS, a->source,
+			     request_id && *request_id ? request_id : NULL, body, &e) < 0) {
+		log_error("event %s not sent: %s", type, err_msg());
+		return;
+	}
+	if (bus_produce(a->prod, BUS_TOPIC_EVENTS, NULL, e) < 0)
+		log_error("event %s not queued: %s", type, err_msg());
+	bus_envelope_free(e);
+}
+
+void agent_emit_state(struct agent *a, const char *uuid, const char *project,
+		      enum instance_state st, const char *reason, const char *request_id,
+		      json_t *extra)
+{
+	json_t *b = json_pack("{s:s, s:s, s:s, s:s}", "uuid", uuid, "project",
+			      project ? project : "unknown", "host", a->cfg->host, "state",
+			      instance_state_names[st]);
+
+	if (b && reason)
+		json_object_set_new(b, "reason", json_string(reason));
+	if (b && extra)
+		json_object_update(b, extra);
+	json_decref(extra);
+	log_info("instance state instance=%s state=%s%s%s", uuid, instance_state_names[st],
+		 reason ? " reason=" : "", reason ? reason : "");
+	emit(a, "instance.state", request_id, b);
+}
+
+void agent_emit_result(struct agent *a, const char *request_id, bool ok, const char *error,
+		       json_t *data)
+{
+	json_t *b = json_pack("{s:b}", "ok", ok);
+
+	if (b && error)
+		json_object_set_new(b, "error", json_string(error));
+	if (b && data)
+		json_object_set(b, "data", data);
+	json_decref(data);
+	emit(a, "request.result", request_id, b);
+}
+
+void agent_emit_reschedule(struct agent *a, const char *uuid, const char *project,
+			   const char *reason, const char *request_id)
+{
+	json_t *b = json_pack("{s:s, s:s, s:s, s:s}", "uuid", uuid, "project",
+			      project ? project : "unknown", "failed_host", a->cfg->host, "reason",
+			      reason ? reason : "build failed");
+
+	log_warn("reschedule requested instance=%s reason=\"%s\"", uuid, reason ? reason : "");
+	emit(a, "instance.reschedule", request_id, b);
+}

@@ -1,0 +1,184 @@
+/*
+ * The job queue: bounded concurrency across instances (build_concurrency
+ * workers), one job in flight per instance, jobs of one instance run in
+ * the order they arrived.
+ */
+#define LOG_TAG "agent"
+#include <errno.h>
+#include <string.h>
+
+#include "agent/agent_priv.h"
+
+static const struct {
+	const char *type;
+	int (*run)(struct agent *a, struct job *j);
+} job_table[] = {
+	{ "instance.build", agent_do_build },
+	{ "instance.delete", agent_do_delete },
+	{ "instance.stop", agent_do_power },
+	{ "instance.start", agent_do_power },
+	{ "instance.reboot", agent_do_power },
+	{ "instance.sync", agent_do_sync }, /* internal: power drift seen by an event */
+};
+
+int agent_enqueue(struct agent *a, const char *type, const char *uuid, const char *request_id,
+		  json_t *body)
+{
+	struct job *j = calloc(1, sizeof(*j)), **tail;
+
+	if (!j) {
+		json_decref(body);
+		return err_set(-ENOMEM, "out of memory");
+	}
+	snprintf(j->type, sizeof(j->type), "%s", type);
+	snprintf(j->uuid, sizeof(j->uuid), "%s", uuid);
+	snprintf(j->request_id, sizeof(j->request_id), "%s", request_id ? request_id : "");
+	j->body = body;
+	j->queued_ns = time_mono_ns();
+	pthread_mutex_lock(&a->q_lock);
+	if (a->q_closing) {
+		pthread_mutex_unlock(&a->q_lock);
+		json_decref(body);
+		free(j);
+		return err_set(-ESHUTDOWN, "agent is shutting down");
+	}
+	for (tail = &a->q_head; *tail; tail = &(*tail)->next)
+		;
+	*tail = j;
+	pthread_cond_broadcast(&a->q_cond);
+	pthread_mutex_unlock(&a->q_lock);
+	return 0;
+}
+
+static bool uuid_busy(struct agent *a, const char *uuid)
+{
+	for (int i = 0; i < a->n_workers; i++)
+		if (strcmp(a->busy[i], uuid) == 0)
+			return true;
+	return false;
+}
+
+/* The first job whose instance has nothing in flight and no earlier job
+ * waiting. Called with q_lock held. */
+static struct job *take_job(struct agent *a)
+{
+	for (struct job **pp = &a->q_head; *pp; pp = &(*pp)->next) {
+		struct job *j = *pp;
+		bool earlier = false;
+
+		for (struct job *e = a->q_head; e != j; e = e->next)
+			if (strcmp(e->uuid, j->uuid) == 0)
+				earlier = true;
+		if (earlier || uuid_busy(a, j->uuid))
+			continue;
+		*pp = j->next;
+		j->next = NULL;
+		return j;
+	}
+	return NULL;
+}
+
+struct worker_arg {
+	struct agent *a;
+	int slot;
+};
+
+static void run_job(struct agent *a, struct job *j)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(job_table); i++) {
+		if (strcmp(job_table[i].type, j->type) == 0) {
+			if (job_table[i].run(a, j) < 0)
+				log_warn("%s failed instance=%s request=%s: %s", j->type, j->uuid,
+					 j->request_id, err_msg());
+			return;
+		}
+	}
+	log_error("no worker for job type=%s instance=%s", j->type, j->uuid);
+}
+
+static void *worker_main(void *p)
+{
+	struct worker_arg *wa = p;
+	struct agent *a = wa->a;
+	int slot = wa->slot;
+
+	free(wa);
+	pthread_mutex_lock(&a->q_lock);
+	for (;;) {
+		struct job *j = take_job(a);
+
+		if (!j) {
+			if (a->q_closing)
+				break;
+			pthread_cond_wait(&a->q_cond, &a->q_lock);
+			continue;
+		}
+		snprintf(a->busy[slot], UUID_STRLEN, "%s", j->uuid);
+		a->n_running++;
+		pthread_mutex_unlock(&a->q_lock);
+
+		run_job(a, j);
+		json_decref(j->body);
+		free(j);
+
+		pthread_mutex_lock(&a->q_lock);
+		a->busy[slot][0] = '\0';
+		a->n_running--;
+		pthread_cond_broadcast(&a->q_cond); /* a job of this instance may be runnable */
+		if (!a->q_head && a->n_running == 0)
+			pthread_cond_broadcast(&a->q_idle);
+	}
+	pthread_mutex_unlock(&a->q_lock);
+	return NULL;
+}
+
+int agent_workers_start(struct agent *a)
+{
+	int n = (int)a->cfg->build_concurrency;
+
+	if (n > AGENT_MAX_WORKERS)
+		n = AGENT_MAX_WORKERS;
+	for (int i = 0; i < n; i++) {
+		struct worker_arg *wa = malloc(sizeof(*wa));
+
+		if (!wa)
+			return err_set(-ENOMEM, "out of memory");
+		wa->a = a;
+		wa->slot = i;
+		if (pthread_create(&a->workers[i], NULL, worker_main, wa) != 0) {
+			free(wa);
+			return err_set(-EAGAIN, "cannot start worker thread %d", i);
+		}
+		a->n_workers = i + 1;
+	}
+	return 0;
+}
+
+void agent_drain(struct agent *a)
+{
+	pthread_mutex_lock(&a->q_lock);
+	while (a->q_head || a->n_running > 0)
+		pthread_cond_wait(&a->q_idle, &a->q_lock);
+	pthread_mutex_unlock(&a->q_lock);
+}
+
+/* Finish what is queued and running, then stop the workers. */
+void agent_workers_stop(struct agent *a)
+{
+	pthread_mutex_lock(&a->q_lock);
+	a->q_closing = true;
+	pthread_cond_broadcast(&a->q_cond);
+	pthread_mutex_unlock(&a->q_lock);
+	for (int i = 0; i < a->n_workers; i++)
+		pthread_join(a->workers[i], NULL);
+	a->n_workers = 0;
+	/* jobs nobody could take (none, normally): their intent stays in the
+	 * store and the next start reconciles it */
+	while (a->q_head) {
+		struct job *j = a->q_head;
+
+		a->q_head = j->next;
+		json_decref(j->body);
+		free(j);
+	}
+}

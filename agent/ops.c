@@ -1,0 +1,235 @@
+/* delete, stop, start, reboot, console, and power-state sync. */
+#define LOG_TAG "agent"
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent/agent_priv.h"
+
+void agent_cleanup_instance(struct agent *a, const struct store_instance *row)
+{
+	char *p;
+
+	if (a->conn && vmm_undefine(a->conn, row->uuid) < 0)
+		log_warn("cleanup: domain not undefined instance=%s: %s", row->uuid, err_msg());
+	if (row->seed_path)
+		unlink(row->seed_path);
+	if ((p = agent_instance_path(a, row->uuid, ".seed.iso"))) {
+		unlink(p);
+		free(p);
+	}
+	if ((p = agent_instance_path(a, row->uuid, ".log"))) {
+		unlink(p);
+		free(p);
+	}
+	if (img_overlay_delete(a->images, row->uuid) < 0)
+		log_warn("cleanup: overlay not removed instance=%s: %s", row->uuid, err_msg());
+	agent_store_address_release(a->store, row->uuid);
+	if (row->placement_json) {
+		json_t *pj = json_loads(row->placement_json, 0, NULL);
+		struct vmm_placement p2;
+
+		if (pj && vmm_placement_from_json(pj, a->topo, &p2) == 0) {
+			pthread_mutex_lock(&a->usage_lock);
+			vmm_usage_release(&a->usage, &p2);
+			pthread_mutex_unlock(&a->usage_lock);
+			vmm_placement_free(&p2);
+		}
+		json_decref(pj);
+	}
+	agent_store_instance_delete(a->store, row->uuid);
+}
+
+int agent_do_delete(struct agent *a, struct job *j)
+{
+	struct store_instance row;
+	int r;
+
+	r = agent_store_instance_get(a->store, j->uuid, &row);
+	if (r == -ENOENT) {
+		/* already gone: say so again (idempotent) */
+		agent_emit_state(a, j->uuid, NULL, INST_DELETED, NULL, j->request_id, NULL);
+		agent_store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":true}");
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	agent_cleanup_instance(a, &row);
+	agent_store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":true}");
+	agent_emit_state(a, j->uuid, row.project, INST_DELETED, NULL, j->request_id, NULL);
+	agent_store_instance_free(&row);
+	return 0;
+}
+
+int agent_do_power(struct agent *a, struct job *j)
+{
+	struct store_instance row;
+	enum instance_state next;
+	bool forced = false;
+	int r;
+
+	r = agent_store_instance_get(a->store, j->uuid, &row);
+	if (r < 0) {
+		agent_emit_result(a, j->request_id, false, err_msg(), NULL);
+		agent_store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":false}");
+		return r;
+	}
+	if (row.state == INST_BUILDING || row.state == INST_DELETING || row.state == INST_ERROR) {
+		char msg[160];
+
+		snprintf(msg, sizeof(msg), "instance %s is %s: cannot %s", j->uuid,
+			 instance_state_names[row.state], j->type + strlen("instance."));
+		agent_emit_result(a, j->request_id, false, msg, NULL);
+		agent_store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":false}");
+		agent_store_instance_free(&row);
+		return err_set(-EBUSY, "%s", msg);
+	}
+	if (strcmp(j->type, "instance.stop") == 0) {
+		r = vmm_stop(a->conn, j->uuid, a->vmm_cfg->shutdown_timeout_ms, &forced);
+		next = INST_STOPPED;
+	} else if (strcmp(j->type, "instance.start") == 0) {
+		enum vmm_power pw = VMM_POWER_NONE;
+
+		r = vmm_power_state(a->conn, j->uuid, &pw);
+		if (r == 0 && pw != VMM_POWER_RUNNING)
+			r = vmm_start(a->conn, j->uuid);
+		next = INST_ACTIVE;
+	} else {
+		agent_store_instance_set_state(a->store, j->uuid, INST_REBOOTING, NULL, NULL);
+		agent_emit_state(a, j->uuid, row.project, INST_REBOOTING, NULL, j->request_id, NULL);
+		r = vmm_reboot(a->conn, j->uuid);
+		next = INST_ACTIVE;
+	}
+	if (r < 0) {
+		char msg[1024];
+
+		snprintf(msg, sizeof(msg), "%s", err_msg());
+		/* say what is true now */
+		agent_store_instance_set_state(a->store, j->uuid, row.state, NULL, msg);
+		agent_emit_state(a, j->uuid, row.project, row.state, msg, j->request_id, NULL);
+		agent_store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":false}");
+		agent_store_instance_free(&row);
+		return err_set(r, "%s", msg);
+	}
+	agent_store_instance_set_state(a->store, j->uuid, next, NULL, NULL);
+	agent_store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":true}");
+	agent_emit_state(a, j->uuid, row.project, next, forced ? "forced off after timeout" : NULL,
+			 j->request_id, NULL);
+	agent_store_instance_free(&row);
+	return 0;
+}
+
+/* A lifecycle event or reconcile saw the domain's power state: make the
+ * store agree with libvirt, with an event when they differed. */
+int agent_do_sync(struct agent *a, struct job *j)
+{
+	struct store_instance row;
+	enum vmm_power pw = VMM_POWER_NONE;
+	enum instance_state want;
+	int r;
+
+	r = agent_store_instance_get(a->store, j->uuid, &row);
+	if (r < 0)
+		return 0; /* not ours (any more) */
+	if (row.state != INST_ACTIVE && row.state != INST_STOPPED && row.state != INST_REBOOTING) {
+		agent_store_instance_free(&row);
+		return 0; /* a command owns it */
+	}
+	r = vmm_power_state(a->conn, j->uuid, &pw);
+	if (r < 0) {
+		agent_store_instance_free(&row);
+		return r;
+	}
+	switch (pw) {
+	case VMM_POWER_RUNNING:
+	case VMM_POWER_PAUSED:
+		want = INST_ACTIVE;
+		break;
+	case VMM_POWER_SHUTOFF:
+	case VMM_POWER_CRASHED:
+		want = INST_STOPPED;
+		break;
+	case VMM_POWER_NONE:
+		want = INST_ERROR;
+		break;
+	case VMM_POWER_OTHER:
+	case VMM_POWER_LAST:
+	default:
+		want = row.state;
+		break;
+	}
+	if (want != row.state) {
+		const char *why = json_string_value(json_object_get(j->body, "reason"));
+
+		if (!why)
+			why = want == INST_ERROR ? "domain vanished from libvirt"
+						 : "power state changed outside Stratus";
+		agent_store_instance_set_state(a->store, j->uuid, want, NULL,
+					       want == INST_ERROR ? why : NULL);
+		agent_emit_state(a, j->uuid, row.project, want, why, NULL, NULL);
+	}
+	agent_store_instance_free(&row);
+	return 0;
+}
+
+json_t *agent_console_tail(struct agent *a, const char *uuid, long lines)
+{
+	char *path = agent_instance_path(a, uuid, ".log");
+	char *buf = NULL;
+	struct stat st;
+	off_t start;
+	ssize_t n;
+	int fd;
+	json_t *out = NULL;
+
+	if (!path)
+		return NULL;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	free(path);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return json_pack("{s:[]}", "lines");
+	}
+	start = st.st_size > AGENT_CONSOLE_MAX_BYTES ? st.st_size - AGENT_CONSOLE_MAX_BYTES : 0;
+	buf = malloc(AGENT_CONSOLE_MAX_BYTES + 1);
+	if (!buf) {
+		close(fd);
+		return NULL;
+	}
+	n = pread(fd, buf, AGENT_CONSOLE_MAX_BYTES, start);
+	close(fd);
+	if (n < 0)
+		n = 0;
+	buf[n] = '\0';
+	/* the last `lines` lines */
+	long seen = 0;
+	char *p = buf + n;
+
+	if (p > buf && p[-1] == '\n')
+		p--;
+	while (p > buf) {
+		if (p[-1] == '\n' && ++seen >= lines)
+			break;
+		p--;
+	}
+	out = json_object();
+	json_t *arr = json_array();
+	char *save = NULL;
+
+	for (char *l = strtok_r(p, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+		size_t len = strlen(l);
+
+		if (len && l[len - 1] == '\r')
+			l[len - 1] = '\0';
+		/* console bytes are not always UTF-8: keep what jansson accepts */
+		json_t *s = json_string(l);
+
+		json_array_append_new(arr, s ? s : json_string("(binary)"));
+	}
+	json_object_set_new(out, "lines", arr);
+	free(buf);
+	return out;
+}

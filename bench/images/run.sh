@@ -1,0 +1,82 @@
+#!/bin/sh
+# images benchmark:
+#  1. fetch throughput of a 1 GiB image from a local nginx: `stratus-agent
+#     image fetch` (download + sha256 while streaming + fsync + inspect +
+#     rename) beside the curl command line on the same file in the same
+#     run (best of 3 each, alternated). Target: at least 0.9x curl's.
+#  2. time to make an instance disk (qcow2 overlay) from a cached image,
+#     64 MiB vs 1 GiB. Target: at most 20 ms, independent of the size.
+# The 1 GiB files are removed afterwards.
+set -eu
+BUILD=${BUILD:-build}
+agent="$BUILD/stratus-agent"
+obench="$BUILD/bench/images/overlay_bench"
+[ -x "$agent" ] && [ -x "$obench" ] || { echo "run make benches first"; exit 1; }
+SIZE_MB=${SIZE_MB:-1024}
+tmp=$(mktemp -d /var/tmp/stratus-imgbench-XXXXXX)
+chmod 755 "$tmp"
+ngx_pid=""
+cleanup() {
+	[ -n "$ngx_pid" ] && kill "$ngx_pid" 2>/dev/null && wait "$ngx_pid" 2>/dev/null
+	rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+mkdir -p "$tmp/www" "$tmp/ngx"
+echo "making a ${SIZE_MB} MiB image and a 64 MiB image in $tmp ..."
+head -c $((SIZE_MB * 1048576)) /dev/urandom >"$tmp/www/big.raw"
+head -c $((64 * 1048576)) /dev/urandom >"$tmp/www/small.raw"
+sum_big="sha256:$(sha256sum "$tmp/www/big.raw" | cut -d' ' -f1)"
+sum_small="sha256:$(sha256sum "$tmp/www/small.raw" | cut -d' ' -f1)"
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$tmp/ngx/nginx.conf" <<EOF
+daemon off; master_process off; worker_processes 1;
+pid $tmp/ngx/nginx.pid; error_log $tmp/ngx/error.log;
+events { worker_connections 16; }
+http {
+  access_log off; sendfile on; tcp_nopush on;
+  client_body_temp_path $tmp/ngx; proxy_temp_path $tmp/ngx; fastcgi_temp_path $tmp/ngx;
+  uwsgi_temp_path $tmp/ngx; scgi_temp_path $tmp/ngx;
+  server { listen 127.0.0.1:$port; root $tmp/www; }
+}
+EOF
+nginx -p "$tmp/ngx" -e stderr -c "$tmp/ngx/nginx.conf" &
+ngx_pid=$!
+i=0
+until curl -s -o /dev/null "http://127.0.0.1:$port/"; do
+	i=$((i + 1)); [ $i -gt 200 ] && { echo "nginx did not start"; exit 1; }; sleep 0.05
+done
+url="http://127.0.0.1:$port/big.raw"
+cat "$tmp/www/big.raw" >/dev/null # page cache warm for both
+
+now() { date +%s.%N; }
+best_curl=0 best_ours=0
+for round in 1 2 3; do
+	rm -f "$tmp/curl.out"
+	t0=$(now)
+	curl -s -o "$tmp/curl.out" "$url"
+	t1=$(now)
+	rm -f "$tmp/curl.out"
+	c=$(echo "$SIZE_MB / ($t1 - $t0)" | bc -l)
+
+	rm -rf "$tmp/cache"
+	t0=$(now)
+	"$agent" image fetch "$url" --checksum "$sum_big" --format raw --cache "$tmp/cache" \
+		--max-size 2G >/dev/null 2>"$tmp/fetch.err" || { cat "$tmp/fetch.err"; exit 1; }
+	t1=$(now)
+	o=$(echo "$SIZE_MB / ($t1 - $t0)" | bc -l)
+	printf "  round %d: curl %7.1f MiB/s   stratus-agent image fetch %7.1f MiB/s\n" "$round" "$c" "$o"
+	best_curl=$(echo "if ($c > $best_curl) $c else $best_curl" | bc -l)
+	best_ours=$(echo "if ($o > $best_ours) $o else $best_ours" | bc -l)
+done
+ratio=$(echo "$best_ours / $best_curl" | bc -l)
+printf "fetch %d MiB from local nginx (best of 3): stratus %.1f MiB/s vs curl %.1f MiB/s = %.2fx curl (target >= 0.90x)\n" \
+	"$SIZE_MB" "$best_ours" "$best_curl" "$ratio"
+echo "  (stratus also hashes sha256 while streaming, fsyncs and inspects; curl -o only writes)"
+
+# Instance disks from the cached images: the big one is in $tmp/cache already.
+"$obench" "$tmp/cache" "$tmp/instances" \
+	"64MiB" "file://$tmp/www/small.raw" "$sum_small" \
+	"${SIZE_MB}MiB" "$url" "$sum_big"
+echo "target: at most 20 ms, independent of the image size"

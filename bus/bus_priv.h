@@ -1,0 +1,39 @@
+/* bus internals that the bus's own files and its tests share. */
+#ifndef STRATUS_BUS_PRIV_H
+#define STRATUS_BUS_PRIV_H
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "bus/bus.h"
+
+struct field;
+
+/* One row of the message type table (bus/types.c). */
+struct bus_type {
+	const char *name;                 /* "instance.boot" */
+	enum bus_topic_class tc;          /* the topic class it travels on */
+	const struct field *fields;       /* the body's schema */
+	int (*check)(const json_t *body); /* extra check after the schema, or NULL */
+};
+
+const struct bus_type *bus_type_table(size_t *n);
+/* The row of NAME on class tc (BUS_TC_LAST: the first row of NAME). */
+const struct bus_type *bus_type_find(const char *name, enum bus_topic_class tc);
+/* bus_validate() that also returns the row that accepted the body. */
+int bus_type_validate(const char *type, enum bus_topic_class tc, const json_t *body,
+		      const struct bus_type **row);
+
+/* librdkafka configuration for CFG: bootstrap, client.id, then DEFAULTS
+ * (key, value, ..., NULL), then bus.properties (which win over defaults).
+ * *out: rd_kafka_conf_destroy() (or hand it to rd_kafka_new). */
+int bus_rdkafka_conf(const struct bus_config *cfg, const char *const *defaults,
+		     rd_kafka_conf_t **out);
+int bus_conf_set(rd_kafka_conf_t *conf, const char *key, const char *val);
+/* librdkafka's log lines, through ours (rd_kafka_conf_set_log_cb). */
+void bus_rdkafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+
+/* The mock cluster behind a started broker (for fault-injecting tests). */
+rd_kafka_mock_cluster_t *bus_broker_mock(struct bus_broker *b);
+
+#endif

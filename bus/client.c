@@ -1,0 +1,686 @@
+/*
+ * The librdkafka client: configuration and bootstrap, the idempotent
+ * producer with delivery reports, the at-least-once consumer.
+ *
+ * Nothing here knows whether the brokers are stratus-bus's mock cluster or
+ * a real Kafka cluster: both are reached through bootstrap.servers.
+ */
+#define LOG_TAG "bus"
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bus/bus.h"
+#include "bus/bus_priv.h"
+
+#define ADDR_FILE_MAX 4096
+
+/* ---- configuration ----------------------------------------------------- */
+
+const char *bus_address_file(const char *configured)
+{
+	const char *env = getenv(BUS_ADDR_FILE_ENV);
+
+	if (configured && *configured)
+		return configured;
+	if (env && *env)
+		return env;
+	return BUS_DEFAULT_ADDR_FILE;
+}
+
+int bus_bootstrap(const struct bus_config *cfg, char **out)
+{
+	_cleanup_free_ char *text = NULL;
+	const char *path;
+	char *s;
+	size_t n;
+	int r;
+
+	if (cfg && cfg->bootstrap_servers && *cfg->bootstrap_servers) {
+		s = strdup(cfg->bootstrap_servers);
+		if (!s)
+			return err_set(-ENOMEM, "out of memory");
+		*out = s;
+		return 0;
+	}
+	path = bus_address_file(cfg ? cfg->address_file : NULL);
+	r = read_file(path, ADDR_FILE_MAX, &text, &n);
+	if (r < 0)
+		return err_prefix(r, "bus: no bootstrap servers: bus.bootstrap_servers is not set "
+			"and the address file of stratus-bus cannot be read (is stratus-bus running?)");
+	n = strcspn(text, "\r\n");
+	text[n] = '\0';
+	if (n == 0)
+		return err_set(-EINVAL, "bus: %s: empty address file", path);
+	*out = strndup(text, n);
+	if (!*out)
+		return err_set(-ENOMEM, "out of memory");
+	return 0;
+}
+
+int bus_conf_set(rd_kafka_conf_t *conf, const char *key, const char *val)
+{
+	char errstr[256];
+
+	if (rd_kafka_conf_set(conf, key, val, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+		return err_set(-EINVAL, "bus: librdkafka property %s: %s", key, errstr);
+	return 0;
+}
+
+
+void bus_rdkafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	enum log_level lvl = level <= LOG_ERR ? LOG_LVL_ERROR :
+			     level <= LOG_WARNING ? LOG_LVL_WARN :
+			     level <= LOG_INFO ? LOG_LVL_INFO : LOG_LVL_DEBUG;
+
+	log_at(lvl, "librdkafka client=%s facility=%s %s", rd_kafka_name(rk), fac, buf);
+}
+
+int bus_rdkafka_conf(const struct bus_config *cfg, const char *const *defaults,
+		     rd_kafka_conf_t **out)
+{
+	_cleanup_free_ char *bootstrap = NULL;
+	rd_kafka_conf_t *conf;
+	int r;
+
+	r = bus_bootstrap(cfg, &bootstrap);
+	if (r < 0)
+		return r;
+	conf = rd_kafka_conf_new();
+	if (!conf)
+		return err_set(-ENOMEM, "out of memory");
+	rd_kafka_conf_set_log_cb(conf, bus_rdkafka_log);
+	if ((r = bus_conf_set(conf, "bootstrap.servers", bootstrap)) < 0 ||
+	    (r = bus_conf_set(conf, "client.id",
+			      cfg && cfg->client_id ? cfg->client_id : "stratus")) < 0)
+		goto fail;
+	for (size_t i = 0; defaults && defaults[i]; i += 2)
+		if ((r = bus_conf_set(conf, defaults[i], defaults[i + 1])) < 0)
+			goto fail;
+	for (size_t i = 0; cfg && i < cfg->properties.n; i++) {
+		r = bus_conf_set(conf, cfg->properties.keys[i], cfg->properties.vals[i]);
+		if (r < 0) {
+			r = err_prefix(r, "bus.properties.%s", cfg->properties.keys[i]);
+			goto fail;
+		}
+	}
+	*out = conf;
+	return 0;
+fail:
+	rd_kafka_conf_destroy(conf);
+	return r;
+}
+
+/* ---- producer ---------------------------------------------------------- */
+
+struct bus_producer {
+	rd_kafka_t *rk;
+	uint64_t delivered, failed;    /* totals (atomic) */
+	uint64_t failed_at_flush;      /* failed at the last flush */
+	char last_error[256];
+	bus_delivery_fn on_delivery;
+	void *opaque;
+};
+
+static void delivery_report(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+	struct bus_producer *p = opaque;
+	const char *topic = rd_kafka_topic_name(m->rkt);
+
+	(void)rk;
+	if (m->err) {
+		__atomic_add_fetch(&p->failed, 1, __ATOMIC_SEQ_CST);
+		snprintf(p->last_error, sizeof(p->last_error), "%s", rd_kafka_err2str(m->err));
+		log_error("produce failed topic=%s key=%.*s bytes=%zu error=\"%s\"", topic,
+			  (int)(m->key ? m->key_len : 0), m->key ? (const char *)m->key : "",
+			  m->len, rd_kafka_err2str(m->err));
+	} else {
+		__atomic_add_fetch(&p->delivered, 1, __ATOMIC_SEQ_CST);
+	}
+	if (p->on_delivery)
+		p->on_delivery(p->opaque, topic, m->partition, m->offset, m->err ? -EIO : 0,
+			       m->err ? rd_kafka_err2str(m->err) : NULL);
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	(void)opaque;
+	if (err == RD_KAFKA_RESP_ERR__FATAL) {
+		char buf[256];
+
+		rd_kafka_fatal_error(rk, buf, sizeof(buf));
+		log_error("bus client fatal error client=%s error=\"%s\"", rd_kafka_name(rk), buf);
+		return;
+	}
+	/* transport errors while a broker is away: librdkafka retries */
+	log_warn("bus client error client=%s error=\"%s\" reason=\"%s\"", rd_kafka_name(rk),
+		 rd_kafka_err2str(err), reason);
+}
+
+/* Defaults that bus.properties may override. */
+static const char *const producer_defaults[] = {
+	"linger.ms", "2",               /* latency matters more than batch size here */
+	NULL,
+};
+
+int bus_producer_new(const struct bus_config *cfg, struct bus_producer **out)
+{
+	struct bus_producer *p = NULL;
+	rd_kafka_conf_t *conf = NULL;
+	char errstr[256];
+	int r;
+
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return err_set(-ENOMEM, "out of memory");
+	r = bus_rdkafka_conf(cfg, producer_defaults, &conf);
+	if (r < 0)
+		goto fail;
+	/* not negotiable: no duplicates, no reordering on retries */
+	if ((r = bus_conf_set(conf, "enable.idempotence", "true")) < 0)
+		goto fail;
+	rd_kafka_conf_set_dr_msg_cb(conf, delivery_report);
+	rd_kafka_conf_set_error_cb(conf, error_cb);
+	rd_kafka_conf_set_opaque(conf, p);
+	p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+	if (!p->rk) {
+		r = err_set(-EINVAL, "bus: cannot create a producer: %s", errstr);
+		goto fail;
+	}
+	*out = p;
+	return 0;
+fail:
+	if (conf)
+		rd_kafka_conf_destroy(conf);
+	free(p);
+	return r;
+}
+
+void bus_producer_set_delivery_cb(struct bus_producer *p, bus_delivery_fn fn, void *opaque)
+{
+	p->on_delivery = fn;
+	p->opaque = opaque;
+}
+
+/* flags: RD_KAFKA_MSG_F_COPY or RD_KAFKA_MSG_F_FREE (then data is ours on success) */
+static int produce(struct bus_producer *p, const char *topic, const char *key, void *data,
+		   size_t len, int flags)
+{
+	rd_kafka_resp_err_t err;
+
+	for (;;) {
+		err = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic),
+					RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+					RD_KAFKA_V_VALUE(data, len), RD_KAFKA_V_MSGFLAGS(flags),
+					RD_KAFKA_V_END);
+		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+			break;
+		rd_kafka_poll(p->rk, 10); /* make room: serve delivery reports */
+	}
+	if (err)
+		return err_set(-EIO, "produce to %s: %s", topic, rd_kafka_err2str(err));
+	rd_kafka_poll(p->rk, 0);
+	return 0;
+}
+
+int bus_produce_raw(struct bus_producer *p, const char *topic, const char *key,
+		    const void *data, size_t len)
+{
+	return produce(p, topic, key, (void *)(uintptr_t)data, len, RD_KAFKA_MSG_F_COPY);
+}
+
+int bus_produce(struct bus_producer *p, const char *topic, const char *key,
+		const struct bus_envelope *e)
+{
+	enum bus_topic_class tc;
+	char *data = NULL;
+	size_t len;
+	int r;
+
+	if (!topic) {
+		if (e->tc == BUS_TC_HOST)
+			return err_set(-EINVAL, "%s: travels on %s<host>: the topic must be given",
+				       e->type, BUS_TOPIC_HOST_PREFIX);
+		topic = bus_topic_class_name(e->tc);
+	}
+	r = bus_topic_classify(topic, &tc);
+	if (r < 0)
+		return r;
+	if (tc != e->tc && bus_validate(e->type, tc, e->body) < 0)
+		return err_set(-EINVAL, "%s: does not travel on %s (its topic is %s)", e->type,
+			       topic, bus_topic_class_name(e->tc));
+	if (!key)
+		key = bus_envelope_default_key(e);
+	r = bus_envelope_serialize(e, &data, &len);
+	if (r < 0)
+		return r;
+	r = produce(p, topic, key, data, len, RD_KAFKA_MSG_F_FREE);
+	if (r < 0)
+		free(data);
+	return r;
+}
+
+void bus_producer_poll(struct bus_producer *p, int timeout_ms)
+{
+	rd_kafka_poll(p->rk, timeout_ms);
+}
+
+int bus_producer_flush(struct bus_producer *p, int timeout_ms)
+{
+	rd_kafka_resp_err_t err = rd_kafka_flush(p->rk, timeout_ms);
+	uint64_t failed = __atomic_load_n(&p->failed, __ATOMIC_SEQ_CST);
+	uint64_t new_failed = failed - p->failed_at_flush;
+
+	p->failed_at_flush = failed;
+	if (new_failed)
+		return err_set(-EIO, "bus: %" PRIu64 " message(s) could not be delivered: %s",
+			       new_failed, p->last_error);
+	if (err == RD_KAFKA_RESP_ERR__TIMED_OUT)
+		return err_set(-ETIMEDOUT, "bus: %d message(s) still undelivered after %d ms",
+			       rd_kafka_outq_len(p->rk), timeout_ms);
+	return 0;
+}
+
+uint64_t bus_producer_delivered(const struct bus_producer *p)
+{
+	return __atomic_load_n(&p->delivered, __ATOMIC_SEQ_CST);
+}
+
+uint64_t bus_producer_failed(const struct bus_producer *p)
+{
+	return __atomic_load_n(&p->failed, __ATOMIC_SEQ_CST);
+}
+
+void bus_producer_free(struct bus_producer *p)
+{
+	if (!p)
+		return;
+	if (rd_kafka_flush(p->rk, 10000) == RD_KAFKA_RESP_ERR__TIMED_OUT)
+		log_error("producer closed with messages undelivered count=%d",
+			  rd_kafka_outq_len(p->rk));
+	rd_kafka_destroy(p->rk);
+	free(p);
+}
+
+/* ---- consumer ---------------------------------------------------------- */
+
+struct bus_consumer {
+	rd_kafka_t *rk;
+	bool observe;
+	struct bus_producer *errors;   /* for error events */
+	bool own_errors;
+	const struct bus_config *cfg;  /* to create the error producer lazily */
+	char *source;
+	uint64_t rejected;
+	unsigned fail_streak;          /* handler failures in a row */
+};
+
+/* observe mode: assign every partition of the wanted topics (no group) */
+static int observe_assign(struct bus_consumer *c, const char *const *topics, bool from_end)
+{
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_topic_partition_list_t *parts = NULL;
+	rd_kafka_resp_err_t err;
+	int r = 0;
+
+	/* metadata of the named topics (which creates them where auto-create is
+	 * on), else of every topic */
+	if (topics && topics[0]) {
+		for (size_t i = 0; topics[i]; i++) {
+			rd_kafka_topic_t *rkt = rd_kafka_topic_new(c->rk, topics[i], NULL);
+
+			if (!rkt)
+				return err_set(-EINVAL, "topic %s: %s", topics[i],
+					       rd_kafka_err2str(rd_kafka_last_error()));
+			for (int tries = 0; tries < 20; tries++) {
+				err = rd_kafka_metadata(c->rk, 0, rkt, &md, 5000);
+				if (err)
+					break;
+				if (md->topic_cnt == 1 && !md->topics[0].err &&
+				    md->topics[0].partition_cnt > 0)
+					break;
+				rd_kafka_metadata_destroy(md);
+				md = NULL;
+				usleep(100 * 1000); /* being created */
+			}
+			rd_kafka_topic_destroy(rkt);
+			if (err || !md) {
+				r = err_set(-EIO, "topic %s: no metadata: %s", topics[i],
+					    err ? rd_kafka_err2str(err) : "topic does not exist");
+				goto out;
+			}
+			if (!parts)
+				parts = rd_kafka_topic_partition_list_new(8);
+			for (int p = 0; p < md->topics[0].partition_cnt; p++)
+				rd_kafka_topic_partition_list_add(parts, topics[i], p)->offset =
+					from_end ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
+			rd_kafka_metadata_destroy(md);
+			md = NULL;
+		}
+	} else {
+		err = rd_kafka_metadata(c->rk, 1, NULL, &md, 5000);
+		if (err)
+			return err_set(-EIO, "bus: no metadata: %s", rd_kafka_err2str(err));
+		parts = rd_kafka_topic_partition_list_new(8);
+		for (int t = 0; t < md->topic_cnt; t++) {
+			if (strncmp(md->topics[t].topic, "stratus.", 8) != 0)
+				continue;
+			for (int p = 0; p < md->topics[t].partition_cnt; p++)
+				rd_kafka_topic_partition_list_add(parts, md->topics[t].topic, p)
+					->offset = from_end ? RD_KAFKA_OFFSET_END
+							    : RD_KAFKA_OFFSET_BEGINNING;
+		}
+	}
+	err = rd_kafka_assign(c->rk, parts);
+	if (err)
+		r = err_set(-EIO, "bus: assign: %s", rd_kafka_err2str(err));
+out:
+	if (md)
+		rd_kafka_metadata_destroy(md);
+	if (parts)
+		rd_kafka_topic_partition_list_destroy(parts);
+	return r;
+}
+
+/* Defaults that bus.properties may override. */
+static const char *const consumer_defaults[] = {
+	"auto.offset.reset", "earliest",   /* a new group misses no request */
+	"auto.commit.interval.ms", "1000", /* stored offsets reach the broker within 1 s */
+	/* a dead member's partitions move on after 6 s (Kafka's minimum),
+	 * not 45 s: the group's other members take over sooner */
+	"session.timeout.ms", "6000",
+	"heartbeat.interval.ms", "2000",
+	NULL,
+};
+
+int bus_consumer_new(const struct bus_config *cfg, const struct bus_consumer_opts *o,
+		     struct bus_consumer **out)
+{
+	struct bus_consumer *c = NULL;
+	rd_kafka_conf_t *conf = NULL;
+	const char *group;
+	char errstr[256];
+	int r;
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return err_set(-ENOMEM, "out of memory");
+	c->observe = o->observe;
+	c->cfg = cfg;
+	c->source = strdup(o->source ? o->source : cfg && cfg->client_id ? cfg->client_id
+									   : "stratus");
+	if (!c->source) {
+		r = err_set(-ENOMEM, "out of memory");
+		goto fail;
+	}
+	r = bus_rdkafka_conf(cfg, o->observe ? NULL : consumer_defaults, &conf);
+	if (r < 0)
+		goto fail;
+	rd_kafka_conf_set_error_cb(conf, error_cb);
+	if (o->observe) {
+		char gid[UUID_STRLEN + 16];
+
+		/* a group of its own that never commits: assign() wants one */
+		snprintf(gid, sizeof(gid), "observer-");
+		uuid_generate_str(gid + strlen(gid));
+		if ((r = bus_conf_set(conf, "group.id", gid)) < 0 ||
+		    (r = bus_conf_set(conf, "enable.auto.commit", "false")) < 0 ||
+		    (r = bus_conf_set(conf, "allow.auto.create.topics", "true")) < 0)
+			goto fail;
+	} else {
+		group = o->group_id ? o->group_id : cfg && cfg->group_id ? cfg->group_id : "stratus";
+		if ((r = bus_conf_set(conf, "group.id", group)) < 0 ||
+		    /* not negotiable: at least once */
+		    (r = bus_conf_set(conf, "enable.auto.offset.store", "false")) < 0 ||
+		    (r = bus_conf_set(conf, "enable.auto.commit", "true")) < 0)
+			goto fail;
+	}
+	c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	if (!c->rk) {
+		r = err_set(-EINVAL, "bus: cannot create a consumer: %s", errstr);
+		goto fail;
+	}
+	conf = NULL;
+	rd_kafka_poll_set_consumer(c->rk);
+	c->errors = o->errors;
+	if (o->observe) {
+		r = observe_assign(c, o->topics, o->from_end);
+		if (r < 0)
+			goto fail;
+	} else {
+		rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(4);
+		rd_kafka_resp_err_t err;
+
+		for (size_t i = 0; o->topics && o->topics[i]; i++)
+			rd_kafka_topic_partition_list_add(subs, o->topics[i], RD_KAFKA_PARTITION_UA);
+		if (subs->cnt == 0) {
+			rd_kafka_topic_partition_list_destroy(subs);
+			r = err_set(-EINVAL, "bus: consumer: no topics given");
+			goto fail;
+		}
+		err = rd_kafka_subscribe(c->rk, subs);
+		rd_kafka_topic_partition_list_destroy(subs);
+		if (err) {
+			r = err_set(-EINVAL, "bus: subscribe: %s", rd_kafka_err2str(err));
+			goto fail;
+		}
+	}
+	*out = c;
+	return 0;
+fail:
+	if (conf)
+		rd_kafka_conf_destroy(conf);
+	c->errors = NULL;
+	bus_consumer_free(c);
+	return r;
+}
+
+/* The request id of a message that did not validate, when it has one. */
+static void raw_request_id(const void *data, size_t len, char out[UUID_STRLEN])
+{
+	json_t *root = len <= BUS_MAX_MESSAGE ? json_loadb(data, len, 0, NULL) : NULL;
+	const char *rid = json_string_value(json_object_get(root, "request_id"));
+
+	if (rid && uuid_valid(rid))
+		snprintf(out, UUID_STRLEN, "%s", rid);
+	else
+		uuid_generate_str(out);
+	json_decref(root);
+}
+
+/* Answer an invalid message with request.result {ok: false} on stratus.events. */
+static void answer_invalid(struct bus_consumer *c, const struct bus_message *m,
+			   const char *why)
+{
+	struct bus_envelope *e = NULL;
+	char rid[UUID_STRLEN];
+	json_t *body;
+	int r;
+
+	if (!c->errors) {
+		r = bus_producer_new(c->cfg, &c->errors);
+		if (r < 0) {
+			log_error("cannot answer an invalid message: %s", err_msg());
+			return;
+		}
+		c->own_errors = true;
+	}
+	raw_request_id(m->payload, m->len, rid);
+	body = json_pack("{s:b, s:s, s:{s:s, s:i, s:I}}", "ok", 0, "error", why, "data", "topic",
+			 m->topic, "partition", (int)m->partition, "offset",
+			 (json_int_t)m->offset);
+	r = bus_envelope_new("request.result", BUS_TC_EVENTS, c->source, rid, body, &e);
+	if (r >= 0)
+		r = bus_produce(c->errors, BUS_TOPIC_EVENTS, m->key ? m->key : rid, e);
+	if (r >= 0)
+		r = bus_producer_flush(c->errors, 5000);
+	if (r < 0)
+		log_error("cannot answer an invalid message topic=%s partition=%d offset=%" PRId64
+			  ": %s", m->topic, (int)m->partition, m->offset, err_msg());
+	bus_envelope_free(e);
+}
+
+static int store_offset(struct bus_consumer *c, const rd_kafka_message_t *rkm)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_resp_err_t err;
+
+	rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(rkm->rkt), rkm->partition)
+		->offset = rkm->offset + 1;
+	err = rd_kafka_offsets_store(c->rk, l);
+	if (!err && l->elems[0].err)
+		err = l->elems[0].err;
+	rd_kafka_topic_partition_list_destroy(l);
+	if (err) /* e.g. the partition was revoked meanwhile: it is delivered again */
+		return err_set(-EIO, "store offset %s[%d]@%" PRId64 ": %s",
+			       rd_kafka_topic_name(rkm->rkt), (int)rkm->partition, rkm->offset,
+			       rd_kafka_err2str(err));
+	return 0;
+}
+
+/* not durable: rewind the partition so that the message comes again */
+static void rewind_to(struct bus_consumer *c, const rd_kafka_message_t *rkm)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_error_t *error;
+
+	rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(rkm->rkt), rkm->partition)
+		->offset = rkm->offset;
+	error = rd_kafka_seek_partitions(c->rk, l, 5000);
+	if (error) {
+		log_error("rewind failed topic=%s partition=%d offset=%" PRId64 " error=\"%s\"",
+			  rd_kafka_topic_name(rkm->rkt), (int)rkm->partition, rkm->offset,
+			  rd_kafka_error_string(error));
+		rd_kafka_error_destroy(error);
+	}
+	rd_kafka_topic_partition_list_destroy(l);
+}
+
+int bus_consumer_poll(struct bus_consumer *c, int timeout_ms, bus_handler_fn fn, void *opaque)
+{
+	rd_kafka_message_t *rkm;
+	struct bus_envelope *e = NULL;
+	_cleanup_free_ char *key = NULL;
+	struct bus_message m = { 0 };
+	int r;
+
+	rkm = rd_kafka_consumer_poll(c->rk, timeout_ms);
+	if (!rkm)
+		return 0;
+	if (rkm->err) {
+		r = 0;
+		if (rkm->err == RD_KAFKA_RESP_ERR__FATAL) {
+			r = err_set(-EIO, "bus consumer: fatal: %s", rd_kafka_message_errstr(rkm));
+		} else if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+			log_warn("consumer error topic=%s error=\"%s\"",
+				 rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "-",
+				 rd_kafka_message_errstr(rkm));
+		}
+		rd_kafka_message_destroy(rkm);
+		return r;
+	}
+	if (rkm->key) {
+		key = strndup(rkm->key, rkm->key_len);
+		if (!key) {
+			rd_kafka_message_destroy(rkm);
+			return err_set(-ENOMEM, "out of memory");
+		}
+	}
+	m.topic = rd_kafka_topic_name(rkm->rkt);
+	m.partition = rkm->partition;
+	m.offset = rkm->offset;
+	m.key = key;
+	m.payload = rkm->payload;
+	m.len = rkm->len;
+	r = bus_envelope_parse(rkm->payload ? rkm->payload : "", rkm->len, m.topic, &e);
+	if (r < 0) {
+		_cleanup_free_ char *why = strdup(err_msg());
+
+		c->rejected++;
+		if (c->observe) {
+			m.error = why ? why : "invalid message";
+			fn(opaque, &m);
+		} else {
+			log_warn("invalid message skipped topic=%s partition=%d offset=%" PRId64
+				 " error=\"%s\"", m.topic, (int)m.partition, m.offset,
+				 why ? why : "?");
+			answer_invalid(c, &m, why ? why : "invalid message");
+			if (store_offset(c, rkm) < 0)
+				log_warn("%s", err_msg());
+		}
+		rd_kafka_message_destroy(rkm);
+		return 1;
+	}
+	m.env = e;
+	r = fn(opaque, &m);
+	if (!c->observe) {
+		if (r >= 0) {
+			c->fail_streak = 0;
+			if (store_offset(c, rkm) < 0)
+				log_warn("%s", err_msg());
+		} else {
+			/* back off: 50 ms, 100 ms ... 5 s, so that a failing effect
+			 * (store down, disk full) is not retried in a tight loop */
+			unsigned shift = c->fail_streak < 7 ? c->fail_streak : 7;
+			unsigned ms = (50u << shift) < 5000u ? 50u << shift : 5000u;
+
+			c->fail_streak++;
+			log_warn("handler failed, message will come again topic=%s partition=%d "
+				 "offset=%" PRId64 " type=%s id=%s failures=%u retry_ms=%u", m.topic,
+				 (int)m.partition, m.offset, e->type, e->id, c->fail_streak, ms);
+			rewind_to(c, rkm);
+			usleep(ms * 1000);
+		}
+	}
+	bus_envelope_free(e);
+	rd_kafka_message_destroy(rkm);
+	return 1;
+}
+
+bool bus_consumer_assigned(struct bus_consumer *c)
+{
+	rd_kafka_topic_partition_list_t *parts = NULL;
+	bool yes;
+
+	if (rd_kafka_assignment(c->rk, &parts))
+		return false;
+	yes = parts->cnt > 0;
+	rd_kafka_topic_partition_list_destroy(parts);
+	return yes;
+}
+
+int bus_consumer_commit(struct bus_consumer *c)
+{
+	rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 0);
+
+	if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+		return err_set(-EIO, "bus: commit: %s", rd_kafka_err2str(err));
+	return 0;
+}
+
+uint64_t bus_consumer_rejected(const struct bus_consumer *c)
+{
+	return c->rejected;
+}
+
+void bus_consumer_free(struct bus_consumer *c)
+{
+	if (!c)
+		return;
+	if (c->rk) {
+		rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk);
+
+		if (err)
+			log_warn("consumer close: %s", rd_kafka_err2str(err));
+		rd_kafka_destroy(c->rk);
+	}
+	if (c->own_errors)
+		bus_producer_free(c->errors);
+	free(c->source);
+	free(c);
+}

@@ -1,0 +1,204 @@
+#!/bin/sh
+# The single-machine dev cloud: make demo / make demo-stop.
+#
+#   sh deploy/demo.sh start   install what is missing, build, prepare the host,
+#                             start stratus-bus, -scheduler, -metadata, -agent,
+#                             build and serve a Debian 12 guest image with
+#                             cloud-init, boot one instance with user-data and
+#                             show its console proving cloud-init ran it.
+#   sh deploy/demo.sh stop    delete the demo instance, stop what start started.
+#   sh deploy/demo.sh status
+#
+# A second start reuses what is already running. Needs root.
+set -u
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+cd "$TOP"
+DEMO=${STRATUS_DEMO_DIR:-/var/lib/stratus-demo}
+RUN=/run/stratus
+B=$TOP/build
+IMG_PORT=8099
+BR=stratusbr0
+CTL="$B/stratusctl"
+export STRATUS_CONFIG="$DEMO/stratus.yaml"
+
+say() { printf '\033[1m== %s\033[0m\n' "$*"; }
+die() { echo "demo: $*" >&2; exit 1; }
+
+running() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+start_daemon() { # NAME BINARY ARGS...
+	name=$1
+	shift
+	if running "$name"; then
+		echo "   $name already running (pid $(cat "$RUN/$name.pid"))"
+		return 0
+	fi
+	"$@" >>"$DEMO/logs/$name.log" 2>&1 &
+	echo $! >"$RUN/$name.pid"
+	sleep 0.5
+	running "$name" || die "$name did not start: $(tail -n 5 "$DEMO/logs/$name.log")"
+	echo "   $name started (pid $(cat "$RUN/$name.pid"), log $DEMO/logs/$name.log)"
+}
+
+stop_daemon() {
+	running "$1" || { rm -f "$RUN/$1.pid"; return 0; }
+	pid=$(cat "$RUN/$1.pid")
+	kill "$pid"
+	for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	kill -9 "$pid" 2>/dev/null
+	rm -f "$RUN/$1.pid"
+	echo "   $1 stopped"
+}
+
+prepare_host() {
+	say "preparing the host: bridge $BR (10.77.0.1/24 + 169.254.169.254), hugepages, libvirtd"
+	if ! ip link show "$BR" >/dev/null 2>&1; then
+		ip link add "$BR" type bridge || die "cannot create bridge $BR"
+		touch "$RUN/bridge-created"
+	fi
+	ip link set "$BR" up
+	ip addr show dev "$BR" | grep -q "10.77.0.1/24" || ip addr add 10.77.0.1/24 dev "$BR"
+	ip addr show dev "$BR" | grep -q "169.254.169.254/32" || ip addr add 169.254.169.254/32 dev "$BR"
+	# 2 MiB pages for the m1.pinned flavor (512 MiB)
+	mountpoint -q /dev/hugepages 2>/dev/null ||
+		{ mkdir -p /dev/hugepages && mount -t hugetlbfs hugetlbfs /dev/hugepages; }
+	have=$(cat /proc/sys/vm/nr_hugepages)
+	[ "$have" -ge 256 ] || echo 256 >/proc/sys/vm/nr_hugepages
+	. "$TOP/tests/lib/libvirt.sh"
+	libvirt_up || die "libvirtd did not start"
+}
+
+guest_image() {
+	say "guest image: Debian 12 with cloud-init (built once, then cached)"
+	out=$(sh "$TOP/tests/guest/build-debian.sh") || die "guest image build failed"
+	eval "$(echo "$out" | grep -E '^(image|kernel|initrd|cmdline)=')"
+	[ -n "${image:-}" ] || die "guest image: no image path in the builder's output"
+	IMG_DIR=$(dirname "$image")
+	sum() { echo "sha256:$(sha256sum "$1" | cut -d' ' -f1)"; }
+	IMAGE_LINE="url=http://127.0.0.1:$IMG_PORT/$(basename "$image") checksum=$(sum "$image") disk_format=qcow2 min_disk_gb=2 kernel=http://127.0.0.1:$IMG_PORT/$(basename "$kernel") kernel_checksum=$(sum "$kernel") initrd=http://127.0.0.1:$IMG_PORT/$(basename "$initrd") initrd_checksum=$(sum "$initrd") cmdline=$(echo "$cmdline" | sed 's/ /%20/g')"
+}
+
+serve_images() {
+	say "serving the image over HTTP on 127.0.0.1:$IMG_PORT (nginx)"
+	if running nginx; then
+		echo "   nginx already running"
+		return 0
+	fi
+	cat >"$DEMO/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $RUN/nginx.pid;
+error_log $DEMO/logs/nginx-error.log;
+events { worker_connections 64; }
+http {
+	access_log $DEMO/logs/nginx-access.log;
+	sendfile on;
+	server {
+		listen 127.0.0.1:$IMG_PORT;
+		root $IMG_DIR;
+		location / { autoindex on; }
+	}
+}
+EOF
+	nginx -c "$DEMO/nginx.conf" >>"$DEMO/logs/nginx.log" 2>&1 &
+	sleep 0.5
+	running nginx || die "nginx did not start: $(tail -n 3 "$DEMO/logs/nginx-error.log")"
+}
+
+write_config() {
+	ncpu=$(nproc)
+	if [ "$ncpu" -ge 2 ]; then
+		shared="0"
+		dedicated="1-$((ncpu - 1))"
+	else
+		shared="0"
+		dedicated=""
+	fi
+	sed -e "s|@DEMO@|$DEMO|g" -e "s|@HOST@|$(hostname -s)|g" -e "s|@IMAGE_LINE@|$IMAGE_LINE|" \
+		-e "s|@DEDICATED@|$dedicated|" -e "s|@SHARED@|$shared|" \
+		deploy/demo/stratus.yaml.in >"$DEMO/stratus.yaml.new"
+	for d in stratus-bus stratus-scheduler stratus-metadata stratus-agent; do
+		"$B/$d" -n -c "$DEMO/stratus.yaml.new" >/dev/null || die "generated config rejected by $d"
+	done
+	mv "$DEMO/stratus.yaml.new" "$DEMO/stratus.yaml"
+}
+
+start() {
+	[ "$(id -u)" = 0 ] || die "run as root (it installs packages, makes a bridge, starts libvirtd)"
+	say "installing what is missing (Debian packages) and building"
+	sh deps/install.sh deps/build*.txt deps/demo*.txt || die "package installation failed"
+	make -s -j2 all || die "build failed"
+	mkdir -p "$DEMO/logs" "$RUN"
+	prepare_host
+	guest_image
+	serve_images
+	write_config
+	say "starting the services"
+	start_daemon bus "$B/stratus-bus" -c "$DEMO/stratus.yaml"
+	for _ in $(seq 50); do [ -s "$RUN/bus.addr" ] && break; sleep 0.1; done
+	start_daemon scheduler "$B/stratus-scheduler" -c "$DEMO/stratus.yaml"
+	start_daemon agent "$B/stratus-agent" -c "$DEMO/stratus.yaml"
+	start_daemon metadata "$B/stratus-metadata" -c "$DEMO/stratus.yaml"
+
+	say "booting demo-1 (m1.small, debian-12, user-data deploy/demo/user-data.yaml)"
+	if "$CTL" show demo-1 >/dev/null 2>&1; then
+		echo "   demo-1 exists already: $("$CTL" show demo-1 --json 2>/dev/null | jq -r .state)"
+	else
+		"$CTL" boot demo-1 --flavor m1.small --image debian-12 \
+			--user-data deploy/demo/user-data.yaml || die "boot failed"
+	fi
+
+	say "waiting for cloud-init in the guest to run our user-data (TCG: about a minute)"
+	ok=""
+	for _ in $(seq 120); do
+		if "$CTL" console demo-1 --lines 400 2>/dev/null | grep -q "STRATUS-DEMO: hello from cloud-init"; then
+			ok=1
+			break
+		fi
+		sleep 3
+	done
+	"$CTL" console demo-1 --lines 400 2>/dev/null |
+		grep -E "Cloud-init v\.|STRATUS-DEMO|login:" | tail -n 6 | sed 's/^/   console: /'
+	[ -n "$ok" ] || die "cloud-init did not report our user-data in time (see $CTL console demo-1)"
+	cat <<EOF
+
+The cloud is up. Try:
+  $CTL list                       instances of your project
+  $CTL show demo-1                its state, host, address
+  $CTL console demo-1             its serial console
+  $CTL boot web-1 --flavor m1.tiny --image debian-12 --meta role=web
+  $CTL host list                  hosts with usage and steal
+  $CTL quota show default
+  curl -s 127.0.0.1:9180/metrics   the agent's Prometheus metrics
+  $CTL bus tail                   every message on the bus
+Logs: $DEMO/logs/. Stop it all: make demo-stop
+EOF
+}
+
+stop() {
+	[ "$(id -u)" = 0 ] || die "run as root"
+	say "stopping the dev cloud"
+	if running agent && running scheduler; then
+		for name in $("$CTL" list --json 2>/dev/null | jq -r '.[].name' 2>/dev/null); do
+			"$CTL" delete "$name" >/dev/null 2>&1 && echo "   deleted $name"
+		done
+	fi
+	for d in metadata agent scheduler bus nginx; do stop_daemon "$d"; done
+	if [ -f "$RUN/bridge-created" ]; then
+		ip link del "$BR" 2>/dev/null && echo "   bridge $BR removed"
+		rm -f "$RUN/bridge-created"
+	fi
+}
+
+status() {
+	for d in bus scheduler agent metadata nginx; do
+		if running "$d"; then echo "$d: running (pid $(cat "$RUN/$d.pid"))"; else echo "$d: stopped"; fi
+	done
+}
+
+case "${1:-start}" in
+start) start ;;
+stop) stop ;;
+status) status ;;
+*) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,71 @@
+/* The `metadata:` config section: its fields table and cross-field checks. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <string.h>
+
+#include "metadata/metadata_priv.h"
+
+static const char *const md_tokens_names[] = {
+	[MD_TOKENS_OPTIONAL] = "optional",
+	[MD_TOKENS_REQUIRED] = "required",
+	[MD_TOKENS_LAST] = NULL,
+};
+
+const struct cfg_field md_config_fields[] = {
+	{ .key = "listen", .type = CFG_STRING, .offset = offsetof(struct md_config, listen),
+	  .expected = "ADDR:PORT", .def = "169.254.169.254:80" },
+	{ .key = "tokens", .type = CFG_ENUM, .offset = offsetof(struct md_config, tokens),
+	  .names = md_tokens_names, .def = "optional" },
+	{ .key = "proxy", .type = CFG_BOOL, .offset = offsetof(struct md_config, proxy),
+	  .def = "false" },
+	{ .key = "shared_secret", .type = CFG_STRING,
+	  .offset = offsetof(struct md_config, shared_secret), .expected = "a secret string" },
+	{ .key = "rate_limit", .type = CFG_INT, .offset = offsetof(struct md_config, rate_limit),
+	  .min = 0, .max = 1000000, .def = "100" },
+	{ .key = "rate_burst", .type = CFG_INT, .offset = offsetof(struct md_config, rate_burst),
+	  .min = 1, .max = 1000000, .def = "200" },
+	{ .key = "threads", .type = CFG_INT, .offset = offsetof(struct md_config, threads),
+	  .min = 1, .max = 256, .def = "2" },
+	{ .key = "instances", .type = CFG_STRING, .offset = offsetof(struct md_config, instances),
+	  .expected = "a path to a JSON array of instance specs" },
+	{ .key = "store", .type = CFG_STRING, .offset = offsetof(struct md_config, store),
+	  .expected = "the path of the agent's store.db" },
+	{ 0 },
+};
+
+int md_listen_parse(const char *listen, struct sockaddr_in *sa)
+{
+	const char *colon = strrchr(listen, ':');
+	char host[INET_ADDRSTRLEN];
+	long port;
+
+	memset(sa, 0, sizeof(*sa));
+	sa->sin_family = AF_INET;
+	if (!colon || (size_t)(colon - listen) >= sizeof(host) ||
+	    parse_long(colon + 1, 0, 65535, &port) < 0)
+		return err_set(-EINVAL, "listen: expected IPV4ADDR:PORT, got '%s'", listen);
+	memcpy(host, listen, (size_t)(colon - listen));
+	host[colon - listen] = '\0';
+	if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
+		return err_set(-EINVAL, "listen: expected IPV4ADDR:PORT, got '%s'", listen);
+	sa->sin_port = htons((uint16_t)port);
+	return 0;
+}
+
+int md_config_check(const struct md_config *c)
+{
+	struct sockaddr_in sa;
+
+	if (c->listen && md_listen_parse(c->listen, &sa) < 0)
+		return err_set(-EINVAL, "%s: metadata.listen: expected IPV4ADDR:PORT, got '%s'",
+			       cfg_where(&c->listen), c->listen);
+	if (c->proxy && (!c->shared_secret || strlen(c->shared_secret) < 16))
+		return err_set(-EINVAL, "%s: metadata.shared_secret: proxy mode needs a shared "
+					"secret of at least 16 characters",
+			       cfg_where(c->shared_secret ? (const void *)&c->shared_secret
+							  : (const void *)&c->proxy));
+	if (c->instances && c->store)
+		return err_set(-EINVAL, "%s: metadata.store: give instances or store, not both",
+			       cfg_where(&c->store));
+	return 0;
+}

@@ -1,0 +1,460 @@
+/*
+ * The `scheduler:` config section and the flavor / image catalog entries.
+ *
+ * Catalog entries are one line each in the YAML so that the config loader's
+ * field tables (which know scalars, lists and flat maps) carry them:
+ *
+ *   scheduler:
+ *     flavors:
+ *       m1.small: vcpus=1 ram_mb=1024 disk_gb=4
+ *       m1.pinned: vcpus=2 ram_mb=1024 disk_gb=4 hw:cpu_policy=dedicated hw:mem_page_size=2MB
+ *     images:
+ *       debian-12: url=http://10.0.0.1/d.qcow2 checksum=sha256:... disk_format=qcow2 min_disk_gb=2
+ */
+#define LOG_TAG "scheduler"
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "scheduler/sched_priv.h"
+
+const char *const sched_policy_names[] = { "spread", "pack", NULL };
+static const char *const sync_names[] = { "normal", "full", NULL };
+
+#define OFF(f) offsetof(struct sched_config, f)
+#define DBL(k, f, lo, hi, d) \
+	{ .key = (k), .type = CFG_DOUBLE, .offset = OFF(f), .dmin = (lo), .dmax = (hi), .def = (d) }
+
+const struct cfg_field sched_config_fields[] = {
+	{ .key = "state_path", .type = CFG_STRING, .offset = OFF(state_path),
+	  .def = "/var/lib/stratus/scheduler.db", .expected = "a file path" },
+	{ .key = "synchronous", .type = CFG_ENUM, .offset = OFF(sync), .names = sync_names,
+	  .def = "normal" },
+	{ .key = "heartbeat_interval", .type = CFG_DURATION, .offset = OFF(heartbeat_interval_ms),
+	  .def = "10s" },
+	{ .key = "missed_heartbeats", .type = CFG_INT, .offset = OFF(missed_heartbeats), .min = 1,
+	  .max = 100, .def = "3" },
+	{ .key = "placement", .type = CFG_ENUM, .offset = OFF(placement),
+	  .names = sched_policy_names, .def = "spread" },
+	DBL("ram_weight_multiplier", ram_weight_multiplier, 0, 1e6, "1.0"),
+	DBL("cpu_weight_multiplier", cpu_weight_multiplier, 0, 1e6, "1.0"),
+	DBL("steal_weight_multiplier", steal_weight_multiplier, 0, 1e6, "1.0"),
+	DBL("build_failure_weight_multiplier", build_failure_weight_multiplier, 0, 1e9, "100.0"),
+	DBL("instance_count_weight_multiplier", instance_count_weight_multiplier, 0, 1e6, "0.0"),
+	DBL("steal_threshold_pct", steal_threshold_pct, 0, 100, "0"),
+	DBL("steal_smoothing", steal_smoothing, 0.01, 1, "0.3"),
+	DBL("cpu_allocation_ratio", cpu_allocation_ratio, 0.1, 64, "4.0"),
+	DBL("ram_allocation_ratio", ram_allocation_ratio, 0.1, 64, "1.0"),
+	{ .key = "reserved_host_memory_mb", .type = CFG_INT, .offset = OFF(reserved_host_memory_mb),
+	  .min = 0, .max = 1L << 30, .def = "512" },
+	{ .key = "max_attempts", .type = CFG_INT, .offset = OFF(max_attempts), .min = 1, .max = 20,
+	  .def = "3" },
+	{ .key = "candidates", .type = CFG_INT, .offset = OFF(candidates), .min = 0,
+	  .max = 1000000, .def = "50" },
+	{ .key = "batch_max", .type = CFG_INT, .offset = OFF(batch_max), .min = 1, .max = 10000,
+	  .def = "64" },
+	{ .key = "batch_window", .type = CFG_DURATION, .offset = OFF(batch_window_ms),
+	  .def = "1ms" },
+	{ .key = "default_quotas", .type = CFG_SECTION, .offset = OFF(default_quotas),
+	  .sub = quota_default_fields },
+	{ .key = "flavors", .type = CFG_MAP, .offset = OFF(flavors) },
+	{ .key = "images", .type = CFG_MAP, .offset = OFF(images) },
+	{ 0 },
+};
+
+void sched_config_free(struct sched_config *c)
+{
+	cfg_free(sched_config_fields, c);
+}
+
+/* ---- flavors ----------------------------------------------------------- */
+
+void sched_flavor_free(struct sched_flavor *f)
+{
+	if (!f)
+		return;
+	free(f->name);
+	cfg_map_free(&f->extra_specs);
+	memset(f, 0, sizeof(*f));
+}
+
+static int map_add(struct cfg_map *m, const char *k, const char *v)
+{
+	char **nk = realloc(m->keys, (m->n + 2) * sizeof(char *));
+
+	if (!nk)
+		return -ENOMEM;
+	m->keys = nk;
+	char **nv = realloc(m->vals, (m->n + 2) * sizeof(char *));
+
+	if (!nv)
+		return -ENOMEM;
+	m->vals = nv;
+	m->keys[m->n] = strdup(k);
+	m->vals[m->n] = strdup(v);
+	if (!m->keys[m->n] || !m->vals[m->n]) {
+		free(m->keys[m->n]);
+		free(m->vals[m->n]);
+		return -ENOMEM;
+	}
+	m->n++;
+	m->keys[m->n] = m->vals[m->n] = NULL;
+	return 0;
+}
+
+static int page_size_parse(const char *v, long *out)
+{
+	static const struct {
+		const char *name;
+		long kb;
+	} sizes[] = {
+		{ "small", SCHED_PAGE_SMALL }, { "large", SCHED_PAGE_LARGE },
+		{ "any", SCHED_PAGE_ANY },     { "2MB", 2048 },
+		{ "2M", 2048 },                { "2048", 2048 },
+		{ "1GB", 1048576 },            { "1G", 1048576 },
+		{ "1048576", 1048576 },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
+		if (strcmp(v, sizes[i].name) == 0) {
+			*out = sizes[i].kb;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* Derive the placement facts from the extra specs, checking their values. */
+static int flavor_derive(struct sched_flavor *f)
+{
+	const char *v;
+
+	f->dedicated = false;
+	f->page_kb = SCHED_PAGE_SMALL;
+	v = cfg_map_get(&f->extra_specs, "hw:cpu_policy");
+	if (v) {
+		if (strcmp(v, "dedicated") == 0)
+			f->dedicated = true;
+		else if (strcmp(v, "shared") != 0)
+			return err_set(-EINVAL, "flavor %s: hw:cpu_policy: expected shared or "
+				       "dedicated, got '%s'", f->name, v);
+	}
+	v = cfg_map_get(&f->extra_specs, "hw:mem_page_size");
+	if (v && page_size_parse(v, &f->page_kb) < 0)
+		return err_set(-EINVAL, "flavor %s: hw:mem_page_size: expected small, large, any, "
+			       "2MB or 1GB, got '%s'", f->name, v);
+	return 0;
+}
+
+/* One "key=value" word of a catalog line into a long field. */
+static int word_long(const char *entry, const char *key, const char *v, long min, long *out)
+{
+	if (parse_long(v, min, 1L << 40, out) < 0)
+		return err_set(-EINVAL, "%s: %s: expected an integer of at least %ld, got '%s'",
+			       entry, key, min, v);
+	return 0;
+}
+
+/* Split TEXT into words of key=value; calls fn for each. */
+static int each_word(const char *entry, const char *text,
+		     int (*fn)(void *ctx, const char *k, const char *v), void *ctx)
+{
+	_cleanup_free_ char *copy = strdup(text);
+	char *save = NULL;
+
+	if (!copy)
+		return err_set(-ENOMEM, "out of memory");
+	for (char *w = strtok_r(copy, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
+		char *eq = strchr(w, '=');
+		int r;
+
+		if (!eq || eq == w || !eq[1])
+			return err_set(-EINVAL, "%s: expected key=value words, got '%s'", entry, w);
+		*eq = '\0';
+		r = fn(ctx, w, eq + 1);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+struct flavor_words {
+	const char *entry;
+	struct sched_flavor *f;
+	bool vcpus, ram;
+};
+
+static int flavor_word(void *ctx, const char *k, const char *v)
+{
+	struct flavor_words *w = ctx;
+
+	if (strcmp(k, "vcpus") == 0) {
+		w->vcpus = true;
+		return word_long(w->entry, k, v, 1, &w->f->vcpus);
+	}
+	if (strcmp(k, "ram_mb") == 0) {
+		w->ram = true;
+		return word_long(w->entry, k, v, 1, &w->f->ram_mb);
+	}
+	if (strcmp(k, "disk_gb") == 0)
+		return word_long(w->entry, k, v, 0, &w->f->disk_gb);
+	if (strchr(k, ':')) {
+		if (map_add(&w->f->extra_specs, k, v) < 0)
+			return err_set(-ENOMEM, "out of memory");
+		return 0;
+	}
+	return err_set(-EINVAL, "%s: unknown key '%s' (expected vcpus, ram_mb, disk_gb or an "
+		       "extra spec like hw:cpu_policy)", w->entry, k);
+}
+
+int sched_flavor_parse(const char *name, const char *text, struct sched_flavor *out)
+{
+	struct sched_flavor f = { 0 };
+	_cleanup_free_ char *entry = NULL;
+	struct flavor_words w = { .f = &f };
+	int r;
+
+	if (asprintf(&entry, "flavor %s", name) < 0)
+		return err_set(-ENOMEM, "out of memory");
+	w.entry = entry;
+	f.name = strdup(name);
+	if (!f.name)
+		return err_set(-ENOMEM, "out of memory");
+	r = each_word(entry, text, flavor_word, &w);
+	if (r == 0 && (!w.vcpus || !w.ram))
+		r = err_set(-EINVAL, "%s: vcpus and ram_mb are required", entry);
+	if (r == 0)
+		r = flavor_derive(&f);
+	if (r < 0) {
+		sched_flavor_free(&f);
+		return r;
+	}
+	*out = f;
+	return 0;
+}
+
+static int json_long(const json_t *o, const char *entry, const char *key, long min, bool req,
+		     long *out)
+{
+	const json_t *v = json_object_get(o, key);
+
+	if (!v) {
+		if (req)
+			return err_set(-EINVAL, "%s: %s: required", entry, key);
+		return 0;
+	}
+	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > (1L << 40))
+		return err_set(-EINVAL, "%s: %s: expected an integer of at least %ld", entry, key,
+			       min);
+	*out = (long)json_integer_value(v);
+	return 0;
+}
+
+int sched_flavor_from_json(const json_t *o, struct sched_flavor *out)
+{
+	struct sched_flavor f = { 0 };
+	const char *name = json_string_value(json_object_get(o, "name"));
+	json_t *es = json_object_get(o, "extra_specs");
+	const char *k;
+	json_t *v;
+	int r;
+
+	if (!name || !*name)
+		return err_set(-EINVAL, "flavor: name: required");
+	f.name = strdup(name);
+	if (!f.name)
+		return err_set(-ENOMEM, "out of memory");
+	if ((r = json_long(o, "flavor", "vcpus", 1, true, &f.vcpus)) < 0 ||
+	    (r = json_long(o, "flavor", "ram_mb", 1, true, &f.ram_mb)) < 0 ||
+	    (r = json_long(o, "flavor", "disk_gb", 0, false, &f.disk_gb)) < 0)
+		goto fail;
+	if (es && !json_is_object(es)) {
+		r = err_set(-EINVAL, "flavor %s: extra_specs: expected an object", name);
+		goto fail;
+	}
+	json_object_foreach(es, k, v) {
+		if (!json_is_string(v)) {
+			r = err_set(-EINVAL, "flavor %s: extra_specs.%s: expected a string", name, k);
+			goto fail;
+		}
+		if (map_add(&f.extra_specs, k, json_string_value(v)) < 0) {
+			r = err_set(-ENOMEM, "out of memory");
+			goto fail;
+		}
+	}
+	r = flavor_derive(&f);
+	if (r < 0)
+		goto fail;
+	*out = f;
+	return 0;
+fail:
+	sched_flavor_free(&f);
+	return r;
+}
+
+json_t *sched_flavor_to_json(const struct sched_flavor *f)
+{
+	json_t *es = json_object();
+
+	for (size_t i = 0; es && i < f->extra_specs.n; i++)
+		json_object_set_new(es, f->extra_specs.keys[i], json_string(f->extra_specs.vals[i]));
+	return json_pack("{s:s, s:I, s:I, s:I, s:o}", "name", f->name, "vcpus",
+			 (json_int_t)f->vcpus, "ram_mb", (json_int_t)f->ram_mb, "disk_gb",
+			 (json_int_t)f->disk_gb, "extra_specs", es ? es : json_object());
+}
+
+/* ---- images ------------------------------------------------------------ */
+
+void sched_image_free(struct sched_image *i)
+{
+	if (!i)
+		return;
+	free(i->name);
+	free(i->url);
+	free(i->checksum);
+	free(i->disk_format);
+	memset(i, 0, sizeof(*i));
+}
+
+static bool hex_of_len(const char *s, size_t n)
+{
+	if (strlen(s) != n)
+		return false;
+	for (; *s; s++)
+		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+			return false;
+	return true;
+}
+
+static int image_check(struct sched_image *i)
+{
+	if (!i->url || !i->checksum || !i->disk_format)
+		return err_set(-EINVAL, "image %s: url, checksum and disk_format are required",
+			       i->name);
+	if (!(strncmp(i->checksum, "sha256:", 7) == 0 && hex_of_len(i->checksum + 7, 64)) &&
+	    !(strncmp(i->checksum, "sha512:", 7) == 0 && hex_of_len(i->checksum + 7, 128)))
+		return err_set(-EINVAL, "image %s: checksum: expected sha256:<64 hex digits> or "
+			       "sha512:<128 hex digits>, got '%.40s'", i->name, i->checksum);
+	if (strcmp(i->disk_format, "qcow2") != 0 && strcmp(i->disk_format, "raw") != 0)
+		return err_set(-EINVAL, "image %s: disk_format: expected qcow2 or raw, got '%s'",
+			       i->name, i->disk_format);
+	return 0;
+}
+
+struct image_words {
+	const char *entry;
+	struct sched_image *i;
+};
+
+static int set_str(char **dst, const char *v)
+{
+	char *s = strdup(v);
+
+	if (!s)
+		return err_set(-ENOMEM, "out of memory");
+	free(*dst);
+	*dst = s;
+	return 0;
+}
+
+static int image_word(void *ctx, const char *k, const char *v)
+{
+	struct image_words *w = ctx;
+
+	if (strcmp(k, "url") == 0)
+		return set_str(&w->i->url, v);
+	if (strcmp(k, "checksum") == 0)
+		return set_str(&w->i->checksum, v);
+	if (strcmp(k, "disk_format") == 0)
+		return set_str(&w->i->disk_format, v);
+	if (strcmp(k, "min_disk_gb") == 0)
+		return word_long(w->entry, k, v, 0, &w->i->min_disk_gb);
+	return err_set(-EINVAL, "%s: unknown key '%s' (expected url, checksum, disk_format or "
+		       "min_disk_gb)", w->entry, k);
+}
+
+int sched_image_parse(const char *name, const char *text, struct sched_image *out)
+{
+	struct sched_image i = { 0 };
+	_cleanup_free_ char *entry = NULL;
+	struct image_words w = { .i = &i };
+	int r;
+
+	if (asprintf(&entry, "image %s", name) < 0)
+		return err_set(-ENOMEM, "out of memory");
+	w.entry = entry;
+	i.name = strdup(name);
+	if (!i.name)
+		return err_set(-ENOMEM, "out of memory");
+	r = each_word(entry, text, image_word, &w);
+	if (r == 0)
+		r = image_check(&i);
+	if (r < 0) {
+		sched_image_free(&i);
+		return r;
+	}
+	*out = i;
+	return 0;
+}
+
+int sched_image_from_json(const json_t *o, struct sched_image *out)
+{
+	struct sched_image i = { 0 };
+	const char *name = json_string_value(json_object_get(o, "name"));
+	const char *keys[] = { "url", "checksum", "disk_format" };
+	char **dst[] = { &i.url, &i.checksum, &i.disk_format };
+	int r = 0;
+
+	if (!name || !*name)
+		return err_set(-EINVAL, "image: name: required");
+	i.name = strdup(name);
+	if (!i.name)
+		return err_set(-ENOMEM, "out of memory");
+	for (size_t k = 0; r == 0 && k < ARRAY_SIZE(keys); k++) {
+		const char *v = json_string_value(json_object_get(o, keys[k]));
+
+		if (v)
+			r = set_str(dst[k], v);
+	}
+	if (r == 0)
+		r = json_long(o, "image", "min_disk_gb", 0, false, &i.min_disk_gb);
+	if (r == 0)
+		r = image_check(&i);
+	if (r < 0) {
+		sched_image_free(&i);
+		return r;
+	}
+	*out = i;
+	return 0;
+}
+
+json_t *sched_image_to_json(const struct sched_image *i)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:I}", "name", i->name, "url", i->url, "checksum",
+			 i->checksum, "disk_format", i->disk_format, "min_disk_gb",
+			 (json_int_t)i->min_disk_gb);
+}
+
+int sched_config_check(const struct sched_config *c)
+{
+	for (size_t k = 0; k < c->flavors.n; k++) {
+		struct sched_flavor f;
+		int r = sched_flavor_parse(c->flavors.keys[k], c->flavors.vals[k], &f);
+
+		if (r < 0)
+			return err_prefix(r, "%s: scheduler.flavors.%s", cfg_where(&c->flavors),
+					  c->flavors.keys[k]);
+		sched_flavor_free(&f);
+	}
+	for (size_t k = 0; k < c->images.n; k++) {
+		struct sched_image i;
+		int r = sched_image_parse(c->images.keys[k], c->images.vals[k], &i);
+
+		if (r < 0)
+			return err_prefix(r, "%s: scheduler.images.%s", cfg_where(&c->images),
+					  c->images.keys[k]);
+		sched_image_free(&i);
+	}
+	return 0;
+}

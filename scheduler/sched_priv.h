@@ -1,0 +1,276 @@
+/*
+ * scheduler internals shared by its files and its unit tests.
+ */
+#ifndef STRATUS_SCHED_PRIV_H
+#define STRATUS_SCHED_PRIV_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+
+#include "bus/spec.h"
+#include "scheduler/scheduler.h"
+
+#define SCHED_TOPIC_EVENTS "stratus.events"
+#define SCHED_TOPIC_HOST_PREFIX "stratus.host."
+
+#define SCHED_MAX_NUMA 8
+#define SCHED_MAX_PAGE_SIZES 3 /* huge page sizes per node (2M, 1G, ...) */
+#define SCHED_MAX_REASONS 20   /* hosts named in a "no valid host" error */
+
+/* ---- catalog ----------------------------------------------------------- */
+
+/* hw:mem_page_size: small (0), a size in KiB, large (-1: any huge size),
+ * any (-2: huge if there is room, else small). */
+#define SCHED_PAGE_SMALL 0
+#define SCHED_PAGE_LARGE (-1)
+#define SCHED_PAGE_ANY (-2)
+
+struct sched_flavor {
+	char *name;
+	long vcpus, ram_mb, disk_gb;
+	struct cfg_map extra_specs;
+	bool dedicated;  /* hw:cpu_policy=dedicated */
+	long page_kb;    /* hw:mem_page_size, see above */
+};
+
+struct sched_image {
+	char *name, *url, *checksum, *disk_format;
+	long min_disk_gb;
+};
+
+/* Parse "vcpus=2 ram_mb=1024 disk_gb=4 hw:cpu_policy=dedicated". */
+int sched_flavor_parse(const char *name, const char *text, struct sched_flavor *out);
+int sched_flavor_from_json(const json_t *o, struct sched_flavor *out);
+json_t *sched_flavor_to_json(const struct sched_flavor *f);
+void sched_flavor_free(struct sched_flavor *f);
+/* Parse "url=... checksum=sha256:... disk_format=qcow2 min_disk_gb=2". */
+int sched_image_parse(const char *name, const char *text, struct sched_image *out);
+int sched_image_from_json(const json_t *o, struct sched_image *out);
+json_t *sched_image_to_json(const struct sched_image *i);
+void sched_image_free(struct sched_image *i);
+
+/* ---- hosts ------------------------------------------------------------- */
+
+struct sched_pagepool {
+	long size_kb;
+	long total, used; /* pages */
+};
+
+struct sched_numa {
+	long pcpu_total, pcpu_used;
+	long memory_mb;
+	struct sched_pagepool pages[SCHED_MAX_PAGE_SIZES];
+	int n_pages;
+};
+
+struct sched_host {
+	char *name;
+	char *az;
+	int64_t last_report_ms;    /* wall clock; 0 = never */
+	bool was_up;               /* for sched_tick's transitions */
+	/* inventories (from reports) */
+	long vcpu_total, vcpu_reserved;
+	double vcpu_ratio;
+	long pcpu_total;
+	long ram_total, ram_reserved;
+	double ram_ratio;
+	long disk_total, disk_reserved;
+	struct sched_numa numa[SCHED_MAX_NUMA];
+	int n_numa;
+	/* claims (from allocations) */
+	long vcpu_used, pcpu_used, ram_used, disk_used;
+	long instances;
+	/* health */
+	double steal_pct;          /* moving average */
+	bool has_steal;
+	long recent_failures;      /* builds failed since the last success */
+	/* what the agent itself says it uses (shown by host list) */
+	long reported_vcpu_used, reported_ram_used;
+};
+
+long sched_host_vcpu_cap(const struct sched_host *h);
+long sched_host_ram_cap(const struct sched_host *h);
+long sched_host_disk_cap(const struct sched_host *h);
+bool sched_host_up(const struct sched_host *h, const struct sched_config *cfg, int64_t now_ms);
+
+/* Fill H's inventory from a host.report body (name and claims are left
+ * alone). Unknown fields are ignored; missing ones keep their defaults. */
+int sched_host_apply_report(struct sched_host *h, const json_t *report,
+			    const struct sched_config *cfg, int64_t now_ms);
+
+/* ---- placement --------------------------------------------------------- */
+
+enum sched_group_policy { SCHED_GROUP_NONE, SCHED_GROUP_AFFINITY, SCHED_GROUP_ANTI_AFFINITY,
+			  SCHED_GROUP_POLICY_LAST };
+extern const char *const sched_group_policy_names[];
+
+/* What one instance asks of a host. */
+struct sched_req {
+	const struct sched_flavor *flavor;
+	const struct sched_image *image;
+	const char *az;                 /* NULL = any */
+	long disk_gb;                   /* max(flavor disk, image min_disk) */
+	enum sched_group_policy group_policy;
+	const char *const *group_hosts; /* hosts holding the group's members */
+	size_t n_group_hosts;
+	const char *const *tried_hosts; /* hosts that already failed this instance */
+	size_t n_tried_hosts;
+};
+
+/* Where on a host the instance's NUMA-bound resources go. */
+struct sched_fit {
+	int node;       /* -1 when nothing is NUMA-bound */
+	long page_kb;   /* 0 = small pages */
+	long pages;
+};
+
+struct sched_ctx {
+	const struct sched_config *cfg;
+	int64_t now_ms;
+};
+
+/* A filter passes or fails a host; on failure, when WHY is not NULL, it
+ * writes the reason ("RAM: needs 4096 MB, 1024 MB free"). */
+struct sched_filter {
+	const char *name;
+	bool (*pass)(const struct sched_ctx *c, const struct sched_host *h,
+		     const struct sched_req *r, char *why, size_t whylen);
+};
+extern const struct sched_filter sched_filters[];
+extern const size_t sched_n_filters;
+
+/* A weigher gives a raw value (more = better); placement normalises it
+ * over the candidates to 0..1 and multiplies by the config multiplier. */
+struct sched_weigher {
+	const char *name;
+	double (*raw)(const struct sched_host *h, const struct sched_req *r);
+	double (*multiplier)(const struct sched_config *cfg);
+};
+extern const struct sched_weigher sched_weighers[];
+extern const size_t sched_n_weighers;
+
+/* First failing filter's reason for H, or NULL when it passes
+ * (WHY is filled). */
+const char *sched_host_reject_reason(const struct sched_ctx *c, const struct sched_host *h,
+				     const struct sched_req *r, char *why, size_t whylen);
+bool sched_host_passes(const struct sched_ctx *c, const struct sched_host *h,
+		       const struct sched_req *r);
+/* Where the NUMA-bound part goes on H (false: it does not fit). */
+bool sched_numa_fit(const struct sched_host *h, const struct sched_req *r, struct sched_fit *out);
+
+/* Claim / release a request's resources on H in memory. */
+void sched_host_claim(struct sched_host *h, const struct sched_req *r, const struct sched_fit *f);
+/* Add (sign 1) or take back (sign -1) shared vCPUs, pCPUs, RAM, disk and
+ * the NUMA part F (may be NULL) on H; counts the instance too. */
+void sched_host_adjust(struct sched_host *h, long sign, long vcpus, long pcpus, long ram_mb,
+		       long disk_gb, const struct sched_fit *f);
+
+/*
+ * Pick hosts for R among HOSTS (n): run the filters from *cursor
+ * (round-robin, advanced) until `candidates` hosts pass or all were seen,
+ * weigh them, and write up to max_out host indices best first into OUT.
+ * Returns how many were written (0 = no valid host); *scanned gets the
+ * number of hosts filtered.
+ */
+size_t sched_select(const struct sched_ctx *c, struct sched_host *const *hosts, size_t n,
+		    const struct sched_req *r, size_t *cursor, size_t *out, size_t max_out,
+		    size_t *scanned);
+/* The weighted score of every candidate (for tests): same as the
+ * weighing inside sched_select. */
+void sched_weigh(const struct sched_ctx *c, struct sched_host *const *cand, size_t n,
+		 const struct sched_req *r, double *score);
+
+/* "no valid host for web-1 (3 hosts): h1: down ...; h2: RAM: ..." as a
+ * malloc'd string. */
+char *sched_no_host_reason(const struct sched_ctx *c, struct sched_host *const *hosts, size_t n,
+			   const struct sched_req *r, const char *instance);
+
+/* ---- the state (state.c) ----------------------------------------------- */
+
+enum sched_stmt {
+	SST_BEGIN,
+	SST_COMMIT,
+	SST_ROLLBACK,
+	SST_REQ_GET,
+	SST_REQ_PUT,
+	SST_INST_INSERT,
+	SST_INST_FIND,
+	SST_INST_GET,
+	SST_INST_UPDATE,
+	SST_ALLOC_INSERT,
+	SST_ALLOC_GET,
+	SST_ALLOC_MOVE,
+	SST_ALLOC_DEL,
+	SST_HOST_PUT,
+	SST_GROUP_HOSTS,
+	SST_SAVEPOINT,
+	SST_RELEASE,
+	SST_ROLLBACK_TO,
+	SST_LAST
+};
+
+struct sched {
+	const struct sched_config *cfg;
+	sqlite3 *db;
+	struct quota_store *quotas;
+	sqlite3_stmt *st[SST_LAST];
+	struct sched_host **hosts;
+	size_t n_hosts, cap_hosts;
+	size_t *ht;            /* host index + 1 by name hash; 0 = empty */
+	size_t ht_cap;
+	struct sched_flavor *flavors;
+	size_t n_flavors;
+	struct sched_image *images;
+	size_t n_images;
+	size_t cursor;         /* round-robin start of the next decision */
+	bool in_batch;         /* inside sched_batch_begin: requests are savepoints */
+	bool sp_open;          /* a request's savepoint is open */
+	/* the WAL checkpointer: its own connection, off the decision path */
+	pthread_t ckpt;
+	bool ckpt_started;
+	bool ckpt_stop;
+	pthread_mutex_t ckpt_mu;
+	pthread_cond_t ckpt_cv;
+	struct sched_stats stats;
+};
+
+/* One row of the instances table (strings malloc'd; inst_row_free). */
+struct inst_row {
+	char uuid[UUID_STRLEN];
+	char *project, *name, *state, *host, *flavor, *image, *server_group, *request_id;
+	char *spec, *alternates, *faults, *reason, *created, *updated;
+	char *az; /* the availability zone asked for, NULL = any */
+	long attempts;
+};
+void inst_row_free(struct inst_row *r);
+/* 1 found, 0 not found, <0 error. */
+int sched_inst_get(struct sched *s, const char *uuid, struct inst_row *out);
+/* Find by name or uuid within a project among instances not deleted. */
+int sched_inst_find(struct sched *s, const char *project, const char *ref, struct inst_row *out);
+int sched_inst_update(struct sched *s, const struct inst_row *r);
+
+int sched_db_step_done(struct sched *s, enum sched_stmt st, const char *what);
+int sched_tx_begin(struct sched *s);
+int sched_tx_commit(struct sched *s);
+void sched_tx_rollback(struct sched *s);
+
+struct sched_host *sched_host_find(struct sched *s, const char *name);
+/* Find or add (not yet reported) host NAME. NULL on ENOMEM. */
+struct sched_host *sched_host_get(struct sched *s, const char *name);
+
+const struct sched_flavor *sched_flavor_find(const struct sched *s, const char *name);
+const struct sched_image *sched_image_find(const struct sched *s, const char *name);
+int sched_catalog_add_flavor(struct sched *s, struct sched_flavor *f); /* takes f */
+int sched_catalog_add_image(struct sched *s, struct sched_image *i);  /* takes i */
+/* Remove from memory and mark removed in the database; -ENOENT when absent. */
+int sched_catalog_remove(struct sched *s, bool flavor, const char *name);
+
+/* Messages out. */
+int sched_out_add(struct sched_out *o, const char *topic, const char *key, const char *type,
+		  const char *request_id, json_t *body);
+
+/* The request handlers (requests.c). */
+int sched_dispatch(struct sched *s, const char *type, const char *request_id, json_t *body,
+		   int64_t now_ms, struct sched_out *out);
+
+#endif

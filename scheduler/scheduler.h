@@ -1,0 +1,132 @@
+/*
+ * scheduler: host state, placement (filters and weighers), claims,
+ * reschedule with alternates, and the request handlers of
+ * stratus-scheduler.
+ *
+ * The handlers are functions over the state: a message in (type,
+ * request id, body), messages out (struct sched_out: events and host
+ * commands for the daemon to produce). Hosts live in memory, SQLite (WAL)
+ * is the durable record: hosts' last reports, instances, allocations,
+ * quotas, processed requests, catalogs. Nothing here talks to Kafka: the
+ * daemon (scheduler/main.c) does.
+ *
+ * See docs/scheduler.md.
+ */
+#ifndef STRATUS_SCHEDULER_H
+#define STRATUS_SCHEDULER_H
+
+#include <jansson.h>
+
+#include "core/core.h"
+#include "quotas/quotas.h"
+
+/* Where placement puts the next instance among hosts that fit. */
+enum sched_policy { SCHED_SPREAD, SCHED_PACK, SCHED_POLICY_LAST };
+extern const char *const sched_policy_names[];
+
+/* SQLite synchronous mode of the state database. */
+enum sched_sync { SCHED_SYNC_NORMAL, SCHED_SYNC_FULL, SCHED_SYNC_LAST };
+
+/* The `scheduler:` config section. */
+struct sched_config {
+	char *state_path;                 /* SQLite file */
+	int sync;                         /* enum sched_sync */
+	int64_t heartbeat_interval_ms;    /* agents report this often */
+	long missed_heartbeats;           /* this many missed = down */
+	int placement;                    /* enum sched_policy */
+	double ram_weight_multiplier;
+	double cpu_weight_multiplier;
+	double steal_weight_multiplier;
+	double build_failure_weight_multiplier;
+	double instance_count_weight_multiplier;
+	double steal_threshold_pct;       /* filter hosts above it; 0 = off */
+	double steal_smoothing;           /* moving average weight of a new sample */
+	double cpu_allocation_ratio;      /* when a host does not report one */
+	double ram_allocation_ratio;
+	long reserved_host_memory_mb;
+	long max_attempts;                /* hosts tried per instance */
+	long candidates;                  /* hosts that fit, weighed per decision (0 = all) */
+	long batch_max;                   /* requests per group commit (1 = one commit each) */
+	int64_t batch_window_ms;          /* longest a batch stays open */
+	struct quota_amounts default_quotas;
+	struct cfg_map flavors;           /* name -> "vcpus=2 ram_mb=1024 disk_gb=4 hw:...=..." */
+	struct cfg_map images;            /* name -> "url=... checksum=... disk_format=qcow2 ..." */
+};
+extern const struct cfg_field sched_config_fields[];
+void sched_config_free(struct sched_config *c);
+/* Check what the field table cannot: the catalogs parse. err_msg() names
+ * the entry: "scheduler.flavors.m1.big: vcpus: expected an integer ...". */
+int sched_config_check(const struct sched_config *c);
+
+/* A message for the daemon to send. topic: "stratus.events" or
+ * "stratus.host.<host>"; key: the partition key. All owned. */
+struct sched_msg {
+	char *topic;
+	char *key;
+	char *type;
+	char request_id[UUID_STRLEN];
+	json_t *body;
+};
+struct sched_out {
+	struct sched_msg *v;
+	size_t n, cap;
+};
+/* Free every message and empty the list (it stays usable). */
+void sched_out_clear(struct sched_out *o);
+
+struct sched;
+
+/*
+ * Open (create) the state database at cfg->state_path, load the catalogs
+ * (config entries, then what was added or removed over the bus), the
+ * hosts' last reports and the allocations. cfg must outlive the handle.
+ * *out: sched_close().
+ */
+int sched_open(const struct sched_config *cfg, struct sched **out);
+void sched_close(struct sched *s);
+
+/*
+ * Handle one message: a request from stratus.api (instance.boot, ...), an
+ * event from stratus.events (instance.state, instance.reschedule) or a
+ * host.report from stratus.metrics. now_ms is wall-clock time. Adds what
+ * must be sent to OUT. Returns 0 when the effect is durable (a request
+ * answered with an error is durable too), <0 when it is not (the state
+ * database failed: deliver the message again).
+ */
+int sched_handle(struct sched *s, const char *type, const char *request_id, json_t *body,
+		 int64_t now_ms, struct sched_out *out);
+
+/*
+ * Group commit. Between sched_batch_begin and sched_batch_commit every
+ * request runs in a savepoint of one transaction: a request that fails
+ * rolls back alone, and the batch reaches the disk with one commit. The
+ * messages the handlers added to OUT must be sent only after
+ * sched_batch_commit returned 0 (and the consumer's offsets committed
+ * after that). When it fails, nothing of the batch is durable and the
+ * in-memory state is ahead of the database: close and reopen the handle
+ * (the messages come again: the handlers are idempotent).
+ */
+int sched_batch_begin(struct sched *s);
+int sched_batch_commit(struct sched *s);
+bool sched_in_batch(const struct sched *s);
+
+/* Send instance.build again for every instance still in `scheduling`
+ * (after a restart: agents ignore a build they already have). */
+int sched_resume(struct sched *s, struct sched_out *out);
+
+/* Liveness: log hosts that went down or came back since the last tick. */
+void sched_tick(struct sched *s, int64_t now_ms);
+
+/* Counters for logs and the benchmark. */
+struct sched_stats {
+	uint64_t decisions;       /* instances placed (first attempt) */
+	uint64_t reschedules;
+	uint64_t no_valid_host;
+	uint64_t over_quota;
+	uint64_t hosts_scanned;   /* hosts run through the filters */
+	size_t hosts;
+	size_t hosts_up;
+};
+void sched_get_stats(const struct sched *s, int64_t now_ms, struct sched_stats *out);
+
+#endif
