@@ -419,15 +419,17 @@ int vmm_define(struct vmm_conn *c, const char *xml)
 {
 	virConnectPtr conn = conn_get(c);
 	virDomainPtr d;
+	int r = 0;
 
 	if (!conn)
 		return -ENOTCONN;
 	d = virDomainDefineXML(conn, xml);
-	virConnectClose(conn);
 	if (!d)
-		return virt_err(-EIO, "define domain");
-	virDomainFree(d);
-	return 0;
+		r = virt_err(-EIO, "define domain"); /* before any other call resets the error */
+	else
+		virDomainFree(d);
+	virConnectClose(conn);
+	return r;
 }
 
 int vmm_start(struct vmm_conn *c, const char *uuid)

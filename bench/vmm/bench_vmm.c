@@ -166,7 +166,7 @@ static int bench_qemu(const char *kernel, const char *initrd, const char *disk)
 		s.flavor.extra_specs[i].key[0] = 'x'; /* "xw:...": not an hw: key any more */
 	s.flavor.vcpus = 1;
 	s.flavor.ram_mb = 256;
-	snprintf(s.uuid, sizeof(s.uuid), "%s", "00000000-0000-4000-8000-bench0000001");
+	snprintf(s.uuid, sizeof(s.uuid), "%s", "00000000-0000-4000-8000-0000be0c0001");
 	vmm_undefine(c, s.uuid);
 	t0 = time_mono_ns();
 	if (vmm_fit(t, NULL, NULL, &s, &p) < 0 || vmm_domain_xml(&s, &p, &pp, &xml) < 0 ||

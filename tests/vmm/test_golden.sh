@@ -17,41 +17,40 @@ fail=0 n=0
 
 command -v virt-xml-validate >/dev/null || { echo "virt-xml-validate missing (apt-get install libvirt-clients)"; exit 1; }
 
-# name                     fixture    accel
+# name                     fixture    accel  expect (xml: the domain; err: exit 1 and the message)
 cases="
-shared-qemu                1node      qemu
-shared-kvm                 1node      kvm
-shared-config              2node-ht   qemu
-dedicated                  1node      qemu
-dedicated-prefer           2node-ht   kvm
-dedicated-isolate          2node-ht   kvm
-dedicated-require          2node-ht   kvm
-emulator-isolate           2node-ht   kvm
-emulator-share             2node-ht   kvm
-two-nodes                  2node-ht   kvm
-pages-2mb                  1node      qemu
-pages-1gb                  1g         kvm
-pages-large                1g         kvm
-pages-any                  1node      qemu
-pages-small                2node-ht   qemu
-numa-shared                2node-ht   qemu
-metachars                  1node      qemu
-seed-none                  1node      qemu
-bad-cpu-policy             1node      qemu
-bad-thread-policy          1node      qemu
-bad-emulator-policy        1node      qemu
-bad-page-size              1node      qemu
-bad-numa-nodes             1node      qemu
-thread-policy-shared       1node      qemu
-emulator-isolate-shared    1node      qemu
-uneven-split               2node-ht   qemu
-nofit-pages                2node-ht   qemu
-nofit-require-no-smt       1node      qemu
-nofit-numa-nodes           1node      qemu
-nofit-pool-disabled        1g         qemu
-nofit-isolate              2node-ht   qemu
-nofit-no-dedicated-set     1node      qemu
-"
+shared-qemu                1node      qemu   xml
+shared-kvm                 1node      kvm    xml
+shared-config              2node-ht   qemu   xml
+dedicated                  1node      qemu   xml
+dedicated-prefer           2node-ht   kvm    xml
+dedicated-isolate          2node-ht   kvm    xml
+dedicated-require          2node-ht   kvm    xml
+emulator-isolate           2node-ht   kvm    xml
+emulator-share             2node-ht   kvm    xml
+two-nodes                  2node-ht   kvm    xml
+pages-2mb                  1node      qemu   xml
+pages-1gb                  1g         kvm    xml
+pages-large                1g         kvm    xml
+pages-any                  1node      qemu   xml
+pages-small                2node-ht   qemu   xml
+numa-shared                2node-ht   qemu   xml
+metachars                  1node      qemu   xml
+seed-none                  1node      qemu   xml
+bad-cpu-policy             1node      qemu   err
+bad-thread-policy          1node      qemu   err
+bad-emulator-policy        1node      qemu   err
+bad-page-size              1node      qemu   err
+bad-numa-nodes             1node      qemu   err
+thread-policy-shared       1node      qemu   err
+emulator-isolate-shared    1node      qemu   err
+uneven-split               2node-ht   qemu   err
+nofit-pages                2node-ht   qemu   err
+nofit-require-no-smt       1node      qemu   err
+nofit-numa-nodes           1node      qemu   err
+nofit-pool-disabled        1g         qemu   err
+nofit-isolate              2node-ht   qemu   err
+nofit-no-dedicated-set     1node      qemu   err"
 
 check() { # check EXPECTED ACTUAL WHAT
 	if [ "${REGENERATE:-}" = 1 ]; then
@@ -65,7 +64,7 @@ check() { # check EXPECTED ACTUAL WHAT
 	fi
 }
 
-echo "$cases" | while read -r name fixture accel; do
+echo "$cases" | while read -r name fixture accel expect; do
 	[ -n "$name" ] || continue
 	echo "$name" >>"$tmp/seen"
 	cfg=""
@@ -74,16 +73,14 @@ echo "$cases" | while read -r name fixture accel; do
 	"$agent" render-domain $cfg --sysfs "$sysfs/$fixture" --accel "$accel" \
 		"$data/$name.json" >"$tmp/out" 2>"$tmp/err"
 	rc=$?
-	case "$name" in
-	bad-*|nofit-*|*-shared|uneven-*)
-		[ "$name" = numa-shared ] || {
-			if [ $rc -ne 1 ]; then
-				echo "FAIL $name: expected exit 1, got $rc"; echo x >>"$tmp/failed"; continue
-			fi
-			check "$data/$name.err" "$tmp/err" "$name" || echo x >>"$tmp/failed"
-			continue
-		} ;;
-	esac
+	if [ "$expect" = err ]; then
+		if [ $rc -ne 1 ]; then
+			echo "FAIL $name: expected exit 1, got $rc"; echo x >>"$tmp/failed"; continue
+		fi
+		check "$data/$name.err" "$tmp/err" "$name" || echo x >>"$tmp/failed"
+		echo "ok   $name (rejected)"
+		continue
+	fi
 	if [ $rc -ne 0 ]; then
 		echo "FAIL $name: exit $rc: $(cat "$tmp/err")"; echo x >>"$tmp/failed"; continue
 	fi

@@ -124,7 +124,7 @@ static void test_fit_claims(void **state)
 	struct vmm_topology *t = NULL;
 	struct vmm_host_usage u;
 	struct instance_spec a = spec_with(ded, 2, 1024), b = spec_with(ded, 2, 1024);
-	struct vmm_placement pa = { 0 }, pb = { 0 }, pc = { 0 }, back = { 0 };
+	static struct vmm_placement pa, pb, pc, back; /* big: off the stack */
 	json_t *j;
 
 	(void)state;
@@ -187,7 +187,7 @@ static void test_fit_isolate_siblings(void **state)
 	struct vmm_topology *t = NULL;
 	struct vmm_host_usage u;
 	struct instance_spec a = spec_with(iso, 4, 1024), b = spec_with(pref, 8, 1024);
-	struct vmm_placement pa = { 0 }, pb = { 0 };
+	static struct vmm_placement pa, pb;
 
 	(void)state;
 	snprintf(b.uuid, sizeof(b.uuid), "%s", "11111111-2222-4333-8444-555555555555");

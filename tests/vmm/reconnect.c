@@ -3,7 +3,8 @@
  * libvirtd: the client talks to it through a unix-socket proxy in this
  * test (test+unix:///default?socket=PROXY). Cutting the proxy is libvirtd
  * going away (the client sees EOF); bringing it back lets the reconnect
- * succeed. libvirtd is started if it is not running, and then stopped.
+ * succeed. Run by test_reconnect.sh, which brings libvirtd up (shared with
+ * other tests through tests/lib/libvirt.sh).
  */
 #include <errno.h>
 #include <poll.h>
@@ -168,20 +169,9 @@ static bool wait_for(atomic_int *v, int want, int ms)
 	return false;
 }
 
-static bool started_daemon;
-
 static int setup(void **state)
 {
-	struct stat st;
-
 	(void)state;
-	if (stat(DAEMON_SOCK, &st) != 0 || unix_connect(DAEMON_SOCK) < 0) {
-		if (system("pgrep -x virtlogd >/dev/null || virtlogd -d; libvirtd -d") != 0)
-			return -1;
-		started_daemon = true;
-		for (int i = 0; i < 100 && stat(DAEMON_SOCK, &st) != 0; i++)
-			usleep(50000);
-	}
 	snprintf(proxy_path, sizeof(proxy_path), "/tmp/stratus-vmm-proxy-%d.sock", (int)getpid());
 	atomic_store(&proxy_up, true);
 	return pthread_create(&proxy_thread, NULL, proxy_main, NULL) == 0 ? 0 : -1;
@@ -192,8 +182,6 @@ static int teardown(void **state)
 	(void)state;
 	atomic_store(&proxy_quit, true);
 	pthread_join(proxy_thread, NULL);
-	if (started_daemon && system("kill $(cat /run/libvirtd.pid)") != 0)
-		return -1;
 	return 0;
 }
 
