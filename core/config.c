@@ -16,7 +16,7 @@
 #define CFG_MAX_FIELDS 128
 
 const char *const cfg_known_sections[] = {
-	"log", "bus", "broker", "agent", "vmm", "images", "scheduler", "quotas", "metadata", "ctl", NULL,
+	"log", "bus", "broker", "agent", "vmm", "images", "scheduler", "metadata", NULL,
 };
 
 static const char *const log_level_names[] = { "debug", "info", "warn", "error", NULL };

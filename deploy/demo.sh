@@ -33,7 +33,8 @@ start_daemon() { # NAME BINARY ARGS...
 		echo "   $name already running (pid $(cat "$RUN/$name.pid"))"
 		return 0
 	fi
-	"$@" >>"$DEMO/logs/$name.log" 2>&1 &
+	# its own session: the services outlive this script and its terminal
+	setsid "$@" >>"$DEMO/logs/$name.log" 2>&1 </dev/null &
 	echo $! >"$RUN/$name.pid"
 	sleep 0.5
 	running "$name" || die "$name did not start: $(tail -n 5 "$DEMO/logs/$name.log")"
@@ -100,7 +101,7 @@ http {
 	}
 }
 EOF
-	nginx -c "$DEMO/nginx.conf" >>"$DEMO/logs/nginx.log" 2>&1 &
+	setsid nginx -c "$DEMO/nginx.conf" >>"$DEMO/logs/nginx.log" 2>&1 </dev/null &
 	sleep 0.5
 	running nginx || die "nginx did not start: $(tail -n 3 "$DEMO/logs/nginx-error.log")"
 }
@@ -120,6 +121,11 @@ write_config() {
 	for d in stratus-bus stratus-scheduler stratus-metadata stratus-agent; do
 		"$B/$d" -n -c "$DEMO/stratus.yaml.new" >/dev/null || die "generated config rejected by $d"
 	done
+	if [ -f "$DEMO/stratus.yaml" ] && ! cmp -s "$DEMO/stratus.yaml" "$DEMO/stratus.yaml.new"; then
+		# a new image or host: services that run read the old file
+		echo "   the configuration changed: restarting the services"
+		for d in metadata agent scheduler; do stop_daemon "$d"; done
+	fi
 	mv "$DEMO/stratus.yaml.new" "$DEMO/stratus.yaml"
 }
 
@@ -142,7 +148,7 @@ start() {
 
 	say "booting demo-1 (m1.small, debian-12, user-data deploy/demo/user-data.yaml)"
 	if "$CTL" show demo-1 >/dev/null 2>&1; then
-		echo "   demo-1 exists already: $("$CTL" show demo-1 --json 2>/dev/null | jq -r .state)"
+		echo "   demo-1 exists already: $("$CTL" --json show demo-1 2>/dev/null | jq -r .state)"
 	else
 		"$CTL" boot demo-1 --flavor m1.small --image debian-12 \
 			--user-data deploy/demo/user-data.yaml || die "boot failed"
@@ -151,13 +157,13 @@ start() {
 	say "waiting for cloud-init in the guest to run our user-data (TCG: about a minute)"
 	ok=""
 	for _ in $(seq 120); do
-		if "$CTL" console demo-1 --lines 400 2>/dev/null | grep -q "STRATUS-DEMO: hello from cloud-init"; then
+		if "$CTL" console demo-1 2>/dev/null | grep -q "STRATUS-DEMO hello from cloud-init"; then
 			ok=1
 			break
 		fi
 		sleep 3
 	done
-	"$CTL" console demo-1 --lines 400 2>/dev/null |
+	"$CTL" console demo-1 2>/dev/null |
 		grep -E "Cloud-init v\.|STRATUS-DEMO|login:" | tail -n 6 | sed 's/^/   console: /'
 	[ -n "$ok" ] || die "cloud-init did not report our user-data in time (see $CTL console demo-1)"
 	cat <<EOF
