@@ -177,7 +177,8 @@ if [ -n "$userdata" ] && [ -f "$userdata" ]; then
 fi
 
 # ACPI power button -> poweroff (busybox acpid runs /etc/acpi/PWRF/00000080).
-acpid -c /etc/acpi 2>/dev/null
+mkdir -p /run /var/log
+acpid -c /etc/acpi -l /var/log/acpid.log -p /run/acpid.pid
 
 say "ready"
 while :; do
