@@ -162,6 +162,10 @@ cat >"$mnt/etc/cloud/cloud.cfg.d/90_stratus.cfg" <<'EOF'
 # OpenStack and Ec2: the metadata service at 169.254.169.254 (cloud-init's
 # ds-identify enables OpenStack when the SMBIOS product is "OpenStack Nova").
 datasource_list: [NoCloud, ConfigDrive, OpenStack, Ec2, None]
+# The image has no openssh-server (STRATUS_DEBIAN_EXTRA=openssh-server adds
+# it) and no locales package: skip what would only print warnings.
+ssh_genkeytypes: []
+locale: false
 EOF
 echo "MODULES=list" >"$mnt/etc/initramfs-tools/conf.d/stratus"
 echo "COMPRESS=gzip" >>"$mnt/etc/initramfs-tools/conf.d/stratus"
@@ -199,7 +203,11 @@ inchroot dpkg-query -W -f='${Package} ${Version}\n' cloud-init "linux-image-$kve
 cp "$mnt/boot/vmlinuz-$kver" "$work/vmlinuz"
 cp "$mnt/boot/initrd.img-$kver" "$work/initrd.img"
 used=$(df -k --output=used "$mnt" | tail -n 1)
+du -xsh "$mnt/usr" "$mnt/lib/modules" "$mnt/var" "$mnt/boot" >>"$log" 2>&1 || true
 for m in dev/pts dev proc sys; do umount "$mnt/$m"; done
+# Deleted files (debootstrap's .debs, apt lists) must not reach the qcow2:
+# discard their blocks so the raw file is sparse again.
+run fstrim "$mnt"
 umount "$mnt"
 run e2fsck -f -y "$loopdev"
 losetup -d "$loopdev"
