@@ -20,7 +20,6 @@
 # Needs root (debootstrap, loop mount). Idempotent; concurrent runs wait (flock).
 set -eu
 
-here=$(cd "$(dirname "$0")" && pwd)
 cache=${STRATUS_CACHE:-/var/cache/stratus}
 out=$cache/guest/debian12
 mirror=${STRATUS_DEBIAN_MIRROR:-http://deb.debian.org/debian}

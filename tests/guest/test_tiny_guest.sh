@@ -80,7 +80,6 @@ virsh -c "$LIBVIRT_URI" start "$name" >/dev/null || fail "virsh start"
 t1=$(date +%s)
 echo "defined and started in $(( t1 - start )) s"
 guest_console_wait "$dir/console.log" '^STRATUS-GUEST: ready' 120 || fail "the guest did not reach ready"
-booted=$(( $(date +%s) - start ))
 # Tests grep the console log: lines end in \r\n (the serial line's ONLCR),
 # so patterns must not anchor at the end with $.
 echo "tiny guest ready $(( $(date +%s) - t1 )) s after virsh start (TCG)"
