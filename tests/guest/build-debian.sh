@@ -6,7 +6,9 @@
 #
 #   tests/guest/build-debian.sh [--force]
 #
-# Output in ${STRATUS_CACHE:-/var/cache/stratus}/guest/debian12/:
+# Output in ${STRATUS_CACHE:-/var/cache/stratus}/guest/debian12/v-HASH/ (one
+# directory per distinct build; the same names in guest/debian12/ are
+# symlinks to the latest):
 #   debian12.qcow2  the root disk (ext4 on the whole disk, virtual size 2 GiB)
 #   vmlinuz         the guest's kernel    } boot with
 #   initrd.img      the guest's initramfs } root=/dev/vda console=ttyS0
@@ -66,16 +68,28 @@ packages=$PACKAGES $extra
 cloud-init=$(ver cloud-init) kernel=$(ver $KERNEL_PACKAGE) $(apt-cache depends $KERNEL_PACKAGE 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n 1)
 build=$(sha256sum <"$0" | cut -d' ' -f1)"
 
+# One directory per distinct build (v-HASH/), the same names in $out are
+# symlinks to the latest: a guest never has its backing image replaced by
+# another version's build (see build-tiny.sh).
+ver=$out/v-$(printf '%s\n' "$inputs" | sha256sum | cut -c1-12)
+
 print_paths() {
-	echo "image=$out/debian12.qcow2"
-	echo "kernel=$out/vmlinuz"
-	echo "initrd=$out/initrd.img"
+	echo "image=$ver/debian12.qcow2"
+	echo "kernel=$ver/vmlinuz"
+	echo "initrd=$ver/initrd.img"
 	echo "cmdline='root=/dev/vda console=ttyS0'"
 }
 
-if [ $force = 0 ] && [ -f "$out/inputs" ] && [ "$(cat "$out/inputs")" = "$inputs" ] &&
-	[ -s "$out/debian12.qcow2" ] && [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ]; then
-	note "up to date in $out"
+link_latest() {
+	for f in debian12.qcow2 vmlinuz initrd.img SHA256SUMS inputs; do
+		ln -sfn "${ver##*/}/$f" "$out/.$f.lnk" && mv -fT "$out/.$f.lnk" "$out/$f"
+	done
+}
+
+if [ $force = 0 ] && [ -f "$ver/inputs" ] && [ "$(cat "$ver/inputs")" = "$inputs" ] &&
+	[ -s "$ver/debian12.qcow2" ] && [ -s "$ver/vmlinuz" ] && [ -s "$ver/initrd.img" ]; then
+	[ "$(readlink "$out/inputs" 2>/dev/null)" = "${ver##*/}/inputs" ] || link_latest
+	note "up to date in $ver"
 	print_paths
 	exit 0
 fi
@@ -216,9 +230,13 @@ note "converting to qcow2 (compressed; ${used} KiB used)"
 run qemu-img convert -c -f raw -O qcow2 "$work/root.raw" "$work/debian12.qcow2"
 rm -f "$work/root.raw"
 (cd "$work" && sha256sum debian12.qcow2 vmlinuz initrd.img) >"$work/SHA256SUMS"
-for f in debian12.qcow2 vmlinuz initrd.img SHA256SUMS; do
-	mv -f "$work/$f" "$out/$f"
+printf '%s\n' "$inputs" >"$work/inputs"
+mkdir -p "$ver"
+for f in debian12.qcow2 vmlinuz initrd.img SHA256SUMS inputs; do # inputs last: marks it complete
+	mv -f "$work/$f" "$ver/$f"
 done
-printf '%s\n' "$inputs" >"$out/inputs.tmp" && mv -f "$out/inputs.tmp" "$out/inputs"
-note "built $out in $(( $(date +%s) - started )) s (qcow2 $(( $(stat -c %s "$out/debian12.qcow2") / 1048576 )) MiB, kernel $kver)"
+link_latest
+# Other versions' builds, unused for a day, go (an image is 350 MiB).
+find "$out" -maxdepth 1 -name 'v-*' -type d ! -name "${ver##*/}" -mtime +0 -exec rm -rf {} + 2>/dev/null || true
+note "built $ver in $(( $(date +%s) - started )) s (qcow2 $(( $(stat -c %s "$ver/debian12.qcow2") / 1048576 )) MiB, kernel $kver)"
 print_paths
