@@ -5,7 +5,9 @@
 #
 #   tests/guest/build-tiny.sh [--force]
 #
-# Output in ${STRATUS_CACHE:-/var/cache/stratus}/guest/tiny/:
+# Output in ${STRATUS_CACHE:-/var/cache/stratus}/guest/tiny/v-HASH/ (one
+# directory per distinct build; the same names in guest/tiny/ are symlinks
+# to the latest):
 #   vmlinuz      the kernel (boot with console=ttyS0)
 #   initrd.img   the busybox initramfs (gzip'd newc cpio)
 #   disk.qcow2   a 64 MiB qcow2 disk (first line "STRATUS-TINY-DISK"), a base
@@ -68,16 +70,29 @@ busybox=$bbver
 modules=$MODULES
 build=$(cat "$0" "$here/tiny-init.sh" | sha256sum | cut -d' ' -f1)"
 
+# Each distinct build lives in its own directory v-HASH/ (so a test never
+# sees its kernel or initrd replaced by another version's build while it
+# runs); $out/vmlinuz, initrd.img, disk.qcow2, SHA256SUMS and inputs are
+# symlinks to the latest one.
+ver=$out/v-$(printf '%s\n' "$inputs" | sha256sum | cut -c1-12)
+
 print_paths() {
-	echo "kernel=$out/vmlinuz"
-	echo "initrd=$out/initrd.img"
-	echo "disk=$out/disk.qcow2"
+	echo "kernel=$ver/vmlinuz"
+	echo "initrd=$ver/initrd.img"
+	echo "disk=$ver/disk.qcow2"
 	echo "cmdline='console=ttyS0'"
 }
 
-if [ $force = 0 ] && [ -f "$out/inputs" ] && [ "$(cat "$out/inputs")" = "$inputs" ] &&
-	[ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ -s "$out/disk.qcow2" ]; then
-	note "up to date in $out"
+link_latest() {
+	for f in vmlinuz initrd.img disk.qcow2 SHA256SUMS inputs; do
+		ln -sfn "${ver##*/}/$f" "$out/.$f.lnk" && mv -fT "$out/.$f.lnk" "$out/$f"
+	done
+}
+
+if [ $force = 0 ] && [ -f "$ver/inputs" ] && [ "$(cat "$ver/inputs")" = "$inputs" ] &&
+	[ -s "$ver/vmlinuz" ] && [ -s "$ver/initrd.img" ] && [ -s "$ver/disk.qcow2" ]; then
+	[ "$(readlink "$out/inputs" 2>/dev/null)" = "${ver##*/}/inputs" ] || link_latest
+	note "up to date in $ver"
 	print_paths
 	exit 0
 fi
@@ -167,9 +182,13 @@ truncate -s 64M "$work/disk.raw"
 qemu-img convert -q -f raw -O qcow2 "$work/disk.raw" "$work/disk.qcow2" || die "qemu-img convert failed"
 
 (cd "$work" && sha256sum vmlinuz initrd.img disk.qcow2) >"$work/SHA256SUMS"
-for f in vmlinuz initrd.img disk.qcow2 SHA256SUMS; do
-	mv -f "$work/$f" "$out/$f"
+printf '%s\n' "$inputs" >"$work/inputs"
+mkdir -p "$ver"
+for f in vmlinuz initrd.img disk.qcow2 SHA256SUMS inputs; do # inputs last: marks it complete
+	mv -f "$work/$f" "$ver/$f"
 done
-printf '%s\n' "$inputs" >"$out/inputs.tmp" && mv -f "$out/inputs.tmp" "$out/inputs"
-note "built $out (kernel $kver, initrd $(wc -c <"$out/initrd.img") bytes)"
+link_latest
+# Other versions' builds, unused for a day, go.
+find "$out" -maxdepth 1 -name 'v-*' -type d ! -name "${ver##*/}" -mtime +0 -exec rm -rf {} + 2>/dev/null || true
+note "built $ver (kernel $kver, initrd $(wc -c <"$ver/initrd.img") bytes)"
 print_paths

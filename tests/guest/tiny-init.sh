@@ -144,10 +144,25 @@ else
 	say "seed none"
 fi
 
+http_get() { # http_get URL FILE: HTTP/1.0 GET with nc (the static busybox's
+	# wget crashes resolving names without NSS); fails unless 200
+	_u=${1#http://}
+	_hp=${_u%%/*} _path=/
+	[ "$_u" = "$_hp" ] || _path=/${_u#*/}
+	_h=${_hp%:*} _p=${_hp##*:}
+	[ "$_p" = "$_hp" ] && _p=80
+	printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$_path" "$_hp" | nc -w 3 "$_h" "$_p" >/tmp/http.resp 2>/dev/null || return 1
+	head -n 1 /tmp/http.resp | grep -q '^HTTP/1\.[01] 200' || return 1
+	awk 'b { print; next } /^\r?$/ { b = 1 }' /tmp/http.resp >"$2"
+}
+
 # Static network from the kernel command line, and the metadata service when
 # there is no seed disk.
 if addr=$(arg stratus.ip); then
-	nic=$(ls /sys/class/net | grep -v '^lo$' | head -n 1)
+	nic=""
+	for d in /sys/class/net/*; do
+		[ "${d##*/}" = lo ] || { nic=${d##*/}; break; }
+	done
 	gw=$(arg stratus.gw)
 	if [ -n "$nic" ] && ip addr add "$addr" dev "$nic"; then
 		[ -n "$gw" ] && ip route add default via "$gw" dev "$nic"
@@ -155,9 +170,15 @@ if addr=$(arg stratus.ip); then
 		if [ -z "$seed_dev" ]; then
 			base=$(arg stratus.md) || base=http://169.254.169.254
 			mkdir -p /md
-			if wget -q -T 5 -O /md/meta_data.json "$base/openstack/latest/meta_data.json"; then
+			n=0 got=1 # the link may need a few seconds to come up
+			while [ $n -lt 10 ]; do
+				http_get "$base/openstack/latest/meta_data.json" /md/meta_data.json && { got=0; break; }
+				n=$((n + 1))
+				sleep 1
+			done
+			if [ $got = 0 ]; then
 				say "metadata-service uuid=$(jsonstr uuid /md/meta_data.json) hostname=$(jsonstr hostname /md/meta_data.json)"
-				wget -q -T 5 -O /md/user_data "$base/openstack/latest/user_data" && userdata=/md/user_data
+				http_get "$base/openstack/latest/user_data" /md/user_data && userdata=/md/user_data
 			else
 				say "metadata-service unreachable url=$base"
 			fi
@@ -177,7 +198,8 @@ if [ -n "$userdata" ] && [ -f "$userdata" ]; then
 fi
 
 # ACPI power button -> poweroff (busybox acpid runs /etc/acpi/PWRF/00000080).
-acpid -c /etc/acpi 2>/dev/null
+mkdir -p /run /var/log
+acpid -c /etc/acpi -l /var/log/acpid.log -p /run/acpid.pid
 
 say "ready"
 while :; do
