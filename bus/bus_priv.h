@@ -25,9 +25,10 @@ int bus_type_validate(const char *type, enum bus_topic_class tc, const json_t *b
 		      const struct bus_type **row);
 
 /* librdkafka configuration for CFG: bootstrap, client.id, then DEFAULTS
- * (key, value, ..., NULL), then bus.properties (which win over defaults).
- * *out: rd_kafka_conf_destroy() (or hand it to rd_kafka_new). */
-int bus_rdkafka_conf(const struct bus_config *cfg, const char *const *defaults,
+ * (key, value, ..., NULL), then bus.properties (which win over defaults;
+ * for a producer, consumer-only properties are left out). *out:
+ * rd_kafka_conf_destroy() (or hand it to rd_kafka_new). */
+int bus_rdkafka_conf(const struct bus_config *cfg, const char *const *defaults, bool producer,
 		     rd_kafka_conf_t **out);
 int bus_conf_set(rd_kafka_conf_t *conf, const char *key, const char *val);
 /* librdkafka's log lines, through ours (rd_kafka_conf_set_log_cb). */

@@ -81,7 +81,24 @@ void bus_rdkafka_log(const rd_kafka_t *rk, int level, const char *fac, const cha
 	log_at(lvl, "librdkafka client=%s facility=%s %s", rd_kafka_name(rk), fac, buf);
 }
 
-int bus_rdkafka_conf(const struct bus_config *cfg, const char *const *defaults,
+/* bus.properties that only a consumer understands: a producer skips them
+ * (librdkafka would warn on every start that it ignores them). */
+static bool consumer_only(const char *key)
+{
+	static const char *const prefixes[] = {
+		"fetch.", "group.", "session.timeout.ms", "heartbeat.interval.ms",
+		"auto.offset.reset", "enable.auto.", "auto.commit.", "max.poll.interval.ms",
+		"isolation.level", "partition.assignment.strategy", "queued.", "check.crcs",
+		"coordinator.query.interval.ms", "consume.callback.max.messages",
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(prefixes); i++)
+		if (strncmp(key, prefixes[i], strlen(prefixes[i])) == 0)
+			return true;
+	return false;
+}
+
+int bus_rdkafka_conf(const struct bus_config *cfg, const char *const *defaults, bool producer,
 		     rd_kafka_conf_t **out)
 {
 	_cleanup_free_ char *bootstrap = NULL;
@@ -103,6 +120,8 @@ int bus_rdkafka_conf(const struct bus_config *cfg, const char *const *defaults,
 		if ((r = bus_conf_set(conf, defaults[i], defaults[i + 1])) < 0)
 			goto fail;
 	for (size_t i = 0; cfg && i < cfg->properties.n; i++) {
+		if (producer && consumer_only(cfg->properties.keys[i]))
+			continue;
 		r = bus_conf_set(conf, cfg->properties.keys[i], cfg->properties.vals[i]);
 		if (r < 0) {
 			r = err_prefix(r, "bus.properties.%s", cfg->properties.keys[i]);
@@ -178,7 +197,7 @@ int bus_producer_new(const struct bus_config *cfg, struct bus_producer **out)
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return err_set(-ENOMEM, "out of memory");
-	r = bus_rdkafka_conf(cfg, producer_defaults, &conf);
+	r = bus_rdkafka_conf(cfg, producer_defaults, true, &conf);
 	if (r < 0)
 		goto fail;
 	/* not negotiable: no duplicates, no reordering on retries */
@@ -418,7 +437,7 @@ int bus_consumer_new(const struct bus_config *cfg, const struct bus_consumer_opt
 		r = err_set(-ENOMEM, "out of memory");
 		goto fail;
 	}
-	r = bus_rdkafka_conf(cfg, o->observe ? NULL : consumer_defaults, &conf);
+	r = bus_rdkafka_conf(cfg, o->observe ? NULL : consumer_defaults, false, &conf);
 	if (r < 0)
 		goto fail;
 	rd_kafka_conf_set_error_cb(conf, error_cb);

@@ -29,6 +29,10 @@ running() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; 
 start_daemon() { # NAME BINARY ARGS...
 	name=$1
 	shift
+	if running "$name" && [ "$DEMO/stratus.yaml" -nt "$RUN/$name.pid" ]; then
+		echo "   $name runs with an older configuration: restarting it"
+		stop_daemon "$name"
+	fi
 	if running "$name"; then
 		echo "   $name already running (pid $(cat "$RUN/$name.pid"))"
 		return 0
@@ -53,20 +57,7 @@ stop_daemon() {
 
 prepare_host() {
 	say "preparing the host: bridge $BR (10.77.0.1/24 + 169.254.169.254), hugepages, libvirtd"
-	if ! ip link show "$BR" >/dev/null 2>&1; then
-		ip link add "$BR" type bridge || die "cannot create bridge $BR"
-		touch "$RUN/bridge-created"
-	fi
-	ip link set "$BR" up
-	ip addr show dev "$BR" | grep -q "10.77.0.1/24" || ip addr add 10.77.0.1/24 dev "$BR"
-	ip addr show dev "$BR" | grep -q "169.254.169.254/32" || ip addr add 169.254.169.254/32 dev "$BR"
-	# 2 MiB pages for the m1.pinned flavor (512 MiB)
-	mountpoint -q /dev/hugepages 2>/dev/null ||
-		{ mkdir -p /dev/hugepages && mount -t hugetlbfs hugetlbfs /dev/hugepages; }
-	have=$(cat /proc/sys/vm/nr_hugepages)
-	[ "$have" -ge 256 ] || echo 256 >/proc/sys/vm/nr_hugepages
-	. "$TOP/tests/lib/libvirt.sh"
-	libvirt_up || die "libvirtd did not start"
+	STRATUS_BRIDGE=$BR sh deploy/host/prepare-host.sh --hugepages 256 || die "host preparation failed"
 }
 
 guest_image() {
@@ -80,30 +71,8 @@ guest_image() {
 }
 
 serve_images() {
-	say "serving the image over HTTP on 127.0.0.1:$IMG_PORT (nginx)"
-	if running nginx; then
-		echo "   nginx already running"
-		return 0
-	fi
-	cat >"$DEMO/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $RUN/nginx.pid;
-error_log $DEMO/logs/nginx-error.log;
-events { worker_connections 64; }
-http {
-	access_log $DEMO/logs/nginx-access.log;
-	sendfile on;
-	server {
-		listen 127.0.0.1:$IMG_PORT;
-		root $IMG_DIR;
-		location / { autoindex on; }
-	}
-}
-EOF
-	setsid nginx -c "$DEMO/nginx.conf" >>"$DEMO/logs/nginx.log" 2>&1 </dev/null &
-	sleep 0.5
-	running nginx || die "nginx did not start: $(tail -n 3 "$DEMO/logs/nginx-error.log")"
+	say "serving the image over HTTP on 127.0.0.1:$IMG_PORT (deploy/host/serve-images.sh)"
+	sh deploy/host/serve-images.sh start "$IMG_DIR" "$IMG_PORT" || die "cannot serve the images"
 }
 
 write_config() {
@@ -121,12 +90,11 @@ write_config() {
 	for d in stratus-bus stratus-scheduler stratus-metadata stratus-agent; do
 		"$B/$d" -n -c "$DEMO/stratus.yaml.new" >/dev/null || die "generated config rejected by $d"
 	done
-	if [ -f "$DEMO/stratus.yaml" ] && ! cmp -s "$DEMO/stratus.yaml" "$DEMO/stratus.yaml.new"; then
-		# a new image or host: services that run read the old file
-		echo "   the configuration changed: restarting the services"
-		for d in metadata agent scheduler; do stop_daemon "$d"; done
+	if cmp -s "$DEMO/stratus.yaml" "$DEMO/stratus.yaml.new"; then
+		rm -f "$DEMO/stratus.yaml.new" # unchanged: keep its time
+	else
+		mv "$DEMO/stratus.yaml.new" "$DEMO/stratus.yaml"
 	fi
-	mv "$DEMO/stratus.yaml.new" "$DEMO/stratus.yaml"
 }
 
 start() {
@@ -185,19 +153,19 @@ stop() {
 	[ "$(id -u)" = 0 ] || die "run as root"
 	say "stopping the dev cloud"
 	if running agent && running scheduler; then
-		for name in $("$CTL" list --json 2>/dev/null | jq -r '.[].name' 2>/dev/null); do
+		for name in $("$CTL" --json list 2>/dev/null | jq -r '.[].name' 2>/dev/null); do
 			"$CTL" delete "$name" >/dev/null 2>&1 && echo "   deleted $name"
 		done
 	fi
-	for d in metadata agent scheduler bus nginx; do stop_daemon "$d"; done
-	if [ -f "$RUN/bridge-created" ]; then
-		ip link del "$BR" 2>/dev/null && echo "   bridge $BR removed"
-		rm -f "$RUN/bridge-created"
-	fi
+	for d in metadata agent scheduler bus; do stop_daemon "$d"; done
+	sh deploy/host/serve-images.sh stop - "$IMG_PORT"
+	# the bridge, hugepages and services that prepare-host.sh itself added
+	STRATUS_BRIDGE=$BR sh deploy/host/prepare-host.sh --undo
 }
 
 status() {
-	for d in bus scheduler agent metadata nginx; do
+	sh deploy/host/serve-images.sh status - "$IMG_PORT"
+	for d in bus scheduler agent metadata; do
 		if running "$d"; then echo "$d: running (pid $(cat "$RUN/$d.pid"))"; else echo "$d: stopped"; fi
 	done
 }
