@@ -1,17 +1,20 @@
 #!/bin/sh
-# Config pass/fail pairs (STYLE.md): every tests/config/pass-*.yaml must be
-# accepted by `DAEMON -n`, every fail-*.yaml rejected with exit 1 and exactly
-# the message in fail-*.err. A first line "# daemon: NAME" picks the daemon
-# (default stratus-agent). REGENERATE=1 rewrites the .err files.
+# Config pass/fail pairs (STYLE.md), for every folder tests/config and
+# tests/*/config: every pass-*.yaml must be accepted by `DAEMON -n`, every
+# fail-*.yaml rejected with exit 1 and exactly the message in fail-*.err.
+# The daemon: a first line "# daemon: NAME" in the file, else the folder's
+# DAEMON file, else stratus-agent. REGENERATE=1 rewrites the .err files.
 set -u
 cd "${STRATUS_TOP:-.}"
 B=${BUILD:-build}
 fails=0 n=0
 daemon_of() {
 	d=$(sed -n '1s/^# daemon: *//p' "$1")
+	[ -z "$d" ] && [ -f "$(dirname "$1")/DAEMON" ] && d=$(cat "$(dirname "$1")/DAEMON")
 	echo "${d:-stratus-agent}"
 }
-for f in tests/config/pass-*.yaml; do
+dirs="tests/config $(ls -d tests/*/config 2>/dev/null | grep -v '^tests/config$')"
+for f in $(for d in $dirs; do ls "$d"/pass-*.yaml 2>/dev/null; done); do
 	n=$((n + 1))
 	d=$(daemon_of "$f")
 	if ! out=$("$B/$d" -n -c "$f" 2>&1); then
@@ -19,7 +22,7 @@ for f in tests/config/pass-*.yaml; do
 		fails=$((fails + 1))
 	fi
 done
-for f in tests/config/fail-*.yaml; do
+for f in $(for d in $dirs; do ls "$d"/fail-*.yaml 2>/dev/null; done); do
 	n=$((n + 1))
 	d=$(daemon_of "$f")
 	err=${f%.yaml}.err
