@@ -16,7 +16,8 @@ wait_event ".body.uuid==\"$U\" and .body.state==\"active\"" 60 >/dev/null ||
 	fail "not active: $(grep "$U" "$EVENTS" | tail -n 1)"
 pcpu=$(db "SELECT placement_json FROM instances WHERE uuid='$U'" | jq -r '.pcpus[0] // .pcpu[0] // empty')
 [ -n "$pcpu" ] || fail "no pCPU in the placement: $(db "SELECT placement_json FROM instances")"
-virsh -c qemu:///system vcpupin "stratus-$U" --vcpu 0 | grep -Eq "^ *0 *: *$pcpu\$" ||
+virsh -c qemu:///system vcpupin "stratus-$U" --vcpu 0 |
+	awk -v p="$pcpu" '$1 ~ /^0:?$/ && $NF == p { f = 1 } END { exit !f }' ||
 	fail "vCPU 0 not pinned to $pcpu: $(virsh -c qemu:///system vcpupin "stratus-$U")"
 virsh -c qemu:///system dumpxml "stratus-$U" | grep -q "<hugepages>" || fail "no hugepages backing"
 guest_console_wait "$T/inst/$U.log" "STRATUS-GUEST: ready" 90 || fail "guest did not boot"
