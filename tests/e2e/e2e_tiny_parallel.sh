@@ -16,7 +16,7 @@ done
 i=1
 while [ $i -le $N ]; do
 	u=$(e2e_uuid $i)
-	wait_event ".body.uuid==\"$u\" and .body.state==\"active\"" 120 >/dev/null ||
+	wait_event ".body.uuid==\"$u\" and .body.state==\"active\"" "$E2E_WAIT" >/dev/null ||
 		fail "instance $i not active: $(grep "$u" "$EVENTS" | tail -n 1)"
 	i=$((i + 1))
 done
@@ -24,7 +24,7 @@ done
 i=1
 while [ $i -le $N ]; do
 	u=$(e2e_uuid $i)
-	guest_console_wait "$T/inst/$u.log" "STRATUS-GUEST: ready" 240 ||
+	guest_console_wait "$T/inst/$u.log" "STRATUS-GUEST: ready" "$E2E_WAIT" ||
 		fail "guest $i did not boot: $(tail -n 3 "$T/inst/$u.log")"
 	grep -q "instance-id=$u" "$T/inst/$u.log" || fail "guest $i did not read its own seed"
 	i=$((i + 1))
@@ -37,7 +37,7 @@ while [ $i -le $N ]; do
 done
 i=1
 while [ $i -le $N ]; do
-	wait_event ".body.uuid==\"$(e2e_uuid $i)\" and .body.state==\"deleted\"" 60 >/dev/null || fail "delete $i"
+	wait_event ".body.uuid==\"$(e2e_uuid $i)\" and .body.state==\"deleted\"" "$E2E_WAIT" >/dev/null || fail "delete $i"
 	i=$((i + 1))
 done
 virsh -c qemu:///system list --all --name | grep -q "^stratus-e2e0.*$$" && fail "domains left"

@@ -2,11 +2,15 @@
 # real libvirtd + QEMU, and the tiny guest (tests/guest/build-tiny.sh).
 . "$STRATUS_TOP/tests/lib/libvirt.sh"
 . "$STRATUS_TOP/tests/agent/lib.sh"
-E2E_UUIDS=""
+# libvirtd on these machines may re-probe QEMU before a define: minutes, not
+# seconds, so the waits below are generous
+E2E_WAIT=${E2E_WAIT:-300}
 e2e_down() {
-	for u in $E2E_UUIDS; do
-		virsh -c qemu:///system destroy "stratus-$u" >/dev/null 2>&1
-		virsh -c qemu:///system undefine "stratus-$u" >/dev/null 2>&1
+	# every domain this test made carries its pid in the uuid (e2e_uuid)
+	for d in $(virsh -c qemu:///system list --all --name 2>/dev/null |
+		grep "^stratus-e2e0.*-$(printf '%012d' $$)\$"); do
+		virsh -c qemu:///system destroy "$d" >/dev/null 2>&1
+		virsh -c qemu:///system undefine "$d" >/dev/null 2>&1
 	done
 	agent_env_down
 	[ -n "${E2E_HUGEPAGES:-}" ] && hugepages_restore
@@ -22,7 +26,6 @@ e2e_up() {
 _sum() { echo "sha256:$(sha256sum "$1" | cut -d' ' -f1)"; }
 # tiny_spec UUID [jq-expression]: the tiny guest as an instance spec
 tiny_spec() {
-	E2E_UUIDS="$E2E_UUIDS $1"
 	jq -nc --arg u "$1" --arg disk "file://$TINY_DISK" --arg dsum "$(_sum "$TINY_DISK")" \
 		--arg k "file://$TINY_KERNEL" --arg ksum "$(_sum "$TINY_KERNEL")" \
 		--arg i "file://$TINY_INITRD" --arg isum "$(_sum "$TINY_INITRD")" \
