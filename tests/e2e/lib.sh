@@ -4,7 +4,7 @@
 . "$STRATUS_TOP/tests/agent/lib.sh"
 # libvirtd on these machines may re-probe QEMU before a define: minutes, not
 # seconds, so the waits below are generous
-E2E_WAIT=${E2E_WAIT:-300}
+E2E_WAIT=${E2E_WAIT:-600}
 e2e_down() {
 	# every domain this test made carries its pid in the uuid (e2e_uuid)
 	for d in $(virsh -c qemu:///system list --all --name 2>/dev/null |
