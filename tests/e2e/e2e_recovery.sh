@@ -36,6 +36,28 @@ agent_start
 sleep 1
 [ "$(db "SELECT state FROM instances WHERE uuid='$U'")" = active ] || fail "restart changed the state"
 
+# a guest killed behind the agent's back: the agent notices and says so
+virsh -c qemu:///system destroy "stratus-$U" >/dev/null || fail "virsh destroy"
+wait_event ".body.uuid==\"$U\" and .body.state==\"stopped\" and .body.reason != null" "$E2E_WAIT" >/dev/null ||
+	fail "crash not noticed: $(grep "$U" "$EVENTS" | tail -n 1)"
+[ "$(db "SELECT state FROM instances WHERE uuid='$U'")" = stopped ] || fail "store not corrected"
+send instance.start "{\"uuid\":\"$U\"}"
+wait_event ".body.uuid==\"$U\" and .body.state==\"active\" and .body.timings_ms==null" "$E2E_WAIT" >/dev/null ||
+	fail "start after the crash"
+
+# a domain of ours that the store does not know: reported by reconcile
+O=$(e2e_uuid 9)
+virsh -c qemu:///system dumpxml "stratus-$U" --inactive |
+	sed -e "s|<uuid>$U</uuid>|<uuid>$O</uuid>|" -e "s|<name>stratus-$U</name>|<name>stratus-$O</name>|" \
+	    -e "/<source file=/d" >"$T/orphan.xml"
+virsh -c qemu:///system define "$T/orphan.xml" >/dev/null || fail "cannot define the orphan"
+for _ in $(seq "$E2E_WAIT"); do
+	grep -q "orphan domain not in the store instance=$O" "$T/agent.log" && break
+	sleep 1
+done
+grep -q "orphan domain not in the store instance=$O" "$T/agent.log" || fail "orphan not reported"
+virsh -c qemu:///system undefine "stratus-$O" >/dev/null 2>&1
+
 libvirt_restart || fail "libvirtd restart"
 for _ in $(seq "$E2E_WAIT"); do
 	grep -q "libvirtd connection back" "$T/agent.log" && break
