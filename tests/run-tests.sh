@@ -2,7 +2,7 @@
 # Runs every test: the cmocka binaries built from tests/**/test_*.c and the
 # scripts tests/**/test_*.sh. A test passes with exit 0, is skipped with 77
 # (a failure under CI=true: CI must run everything), fails otherwise.
-#   TESTS=PATTERN  only tests whose path contains PATTERN
+#   TESTS="P1 P2"  only tests whose path contains one of the patterns
 #   BUILD=DIR      build directory (build or build-san)
 #   SUITE=e2e      the end-to-end tests tests/e2e/e2e_*.sh instead
 # Ends with the line "N passed, N failed, N skipped".
@@ -28,7 +28,13 @@ else
 	list=$( (find "$BUILD/tests" -type f -name 'test_*' -perm -u+x 2>/dev/null; find tests -name 'test_*.sh') | sort)
 fi
 for t in $list; do
-	case "$t" in *"$pattern"*) ;; *) continue ;; esac
+	if [ -n "$pattern" ]; then
+		match=""
+		for p in $pattern; do
+			case "$t" in *"$p"*) match=1 ;; esac
+		done
+		[ -n "$match" ] || continue
+	fi
 	name=$(echo "$t" | sed -e "s|^$BUILD/||" -e 's|/|_|g')
 	start=$(date +%s)
 	case "$t" in

@@ -48,7 +48,7 @@ wait_event ".body.uuid==\"$U\" and .body.state==\"active\" and .body.timings_ms=
 # a domain of ours that the store does not know: reported by reconcile
 O=$(e2e_uuid 9)
 virsh -c qemu:///system dumpxml "stratus-$U" --inactive |
-	sed -e "s|$U|$O|g" -e "/<source file=/d" >"$T/orphan.xml"
+	sed -e "s|$U|$O|g" >"$T/orphan.xml"
 virsh -c qemu:///system define "$T/orphan.xml" >/dev/null || fail "cannot define the orphan"
 for _ in $(seq "$E2E_WAIT"); do
 	grep -q "orphan domain not in the store instance=$O" "$T/agent.log" && break
