@@ -224,19 +224,8 @@ static int step_seed(struct build_ctx *b)
 	char *path;
 	int r;
 
-	switch (b->spec.seed) {
-	case SPEC_SEED_NONE:
-		return 0; /* cloud-init asks the metadata service */
-	case SPEC_SEED_NOCLOUD:
-		fmt = MD_SEED_NOCLOUD;
-		break;
-	case SPEC_SEED_CONFIGDRIVE:
-		fmt = MD_SEED_CONFIGDRIVE;
-		break;
-	case SPEC_SEED_LAST:
-	default:
-		return err_set(-EINVAL, "bad seed kind");
-	}
+	if (md_seed_format_of_spec(&b->spec, &fmt) < 0)
+		return 0; /* seed none: cloud-init asks the metadata service */
 	path = agent_instance_path(b->a, b->spec.uuid, ".seed.iso");
 	if (!path)
 		return err_set(-ENOMEM, "out of memory");

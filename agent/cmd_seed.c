@@ -70,15 +70,7 @@ int agent_cmd_seed(int argc, char **argv)
 		return 1;
 	}
 	if (!format) {
-		switch (spec.seed) {
-		case SPEC_SEED_NOCLOUD:
-			fmt = MD_SEED_NOCLOUD;
-			break;
-		case SPEC_SEED_CONFIGDRIVE:
-			fmt = MD_SEED_CONFIGDRIVE;
-			break;
-		case SPEC_SEED_NONE:
-		case SPEC_SEED_LAST:
+		if (md_seed_format_of_spec(&spec, &fmt) < 0) {
 			fprintf(stderr, "stratus-agent seed: %s: the spec says seed \"none\"; "
 					"give --format nocloud or configdrive\n", spec_path);
 			bus_spec_free(&spec);

@@ -80,6 +80,9 @@ extern const char *const md_ec2_versions[];
 enum md_seed_format { MD_SEED_NOCLOUD, MD_SEED_CONFIGDRIVE, MD_SEED_LAST };
 extern const char *const md_seed_format_names[]; /* "nocloud", "configdrive" */
 int md_seed_format_parse(const char *s, enum md_seed_format *out);
+/* The seed format an instance spec asks for; -ENOENT for seed "none"
+ * (cloud-init then asks the metadata service). */
+int md_seed_format_of_spec(const struct instance_spec *s, enum md_seed_format *out);
 
 /*
  * Write the seed ISO of instance S to PATH (atomically: PATH.tmp then

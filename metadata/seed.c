@@ -265,3 +265,19 @@ int md_seed_write(const struct instance_spec *s, enum md_seed_format fmt, const 
 		return err_prefix(r, "seed");
 	return 0;
 }
+
+int md_seed_format_of_spec(const struct instance_spec *s, enum md_seed_format *out)
+{
+	switch (s->seed) {
+	case SPEC_SEED_NOCLOUD:
+		*out = MD_SEED_NOCLOUD;
+		return 0;
+	case SPEC_SEED_CONFIGDRIVE:
+		*out = MD_SEED_CONFIGDRIVE;
+		return 0;
+	case SPEC_SEED_NONE:
+	case SPEC_SEED_LAST:
+		break;
+	}
+	return -ENOENT;
+}
