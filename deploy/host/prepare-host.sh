@@ -16,6 +16,10 @@
 #   3. net.ipv4.ip_forward=1 (in this network namespace).
 #   4. virtlogd and libvirtd running (started with -d when not running;
 #      libvirtd is restarted only when it ran before hugetlbfs was mounted).
+#      /dev/kvm, when present, gets udev's usual root:kvm 0660: without udev
+#      it stays root 0600, libvirtd then finds KVM unusable for its qemu user
+#      while its capability probe saw KVM, and it re-probes QEMU (tens of
+#      seconds) before every define and start (docs/operations.md).
 set -eu
 
 bridge=${STRATUS_BRIDGE:-stratusbr0}
@@ -190,6 +194,10 @@ if [ $libvirt = 1 ]; then
 	for t in virtlogd libvirtd virsh; do
 		command -v "$t" >/dev/null 2>&1 || die "$t not found (sh deps/install.sh deps/demo-guest.txt)"
 	done
+	if [ -c /dev/kvm ] && [ "$(stat -c %G:%a /dev/kvm)" != kvm:660 ] && getent group kvm >/dev/null; then
+		chgrp kvm /dev/kvm && chmod 0660 /dev/kvm || die "cannot give /dev/kvm to group kvm"
+		say "/dev/kvm: root:kvm 0660 (as udev would)"
+	fi
 	if [ -z "$(pid_of virtlogd)" ]; then
 		virtlogd -d 9>&- || die "virtlogd -d failed"
 		touch "$state/started-virtlogd"

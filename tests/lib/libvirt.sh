@@ -72,6 +72,12 @@ _lv_wait_answer() { # _lv_wait_answer SECONDS
 # The daemons must not inherit the lock's fd (7 or 8): they would hold the
 # lock for their whole life.
 _lv_start() { # under the lock
+	# udev's usual root:kvm 0660 on /dev/kvm: with root 0600 libvirtd finds
+	# KVM unusable for its qemu user while its probe saw KVM, and re-probes
+	# QEMU before every define and start (docs/operations.md)
+	if [ -c /dev/kvm ] && [ "$(stat -c %G:%a /dev/kvm)" != kvm:660 ] && getent group kvm >/dev/null; then
+		chgrp kvm /dev/kvm && chmod 0660 /dev/kvm || echo "libvirt: cannot give /dev/kvm to group kvm" >&2
+	fi
 	if [ -z "$(_lv_pid virtlogd)" ]; then
 		virtlogd -d 7>&- 8>&- || { echo "libvirt: virtlogd -d failed" >&2; return 1; }
 		touch "$STRATUS_RUN/virtlogd-started"
