@@ -336,6 +336,13 @@ static const struct field instance_ref_fields[] = {
 	{ 0 },
 };
 
+static const struct field console_fields[] = {
+	REQ("project", FK_NAME),
+	REQ("instance", FK_NAME),
+	OPT("lines", FK_POSINT), /* the last lines of the console log */
+	{ 0 },
+};
+
 static const struct field project_fields[] = {
 	REQ("project", FK_NAME),
 	{ 0 },
@@ -377,6 +384,12 @@ static const struct field image_add_fields[] = {
 /* commands on stratus.host.<host> (instance.build: bus/spec.c) */
 static const struct field uuid_fields[] = {
 	REQ("uuid", FK_UUID),
+	{ 0 },
+};
+
+static const struct field console_host_fields[] = {
+	REQ("uuid", FK_UUID),
+	OPT("lines", FK_POSINT),
 	{ 0 },
 };
 
@@ -464,7 +477,7 @@ static const struct bus_type types[] = {
 	{ "instance.stop", BUS_TC_API, instance_ref_fields, NULL },
 	{ "instance.start", BUS_TC_API, instance_ref_fields, NULL },
 	{ "instance.reboot", BUS_TC_API, instance_ref_fields, NULL },
-	{ "instance.console", BUS_TC_API, instance_ref_fields, NULL },
+	{ "instance.console", BUS_TC_API, console_fields, NULL },
 	{ "instance.show", BUS_TC_API, instance_ref_fields, NULL },
 	{ "instance.list", BUS_TC_API, project_fields, NULL },
 	{ "quota.show", BUS_TC_API, project_fields, NULL },
@@ -482,7 +495,7 @@ static const struct bus_type types[] = {
 	{ "instance.stop", BUS_TC_HOST, uuid_fields, NULL },
 	{ "instance.start", BUS_TC_HOST, uuid_fields, NULL },
 	{ "instance.reboot", BUS_TC_HOST, uuid_fields, NULL },
-	{ "instance.console", BUS_TC_HOST, uuid_fields, NULL },
+	{ "instance.console", BUS_TC_HOST, console_host_fields, NULL },
 	/* events: stratus.events, key = instance uuid (request id when none) */
 	{ "instance.state", BUS_TC_EVENTS, state_fields, NULL },
 	{ "request.result", BUS_TC_EVENTS, result_fields, check_result },

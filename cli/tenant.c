@@ -241,7 +241,7 @@ struct common {
 	bool no_wait;
 };
 
-enum { OPT_PROJECT = 1000, OPT_TIMEOUT, OPT_NO_WAIT, OPT_HELP };
+enum { OPT_PROJECT = 1000, OPT_TIMEOUT, OPT_NO_WAIT, OPT_HELP, OPT_LINES };
 
 #define COMMON_OPTS                                                  \
 	{ "project", required_argument, NULL, OPT_PROJECT },         \
@@ -611,6 +611,7 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "no-wait", no_argument, NULL, OPT_NO_WAIT },
+		{ "lines", required_argument, NULL, OPT_LINES },
 		COMMON_OPTS,
 		{ 0 },
 	};
@@ -618,7 +619,8 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 	struct common co = { .project = default_project(), .timeout_s = 300 };
 	struct session ss;
 	json_t *body = NULL, *data = NULL;
-	char usage[128];
+	char usage[160];
+	long nlines = 0;
 	int c, rc;
 
 	for (size_t i = 0; i < ARRAY_SIZE(instance_ops); i++)
@@ -627,7 +629,8 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 	if (!op)
 		return CLI_USAGE;
 	snprintf(usage, sizeof(usage), "%s NAME|UUID [--project P] [--timeout S]%s", op->cmd,
-		 op->want ? " [--no-wait]" : "");
+		 op->want ? " [--no-wait]" :
+		 strcmp(op->cmd, "console") == 0 ? " [--lines N]" : "");
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		int r = common_opt(ctx, c, &co);
@@ -640,11 +643,20 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 			printf("usage: %s %s\n", ctx->prog, usage);
 			return CLI_OK;
 		}
+		if (c == OPT_LINES && strcmp(op->cmd, "console") == 0) {
+			if (parse_long(optarg, 1, 9999, &nlines) < 0)
+				return usage_error(ctx, usage,
+						   "--lines: expected a count from 1 to 9999, got '%s'",
+						   optarg);
+			continue;
+		}
 		return usage_error(ctx, usage, "unknown option %s", argv[optind - 1]);
 	}
 	if (argc - optind != 1)
 		return usage_error(ctx, usage, "%s: one instance name or uuid is required", op->cmd);
 	body = json_pack("{s:s, s:s}", "project", co.project, "instance", argv[optind]);
+	if (body && nlines > 0)
+		json_object_set_new(body, "lines", json_integer(nlines));
 	rc = session_open(&ss, ctx, co.timeout_s);
 	if (rc == CLI_OK)
 		rc = request(&ss, op->type, body, &data);

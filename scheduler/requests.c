@@ -800,8 +800,12 @@ static int h_power(struct sched *s, struct call *c)
 		r = reject(s, c, "instance %s is %s: %s needs it %s", row.name, row.state,
 			   c->type + strlen("instance."), op->needs);
 	else {
-		r = emit_host_cmd(c->out, row.host, c->type, c->rid, row.uuid,
-				  json_pack("{s:s}", "uuid", row.uuid));
+		json_t *cmd = json_pack("{s:s}", "uuid", row.uuid);
+		json_t *lines = json_object_get(c->body, "lines");
+
+		if (cmd && lines && strcmp(c->type, "instance.console") == 0)
+			json_object_set(cmd, "lines", lines);
+		r = emit_host_cmd(c->out, row.host, c->type, c->rid, row.uuid, cmd);
 		/* the agent answers a console request with the log itself */
 		if (r == 0 && strcmp(c->type, "instance.console") != 0)
 			r = accept(s, c, row.uuid,

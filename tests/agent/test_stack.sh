@@ -59,7 +59,14 @@ curl -sf --interface "$ip" "http://127.0.0.1:$MD_PORT/openstack/latest/meta_data
 jq -e ".uuid == \"$uuid\" and .meta.role == \"web\" and .project_id == \"acme\"" "$T/md.json" >/dev/null ||
 	fail "metadata: $(cat "$T/md.json")"
 
-ctl console web-1 >/dev/null || fail "console"
+# console: the last lines of the instance's serial log, through the scheduler
+printf 'boot line 1\nboot line 2\nlogin: web-1\n' >"$T/inst/$uuid.log"
+[ "$(ctl console web-1 --lines 2)" = "$(printf 'boot line 2\nlogin: web-1')" ] ||
+	fail "console --lines 2: $(ctl console web-1 --lines 2 2>&1)"
+ctl console web-1 | grep -q "boot line 1" || fail "console"
+ctl console web-1 --lines 0 >"$T/lines.out" 2>&1; rc=$?
+[ $rc = 2 ] && grep -q -- "--lines: expected a count from 1 to 9999, got '0'" "$T/lines.out" ||
+	fail "console --lines 0: rc=$rc $(cat "$T/lines.out")"
 ctl stop web-1 --timeout 30 >/dev/null || fail "stop"
 [ "$(ctl --json show web-1 | jq -r .state)" = stopped ] || fail "not stopped"
 ctl start web-1 --timeout 30 >/dev/null || fail "start"
