@@ -9,7 +9,7 @@
 #   deploy/host/prepare-host.sh --undo
 #
 #   1. 2 MiB hugepages: at least N in the pool (default $STRATUS_HUGEPAGES or
-#      256 = 512 MiB; 0 leaves the pool alone), hugetlbfs on /dev/hugepages.
+#      256 = 512 MiB), hugetlbfs on /dev/hugepages; 0 leaves both alone.
 #   2. A Linux bridge $STRATUS_BRIDGE (stratusbr0) carrying the gateway
 #      address $STRATUS_BRIDGE_CIDR (10.77.0.1/24) and the metadata address
 #      169.254.169.254/32. Addresses go only on a bridge this script created;
@@ -196,7 +196,7 @@ if [ "$pages" -gt 0 ]; then
 	fi
 fi
 mounted_now=0
-if ! hugetlbfs_mounted; then
+if [ "$pages" -gt 0 ] && ! hugetlbfs_mounted; then
 	mkdir -p /dev/hugepages
 	mount -t hugetlbfs -o pagesize=2M hugetlbfs /dev/hugepages || die "mount -t hugetlbfs hugetlbfs /dev/hugepages failed"
 	touch "$state/mounted-hugetlbfs"
