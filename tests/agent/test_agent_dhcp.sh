@@ -9,9 +9,9 @@
 set -u
 . "$STRATUS_TOP/tests/agent/lib.sh"
 trap agent_env_down EXIT
-agent_env_up
 H=$T/dhcp-hosts
-sed -i "s|^  host: hv1|  host: hv1\n  network: {dhcp_hosts_dir: $H}|" "$T/stratus.yaml"
+AGENT_NETWORK="{dhcp_hosts_dir: $H}"
+agent_env_up
 agent_start
 [ -d "$H" ] || fail "the agent did not create $H"
 
