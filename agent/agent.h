@@ -24,6 +24,9 @@ struct agent_net_config {
 	/* one dnsmasq --dhcp-hostsdir entry per instance ("MAC,IP,hostname" in
 	 * a file named by the uuid); "" = none */
 	char *dhcp_hosts_dir;
+	/* dnsmasq's pid file: it gets SIGHUP when an entry is removed (dnsmasq
+	 * forgets removed entries only then); "" = none */
+	char *dhcp_pid_file;
 	/* derived by agent_config_check: */
 	uint32_t first, last; /* host order */
 	int prefix;

@@ -21,6 +21,9 @@ static const struct cfg_field net_fields[] = {
 	{ .key = "dhcp_hosts_dir", .type = CFG_STRING,
 	  .offset = offsetof(struct agent_net_config, dhcp_hosts_dir), .def = "",
 	  .expected = "an absolute directory path, or \"\" for no DHCP host entries" },
+	{ .key = "dhcp_pid_file", .type = CFG_STRING,
+	  .offset = offsetof(struct agent_net_config, dhcp_pid_file), .def = "",
+	  .expected = "the pid file of the dnsmasq reading dhcp_hosts_dir, or \"\"" },
 	{ 0 },
 };
 

@@ -12,6 +12,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -98,13 +100,42 @@ int agent_dhcp_host_write(struct agent *a, const char *uuid, const char *mac,
 	return r;
 }
 
+/* dnsmasq keeps the entries of removed files until SIGHUP, which makes it
+ * read the directory again: a reused address may then carry another MAC or
+ * host name. Failures are logged; the entry is gone from the directory. */
+static void reload_dhcp_server(struct agent *a)
+{
+	const char *pf = a->cfg->network.dhcp_pid_file;
+	char *text = NULL;
+	size_t n;
+	long pid;
+
+	if (!pf || !*pf)
+		return;
+	if (read_file(pf, 32, &text, &n) < 0) {
+		log_warn("dhcp server not reloaded: %s", err_msg());
+		return;
+	}
+	text[strcspn(text, "\n")] = '\0';
+	if (parse_long(text, 2, INT32_MAX, &pid) < 0)
+		log_warn("dhcp server not reloaded: %s: no pid in '%.20s'", pf, text);
+	else if (kill((pid_t)pid, SIGHUP) < 0)
+		log_warn("dhcp server not reloaded: kill -HUP %ld (%s): %s", pid, pf,
+			 strerror(errno));
+	else
+		log_debug("dhcp server reloaded pid=%ld", pid);
+	free(text);
+}
+
 void agent_dhcp_host_remove(struct agent *a, const char *uuid)
 {
 	char *path;
 
 	if (!hosts_dir(a) || !(path = entry_path(a, uuid)))
 		return;
-	if (unlink(path) < 0 && errno != ENOENT)
+	if (unlink(path) == 0)
+		reload_dhcp_server(a);
+	else if (errno != ENOENT)
 		log_warn("dhcp host entry not removed instance=%s path=%s: %s", uuid, path,
 			 strerror(errno));
 	free(path);

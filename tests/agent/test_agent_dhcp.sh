@@ -4,13 +4,23 @@
 # named by the uuid is written by the build with the address and MAC the
 # active event announces, removed when a later build step fails (undo) and
 # on delete; reconcile writes a missing entry again and removes a stale one,
-# leaving files that are not ours alone. A dhcp_hosts_dir that is not a
-# directory, or not writable, stops the agent with a message naming it.
+# leaving files that are not ours alone; every removal sends SIGHUP to the
+# process of dhcp_pid_file (dnsmasq forgets removed entries only then). A
+# dhcp_hosts_dir that is not a directory, or not writable, stops the agent
+# with a message naming it.
 set -u
 . "$STRATUS_TOP/tests/agent/lib.sh"
-trap agent_env_down EXIT
+down() {
+	[ -f "$T/hupper.pid" ] && kill "$(cat "$T/hupper.pid")" 2>/dev/null
+	agent_env_down
+}
+trap down EXIT
 H=$T/dhcp-hosts
-AGENT_NETWORK="{dhcp_hosts_dir: $H}"
+# stands in for dnsmasq: counts its SIGHUPs
+sh -c "trap 'echo hup >>$T/hups' HUP; while :; do sleep 0.1; done" &
+echo $! >"$T/hupper.pid"
+hups() { [ -f "$T/hups" ] && wc -l <"$T/hups" || echo 0; }
+AGENT_NETWORK="{dhcp_hosts_dir: $H, dhcp_pid_file: $T/hupper.pid}"
 agent_env_up
 agent_start
 [ -d "$H" ] || fail "the agent did not create $H"
@@ -26,6 +36,7 @@ ip=$(echo "$ev" | jq -r .body.address | cut -d/ -f1)
 [ "$(cat "$H/$U1")" = "$mac,$ip,web-1" ] || fail "entry: '$(cat "$H/$U1")', expected '$mac,$ip,web-1'"
 [ "$(stat -c %a "$H/$U1")" = 644 ] || fail "entry mode $(stat -c %a "$H/$U1")"
 [ "$(ls -A "$H" | wc -l)" = 1 ] || fail "temporary files left: $(ls -A "$H")"
+[ "$(hups)" = 0 ] || fail "SIGHUP without a removal"
 
 # a build that fails after the network step (a bad image checksum): the
 # undo removes the entry it wrote
@@ -33,6 +44,8 @@ U3=33333333-3333-4333-8333-333333333333
 send instance.build "$(spec $U3 '.image.checksum = "sha256:0000000000000000000000000000000000000000000000000000000000000000"')"
 wait_event ".type==\"instance.reschedule\" and .body.uuid==\"$U3\"" >/dev/null || fail "no reschedule"
 [ ! -e "$H/$U3" ] || fail "failed build left its DHCP host entry"
+sleep 0.3
+[ "$(hups)" = 1 ] || fail "$(hups) SIGHUPs after the undo, expected 1"
 
 # reconcile (every 2 s here): a missing entry is written again, a stale
 # one (no such instance) removed, a file that is not ours left alone
@@ -50,6 +63,8 @@ grep -q "removing stale DHCP host entry instance=$S" "$T/agent.log" || fail "sta
 send instance.delete "{\"uuid\":\"$U1\"}"
 wait_event ".body.uuid==\"$U1\" and .body.state==\"deleted\"" >/dev/null || fail "no deleted event"
 [ ! -e "$H/$U1" ] || fail "delete left the DHCP host entry"
+sleep 0.3
+[ "$(hups)" -ge 3 ] || fail "$(hups) SIGHUPs after undo, stale removal and delete, expected 3"
 agent_kill TERM
 
 # a dhcp_hosts_dir that is a file: the agent refuses to start, naming it

@@ -84,7 +84,7 @@ e2e_bridge_up() {
 		fail "prepare-host: $(tail -n 5 "$T/prepare-host.log")"
 	echo "$E2E_BRIDGE" >"$T/e2e-bridge"
 	AGENT_BRIDGE=$E2E_BRIDGE
-	AGENT_NETWORK="{cidr: $E2E_NET.0/24, range_start: $E2E_NET.10, range_end: $E2E_NET.50, gateway: $E2E_NET.1, dhcp_hosts_dir: $T/dhcp-hosts}"
+	AGENT_NETWORK="{cidr: $E2E_NET.0/24, range_start: $E2E_NET.10, range_end: $E2E_NET.50, gateway: $E2E_NET.1, dhcp_hosts_dir: $T/dhcp-hosts, dhcp_pid_file: $T/host/dnsmasq-$E2E_BRIDGE.pid}"
 }
 e2e_bridge_down() {
 	[ -s "$T/e2e-bridge" ] || return 0
