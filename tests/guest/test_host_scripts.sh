@@ -33,6 +33,8 @@ trap 'exit 1' INT TERM
 ip netns add "$ns" && ip -n "$ns" link set lo up || fail "ip netns add"
 in_ns() { ip netns exec "$ns" env STRATUS_HOST_STATE="$tmp/state" STRATUS_RUN_DIR="$tmp/run" STRATUS_DHCP_HOSTS_DIR="$tmp/dhcp-hosts" "$@"; }
 
+# a new namespace may inherit the host's value (net.core.devconf_inherit_init_net)
+fwd0=$(in_ns cat /proc/sys/net/ipv4/ip_forward)
 in_ns sh "$top/deploy/host/prepare-host.sh" --hugepages 0 --no-libvirt --dns 10.77.0.53 >"$tmp/p1" 2>&1 || { cat "$tmp/p1"; fail "prepare-host"; }
 cat "$tmp/p1"
 in_ns ip -d link show dev stratusbr0 | grep -q 'bridge ' || fail "no bridge stratusbr0"
@@ -96,7 +98,7 @@ in_ns curl -s -o /dev/null "http://127.0.0.1:$port/" && fail "still serving afte
 
 in_ns sh "$top/deploy/host/prepare-host.sh" --undo || fail "--undo"
 in_ns ip link show dev stratusbr0 >/dev/null 2>&1 && fail "stratusbr0 still there after --undo"
-[ "$(in_ns cat /proc/sys/net/ipv4/ip_forward)" = 0 ] || fail "ip_forward not restored"
+[ "$(in_ns cat /proc/sys/net/ipv4/ip_forward)" = "$fwd0" ] || fail "ip_forward not restored to $fwd0"
 kill -0 "$dpid" 2>/dev/null && fail "dnsmasq still running after --undo"
 [ -e "$tmp/dhcp-hosts" ] && fail "the DHCP hosts directory it created is still there after --undo"
 echo "PASS: prepare-host (bridge, addresses, forwarding, DHCP, idempotent, undo) and serve-images"
