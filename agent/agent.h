@@ -21,6 +21,12 @@ struct agent_net_config {
 	char *range_end;     /* last address handed out */
 	char *gateway;
 	struct cfg_strlist dns;
+	/* one dnsmasq --dhcp-hostsdir entry per instance ("MAC,IP,hostname" in
+	 * a file named by the uuid); "" = none */
+	char *dhcp_hosts_dir;
+	/* dnsmasq's pid file: it gets SIGHUP when an entry is removed (dnsmasq
+	 * forgets removed entries only then); "" = none */
+	char *dhcp_pid_file;
 	/* derived by agent_config_check: */
 	uint32_t first, last; /* host order */
 	int prefix;

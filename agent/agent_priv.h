@@ -114,7 +114,7 @@ int agent_do_delete(struct agent *a, struct job *j);
 int agent_do_power(struct agent *a, struct job *j);
 int agent_do_sync(struct agent *a, struct job *j);
 /* Undo everything a build of this row made (domain, seed, overlay,
- * address, pCPUs, hugepages) and forget it. */
+ * DHCP host entry, address, pCPUs, hugepages) and forget it. */
 void agent_cleanup_instance(struct agent *a, const struct store_instance *row);
 /* The last lines of the instance's serial console. New reference. */
 json_t *agent_console_tail(struct agent *a, const char *uuid, long lines);
@@ -128,6 +128,24 @@ char *agent_instance_path(struct agent *a, const char *uuid, const char *file);
  * after a command's intent is durable and before it is queued.
  */
 void agent_fault_point(const char *kind, const char *what);
+
+/* dhcp.c: dnsmasq --dhcp-hostsdir entries (agent.network.dhcp_hosts_dir;
+ * every call does nothing when it is ""). */
+/* The directory exists (created 0755 if missing), is a directory and is
+ * writable by us; "" or NULL is fine. <0 with err_msg() otherwise. */
+int agent_dhcp_dir_check(const char *dir);
+/* "MAC,IP,hostname\n" (the address's prefix and the host name's domain
+ * dropped) into buf. */
+int agent_dhcp_line(const char *mac, const char *address, const char *hostname, char *buf,
+		    size_t len);
+/* Write <dir>/<uuid> atomically. address may carry a /prefix. */
+int agent_dhcp_host_write(struct agent *a, const char *uuid, const char *mac,
+			  const char *address, const char *hostname);
+/* Remove <dir>/<uuid> (gone already is fine; other failures are logged). */
+void agent_dhcp_host_remove(struct agent *a, const char *uuid);
+/* Write the missing (or different) entries of live instances, remove the
+ * entries of instances the store does not hold. */
+void agent_dhcp_reconcile(struct agent *a);
 
 /* report.c */
 int agent_report(struct agent *a);

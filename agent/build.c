@@ -19,7 +19,7 @@ struct build_ctx {
 	struct instance_spec spec;
 	struct store_instance row;
 	struct vmm_placement place;
-	bool placed, claimed, addr_allocated, overlay_made, seed_made, defined;
+	bool placed, claimed, addr_allocated, dhcp_written, overlay_made, seed_made, defined;
 	char *kernel_path, *initrd_path; /* cached, for direct kernel boot */
 	int64_t step_ms[8];
 };
@@ -94,7 +94,8 @@ static void undo_claim(struct build_ctx *b)
 	}
 }
 
-/* ---- network: an address from the host's range, a MAC derived from it ---- */
+/* ---- network: an address from the host's range, a MAC derived from it,
+ * and the DHCP host entry that hands the one to the other ---------------- */
 
 static int step_network(struct build_ctx *b)
 {
@@ -141,11 +142,18 @@ static int step_network(struct build_ctx *b)
 	free(b->row.spec_json);
 	b->row.spec_json = json_dumps(sj, JSON_COMPACT);
 	json_decref(sj);
-	return b->row.spec_json ? 0 : err_set(-ENOMEM, "out of memory");
+	if (!b->row.spec_json)
+		return err_set(-ENOMEM, "out of memory");
+	b->dhcp_written = true; /* undo removes even a half-written entry */
+	return agent_dhcp_host_write(a, b->spec.uuid, sn->mac, sn->address, b->spec.hostname);
 }
 
 static void undo_network(struct build_ctx *b)
 {
+	if (b->dhcp_written) {
+		agent_dhcp_host_remove(b->a, b->spec.uuid);
+		b->dhcp_written = false;
+	}
 	if (b->addr_allocated) {
 		agent_store_address_release(b->a->store, b->spec.uuid);
 		b->addr_allocated = false;

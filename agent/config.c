@@ -18,6 +18,12 @@ static const struct cfg_field net_fields[] = {
 	{ .key = "gateway", .type = CFG_STRING, .offset = offsetof(struct agent_net_config, gateway),
 	  .def = "10.77.0.1" },
 	{ .key = "dns", .type = CFG_STRLIST, .offset = offsetof(struct agent_net_config, dns) },
+	{ .key = "dhcp_hosts_dir", .type = CFG_STRING,
+	  .offset = offsetof(struct agent_net_config, dhcp_hosts_dir), .def = "",
+	  .expected = "an absolute directory path, or \"\" for no DHCP host entries" },
+	{ .key = "dhcp_pid_file", .type = CFG_STRING,
+	  .offset = offsetof(struct agent_net_config, dhcp_pid_file), .def = "",
+	  .expected = "the pid file of the dnsmasq reading dhcp_hosts_dir, or \"\"" },
 	{ 0 },
 };
 
@@ -113,6 +119,11 @@ int agent_config_check(struct agent_config *c)
 		if ((r = ip4("dns", &n->dns, n->dns.v[i], &d)) < 0)
 			return r;
 	}
+	if (n->dhcp_hosts_dir && *n->dhcp_hosts_dir && n->dhcp_hosts_dir[0] != '/')
+		return err_set(-EINVAL,
+			       "%s: agent.network.dhcp_hosts_dir: expected an absolute directory path "
+			       "(or \"\" for none), got '%s'",
+			       cfg_where(&n->dhcp_hosts_dir), n->dhcp_hosts_dir);
 	n->prefix = (int)plen;
 	if (!c->host) {
 		char h[256];

@@ -272,6 +272,7 @@ static int reconcile(struct agent *a, bool startup)
 
 	if (!vmm_connected(a->conn)) {
 		a->degraded = true;
+		agent_dhcp_reconcile(a); /* the store against a directory: no libvirt needed */
 		return err_set(-ENOTCONN, "reconcile skipped: libvirtd is not reachable");
 	}
 	r = vmm_list_ours(a->conn, &c.doms, &c.n_doms);
@@ -299,6 +300,8 @@ static int reconcile(struct agent *a, bool startup)
 		}
 	}
 	vmm_domain_list_free(c.doms, c.n_doms);
+	/* after the rows: entries of builds cleaned up above go too */
+	agent_dhcp_reconcile(a);
 	if (c.cleaned || c.queued || c.drifted)
 		log_info("reconcile done startup=%d cleaned=%u queued=%u drifted=%u", startup,
 			 c.cleaned, c.queued, c.drifted);
@@ -382,6 +385,7 @@ int agent_new(const struct agent_config *cfg, const struct bus_config *bus,
 	}
 	if ((r = mkdir_p(cfg->state_dir, 0750)) < 0 || (r = mkdir_p(vmm->instances_dir, 0755)) < 0 ||
 	    (r = mkdir_p(vmm->console_log_dir, 0750)) < 0 ||
+	    (r = agent_dhcp_dir_check(cfg->network.dhcp_hosts_dir)) < 0 ||
 	    (r = agent_store_open(a->store_path, false, &a->store)) < 0 ||
 	    (r = vmm_topology_load(vmm->sysfs_root, &a->topo)) < 0 ||
 	    (r = vmm_usage_init(&a->usage, a->topo)) < 0 ||

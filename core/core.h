@@ -125,7 +125,8 @@ void sb_free(struct strbuf *sb);
 /* Read a whole file (at most max bytes; -E2BIG beyond). *out is malloc'd,
  * NUL-terminated; caller frees. */
 int read_file(const char *path, size_t max, char **out, size_t *len);
-/* Write a file atomically: tmp + fsync + rename. */
+/* Write a file atomically: a temporary ".NAME.tmp.PID" beside it, fsync,
+ * rename. */
 int write_file_atomic(const char *path, const void *data, size_t len, int mode);
 /* mkdir -p */
 int mkdir_p(const char *path, int mode);

@@ -365,10 +365,14 @@ out:
 int write_file_atomic(const char *path, const void *data, size_t len, int mode)
 {
 	_cleanup_free_ char *tmp = NULL;
-	const char *p = data;
+	const char *p = data, *base = strrchr(path, '/');
+	int dlen = base ? (int)(base - path + 1) : 0;
 	int fd, r = 0;
 
-	if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0)
+	/* a dotfile beside the target: directory watchers that skip dotfiles
+	 * (dnsmasq's --dhcp-hostsdir) see only the finished file */
+	if (asprintf(&tmp, "%.*s.%s.tmp.%d", dlen, path, base ? base + 1 : path,
+		     (int)getpid()) < 0)
 		return err_sys(-ENOMEM, "%s", path);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
 	if (fd < 0)

@@ -4,17 +4,29 @@
 # changes is recorded in $STRATUS_HOST_STATE and undone by --undo; what it
 # found already in place it leaves alone, on --undo too.
 #
-#   deploy/host/prepare-host.sh [--hugepages N] [--no-libvirt]
+#   deploy/host/prepare-host.sh [--hugepages N] [--no-libvirt] [--no-dhcp]
+#                               [--dhcp-hosts-dir DIR] [--dns ADDR[,ADDR]]
 #   deploy/host/prepare-host.sh --undo
 #
 #   1. 2 MiB hugepages: at least N in the pool (default $STRATUS_HUGEPAGES or
-#      256 = 512 MiB; 0 leaves the pool alone), hugetlbfs on /dev/hugepages.
+#      256 = 512 MiB), hugetlbfs on /dev/hugepages; 0 leaves both alone.
 #   2. A Linux bridge $STRATUS_BRIDGE (stratusbr0) carrying the gateway
 #      address $STRATUS_BRIDGE_CIDR (10.77.0.1/24) and the metadata address
 #      169.254.169.254/32. Addresses go only on a bridge this script created;
 #      no other interface, route or firewall rule is touched.
 #   3. net.ipv4.ip_forward=1 (in this network namespace).
-#   4. virtlogd and libvirtd running (started with -d when not running;
+#   4. A DHCP server for the instances on the bridge (unless --no-dhcp), like
+#      Neutron's DHCP agent: dnsmasq --port=0 (no DNS) --bind-interfaces,
+#      static leases only, one host per file in --dhcp-hosts-dir
+#      ($STRATUS_DHCP_HOSTS_DIR, default /run/stratus/dhcp-hosts: set the
+#      agent's agent.network.dhcp_hosts_dir to the same directory; the agent
+#      writes "MAC,IP,hostname" per instance and dnsmasq reads it by inotify).
+#      It offers the bridge's address as router, a classless static route
+#      (option 121) to 169.254.169.254/32 and 0.0.0.0/0 through it, and the
+#      --dns servers ($STRATUS_DHCP_DNS) when given. Needed by guests booted
+#      without a seed disk (seed: none), which find the metadata service
+#      by DHCP; harmless to the others.
+#   5. virtlogd and libvirtd running (started with -d when not running;
 #      libvirtd is restarted only when it ran before hugetlbfs was mounted).
 #      /dev/kvm, when present, gets udev's usual root:kvm 0660: without udev
 #      it stays root 0600, libvirtd then finds KVM unusable for its qemu user
@@ -27,20 +39,28 @@ cidr=${STRATUS_BRIDGE_CIDR:-10.77.0.1/24}
 mdaddr=169.254.169.254/32
 pages=${STRATUS_HUGEPAGES:-256}
 state=${STRATUS_HOST_STATE:-/run/stratus/prepare-host}
+hostsdir=${STRATUS_DHCP_HOSTS_DIR:-/run/stratus/dhcp-hosts}
+dns=${STRATUS_DHCP_DNS:-}
 libvirt=1
+dhcp=1
 undo=0
 
-usage() { echo "usage: $0 [--hugepages N] [--no-libvirt] | --undo" >&2; exit 2; }
+usage() { echo "usage: $0 [--hugepages N] [--no-libvirt] [--no-dhcp] [--dhcp-hosts-dir DIR] [--dns ADDR[,ADDR]] | --undo" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--undo) undo=1 ;;
 	--no-libvirt) libvirt=0 ;;
+	--no-dhcp) dhcp=0 ;;
 	--hugepages) [ $# -ge 2 ] || usage; pages=$2; shift ;;
+	--dhcp-hosts-dir) [ $# -ge 2 ] || usage; hostsdir=$2; shift ;;
+	--dns) [ $# -ge 2 ] || usage; dns=$2; shift ;;
 	*) usage ;;
 	esac
 	shift
 done
 case "$pages" in ''|*[!0-9]*) echo "prepare-host: --hugepages wants a number of 2 MiB pages, got '$pages'" >&2; exit 2 ;; esac
+case "$hostsdir" in /*) ;; *) echo "prepare-host: --dhcp-hosts-dir wants an absolute path, got '$hostsdir'" >&2; exit 2 ;; esac
+case "$dns" in *[!0-9.,]*) echo "prepare-host: --dns wants IPv4 addresses separated by commas, got '$dns'" >&2; exit 2 ;; esac
 
 die() { echo "prepare-host: error: $*" >&2; exit 1; }
 say() { echo "prepare-host: $*"; }
@@ -82,7 +102,42 @@ wait_libvirt() {
 	done
 }
 
+# dnsmasq of this bridge: its pid file names it
+dnsmasq_pidfile=$state/dnsmasq-$bridge.pid
+dnsmasq_pid() {
+	p=$(cat "$dnsmasq_pidfile" 2>/dev/null || true)
+	if [ -n "$p" ] && kill -0 "$p" 2>/dev/null && tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q "dnsmasq.*--interface=$bridge "; then
+		echo "$p"
+	fi
+}
+ip2int() { # a.b.c.d -> integer
+	echo "$1" | { IFS=. read -r a b c d; echo $(((a << 24) | (b << 16) | (c << 8) | d)); }
+}
+int2ip() { echo "$((($1 >> 24) & 255)).$((($1 >> 16) & 255)).$((($1 >> 8) & 255)).$(($1 & 255))"; }
+
 if [ $undo = 1 ]; then
+	if [ -e "$state/started-dnsmasq" ]; then
+		b=$(cat "$state/started-dnsmasq")
+		bridge=$b dnsmasq_pidfile=$state/dnsmasq-$b.pid
+		p=$(dnsmasq_pid)
+		if [ -n "$p" ]; then
+			say "stopping dnsmasq on $b (pid $p)"
+			kill -TERM "$p"
+			n=0
+			while kill -0 "$p" 2>/dev/null; do
+				n=$((n + 1))
+				[ $n -lt 100 ] || die "dnsmasq (pid $p) did not exit within 20 s of SIGTERM"
+				sleep 0.2
+			done
+		fi
+		rm -f "$state/started-dnsmasq" "$state/dnsmasq-$b.pid" "$state/dnsmasq-$b.leases"
+	fi
+	if [ -e "$state/created-dhcp-hosts-dir" ]; then
+		d=$(cat "$state/created-dhcp-hosts-dir")
+		# entries of instances that still exist stay (and so does the directory)
+		rmdir "$d" 2>/dev/null && say "removed $d" || say "$d is not empty: left in place"
+		rm -f "$state/created-dhcp-hosts-dir"
+	fi
 	if [ -e "$state/started-libvirtd" ]; then
 		say "stopping libvirtd (started by prepare-host; running guests keep running)"
 		stop_daemon libvirtd
@@ -145,7 +200,7 @@ if [ "$pages" -gt 0 ]; then
 	fi
 fi
 mounted_now=0
-if ! hugetlbfs_mounted; then
+if [ "$pages" -gt 0 ] && ! hugetlbfs_mounted; then
 	mkdir -p /dev/hugepages
 	mount -t hugetlbfs -o pagesize=2M hugetlbfs /dev/hugepages || die "mount -t hugetlbfs hugetlbfs /dev/hugepages failed"
 	touch "$state/mounted-hugetlbfs"
@@ -189,7 +244,37 @@ if [ "$(cat /proc/sys/net/ipv4/ip_forward)" != 1 ]; then
 	say "net.ipv4.ip_forward=1"
 fi
 
-# 4. libvirt.
+# 4. DHCP for the instances: dnsmasq on the bridge, static leases from the
+#    agent's host entries.
+if [ $dhcp = 1 ]; then
+	command -v dnsmasq >/dev/null 2>&1 || die "dnsmasq not found (apt-get install dnsmasq-base), or use --no-dhcp"
+	if [ -n "$(dnsmasq_pid)" ]; then
+		say "dnsmasq on $bridge: running (pid $(dnsmasq_pid))"
+	elif ! ip addr show dev "$bridge" | grep -q "inet $cidr "; then
+		say "warning: $bridge lacks $cidr: no DHCP server started on it"
+	else
+		plen=${cidr#*/}
+		mask=$(((0xffffffff << (32 - plen)) & 0xffffffff))
+		net=$(int2ip $(($(ip2int "$addr") & mask)))
+		if [ ! -d "$hostsdir" ]; then
+			mkdir -p "$hostsdir" || die "cannot create $hostsdir"
+			chmod 0755 "$hostsdir"
+			echo "$hostsdir" >"$state/created-dhcp-hosts-dir"
+		fi
+		set -- --conf-file=/dev/null --port=0 --interface="$bridge" --bind-interfaces \
+			--dhcp-range="$net,static,$(int2ip $mask),1h" --dhcp-hostsdir="$hostsdir" \
+			--dhcp-leasefile="$state/dnsmasq-$bridge.leases" --pid-file="$dnsmasq_pidfile" \
+			--dhcp-option=option:router,"$addr" \
+			--dhcp-option=option:classless-static-route,169.254.169.254/32,"$addr",0.0.0.0/0,"$addr" \
+			--log-dhcp --log-facility="$state/dnsmasq-$bridge.log"
+		[ -z "$dns" ] || set -- "$@" --dhcp-option=option:dns-server,"$dns"
+		dnsmasq "$@" 9>&- || die "dnsmasq on $bridge failed to start (see $state/dnsmasq-$bridge.log)"
+		echo "$bridge" >"$state/started-dnsmasq"
+		say "dnsmasq on $bridge: started (DHCP for $net/$plen, hosts from $hostsdir)"
+	fi
+fi
+
+# 5. libvirt.
 if [ $libvirt = 1 ]; then
 	for t in virtlogd libvirtd virsh; do
 		command -v "$t" >/dev/null 2>&1 || die "$t not found (sh deps/install.sh deps/demo-guest.txt)"
@@ -215,4 +300,4 @@ if [ $libvirt = 1 ]; then
 	wait_libvirt
 	say "libvirt: qemu:///system answers"
 fi
-say "ready: bridge $bridge ($cidr, metadata $mdaddr), $(cat /proc/sys/vm/nr_hugepages) hugepages, undo with $0 --undo"
+say "ready: bridge $bridge ($cidr, metadata $mdaddr), $([ $dhcp = 1 ] && echo "DHCP hosts from $hostsdir, ")$(cat /proc/sys/vm/nr_hugepages) hugepages, undo with $0 --undo"

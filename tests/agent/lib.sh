@@ -12,7 +12,9 @@ free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# agent_env_up [LIBVIRT_URI]: writes $T/stratus.yaml, starts stratus-bus and the tail
+# agent_env_up [LIBVIRT_URI]: writes $T/stratus.yaml, starts stratus-bus and the tail.
+# AGENT_BRIDGE (vmm.bridge, default none) and AGENT_NETWORK (agent.network as
+# a YAML flow mapping, default the built-in) change the instance network.
 agent_env_up() {
 	uri=${1:-test:///default}
 	METRICS_PORT=$(free_port)
@@ -26,9 +28,10 @@ agent:
   state_dir: $T/state
   metrics_listen: 127.0.0.1:$METRICS_PORT
   report_interval: 1s
-  reconcile_interval: 2s
+  reconcile_interval: 2s${AGENT_NETWORK:+
+  network: $AGENT_NETWORK}
 vmm: {uri: "$uri", accel: qemu, shutdown_timeout: 2s, cpu_dedicated_set: "1", cpu_shared_set: "0",
-      bridge: "", instances_dir: $T/inst, console_log_dir: $T/inst}
+      bridge: "${AGENT_BRIDGE:-}", instances_dir: $T/inst, console_log_dir: $T/inst}
 images: {cache_dir: $T/cache, allow_file_urls: true}
 EOF
 	"$B/stratus-bus" -c "$T/stratus.yaml" >"$T/bus.log" 2>&1 &

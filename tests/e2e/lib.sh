@@ -1,5 +1,8 @@
 # Sourced by the e2e tests: the agent environment of tests/agent/lib.sh on
-# real libvirtd + QEMU, and the tiny guest (tests/guest/build-tiny.sh).
+# real libvirtd + QEMU, the tiny guest (tests/guest/build-tiny.sh), the
+# Debian cloud-init guest (tests/guest/build-debian.sh), a bridge of the
+# test's own with dnsmasq (deploy/host/prepare-host.sh) and the rest of the
+# control plane (scheduler, metadata service) for stratusctl.
 . "$STRATUS_TOP/tests/lib/libvirt.sh"
 . "$STRATUS_TOP/tests/agent/lib.sh"
 # libvirtd on these machines may re-probe QEMU before a define: minutes, not
@@ -12,6 +15,14 @@ e2e_down() {
 		virsh -c qemu:///system destroy "$d" >/dev/null 2>&1
 		virsh -c qemu:///system undefine "$d" >/dev/null 2>&1
 	done
+	# instances the scheduler named (e2e_stack_up tests record their uuids)
+	for u in $(cat "$T/e2e-uuids" 2>/dev/null); do
+		guest_destroy "stratus-$u"
+	done
+	for p in scheduler metadata; do
+		[ -f "$T/$p.pid" ] && kill "$(cat "$T/$p.pid")" 2>/dev/null
+	done
+	e2e_bridge_down
 	agent_env_down
 	[ -n "${E2E_HUGEPAGES:-}" ] && hugepages_restore
 	libvirt_down
@@ -38,3 +49,77 @@ tiny_spec() {
 		seed: "nocloud"} | '"${2:-.}"
 }
 e2e_uuid() { printf 'e2e0%04x-0000-4000-8000-%012d' "$1" $$; }
+
+# debian_guest_build: build (once) or reuse the Debian 12 cloud-init guest;
+# sets DEB_IMAGE, DEB_KERNEL, DEB_INITRD and DEB_CMDLINE
+debian_guest_build() {
+	_out=$(sh "$STRATUS_TOP/tests/guest/build-debian.sh" 2>"$T/debian-build.log") ||
+		fail "Debian guest build: $(tail -n 5 "$T/debian-build.log")"
+	# KEY=VALUE lines, shell-quoted
+	eval "$(echo "$_out" | grep -E '^(image|kernel|initrd|cmdline)=')"
+	DEB_IMAGE=$image DEB_KERNEL=$kernel DEB_INITRD=$initrd DEB_CMDLINE=$cmdline
+	[ -f "$DEB_IMAGE" ] && [ -f "$DEB_KERNEL" ] && [ -f "$DEB_INITRD" ] || fail "Debian guest build printed: $_out"
+}
+# debian_image_line: the Debian guest as a scheduler images: entry (file URLs)
+debian_image_line() {
+	echo "url=file://$DEB_IMAGE checksum=$(_sum "$DEB_IMAGE") disk_format=qcow2 min_disk_gb=2" \
+		"kernel=file://$DEB_KERNEL kernel_checksum=$(_sum "$DEB_KERNEL")" \
+		"initrd=file://$DEB_INITRD initrd_checksum=$(_sum "$DEB_INITRD")" \
+		"cmdline=$(echo "${DEB_CMDLINE:-root=/dev/vda console=ttyS0}" | sed 's/ /%20/g')"
+}
+
+# e2e_bridge_up: a bridge of this test (E2E_BRIDGE, 10.79.N.1/24 with N from
+# the pid: E2E_NET is 10.79.N) carrying 169.254.169.254, with dnsmasq
+# handing out the static leases of $T/dhcp-hosts, by prepare-host.sh with its
+# own state in $T/host (no hugepages, no libvirt). Sets AGENT_BRIDGE and
+# AGENT_NETWORK for agent_env_up. e2e_down undoes it.
+e2e_bridge_up() {
+	E2E_BRIDGE=stre2e$$
+	E2E_NET=10.79.$(($$ % 200 + 20))
+	ip -o addr show | grep -q "inet $E2E_NET\." && fail "$E2E_NET.0/24 is in use on this machine"
+	mkdir -p "$T/host"
+	STRATUS_BRIDGE=$E2E_BRIDGE STRATUS_BRIDGE_CIDR=$E2E_NET.1/24 STRATUS_HOST_STATE=$T/host \
+		STRATUS_DHCP_HOSTS_DIR=$T/dhcp-hosts \
+		sh "$STRATUS_TOP/deploy/host/prepare-host.sh" --hugepages 0 --no-libvirt >"$T/prepare-host.log" 2>&1 ||
+		fail "prepare-host: $(tail -n 5 "$T/prepare-host.log")"
+	echo "$E2E_BRIDGE" >"$T/e2e-bridge"
+	AGENT_BRIDGE=$E2E_BRIDGE
+	AGENT_NETWORK="{cidr: $E2E_NET.0/24, range_start: $E2E_NET.10, range_end: $E2E_NET.50, gateway: $E2E_NET.1, dhcp_hosts_dir: $T/dhcp-hosts, dhcp_pid_file: $T/host/dnsmasq-$E2E_BRIDGE.pid}"
+}
+e2e_bridge_down() {
+	[ -s "$T/e2e-bridge" ] || return 0
+	STRATUS_BRIDGE=$(cat "$T/e2e-bridge") STRATUS_HOST_STATE=$T/host \
+		sh "$STRATUS_TOP/deploy/host/prepare-host.sh" --undo >>"$T/prepare-host.log" 2>&1
+	rm -f "$T/e2e-bridge"
+}
+
+# e2e_stack_up SCHEDULER_IMAGES_LINES: stratus-scheduler and stratus-metadata
+# (on 169.254.169.254:80, the agent's store) beside agent_env_up's bus and
+# agent; ctl runs stratusctl as project e2e. Call after agent_start (the
+# metadata service opens the store the agent made).
+e2e_stack_up() {
+	if ss -Hltn 2>/dev/null | awk '{print $4}' | grep -Eq '^(169\.254\.169\.254|0\.0\.0\.0|\*):80$'; then
+		echo "skip: something already listens on 169.254.169.254:80 (a dev cloud?)"
+		exit 77
+	fi
+	cat >>"$T/stratus.yaml" <<EOF
+scheduler:
+  state_path: $T/scheduler.db
+  heartbeat_interval: 2s
+  missed_heartbeats: 30
+  flavors:
+    m1.small: vcpus=1 ram_mb=512 disk_gb=3
+  images:
+$1
+metadata:
+  listen: 169.254.169.254:80
+  store: $T/state/agent.db
+EOF
+	"$B/stratus-scheduler" -c "$T/stratus.yaml" >"$T/scheduler.log" 2>&1 &
+	echo $! >"$T/scheduler.pid"
+	"$B/stratus-metadata" -c "$T/stratus.yaml" >"$T/metadata.log" 2>&1 &
+	echo $! >"$T/metadata.pid"
+	for _ in $(seq 50); do curl -s -o /dev/null "http://169.254.169.254/healthz" && break; sleep 0.1; done
+	curl -s -o /dev/null "http://169.254.169.254/healthz" || fail "stratus-metadata: $(tail -n 3 "$T/metadata.log")"
+}
+ctl() { "$B/stratusctl" -c "$T/stratus.yaml" -p e2e "$@"; }
