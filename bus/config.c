@@ -1,4 +1,6 @@
 /* The bus: and broker: config sections. */
+#include <arpa/inet.h>
+#include <errno.h>
 #include <stddef.h>
 
 #include "bus/bus.h"
@@ -27,6 +29,8 @@ const struct cfg_field broker_config_fields[] = {
 	  .offset = offsetof(struct broker_config, partitions), .min = 1, .max = 256, .def = "4" },
 	{ .key = "address_file", .type = CFG_STRING,
 	  .offset = offsetof(struct broker_config, address_file), .expected = "a file path" },
+	{ .key = "listen", .type = CFG_STRING, .offset = offsetof(struct broker_config, listen),
+	  .def = "127.0.0.1", .expected = "an IPv4 address of this machine, like 10.0.0.5" },
 	{ .key = "topics", .type = CFG_MAP, .offset = offsetof(struct broker_config, topics) },
 	{ 0 },
 };
@@ -34,4 +38,21 @@ const struct cfg_field broker_config_fields[] = {
 void broker_config_free(struct broker_config *c)
 {
 	cfg_free(broker_config_fields, c);
+}
+
+int broker_config_check(const struct broker_config *c)
+{
+	struct in_addr a;
+
+	if (!c->listen)
+		return 0; /* not loaded from a file: 127.0.0.1 */
+	if (inet_pton(AF_INET, c->listen, &a) != 1)
+		return err_set(-EINVAL, "%s: broker.listen: expected an IPv4 address of this "
+			       "machine, like 10.0.0.5, got '%s'", cfg_where(&c->listen), c->listen);
+	/* the brokers advertise the address they listen on: a wildcard would
+	 * be advertised as is, and no client can connect to it */
+	if (a.s_addr == htonl(INADDR_ANY) || a.s_addr == htonl(INADDR_BROADCAST))
+		return err_set(-EINVAL, "%s: broker.listen: %s cannot be advertised to clients: "
+			       "give one address of this machine", cfg_where(&c->listen), c->listen);
+	return 0;
 }
