@@ -42,13 +42,16 @@ struct broker_config {
 	long brokers;               /* mock cluster size */
 	long partitions;            /* default partitions per topic */
 	char *address_file;
-	char *listen;               /* IPv4 address the brokers listen on and advertise */
+	char *listen;               /* ADDR[:PORT] the brokers listen on and advertise */
 	struct cfg_map topics;      /* topic -> partition count */
 };
 extern const struct cfg_field broker_config_fields[];
 void broker_config_free(struct broker_config *c);
-/* broker.listen is one IPv4 address (not 0.0.0.0; NULL = 127.0.0.1); -EINVAL
- * naming file:line. */
+/* broker.listen, "ADDR" or "ADDR:PORT" (one IPv4 address, not 0.0.0.0;
+ * NULL = 127.0.0.1), as a sockaddr (port 0: the kernel picks); -EINVAL
+ * naming file:line. broker_config_check: the same, for daemon -n. */
+struct sockaddr_in;
+int broker_listen_addr(const struct broker_config *c, struct sockaddr_in *out);
 int broker_config_check(const struct broker_config *c);
 
 /* ---- topics ------------------------------------------------------------ */

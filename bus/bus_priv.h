@@ -41,8 +41,10 @@ void bus_rdkafka_log(const rd_kafka_t *rk, int level, const char *fac, const cha
 /* broker.listen (bus/broker.c): while bus_broker_start() creates the mock
  * cluster in this thread, a bind of an AF_INET socket to 127.0.0.1:0 is to
  * be made to the configured address instead. True with *out filled in when
- * SA is such a bind; stratus-bus's bind() (bus/main.c) asks. */
-bool bus_broker_bind_rewrite(const struct sockaddr *sa, socklen_t len, struct sockaddr_in *out);
+ * SA is such a bind (and FD is set up for it); stratus-bus's bind()
+ * (bus/main.c) asks. */
+bool bus_broker_bind_rewrite(int fd, const struct sockaddr *sa, socklen_t len,
+			     struct sockaddr_in *out);
 /* What the rewritten bind returned (-errno or 0), for the error message. */
 void bus_broker_bind_result(int r);
 

@@ -20,7 +20,7 @@ int bind(int fd, const struct sockaddr *sa, socklen_t len)
 	struct sockaddr_in sin;
 	long r;
 
-	if (!bus_broker_bind_rewrite(sa, len, &sin))
+	if (!bus_broker_bind_rewrite(fd, sa, len, &sin))
 		return (int)syscall(SYS_bind, fd, sa, len);
 	r = syscall(SYS_bind, fd, &sin, sizeof(sin));
 	bus_broker_bind_result(r < 0 ? -errno : 0);

@@ -2,7 +2,7 @@
 # Three hosts on one machine: each stratus-agent runs in its own network
 # namespace with its own address (10.99.0.11-13) behind a bridge
 # (10.99.0.1), on libvirt's test driver; stratus-bus (broker.listen:
-# 10.99.0.1) and stratus-scheduler run in the root namespace. Driven with
+# 10.99.0.1:PORT) and stratus-scheduler run in the root namespace. Driven with
 # stratusctl as an operator would:
 #   each agent answers /healthz and /metrics on its own address, its bus
 #   connection crosses the bridge; all three hosts up; --count 6 spreads
@@ -42,7 +42,7 @@ skip() { echo "SKIP: $*"; exit 77; }
 ctl() { "$B/stratusctl" -c "$T/stratus.yaml" -p acme "$@"; }
 agent_pid() { eval echo "\$a$1"; }
 
-for c in ip jq curl kcat qemu-img ss; do
+for c in ip jq curl kcat qemu-img ss python3; do
 	command -v $c >/dev/null || fail "$c is not installed (deps/test-multihost.txt)"
 done
 [ "$(id -u)" = 0 ] || skip "needs root for network namespaces (ip netns, bridge, veth)"
@@ -63,11 +63,13 @@ done
 echo "network: bridge $BR $NET.1, namespaces $NS-1..3 at $NET.11..13"
 
 # --- the controller: stratus-bus on the bridge address, the scheduler ---
+# the bus's port, fixed like a real broker's (broker.listen ADDR:PORT)
+PORT=$(python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$NET.1")
 qemu-img create -q -f qcow2 "$T/base.qcow2" 64M || fail "qemu-img"
 SUM=$(sha256sum "$T/base.qcow2" | cut -d' ' -f1)
 cat >"$T/stratus.yaml" <<EOF
 log: {level: info}
-broker: {listen: $NET.1, partitions: 2, address_file: $T/bus.addr}
+broker: {listen: "$NET.1:$PORT", partitions: 2, address_file: $T/bus.addr}
 bus: {address_file: $T/bus.addr, properties: {fetch.wait.max.ms: "10"}}
 scheduler:
   state_path: $T/scheduler.db
@@ -85,7 +87,7 @@ bus_pid=$!
 for _ in $(seq 100); do [ -s "$T/bus.addr" ] && break; sleep 0.1; done
 [ -s "$T/bus.addr" ] || fail "stratus-bus did not start"
 ADDR=$(cat "$T/bus.addr")
-case "$ADDR" in "$NET.1:"*) ;; *) fail "stratus-bus at '$ADDR', not on $NET.1" ;; esac
+[ "$ADDR" = "$NET.1:$PORT" ] || fail "stratus-bus at '$ADDR', not at $NET.1:$PORT"
 ss -ltnH "src $NET.1" | grep -q ":${ADDR#*:} " || fail "no listener on $ADDR: $(ss -ltn)"
 "$B/stratus-scheduler" -c "$T/stratus.yaml" >"$T/sched.log" 2>&1 &
 sched_pid=$!
