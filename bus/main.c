@@ -76,7 +76,7 @@ int main(int argc, char **argv)
 	};
 	struct daemon_opts o = {
 		.prog = "stratus-bus",
-		.summary = "single-machine Kafka broker (librdkafka mock cluster on loopback)",
+		.summary = "single-machine Kafka broker (librdkafka mock cluster on broker.listen, default loopback)",
 		.usage_extra = "Prints the bootstrap address on stdout and writes it to the address\n"
 			       "file (broker.address_file, else bus.address_file, else\n"
 			       "$" BUS_ADDR_FILE_ENV ", else " BUS_DEFAULT_ADDR_FILE
