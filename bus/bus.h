@@ -42,10 +42,17 @@ struct broker_config {
 	long brokers;               /* mock cluster size */
 	long partitions;            /* default partitions per topic */
 	char *address_file;
+	char *listen;               /* ADDR[:PORT] the brokers listen on and advertise */
 	struct cfg_map topics;      /* topic -> partition count */
 };
 extern const struct cfg_field broker_config_fields[];
 void broker_config_free(struct broker_config *c);
+/* broker.listen, "ADDR" or "ADDR:PORT" (one IPv4 address, not 0.0.0.0;
+ * NULL = 127.0.0.1), as a sockaddr (port 0: the kernel picks); -EINVAL
+ * naming file:line. broker_config_check: the same, for daemon -n. */
+struct sockaddr_in;
+int broker_listen_addr(const struct broker_config *c, struct sockaddr_in *out);
+int broker_config_check(const struct broker_config *c);
 
 /* ---- topics ------------------------------------------------------------ */
 #define BUS_TOPIC_API "stratus.api"         /* requests, key = project */
@@ -240,7 +247,7 @@ struct bus_broker;
  * Stratus topics with cfg->partitions partitions, and each topic of
  * cfg->topics with its own count. */
 int bus_broker_start(const struct broker_config *cfg, struct bus_broker **out);
-/* "127.0.0.1:PORT,..." (owned by the broker). */
+/* "ADDRESS:PORT,..." (broker.listen, default 127.0.0.1; owned by the broker). */
 const char *bus_broker_bootstraps(const struct bus_broker *b);
 void bus_broker_stop(struct bus_broker *b);
 

@@ -2,6 +2,10 @@
 #ifndef STRATUS_BUS_PRIV_H
 #define STRATUS_BUS_PRIV_H
 
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
@@ -33,6 +37,16 @@ int bus_rdkafka_conf(const struct bus_config *cfg, const char *const *defaults, 
 int bus_conf_set(rd_kafka_conf_t *conf, const char *key, const char *val);
 /* librdkafka's log lines, through ours (rd_kafka_conf_set_log_cb). */
 void bus_rdkafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+
+/* broker.listen (bus/broker.c): while bus_broker_start() creates the mock
+ * cluster in this thread, a bind of an AF_INET socket to 127.0.0.1:0 is to
+ * be made to the configured address instead. True with *out filled in when
+ * SA is such a bind (and FD is set up for it); stratus-bus's bind()
+ * (bus/main.c) asks. */
+bool bus_broker_bind_rewrite(int fd, const struct sockaddr *sa, socklen_t len,
+			     struct sockaddr_in *out);
+/* What the rewritten bind returned (-errno or 0), for the error message. */
+void bus_broker_bind_result(int r);
 
 /* The mock cluster behind a started broker (for fault-injecting tests). */
 rd_kafka_mock_cluster_t *bus_broker_mock(struct bus_broker *b);

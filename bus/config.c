@@ -1,5 +1,9 @@
 /* The bus: and broker: config sections. */
+#include <arpa/inet.h>
+#include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "bus/bus.h"
 
@@ -27,6 +31,8 @@ const struct cfg_field broker_config_fields[] = {
 	  .offset = offsetof(struct broker_config, partitions), .min = 1, .max = 256, .def = "4" },
 	{ .key = "address_file", .type = CFG_STRING,
 	  .offset = offsetof(struct broker_config, address_file), .expected = "a file path" },
+	{ .key = "listen", .type = CFG_STRING, .offset = offsetof(struct broker_config, listen),
+	  .def = "127.0.0.1", .expected = "an IPv4 address of this machine, like 10.0.0.5:9092" },
 	{ .key = "topics", .type = CFG_MAP, .offset = offsetof(struct broker_config, topics) },
 	{ 0 },
 };
@@ -34,4 +40,43 @@ const struct cfg_field broker_config_fields[] = {
 void broker_config_free(struct broker_config *c)
 {
 	cfg_free(broker_config_fields, c);
+}
+
+int broker_listen_addr(const struct broker_config *c, struct sockaddr_in *out)
+{
+	char host[64];
+	const char *colon;
+	long port = 0, max;
+
+	memset(out, 0, sizeof(*out));
+	out->sin_family = AF_INET;
+	out->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (!c->listen)
+		return 0; /* not loaded from a file: 127.0.0.1, ports of the kernel's choice */
+	colon = strchr(c->listen, ':');
+	snprintf(host, sizeof(host), "%.*s", colon ? (int)(colon - c->listen) : (int)strlen(c->listen),
+		 c->listen);
+	if (inet_pton(AF_INET, host, &out->sin_addr) != 1)
+		return err_set(-EINVAL, "%s: broker.listen: expected an IPv4 address of this "
+			       "machine and an optional port, like 10.0.0.5 or 10.0.0.5:9092, got '%s'",
+			       cfg_where(&c->listen), c->listen);
+	/* the brokers advertise the address they listen on: a wildcard would
+	 * be advertised as is, and no client can connect to it */
+	if (out->sin_addr.s_addr == htonl(INADDR_ANY) ||
+	    out->sin_addr.s_addr == htonl(INADDR_BROADCAST))
+		return err_set(-EINVAL, "%s: broker.listen: %s cannot be advertised to clients: "
+			       "give one address of this machine", cfg_where(&c->listen), host);
+	max = 65535 - (c->brokers > 1 ? c->brokers - 1 : 0);
+	if (colon && parse_long(colon + 1, 1, max, &port) < 0)
+		return err_set(-EINVAL, "%s: broker.listen: port '%s': expected 1 to %ld (broker N "
+			       "listens on port + N - 1)", cfg_where(&c->listen), colon + 1, max);
+	out->sin_port = htons((uint16_t)port);
+	return 0;
+}
+
+int broker_config_check(const struct broker_config *c)
+{
+	struct sockaddr_in sa;
+
+	return broker_listen_addr(c, &sa);
 }

@@ -5,10 +5,27 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "bus/bus.h"
+#include "bus/bus_priv.h"
 #include "core/core.h"
+
+/* Every bind() of this program, librdkafka's included: the mock cluster's
+ * listeners go to broker.listen (bus/broker.c explains); the rest unchanged. */
+int bind(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	struct sockaddr_in sin;
+	long r;
+
+	if (!bus_broker_bind_rewrite(fd, sa, len, &sin))
+		return (int)syscall(SYS_bind, fd, sa, len);
+	r = syscall(SYS_bind, fd, &sin, sizeof(sin));
+	bus_broker_bind_result(r < 0 ? -errno : 0);
+	return (int)r;
+}
 
 static struct log_config log_cfg;
 static struct broker_config broker_cfg;
@@ -44,6 +61,11 @@ static void remove_address(const char *path, const char *addr)
 			 strerror(errno));
 }
 
+static int validate(void *ud)
+{
+	return broker_config_check(ud);
+}
+
 int main(int argc, char **argv)
 {
 	const struct cfg_section sections[] = {
@@ -54,7 +76,7 @@ int main(int argc, char **argv)
 	};
 	struct daemon_opts o = {
 		.prog = "stratus-bus",
-		.summary = "single-machine Kafka broker (librdkafka mock cluster on loopback)",
+		.summary = "single-machine Kafka broker (librdkafka mock cluster on broker.listen, default loopback)",
 		.usage_extra = "Prints the bootstrap address on stdout and writes it to the address\n"
 			       "file (broker.address_file, else bus.address_file, else\n"
 			       "$" BUS_ADDR_FILE_ENV ", else " BUS_DEFAULT_ADDR_FILE
@@ -62,6 +84,8 @@ int main(int argc, char **argv)
 		.default_config = "/etc/stratus/stratus.yaml",
 		.sections = sections,
 		.log = &log_cfg,
+		.validate = validate,
+		.validate_ud = &broker_cfg,
 	};
 	struct bus_broker *b = NULL;
 	_cleanup_free_ char *addr = NULL;

@@ -1,7 +1,7 @@
 #!/bin/sh
 # stratus-bus as a user runs it, with clients in separate processes:
 # stratusctl bus send/tail, kcat both ways, exit codes, a consumer killed
-# before storing its offset, SIGTERM.
+# before storing its offset, SIGTERM; broker.listen with fixed ports.
 set -u
 BUILD=${BUILD:-build}
 tmp=$(mktemp -d /tmp/stratus-bus-test.XXXXXX)
@@ -114,4 +114,39 @@ wait $bus_pid; rc=$?
 bus_pid=
 [ $rc -eq 0 ] || fail "stratus-bus exit $rc on SIGTERM"
 [ ! -e "$STRATUS_BUS_ADDR_FILE" ] || fail "address file left behind"
+
+# broker.listen with a port: two brokers on PORT and PORT+1, advertised so,
+# and the same ports again at once after a restart
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+[ "$port" -lt 65535 ] || port=40000
+cat >"$tmp/listen.yaml" <<YAML
+log: {level: warn}
+broker: {brokers: 2, listen: "127.0.0.1:$port", address_file: $tmp/listen.addr}
+YAML
+for round in 1 2; do
+	"$BUILD/stratus-bus" -c "$tmp/listen.yaml" >"$tmp/listen.out" 2>"$tmp/listen.err" &
+	bus_pid=$!
+	i=0
+	while [ ! -s "$tmp/listen.addr" ]; do
+		i=$((i + 1)); [ $i -gt 100 ] && fail "broker.listen (round $round): no address file"
+		kill -0 $bus_pid 2>/dev/null || fail "broker.listen (round $round): stratus-bus died"
+		sleep 0.1
+	done
+	[ "$(cat "$tmp/listen.addr")" = "127.0.0.1:$port,127.0.0.1:$((port + 1))" ] ||
+		fail "broker.listen: address $(cat "$tmp/listen.addr")"
+	kcat -L -b "127.0.0.1:$port" >"$tmp/meta" 2>>"$tmp/kcat.err" || fail "kcat -L on the fixed port"
+	grep -q "broker 2 at 127.0.0.1:$((port + 1))" "$tmp/meta" || fail "advertised: $(cat "$tmp/meta")"
+	kill -TERM $bus_pid
+	wait $bus_pid || fail "stratus-bus (broker.listen) exit status"
+	bus_pid=
+done
+# an address this machine does not have (TEST-NET-1): a clear error, exit 1
+printf 'broker: {listen: "192.0.2.1:%s", address_file: %s}\n' "$port" "$tmp/none.addr" >"$tmp/bad.yaml"
+"$BUILD/stratus-bus" -c "$tmp/bad.yaml" >/dev/null 2>"$tmp/bad.err"
+rc=$?
+[ $rc = 1 ] || fail "broker.listen on a foreign address: exit $rc"
+grep -q "cannot listen on 192.0.2.1:$port: Cannot assign requested address (broker.listen must be an address of this machine)" \
+	"$tmp/bad.err" || fail "foreign address error: $(cat "$tmp/bad.err")"
+[ ! -e "$tmp/none.addr" ] || fail "a failed start wrote an address file"
+echo "broker.listen: fixed ports, restart, foreign address refused"
 echo "PASS"
