@@ -42,7 +42,7 @@ echo "stratus-bus at $addr; $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)
 line=$(head -c 1023 /dev/zero | tr '\0' x)
 echo warm | kcat -P -b "$addr" -t stratus.bench.kcat 2>"$tmp/kcat.err" || die "kcat -P: $(cat "$tmp/kcat.err")"
 kcat -C -b "$addr" -t stratus.bench.kcat -o beginning -c $((N + 1)) -q -X fetch.wait.max.ms=5 \
-	>/dev/null 2>>"$tmp/kcat.err" &
+	>"$tmp/kcat.out" 2>>"$tmp/kcat.err" &
 kc=$!
 sleep 1
 t0=$(date +%s%N)
@@ -52,6 +52,8 @@ wd=$!
 wait $kc || die "kcat -C did not get $N messages: $(tail -n 3 "$tmp/kcat.err")"
 t1=$(date +%s%N)
 kill $wd 2>/dev/null
+got=$(wc -l <"$tmp/kcat.out")
+[ "$got" -eq $((N + 1)) ] || die "kcat -C got $got of $((N + 1)) messages in 120 s: $(tail -n 3 "$tmp/kcat.err")"
 kcat_rate=$(( N * 1000000000 / (t1 - t0) ))
 
 set -- $(grep throughput "$tmp/ours")
