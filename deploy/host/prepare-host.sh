@@ -82,16 +82,19 @@ pid_of() { # pid_of DAEMON
 	pidof "$1" 2>/dev/null | cut -d' ' -f1
 }
 hugetlbfs_mounted() { awk '$2 == "/dev/hugepages" && $3 == "hugetlbfs" { f = 1 } END { exit !f }' /proc/mounts; }
+stop_pid() { # stop_pid PID NAME SECONDS: SIGTERM, wait
+	kill -TERM "$1"
+	n=0
+	while kill -0 "$1" 2>/dev/null; do
+		n=$((n + 1))
+		[ $n -lt $(($3 * 5)) ] || die "$2 (pid $1) did not exit within $3 s of SIGTERM"
+		sleep 0.2
+	done
+}
 stop_daemon() { # stop_daemon NAME: SIGTERM, wait up to 60 s
 	p=$(pid_of "$1")
 	[ -n "$p" ] || return 0
-	kill -TERM "$p"
-	n=0
-	while kill -0 "$p" 2>/dev/null; do
-		n=$((n + 1))
-		[ $n -lt 300 ] || die "$1 (pid $p) did not exit within 60 s of SIGTERM"
-		sleep 0.2
-	done
+	stop_pid "$p" "$1" 60
 }
 wait_libvirt() {
 	n=0
@@ -122,13 +125,7 @@ if [ $undo = 1 ]; then
 		p=$(dnsmasq_pid)
 		if [ -n "$p" ]; then
 			say "stopping dnsmasq on $b (pid $p)"
-			kill -TERM "$p"
-			n=0
-			while kill -0 "$p" 2>/dev/null; do
-				n=$((n + 1))
-				[ $n -lt 100 ] || die "dnsmasq (pid $p) did not exit within 20 s of SIGTERM"
-				sleep 0.2
-			done
+			stop_pid "$p" dnsmasq 20
 		fi
 		rm -f "$state/started-dnsmasq" "$state/dnsmasq-$b.pid" "$state/dnsmasq-$b.leases"
 	fi

@@ -17,6 +17,16 @@ ctl() { "$BUILD/stratusctl" "$@"; }
 
 export STRATUS_BUS_ADDR_FILE="$tmp/run/stratus/bus.addr"
 unset STRATUS_CONFIG
+# wait_addr_file FILE WHAT: stratus-bus ($bus_pid) writes its address there
+wait_addr_file() {
+	i=0
+	while [ ! -s "$1" ]; do
+		i=$((i + 1)); [ $i -gt 100 ] && fail "$2: no address file after 10 s"
+		kill -0 $bus_pid 2>/dev/null || fail "$2: stratus-bus died: $(tail -n 3 "$tmp"/*.err 2>/dev/null)"
+		sleep 0.1
+	done
+}
+
 cat >"$tmp/stratus.yaml" <<YAML
 log: {level: warn}
 broker:
@@ -27,12 +37,7 @@ YAML
 
 "$BUILD/stratus-bus" -c "$tmp/stratus.yaml" >"$tmp/bus.out" 2>"$tmp/bus.err" &
 bus_pid=$!
-i=0
-while [ ! -s "$STRATUS_BUS_ADDR_FILE" ]; do
-	i=$((i + 1)); [ $i -gt 100 ] && fail "no address file after 10 s"
-	kill -0 $bus_pid 2>/dev/null || fail "stratus-bus died"
-	sleep 0.1
-done
+wait_addr_file "$STRATUS_BUS_ADDR_FILE" "stratus-bus"
 addr=$(cat "$STRATUS_BUS_ADDR_FILE")
 case "$addr" in 127.0.0.1:*) ;; *) fail "address '$addr' is not on loopback" ;; esac
 sleep 0.2
@@ -126,12 +131,7 @@ YAML
 for round in 1 2; do
 	"$BUILD/stratus-bus" -c "$tmp/listen.yaml" >"$tmp/listen.out" 2>"$tmp/listen.err" &
 	bus_pid=$!
-	i=0
-	while [ ! -s "$tmp/listen.addr" ]; do
-		i=$((i + 1)); [ $i -gt 100 ] && fail "broker.listen (round $round): no address file"
-		kill -0 $bus_pid 2>/dev/null || fail "broker.listen (round $round): stratus-bus died"
-		sleep 0.1
-	done
+	wait_addr_file "$tmp/listen.addr" "broker.listen (round $round)"
 	[ "$(cat "$tmp/listen.addr")" = "127.0.0.1:$port,127.0.0.1:$((port + 1))" ] ||
 		fail "broker.listen: address $(cat "$tmp/listen.addr")"
 	kcat -L -b "127.0.0.1:$port" >"$tmp/meta" 2>>"$tmp/kcat.err" || fail "kcat -L on the fixed port"
