@@ -139,8 +139,10 @@ start() {
 The cloud is up. Try:
   $CTL list                       instances of your project
   $CTL show demo-1                its state, host, address
-  $CTL console demo-1             its serial console
+  $CTL console demo-1 --lines 20  the end of its serial console
   $CTL boot web-1 --flavor m1.tiny --image debian-12 --meta role=web
+  $CTL boot md-1 --flavor m1.small --image debian-12 --seed none
+                                  no seed disk: DHCP, then the metadata service
   $CTL host list                  hosts with usage and steal
   $CTL quota show default
   curl -s 127.0.0.1:9180/metrics   the agent's Prometheus metrics
