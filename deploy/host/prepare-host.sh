@@ -15,17 +15,20 @@
 #      169.254.169.254/32. Addresses go only on a bridge this script created;
 #      no other interface, route or firewall rule is touched.
 #   3. net.ipv4.ip_forward=1 (in this network namespace).
-#   4. A DHCP server for the instances on the bridge (unless --no-dhcp), like
-#      Neutron's DHCP agent: dnsmasq --port=0 (no DNS) --bind-interfaces,
+#   4. A DHCP and DNS server for the instances on the bridge (unless --no-dhcp),
+#      like Neutron's DHCP agent: dnsmasq --bind-interfaces,
 #      static leases only, one host per file in --dhcp-hosts-dir
 #      ($STRATUS_DHCP_HOSTS_DIR, default /run/stratus/dhcp-hosts: set the
 #      agent's agent.network.dhcp_hosts_dir to the same directory; the agent
 #      writes "MAC,IP,hostname" per instance and dnsmasq reads it by inotify).
 #      It offers the bridge's address as router, a classless static route
 #      (option 121) to 169.254.169.254/32 and 0.0.0.0/0 through it, and the
-#      --dns servers ($STRATUS_DHCP_DNS) when given. Needed by guests booted
-#      without a seed disk (seed: none), which find the metadata service
-#      by DHCP; harmless to the others.
+#      --dns servers ($STRATUS_DHCP_DNS) when given, else itself. Its DNS, on
+#      the bridge's addresses only, answers the instances' names and forwards
+#      the rest to the host's resolvers (/etc/resolv.conf); --no-dns-server,
+#      or port 53 there taken by another server, leaves DNS off (--port=0).
+#      Needed by guests booted without a seed disk (seed: none), which find
+#      the metadata service by DHCP; harmless to the others.
 #   5. virtlogd and libvirtd running (started with -d when not running;
 #      libvirtd is restarted only when it ran before hugetlbfs was mounted).
 #      /dev/kvm, when present, gets udev's usual root:kvm 0660: without udev
@@ -43,14 +46,16 @@ hostsdir=${STRATUS_DHCP_HOSTS_DIR:-/run/stratus/dhcp-hosts}
 dns=${STRATUS_DHCP_DNS:-}
 libvirt=1
 dhcp=1
+dnsserver=1
 undo=0
 
-usage() { echo "usage: $0 [--hugepages N] [--no-libvirt] [--no-dhcp] [--dhcp-hosts-dir DIR] [--dns ADDR[,ADDR]] | --undo" >&2; exit 2; }
+usage() { echo "usage: $0 [--hugepages N] [--no-libvirt] [--no-dhcp] [--dhcp-hosts-dir DIR] [--dns ADDR[,ADDR]] [--no-dns-server] | --undo" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--undo) undo=1 ;;
 	--no-libvirt) libvirt=0 ;;
 	--no-dhcp) dhcp=0 ;;
+	--no-dns-server) dnsserver=0 ;;
 	--hugepages) [ $# -ge 2 ] || usage; pages=$2; shift ;;
 	--dhcp-hosts-dir) [ $# -ge 2 ] || usage; hostsdir=$2; shift ;;
 	--dns) [ $# -ge 2 ] || usage; dns=$2; shift ;;
@@ -258,16 +263,25 @@ if [ $dhcp = 1 ]; then
 			chmod 0755 "$hostsdir"
 			echo "$hostsdir" >"$state/created-dhcp-hosts-dir"
 		fi
-		set -- --conf-file=/dev/null --port=0 --interface="$bridge" --bind-interfaces \
+		set -- --conf-file=/dev/null --interface="$bridge" --bind-interfaces \
 			--dhcp-range="$net,static,$(int2ip $mask),1h" --dhcp-hostsdir="$hostsdir" \
 			--dhcp-leasefile="$state/dnsmasq-$bridge.leases" --pid-file="$dnsmasq_pidfile" \
 			--dhcp-option=option:router,"$addr" \
 			--dhcp-option=option:classless-static-route,169.254.169.254/32,"$addr",0.0.0.0/0,"$addr" \
 			--log-dhcp --log-facility="$state/dnsmasq-$bridge.log"
 		[ -z "$dns" ] || set -- "$@" --dhcp-option=option:dns-server,"$dns"
-		dnsmasq "$@" 9>&- || die "dnsmasq on $bridge failed to start (see $state/dnsmasq-$bridge.log)"
+		# DNS: instance names from the leases; plain names and private
+		# reverse lookups stay here, the rest goes to the host's resolvers
+		if [ $dnsserver = 1 ] && dnsmasq "$@" --no-hosts --domain-needed --bogus-priv 9>&- 2>"$state/dnsmasq-start.err"; then
+			what="DHCP and DNS"
+		else
+			[ $dnsserver = 0 ] || say "warning: dnsmasq could not serve DNS on $bridge ($(tr -s "\n" " " <"$state/dnsmasq-start.err")): DHCP only"
+			dnsmasq "$@" --port=0 9>&- || die "dnsmasq on $bridge failed to start (see $state/dnsmasq-$bridge.log)"
+			what="DHCP"
+		fi
+		rm -f "$state/dnsmasq-start.err"
 		echo "$bridge" >"$state/started-dnsmasq"
-		say "dnsmasq on $bridge: started (DHCP for $net/$plen, hosts from $hostsdir)"
+		say "dnsmasq on $bridge: started ($what for $net/$plen, hosts from $hostsdir)"
 	fi
 fi
 

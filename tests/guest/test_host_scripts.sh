@@ -75,6 +75,12 @@ for want in ip=10.77.0.10 subnet=255.255.255.0 router=10.77.0.1 dns=10.77.0.53 h
 	'staticroutes=169.254.169.254/32 10.77.0.1 0.0.0.0/0 10.77.0.1'; do
 	grep -qx "$want" "$tmp/lease" || fail "lease lacks '$want': $(cat "$tmp/lease")"
 done
+# DNS on the bridge: the instance's name from its lease
+ip -n "$cns" addr add 10.77.0.10/24 dev vc0
+ip netns exec "$cns" busybox nslookup web-1 10.77.0.1 >"$tmp/nslookup" 2>&1
+grep -Eq 'Address( 1)?:[[:space:]]*10\.77\.0\.10$' "$tmp/nslookup" ||
+	fail "DNS on 10.77.0.1 does not answer web-1: $(cat "$tmp/nslookup")"
+ip -n "$cns" addr flush dev vc0
 # a MAC with no entry: no address (static leases only)
 ip -n "$cns" link set vc0 address 52:54:00:4d:00:0b
 dhcp_client && fail "a MAC without a host entry got a lease: $(cat "$tmp/lease")"
