@@ -70,7 +70,7 @@ void bus_broker_bind_result(int r)
 		listen_result = r;
 }
 
-/* "ADDR:PORT" of broker I (0-based) on SA, port 0 printed as "*". */
+/* "ADDR:PORT" of broker I (0-based) on SA; only "ADDR" when the port is 0. */
 static void addr_name(const struct sockaddr_in *sa, long i, char *buf, size_t n)
 {
 	char a[INET_ADDRSTRLEN];

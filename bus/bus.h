@@ -49,10 +49,9 @@ extern const struct cfg_field broker_config_fields[];
 void broker_config_free(struct broker_config *c);
 /* broker.listen, "ADDR" or "ADDR:PORT" (one IPv4 address, not 0.0.0.0;
  * NULL = 127.0.0.1), as a sockaddr (port 0: the kernel picks); -EINVAL
- * naming file:line. broker_config_check: the same, for daemon -n. */
+ * naming file:line. */
 struct sockaddr_in;
 int broker_listen_addr(const struct broker_config *c, struct sockaddr_in *out);
-int broker_config_check(const struct broker_config *c);
 
 /* ---- topics ------------------------------------------------------------ */
 #define BUS_TOPIC_API "stratus.api"         /* requests, key = project */

@@ -73,10 +73,3 @@ int broker_listen_addr(const struct broker_config *c, struct sockaddr_in *out)
 	out->sin_port = htons((uint16_t)port);
 	return 0;
 }
-
-int broker_config_check(const struct broker_config *c)
-{
-	struct sockaddr_in sa;
-
-	return broker_listen_addr(c, &sa);
-}

@@ -61,9 +61,12 @@ static void remove_address(const char *path, const char *addr)
 			 strerror(errno));
 }
 
+/* -n: broker.listen is checked with the rest */
 static int validate(void *ud)
 {
-	return broker_config_check(ud);
+	struct sockaddr_in sa;
+
+	return broker_listen_addr(ud, &sa);
 }
 
 int main(int argc, char **argv)

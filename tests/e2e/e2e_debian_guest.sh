@@ -11,10 +11,9 @@ top=${STRATUS_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-out=$(sh "$top/tests/guest/build-debian.sh") || fail "building the Debian image"
-image=$(echo "$out" | sed -n 's/^image=//p')
-kernel=$(echo "$out" | sed -n 's/^kernel=//p')
-initrd=$(echo "$out" | sed -n 's/^initrd=//p')
+STRATUS_TOP=$top
+guest_debian_build || fail "building the Debian image"
+image=$DEB_IMAGE kernel=$DEB_KERNEL initrd=$DEB_INITRD
 libvirt_up || fail "libvirt"
 
 name=stratus-test-debian-$$

@@ -12,7 +12,7 @@ set -u
 . "$STRATUS_TOP/tests/e2e/lib.sh"
 trap e2e_down EXIT
 trap 'exit 1' INT TERM
-debian_guest_build
+guest_debian_build || fail "the Debian guest"
 libvirt_up || fail "libvirtd did not start"
 e2e_bridge_up
 agent_env_up qemu:///system

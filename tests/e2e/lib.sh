@@ -1,6 +1,6 @@
 # Sourced by the e2e tests: the agent environment of tests/agent/lib.sh on
 # real libvirtd + QEMU, the tiny guest (tests/guest/build-tiny.sh), the
-# Debian cloud-init guest (tests/guest/build-debian.sh), a bridge of the
+# Debian cloud-init guest as a scheduler image (guest_debian_build), a bridge of the
 # test's own with dnsmasq (deploy/host/prepare-host.sh) and the rest of the
 # control plane (scheduler, metadata service) for stratusctl.
 . "$STRATUS_TOP/tests/lib/libvirt.sh"
@@ -50,16 +50,6 @@ tiny_spec() {
 }
 e2e_uuid() { printf 'e2e0%04x-0000-4000-8000-%012d' "$1" $$; }
 
-# debian_guest_build: build (once) or reuse the Debian 12 cloud-init guest;
-# sets DEB_IMAGE, DEB_KERNEL, DEB_INITRD and DEB_CMDLINE
-debian_guest_build() {
-	_out=$(sh "$STRATUS_TOP/tests/guest/build-debian.sh" 2>"$T/debian-build.log") ||
-		fail "Debian guest build: $(tail -n 5 "$T/debian-build.log")"
-	# KEY=VALUE lines, shell-quoted
-	eval "$(echo "$_out" | grep -E '^(image|kernel|initrd|cmdline)=')"
-	DEB_IMAGE=$image DEB_KERNEL=$kernel DEB_INITRD=$initrd DEB_CMDLINE=$cmdline
-	[ -f "$DEB_IMAGE" ] && [ -f "$DEB_KERNEL" ] && [ -f "$DEB_INITRD" ] || fail "Debian guest build printed: $_out"
-}
 # debian_image_line: the Debian guest as a scheduler images: entry (file URLs)
 debian_image_line() {
 	echo "url=file://$DEB_IMAGE checksum=$(_sum "$DEB_IMAGE") disk_format=qcow2 min_disk_gb=2" \

@@ -19,6 +19,8 @@
 #                              mount hugetlbfs under a running libvirtd)
 #   hugepages_restore          give back the pages hugepages_reserve added
 #   hugepages_free             print HugePages_Free (2 MiB pages)
+#   guest_debian_build         build/reuse the Debian 12 cloud-init guest; sets
+#                              DEB_IMAGE, DEB_KERNEL, DEB_INITRD, DEB_CMDLINE
 #   guest_tiny_build           build/reuse the tiny guest; sets TINY_KERNEL,
 #                              TINY_INITRD, TINY_DISK, TINY_CMDLINE
 #   guest_seed_nocloud ISO INSTANCE_ID [USER_DATA_FILE [HOSTNAME]]
@@ -229,6 +231,23 @@ hugepages_restore() {
 		echo $_new >/proc/sys/vm/nr_hugepages
 	) 7>"$STRATUS_RUN/hugepages.lock"
 	_hp_added=0
+}
+
+guest_debian_build() {
+	_log=$(mktemp) || return 1
+	if ! _out=$(sh "${STRATUS_TOP:-.}/tests/guest/build-debian.sh" 2>"$_log"); then
+		echo "guest: Debian guest build failed: $(tail -n 5 "$_log")" >&2
+		rm -f "$_log"
+		return 1
+	fi
+	rm -f "$_log"
+	# KEY=VALUE lines, shell-quoted
+	eval "$(echo "$_out" | grep -E '^(image|kernel|initrd|cmdline)=')"
+	DEB_IMAGE=$image DEB_KERNEL=$kernel DEB_INITRD=$initrd DEB_CMDLINE=$cmdline
+	[ -f "$DEB_IMAGE" ] && [ -f "$DEB_KERNEL" ] && [ -f "$DEB_INITRD" ] || {
+		echo "guest: the Debian guest build printed: $_out" >&2
+		return 1
+	}
 }
 
 guest_tiny_build() {
