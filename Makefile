@@ -13,7 +13,7 @@
 
 CC      ?= cc
 BUILD   ?= build
-MODULES := core bus vmm images metadata quotas scheduler agent cli
+MODULES := core model store bus vmm images metadata quotas scheduler agent cli
 
 PKGS := rdkafka libcurl jansson libvirt yaml-0.1 libmicrohttpd libxml-2.0 \
         sqlite3 libcrypto libisofs-1
@@ -26,7 +26,7 @@ OPT    ?= -O2 -g
 CFLAGS += -std=gnu11 $(OPT) $(WARN) -D_GNU_SOURCE -pthread -I. \
           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
-TEST_LDLIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+TEST_LDLIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
 
 ifneq ($(SANITIZE),)
 CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all

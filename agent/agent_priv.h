@@ -6,9 +6,9 @@
 #include <signal.h>
 
 #include "agent/agent.h"
-#include "agent/store.h"
+#include "store/store.h"
 #include "bus/bus.h"
-#include "bus/spec.h"
+#include "model/model.h"
 #include "images/images.h"
 #include "metadata/metadata.h"
 #include "vmm/vmm.h"
@@ -57,7 +57,7 @@ struct agent {
 	char *store_path;
 	enum vmm_virt virt;
 
-	struct agent_store *store;
+	struct store *store;
 	struct vmm_topology *topo;
 	struct vmm_conn *conn;
 	struct img_cache *images;

@@ -50,7 +50,7 @@ static int save_row(struct build_ctx *b, const char *step)
 {
 	free(b->row.step);
 	b->row.step = strdup(step);
-	return agent_store_instance_put(b->a->store, &b->row);
+	return store_instance_put(b->a->store, &b->row);
 }
 
 /* ---- claim: the NUMA/pCPU/hugepage fit, re-checked on this host ---------- */
@@ -109,7 +109,7 @@ static int step_network(struct build_ctx *b)
 	int r;
 
 	if (!sn->present) {
-		r = agent_store_address_allocate(a->store, b->spec.uuid, n->first, n->last, n->prefix,
+		r = store_address_allocate(a->store, b->spec.uuid, n->first, n->last, n->prefix,
 						 NULL, addr, sizeof(addr));
 		if (r < 0)
 			return err_prefix(r, "host %s", a->cfg->host);
@@ -117,7 +117,7 @@ static int step_network(struct build_ctx *b)
 		*strchr(addr, '/') = '\0';
 		inet_pton(AF_INET, addr, &in);
 		ip = ntohl(in.s_addr);
-		agent_mac_for_ip(ip, mac);
+		store_mac_for_ip(ip, mac);
 		sn->present = true;
 		sn->mac = strdup(mac);
 		if (asprintf(&sn->address, "%s/%d", addr, n->prefix) < 0)
@@ -136,7 +136,7 @@ static int step_network(struct build_ctx *b)
 	b->row.address = strdup(sn->address);
 	b->row.mac = strdup(sn->mac);
 	/* the stored spec carries the network so the metadata service sees it */
-	sj = bus_spec_to_json(&b->spec);
+	sj = model_spec_to_json(&b->spec);
 	if (!sj)
 		return err_set(-ENOMEM, "out of memory");
 	free(b->row.spec_json);
@@ -155,7 +155,7 @@ static void undo_network(struct build_ctx *b)
 		b->dhcp_written = false;
 	}
 	if (b->addr_allocated) {
-		agent_store_address_release(b->a->store, b->spec.uuid);
+		store_address_release(b->a->store, b->spec.uuid);
 		b->addr_allocated = false;
 	}
 }
@@ -328,14 +328,14 @@ int agent_do_build(struct agent *a, struct job *j)
 	size_t i;
 	int r;
 
-	r = agent_store_instance_get(a->store, j->uuid, &b.row);
+	r = store_instance_get(a->store, j->uuid, &b.row);
 	if (r < 0)
 		return r; /* deleted while queued */
 	if (b.row.state != INST_BUILDING || strcmp(b.row.step ? b.row.step : "", "accepted") != 0) {
-		agent_store_instance_free(&b.row);
+		store_instance_free(&b.row);
 		return 0; /* already built (or being deleted): nothing to do */
 	}
-	r = bus_spec_parse(j->body, &b.spec);
+	r = model_spec_parse(j->body, &b.spec);
 	if (r < 0)
 		goto fail_early;
 
@@ -359,8 +359,8 @@ int agent_do_build(struct agent *a, struct job *j)
 		snprintf(reason, sizeof(reason), "%s", err_msg());
 		for (size_t k = i < ARRAY_SIZE(steps) ? i + 1 : i; k-- > 0;)
 			steps[k].undo(&b);
-		agent_store_instance_delete(a->store, j->uuid);
-		agent_store_request_put(a->store, j->request_id, j->uuid, j->type,
+		store_instance_delete(a->store, j->uuid);
+		store_request_put(a->store, j->request_id, j->uuid, j->type,
 					"{\"ok\":false}");
 		agent_observe_build(a, (double)(time_mono_ns() - t0) / 1e9, false);
 		agent_emit_reschedule(a, j->uuid, b.spec.project, reason, j->request_id);
@@ -376,12 +376,12 @@ int agent_do_build(struct agent *a, struct job *j)
 	free(b.row.step);
 	b.row.step = strdup("done");
 	b.row.state = INST_ACTIVE;
-	r = agent_store_instance_put(a->store, &b.row);
+	r = store_instance_put(a->store, &b.row);
 	if (r < 0) {
 		json_decref(timings);
 		goto out;
 	}
-	agent_store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":true}");
+	store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":true}");
 	agent_observe_build(a, (double)(time_mono_ns() - t0) / 1e9, true);
 	agent_emit_state(a, j->uuid, b.spec.project, INST_ACTIVE, NULL, j->request_id,
 			 json_pack("{s:o, s:s, s:s}", "timings_ms", timings, "address",
@@ -391,13 +391,13 @@ out:
 	release_blobs(&b);
 	if (b.placed)
 		vmm_placement_free(&b.place);
-	bus_spec_free(&b.spec);
-	agent_store_instance_free(&b.row);
+	model_spec_free(&b.spec);
+	store_instance_free(&b.row);
 	return r;
 
 fail_early:
-	agent_store_instance_delete(a->store, j->uuid);
+	store_instance_delete(a->store, j->uuid);
 	agent_emit_state(a, j->uuid, b.row.project, INST_ERROR, err_msg(), j->request_id, NULL);
-	agent_store_instance_free(&b.row);
+	store_instance_free(&b.row);
 	return r;
 }

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "agent/commands.h"
-#include "bus/spec.h"
+#include "model/model.h"
 #include "core/core.h"
 #include "metadata/metadata.h"
 
@@ -65,7 +65,7 @@ int agent_cmd_seed(int argc, char **argv)
 		fprintf(stderr, "stratus-agent seed: %s\n", err_msg());
 		return 2;
 	}
-	if (bus_spec_parse_file(spec_path, &spec) < 0) {
+	if (model_spec_parse_file(spec_path, &spec) < 0) {
 		fprintf(stderr, "stratus-agent seed: %s\n", err_msg());
 		return 1;
 	}
@@ -73,13 +73,13 @@ int agent_cmd_seed(int argc, char **argv)
 		if (md_seed_format_of_spec(&spec, &fmt) < 0) {
 			fprintf(stderr, "stratus-agent seed: %s: the spec says seed \"none\"; "
 					"give --format nocloud or configdrive\n", spec_path);
-			bus_spec_free(&spec);
+			model_spec_free(&spec);
 			return 2;
 		}
 	}
 	r = md_seed_write(&spec, fmt, out);
 	if (r < 0)
 		fprintf(stderr, "stratus-agent seed: instance %s: %s\n", spec.uuid, err_msg());
-	bus_spec_free(&spec);
+	model_spec_free(&spec);
 	return r < 0 ? 1 : 0;
 }

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "agent/commands.h"
-#include "bus/spec.h"
+#include "model/model.h"
 #include "vmm/vmm.h"
 
 int agent_cmd_host_info(int argc, char **argv)
@@ -137,7 +137,7 @@ int agent_cmd_render_domain(int argc, char **argv)
 			goto out;
 		}
 	}
-	r = bus_spec_parse_file(argv[optind], &spec);
+	r = model_spec_parse_file(argv[optind], &spec);
 	if (r < 0)
 		goto fail;
 	spec_ok = true;
@@ -175,7 +175,7 @@ out:
 	vmm_placement_free(&pl);
 	vmm_topology_free(t);
 	if (spec_ok)
-		bus_spec_free(&spec);
+		model_spec_free(&spec);
 	vmm_config_free(&cfg);
 	return ret;
 }

@@ -61,10 +61,10 @@ static void announce(struct agent *a, const char *uuid, const char *request_id,
 {
 	struct store_instance row;
 
-	if (agent_store_instance_get(a->store, uuid, &row) == 0) {
+	if (store_instance_get(a->store, uuid, &row) == 0) {
 		agent_emit_state(a, uuid, row.project, row.state, "duplicate request", request_id,
 				 NULL);
-		agent_store_instance_free(&row);
+		store_instance_free(&row);
 	} else {
 		json_t *o = outcome ? json_loads(outcome, 0, NULL) : NULL;
 
@@ -81,14 +81,14 @@ static int handle_build(struct agent *a, const struct bus_envelope *e, const cha
 	struct store_instance row = { .state = INST_BUILDING };
 	int r;
 
-	if (agent_store_instance_get(a->store, uuid, &row) == 0) {
+	if (store_instance_get(a->store, uuid, &row) == 0) {
 		/* redelivered, or the same instance sent twice */
 		agent_emit_state(a, uuid, row.project, row.state, "already on this host",
 				 e->request_id, NULL);
-		agent_store_instance_free(&row);
+		store_instance_free(&row);
 		return 0;
 	}
-	r = bus_spec_parse(e->body, &spec);
+	r = model_spec_parse(e->body, &spec);
 	if (r < 0) {
 		char msg[1024];
 
@@ -104,14 +104,14 @@ static int handle_build(struct agent *a, const struct bus_envelope *e, const cha
 	row.step = (char *)(uintptr_t) "accepted";
 	row.request_id = (char *)(uintptr_t)e->request_id;
 	row.spec_json = json_dumps(e->body, JSON_COMPACT);
-	r = row.spec_json ? agent_store_instance_put(a->store, &row) : -ENOMEM;
+	r = row.spec_json ? store_instance_put(a->store, &row) : -ENOMEM;
 	free(row.spec_json);
 	if (r < 0) {
-		bus_spec_free(&spec);
+		model_spec_free(&spec);
 		return r; /* not durable: the message comes again */
 	}
 	agent_emit_state(a, uuid, spec.project, INST_BUILDING, NULL, e->request_id, NULL);
-	bus_spec_free(&spec);
+	model_spec_free(&spec);
 	/* the intent is durable: a lost job is found again by reconcile */
 	agent_enqueue(a, e->type, uuid, e->request_id, json_incref(e->body));
 	return 0;
@@ -136,7 +136,7 @@ int agent_handle_message(void *opaque, const struct bus_message *m)
 		return 0;
 	}
 	/* processed already: answer with the state, change nothing */
-	r = agent_store_request_get(a->store, e->request_id, &outcome);
+	r = store_request_get(a->store, e->request_id, &outcome);
 	if (r == 0) {
 		announce(a, uuid, e->request_id, outcome);
 		free(outcome);
@@ -160,18 +160,18 @@ int agent_handle_message(void *opaque, const struct bus_message *m)
 	    strcmp(e->type, "instance.start") == 0 || strcmp(e->type, "instance.reboot") == 0) {
 		/* durable intent: the request row without an outcome is pending */
 		if (strcmp(e->type, "instance.delete") == 0)
-			agent_store_instance_set_state(a->store, uuid, INST_DELETING, NULL, NULL);
-		r = agent_store_request_put(a->store, e->request_id, uuid, e->type, NULL);
+			store_instance_set_state(a->store, uuid, INST_DELETING, NULL, NULL);
+		r = store_request_put(a->store, e->request_id, uuid, e->type, NULL);
 		if (r < 0)
 			return r;
 		agent_fault_point("accept", e->type);
 		if (strcmp(e->type, "instance.delete") == 0) {
 			struct store_instance row;
 
-			if (agent_store_instance_get(a->store, uuid, &row) == 0) {
+			if (store_instance_get(a->store, uuid, &row) == 0) {
 				agent_emit_state(a, uuid, row.project, INST_DELETING, NULL,
 						 e->request_id, NULL);
-				agent_store_instance_free(&row);
+				store_instance_free(&row);
 			}
 		}
 		return agent_enqueue(a, e->type, uuid, e->request_id, json_incref(e->body));
@@ -223,7 +223,7 @@ static int reconcile_row(const struct store_instance *row, void *ud)
 			 row->step ? row->step : "?", row->uuid);
 		agent_cleanup_instance(a, row);
 		if (row->request_id) /* a redelivered copy must not build it again */
-			agent_store_request_put(a->store, row->request_id, row->uuid, "instance.build",
+			store_request_put(a->store, row->request_id, row->uuid, "instance.build",
 						"{\"ok\":false,\"rescheduled\":true}");
 		agent_emit_reschedule(a, row->uuid, row->project,
 				      "build interrupted by an agent restart", row->request_id);
@@ -278,14 +278,14 @@ static int reconcile(struct agent *a, bool startup)
 	r = vmm_list_ours(a->conn, &c.doms, &c.n_doms);
 	if (r < 0)
 		return r;
-	r = agent_store_instance_foreach(a->store, reconcile_row, &c);
+	r = store_instance_foreach(a->store, reconcile_row, &c);
 	/* domains of ours that the store does not know (a build writes its row
 	 * before it defines, so a domain being built is never one of these) */
 	for (size_t i = 0; i < c.n_doms; i++) {
 		struct store_instance row;
 
-		if (agent_store_instance_get(a->store, c.doms[i].uuid, &row) == 0) {
-			agent_store_instance_free(&row);
+		if (store_instance_get(a->store, c.doms[i].uuid, &row) == 0) {
+			store_instance_free(&row);
 			continue;
 		}
 		if (a->cfg->reap_orphans) {
@@ -350,7 +350,7 @@ static int requeue_cb(const char *request_id, const char *uuid, const char *type
 
 static int requeue_pending(struct agent *a)
 {
-	return agent_store_request_foreach_pending(a->store, requeue_cb, a);
+	return store_request_foreach_pending(a->store, requeue_cb, a);
 }
 
 int agent_new(const struct agent_config *cfg, const struct bus_config *bus,
@@ -386,13 +386,13 @@ int agent_new(const struct agent_config *cfg, const struct bus_config *bus,
 	if ((r = mkdir_p(cfg->state_dir, 0750)) < 0 || (r = mkdir_p(vmm->instances_dir, 0755)) < 0 ||
 	    (r = mkdir_p(vmm->console_log_dir, 0750)) < 0 ||
 	    (r = agent_dhcp_dir_check(cfg->network.dhcp_hosts_dir)) < 0 ||
-	    (r = agent_store_open(a->store_path, false, &a->store)) < 0 ||
+	    (r = store_open(a->store_path, false, &a->store)) < 0 ||
 	    (r = vmm_topology_load(vmm->sysfs_root, &a->topo)) < 0 ||
 	    (r = vmm_usage_init(&a->usage, a->topo)) < 0 ||
 	    (r = img_cache_open(img, &a->images)) < 0)
 		goto fail;
 	a->virt = vmm_accel_resolve((enum vmm_accel)vmm->accel);
-	agent_store_instance_foreach(a->store, claim_from_store_cb, a);
+	store_instance_foreach(a->store, claim_from_store_cb, a);
 	if ((r = vmm_open(vmm->uri, on_vmm_event, a, &a->conn)) < 0) {
 		err_prefix(r, "libvirt %s", vmm->uri ? vmm->uri : "qemu:///system");
 		goto fail;
@@ -472,7 +472,7 @@ void agent_free(struct agent *a)
 	img_cache_close(a->images);
 	vmm_usage_free(&a->usage);
 	vmm_topology_free(a->topo);
-	agent_store_close(a->store);
+	store_close(a->store);
 	free(a->samples);
 	free(a->topic);
 	free(a->source);

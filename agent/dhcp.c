@@ -191,7 +191,7 @@ void agent_dhcp_reconcile(struct agent *a)
 
 	if (!dir)
 		return;
-	agent_store_instance_foreach(a->store, recreate_cb, a);
+	store_instance_foreach(a->store, recreate_cb, a);
 	if (!(d = opendir(dir))) {
 		log_warn("reconcile: cannot read agent.network.dhcp_hosts_dir %s: %s", dir,
 			 strerror(errno));
@@ -202,10 +202,10 @@ void agent_dhcp_reconcile(struct agent *a)
 
 		if (!uuid_valid(de->d_name))
 			continue; /* not ours */
-		if (agent_store_instance_get(a->store, de->d_name, &row) == 0) {
+		if (store_instance_get(a->store, de->d_name, &row) == 0) {
 			bool keep = wants_entry(&row) || row.state == INST_BUILDING;
 
-			agent_store_instance_free(&row);
+			store_instance_free(&row);
 			if (keep)
 				continue;
 		}

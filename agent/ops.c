@@ -27,7 +27,7 @@ void agent_cleanup_instance(struct agent *a, const struct store_instance *row)
 	if (img_overlay_delete(a->images, row->uuid) < 0)
 		log_warn("cleanup: overlay not removed instance=%s: %s", row->uuid, err_msg());
 	agent_dhcp_host_remove(a, row->uuid);
-	agent_store_address_release(a->store, row->uuid);
+	store_address_release(a->store, row->uuid);
 	if (row->placement_json) {
 		json_t *pj = json_loads(row->placement_json, 0, NULL);
 		struct vmm_placement p2;
@@ -40,7 +40,7 @@ void agent_cleanup_instance(struct agent *a, const struct store_instance *row)
 		}
 		json_decref(pj);
 	}
-	agent_store_instance_delete(a->store, row->uuid);
+	store_instance_delete(a->store, row->uuid);
 }
 
 int agent_do_delete(struct agent *a, struct job *j)
@@ -48,19 +48,19 @@ int agent_do_delete(struct agent *a, struct job *j)
 	struct store_instance row;
 	int r;
 
-	r = agent_store_instance_get(a->store, j->uuid, &row);
+	r = store_instance_get(a->store, j->uuid, &row);
 	if (r == -ENOENT) {
 		/* already gone: say so again (idempotent) */
 		agent_emit_state(a, j->uuid, NULL, INST_DELETED, NULL, j->request_id, NULL);
-		agent_store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":true}");
+		store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":true}");
 		return 0;
 	}
 	if (r < 0)
 		return r;
 	agent_cleanup_instance(a, &row);
-	agent_store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":true}");
+	store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":true}");
 	agent_emit_state(a, j->uuid, row.project, INST_DELETED, NULL, j->request_id, NULL);
-	agent_store_instance_free(&row);
+	store_instance_free(&row);
 	return 0;
 }
 
@@ -71,10 +71,10 @@ int agent_do_power(struct agent *a, struct job *j)
 	bool forced = false;
 	int r;
 
-	r = agent_store_instance_get(a->store, j->uuid, &row);
+	r = store_instance_get(a->store, j->uuid, &row);
 	if (r < 0) {
 		agent_emit_result(a, j->request_id, false, err_msg(), NULL);
-		agent_store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":false}");
+		store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":false}");
 		return r;
 	}
 	if (row.state == INST_BUILDING || row.state == INST_DELETING || row.state == INST_ERROR) {
@@ -83,8 +83,8 @@ int agent_do_power(struct agent *a, struct job *j)
 		snprintf(msg, sizeof(msg), "instance %s is %s: cannot %s", j->uuid,
 			 instance_state_names[row.state], j->type + strlen("instance."));
 		agent_emit_result(a, j->request_id, false, msg, NULL);
-		agent_store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":false}");
-		agent_store_instance_free(&row);
+		store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":false}");
+		store_instance_free(&row);
 		return err_set(-EBUSY, "%s", msg);
 	}
 	if (strcmp(j->type, "instance.stop") == 0) {
@@ -98,7 +98,7 @@ int agent_do_power(struct agent *a, struct job *j)
 			r = vmm_start(a->conn, j->uuid);
 		next = INST_ACTIVE;
 	} else {
-		agent_store_instance_set_state(a->store, j->uuid, INST_REBOOTING, NULL, NULL);
+		store_instance_set_state(a->store, j->uuid, INST_REBOOTING, NULL, NULL);
 		agent_emit_state(a, j->uuid, row.project, INST_REBOOTING, NULL, j->request_id, NULL);
 		r = vmm_reboot(a->conn, j->uuid);
 		next = INST_ACTIVE;
@@ -108,17 +108,17 @@ int agent_do_power(struct agent *a, struct job *j)
 
 		snprintf(msg, sizeof(msg), "%s", err_msg());
 		/* say what is true now */
-		agent_store_instance_set_state(a->store, j->uuid, row.state, NULL, msg);
+		store_instance_set_state(a->store, j->uuid, row.state, NULL, msg);
 		agent_emit_state(a, j->uuid, row.project, row.state, msg, j->request_id, NULL);
-		agent_store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":false}");
-		agent_store_instance_free(&row);
+		store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":false}");
+		store_instance_free(&row);
 		return err_set(r, "%s", msg);
 	}
-	agent_store_instance_set_state(a->store, j->uuid, next, NULL, NULL);
-	agent_store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":true}");
+	store_instance_set_state(a->store, j->uuid, next, NULL, NULL);
+	store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":true}");
 	agent_emit_state(a, j->uuid, row.project, next, forced ? "forced off after timeout" : NULL,
 			 j->request_id, NULL);
-	agent_store_instance_free(&row);
+	store_instance_free(&row);
 	return 0;
 }
 
@@ -131,16 +131,16 @@ int agent_do_sync(struct agent *a, struct job *j)
 	enum instance_state want;
 	int r;
 
-	r = agent_store_instance_get(a->store, j->uuid, &row);
+	r = store_instance_get(a->store, j->uuid, &row);
 	if (r < 0)
 		return 0; /* not ours (any more) */
 	if (row.state != INST_ACTIVE && row.state != INST_STOPPED && row.state != INST_REBOOTING) {
-		agent_store_instance_free(&row);
+		store_instance_free(&row);
 		return 0; /* a command owns it */
 	}
 	r = vmm_power_state(a->conn, j->uuid, &pw);
 	if (r < 0) {
-		agent_store_instance_free(&row);
+		store_instance_free(&row);
 		return r;
 	}
 	switch (pw) {
@@ -167,11 +167,11 @@ int agent_do_sync(struct agent *a, struct job *j)
 		if (!why)
 			why = want == INST_ERROR ? "domain vanished from libvirt"
 						 : "power state changed outside Stratus";
-		agent_store_instance_set_state(a->store, j->uuid, want, NULL,
+		store_instance_set_state(a->store, j->uuid, want, NULL,
 					       want == INST_ERROR ? why : NULL);
 		agent_emit_state(a, j->uuid, row.project, want, why, NULL, NULL);
 	}
-	agent_store_instance_free(&row);
+	store_instance_free(&row);
 	return 0;
 }
 

@@ -195,7 +195,7 @@ int agent_report(struct agent *a)
 	json_t *inst = json_array(), *body;
 	int r;
 
-	agent_store_instance_foreach(a->store, sum_usage, &u);
+	store_instance_foreach(a->store, sum_usage, &u);
 	pthread_mutex_lock(&a->m_lock);
 	sample_stats(a);
 	for (size_t i = 0; i < a->n_samples; i++)
@@ -233,7 +233,7 @@ char *agent_metrics_text(struct agent *a)
 	long by_state[INST_STATE_LAST] = { 0 };
 	const char *h = a->cfg->host;
 
-	agent_store_instance_foreach(a->store, count_states, by_state);
+	store_instance_foreach(a->store, count_states, by_state);
 	pthread_mutex_lock(&a->m_lock);
 	sample_stats(a);
 

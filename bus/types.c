@@ -14,7 +14,7 @@
 
 #include "bus/bus.h"
 #include "bus/bus_priv.h"
-#include "bus/spec.h"
+#include "model/model.h"
 
 /* ---- topics ------------------------------------------------------------ */
 
@@ -435,11 +435,11 @@ static int spec_validator(const json_t *body)
 	struct instance_spec spec;
 	int r;
 
-	/* bus_spec_parse does not modify the object; it only lacks const */
-	r = bus_spec_parse((json_t *)(uintptr_t)body, &spec);
+	/* model_spec_parse does not modify the object; it only lacks const */
+	r = model_spec_parse((json_t *)(uintptr_t)body, &spec);
 	if (r < 0)
 		return r;
-	bus_spec_free(&spec);
+	model_spec_free(&spec);
 	return 0;
 }
 

@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bus/spec.h"
+#include "model/model.h"
 #include "core/core.h"
 
 /* ---- the rendered tree ------------------------------------------------- */

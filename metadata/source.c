@@ -46,7 +46,7 @@ void md_instance_unref(struct md_instance *in)
 {
 	if (!in || atomic_fetch_sub(&in->refs, 1) != 1)
 		return;
-	bus_spec_free(&in->spec);
+	model_spec_free(&in->spec);
 	md_tree_free(in->tree);
 	free(in->canon);
 	pthread_mutex_destroy(&in->lock);
@@ -173,7 +173,7 @@ static int snapshot_load(const char *name, const char *text, const struct snapsh
 			r = err_set(-ENOMEM, "out of memory");
 			goto out;
 		}
-		r = bus_spec_parse(el, &spec);
+		r = model_spec_parse(el, &spec);
 		if (r < 0) {
 			free(canon);
 			r = err_prefix(r, "%s: instance %zu", name, i);
@@ -182,12 +182,12 @@ static int snapshot_load(const char *name, const char *text, const struct snapsh
 		prev = find_id(old, spec.uuid);
 		if (prev && prev->canon && strcmp(prev->canon, canon) == 0) {
 			in = md_instance_ref(prev);
-			bus_spec_free(&spec);
+			model_spec_free(&spec);
 			free(canon);
 		} else {
 			r = md_instance_new(&spec, &in);
 			if (r < 0) {
-				bus_spec_free(&spec);
+				model_spec_free(&spec);
 				free(canon);
 				r = err_prefix(r, "%s: instance %zu", name, i);
 				goto out;

@@ -13,14 +13,14 @@
 #include <errno.h>
 #include <string.h>
 
-#include "agent/store.h"
+#include "store/store.h"
 #include "metadata/metadata_priv.h"
 
 #define STORE_CACHE_MAX 4096 /* cached instances; cleared when full */
 
 struct store_source {
 	pthread_mutex_t lock; /* one SQLite connection, one cache */
-	struct agent_store *st;
+	struct store *st;
 	struct md_instance **cache;
 	size_t n;
 };
@@ -51,13 +51,13 @@ static int row_to_instance(const struct store_instance *row, struct md_instance 
 	if (!json_object_get(j, "network") && row->address && row->mac)
 		json_object_set_new(j, "network", json_pack("{s:s, s:s}", "mac", row->mac, "address",
 							     row->address));
-	r = bus_spec_parse(j, &spec);
+	r = model_spec_parse(j, &spec);
 	json_decref(j);
 	if (r < 0)
 		return err_prefix(r, "store: instance %s", row->uuid);
 	r = md_instance_new(&spec, out);
 	if (r < 0)
-		bus_spec_free(&spec);
+		model_spec_free(&spec);
 	return r;
 }
 
@@ -128,11 +128,11 @@ static int lookup(struct store_source *ss, const char *addr, const char *uuid,
 
 	memset(&row, 0, sizeof(row));
 	pthread_mutex_lock(&ss->lock);
-	r = addr ? agent_store_instance_by_ip(ss->st, addr, &row)
-		 : agent_store_instance_get(ss->st, uuid, &row);
+	r = addr ? store_instance_by_ip(ss->st, addr, &row)
+		 : store_instance_get(ss->st, uuid, &row);
 	if (r == 0) {
 		r = servable(row.state) ? cached(ss, &row, out) : -ENOENT;
-		agent_store_instance_free(&row);
+		store_instance_free(&row);
 	}
 	pthread_mutex_unlock(&ss->lock);
 	return r;
@@ -164,7 +164,7 @@ static void ss_close(void *impl)
 	for (size_t i = 0; i < ss->n; i++)
 		md_instance_unref(ss->cache[i]);
 	free(ss->cache);
-	agent_store_close(ss->st);
+	store_close(ss->st);
 	pthread_mutex_destroy(&ss->lock);
 	free(ss);
 }
@@ -190,7 +190,7 @@ int md_source_store_open(const char *path, struct md_source **out)
 		free(src);
 		return err_set(-ENOMEM, "out of memory");
 	}
-	r = agent_store_open(path, true, &ss->st);
+	r = store_open(path, true, &ss->st);
 	if (r < 0) {
 		free(ss->cache);
 		free(ss);

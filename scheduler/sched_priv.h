@@ -7,7 +7,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 
-#include "bus/spec.h"
+#include "model/model.h"
 #include "scheduler/scheduler.h"
 
 #define SCHED_TOPIC_EVENTS "stratus.events"

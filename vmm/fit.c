@@ -46,7 +46,7 @@ static int bad_value(const struct instance_spec *spec, const char *key, const ch
 static int enum_spec(const struct instance_spec *spec, const char *key, const char *const *names,
 		     int first, int *out)
 {
-	const char *v = bus_spec_extra(spec, key);
+	const char *v = model_spec_extra(spec, key);
 
 	if (!v)
 		return 0;
@@ -93,7 +93,7 @@ int vmm_policy_from_spec(const struct instance_spec *spec, struct vmm_policy *ou
 	if ((r = enum_spec(spec, "hw:mem_page_size", page_req_names, 1, &v)) < 0)
 		return r;
 	p.page = (enum vmm_page_req)v;
-	s = bus_spec_extra(spec, "hw:numa_nodes");
+	s = model_spec_extra(spec, "hw:numa_nodes");
 	if (s) {
 		long n;
 

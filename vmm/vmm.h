@@ -21,7 +21,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "bus/spec.h"
+#include "model/model.h"
 #include "core/core.h"
 
 /* ---- CPU sets ------------------------------------------------------------ */

@@ -24,11 +24,11 @@ int main(int argc, char **argv)
 	for (long i = 0; i < runs; i++) {
 		struct instance_spec s;
 
-		if (bus_spec_parse_file(argv[1], &s) < 0 || md_seed_write(&s, fmt, argv[3]) < 0) {
+		if (model_spec_parse_file(argv[1], &s) < 0 || md_seed_write(&s, fmt, argv[3]) < 0) {
 			fprintf(stderr, "seedbuild: %s\n", err_msg());
 			return 1;
 		}
-		bus_spec_free(&s);
+		model_spec_free(&s);
 	}
 	printf("%.3f\n", (double)(time_mono_ns() - t0) / 1e6 / (double)runs);
 	return 0;

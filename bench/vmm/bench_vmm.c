@@ -58,7 +58,7 @@ static int bench_test(int n)
 	size_t ns = 0;
 	int64_t t0, best_ours = INT64_MAX, best_ref = INT64_MAX;
 
-	if (!ours || !ref || !xmls || bus_spec_parse_file(spec_path, &s) < 0 ||
+	if (!ours || !ref || !xmls || model_spec_parse_file(spec_path, &s) < 0 ||
 	    vmm_topology_load("tests/vmm/sysfs/2node-ht", &t) < 0 ||
 	    vmm_open("test:///default", NULL, NULL, &c) < 0) {
 		fprintf(stderr, "bench_vmm: %s\n", err_msg());
@@ -141,7 +141,7 @@ static int bench_test(int n)
 	virConnectClose(raw);
 	vmm_close(c);
 	vmm_topology_free(t);
-	bus_spec_free(&s);
+	model_spec_free(&s);
 	return 0;
 }
 
@@ -158,7 +158,7 @@ static int bench_qemu(const char *kernel, const char *initrd, const char *disk)
 	int64_t t0, took;
 	int r;
 
-	if (bus_spec_parse_file(spec_path, &s) < 0 || vmm_topology_load(NULL, &t) < 0 ||
+	if (model_spec_parse_file(spec_path, &s) < 0 || vmm_topology_load(NULL, &t) < 0 ||
 	    vmm_open("qemu:///system", NULL, NULL, &c) < 0)
 		goto fail;
 	/* the bench flavor: shared vCPUs, small pages (hugepages are the test's) */
@@ -182,7 +182,7 @@ static int bench_qemu(const char *kernel, const char *initrd, const char *disk)
 	vmm_placement_free(&p);
 	vmm_close(c);
 	vmm_topology_free(t);
-	bus_spec_free(&s);
+	model_spec_free(&s);
 	return r < 0;
 fail:
 	fprintf(stderr, "bench_vmm: %s\n", err_msg());

@@ -9,12 +9,12 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "agent/store.h"
-#include "bus/spec.h"
+#include "store/store.h"
+#include "model/model.h"
 
 int main(int argc, char **argv)
 {
-	struct agent_store *st = NULL;
+	struct store *st = NULL;
 	json_error_t je;
 	json_t *arr;
 	size_t i;
@@ -25,7 +25,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	arr = json_load_file(argv[2], 0, &je);
-	if (!json_is_array(arr) || agent_store_open(argv[1], false, &st) < 0) {
+	if (!json_is_array(arr) || store_open(argv[1], false, &st) < 0) {
 		fprintf(stderr, "mkstore: %s\n", arr ? err_msg() : je.text);
 		return 1;
 	}
@@ -35,7 +35,7 @@ int main(int argc, char **argv)
 		char addr[32], ip[INET_ADDRSTRLEN], *slash;
 		long prefix;
 
-		if (bus_spec_parse(el, &s) < 0 || !s.network.present) {
+		if (model_spec_parse(el, &s) < 0 || !s.network.present) {
 			fprintf(stderr, "mkstore: instance %zu: %s\n", i, err_msg());
 			return 1;
 		}
@@ -53,16 +53,16 @@ int main(int argc, char **argv)
 		row.spec_json = spec_json;
 		row.address = addr;
 		row.mac = s.network.mac;
-		if (agent_store_address_allocate(st, s.uuid, ntohl(a.s_addr), ntohl(a.s_addr),
+		if (store_address_allocate(st, s.uuid, ntohl(a.s_addr), ntohl(a.s_addr),
 						 (int)prefix, s.network.mac, addr, sizeof(addr)) < 0 ||
-		    agent_store_instance_put(st, &row) < 0) {
+		    store_instance_put(st, &row) < 0) {
 			fprintf(stderr, "mkstore: %s\n", err_msg());
 			return 1;
 		}
 		free(spec_json);
-		bus_spec_free(&s);
+		model_spec_free(&s);
 	}
-	agent_store_close(st);
+	store_close(st);
 	json_decref(arr);
 	return 0;
 }

@@ -16,7 +16,7 @@
 #include <yaml.h>
 #include <cmocka.h>
 
-#include "agent/store.h"
+#include "store/store.h"
 #include "metadata/metadata.h"
 #include "metadata/metadata_priv.h"
 
@@ -50,7 +50,7 @@ static void test_golden_trees(void **state)
 		size_t len;
 		const char *slash = strrchr(golden[g], '/');
 
-		assert_int_equal(bus_spec_parse_file(golden[g], &s), 0);
+		assert_int_equal(model_spec_parse_file(golden[g], &s), 0);
 		assert_int_equal(md_render(&s, &t), 0);
 		got = tree_dump(t);
 		assert_true(asprintf(&gpath, "tests/metadata/data/%.*s.tree",
@@ -70,7 +70,7 @@ static void test_golden_trees(void **state)
 		free(got);
 		free(gpath);
 		md_tree_free(t);
-		bus_spec_free(&s);
+		model_spec_free(&s);
 	}
 }
 
@@ -117,7 +117,7 @@ static void test_odd_values_round_trip(void **state)
 	char *v;
 
 	(void)state;
-	assert_int_equal(bus_spec_parse_file("tests/metadata/data/spec-odd.json", &s), 0);
+	assert_int_equal(model_spec_parse_file("tests/metadata/data/spec-odd.json", &s), 0);
 	assert_int_equal(md_render(&s, &t), 0);
 	f = md_tree_find(t, "openstack/latest/meta_data.json", MD_VIEW_HTTP);
 	assert_non_null(f);
@@ -149,7 +149,7 @@ static void test_odd_values_round_trip(void **state)
 	/* views: NoCloud files are not served over HTTP */
 	assert_null(md_tree_find(t, "nocloud/meta-data", MD_VIEW_HTTP));
 	md_tree_free(t);
-	bus_spec_free(&s);
+	model_spec_free(&s);
 }
 
 static void test_listings(void **state)
@@ -160,7 +160,7 @@ static void test_listings(void **state)
 	size_t len;
 
 	(void)state;
-	assert_int_equal(bus_spec_parse_file("tests/data/spec-basic.json", &s), 0);
+	assert_int_equal(model_spec_parse_file("tests/data/spec-basic.json", &s), 0);
 	assert_int_equal(md_render(&s, &t), 0);
 	assert_int_equal(md_tree_list(t, "ec2", MD_VIEW_HTTP, &l, &len), 0);
 	assert_string_equal(l, "2009-04-04\nlatest");
@@ -186,7 +186,7 @@ static void test_listings(void **state)
 			 -ENOENT);
 	assert_int_equal(md_tree_list(t, "nocloud", MD_VIEW_HTTP, &l, &len), -ENOENT);
 	md_tree_free(t);
-	bus_spec_free(&s);
+	model_spec_free(&s);
 }
 
 /* ---- the service without sockets --------------------------------------- */
@@ -277,7 +277,7 @@ static void test_path_matrix(void **state)
 
 	(void)state;
 	fx_open(&f, MD_TOKENS_OPTIONAL, false, 0);
-	assert_int_equal(bus_spec_parse_file("tests/data/spec-basic.json", &s), 0);
+	assert_int_equal(model_spec_parse_file("tests/data/spec-basic.json", &s), 0);
 	assert_int_equal(md_render(&s, &t), 0);
 	for (size_t i = 0; i < t->n; i++) {
 		const struct md_file *file = &t->files[i];
@@ -339,7 +339,7 @@ static void test_path_matrix(void **state)
 	for (size_t i = 0; i < ARRAY_SIZE(missing); i++)
 		assert_int_equal(req(&f, "GET", missing[i], "10.0.0.5", NULL, 0, NULL, NULL), 404);
 	md_tree_free(t);
-	bus_spec_free(&s);
+	model_spec_free(&s);
 	fx_close(&f);
 }
 
@@ -620,7 +620,7 @@ static void test_reload_invalidates(void **state)
 static void test_store_source(void **state)
 {
 	const char *db = "build/tests/metadata/store-test.db";
-	struct agent_store *st = NULL;
+	struct store *st = NULL;
 	struct md_source *src = NULL;
 	struct md_service *svc = NULL;
 	struct md_config cfg = { .threads = 1 };
@@ -635,13 +635,13 @@ static void test_store_source(void **state)
 	unlink(db);
 	json_object_del(j, "network"); /* the agent allocates it */
 	spec_json = json_dumps(j, 0);
-	assert_int_equal(agent_store_open(db, false, &st), 0);
-	assert_int_equal(agent_store_address_allocate(st, row.uuid, 0x0a4d0005, 0x0a4d00fe, 24,
+	assert_int_equal(store_open(db, false, &st), 0);
+	assert_int_equal(store_address_allocate(st, row.uuid, 0x0a4d0005, 0x0a4d00fe, 24,
 						      "52:54:00:aa:bb:cc", addr, sizeof(addr)), 0);
 	row.spec_json = spec_json;
 	row.address = addr;
 	row.mac = (char *)(uintptr_t)"52:54:00:aa:bb:cc";
-	assert_int_equal(agent_store_instance_put(st, &row), 0);
+	assert_int_equal(store_instance_put(st, &row), 0);
 
 	assert_int_equal(md_source_store_open(db, &src), 0);
 	assert_int_equal(md_service_new(&cfg, src, &svc), 0);
@@ -666,7 +666,7 @@ static void test_store_source(void **state)
 	free(spec_json);
 	spec_json = json_dumps(j, 0);
 	row.spec_json = spec_json;
-	assert_int_equal(agent_store_instance_put(st, &row), 0);
+	assert_int_equal(store_instance_put(st, &row), 0);
 	assert_int_equal(req(&f, "GET", "/openstack/latest/meta_data.json", "10.77.0.5", NULL, 0,
 			     &body, NULL), 200);
 	assert_non_null(strstr(body, "\"hostname\": \"changed\""));
@@ -674,7 +674,7 @@ static void test_store_source(void **state)
 	assert_int_equal(src->ops->lookup_addr(src->impl, "10.77.0.5", &c), 0);
 	assert_ptr_not_equal(a, c);
 	/* deleting: no longer served */
-	assert_int_equal(agent_store_instance_set_state(st, row.uuid, INST_DELETING, NULL, NULL), 0);
+	assert_int_equal(store_instance_set_state(st, row.uuid, INST_DELETING, NULL, NULL), 0);
 	assert_int_equal(req(&f, "GET", "/latest/meta-data/hostname", "10.77.0.5", NULL, 0, NULL,
 			     NULL), 404);
 	md_instance_unref(a);
@@ -682,7 +682,7 @@ static void test_store_source(void **state)
 	md_instance_unref(c);
 	md_service_free(svc);
 	md_source_close(src);
-	agent_store_close(st);
+	store_close(st);
 	json_decref(j);
 	free(spec_json);
 }
@@ -695,7 +695,7 @@ static void test_seed_build(void **state)
 	enum md_seed_format fmt;
 
 	(void)state;
-	assert_int_equal(bus_spec_parse_file("tests/data/spec-basic.json", &s), 0);
+	assert_int_equal(model_spec_parse_file("tests/data/spec-basic.json", &s), 0);
 	assert_int_equal(md_seed_build(&s, MD_SEED_NOCLOUD, &iso, &len), 0);
 	assert_true(len >= 32768 + 2048 && len % 2048 == 0);
 	/* primary volume descriptor at sector 16: "CD001", volume id at 40 */
@@ -708,7 +708,7 @@ static void test_seed_build(void **state)
 	assert_int_equal(md_seed_format_parse("configdrive", &fmt), 0);
 	assert_int_equal(fmt, MD_SEED_CONFIGDRIVE);
 	assert_int_equal(md_seed_format_parse("vfat", &fmt), -EINVAL);
-	bus_spec_free(&s);
+	model_spec_free(&s);
 }
 
 int main(void)

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "bus/spec.h"
+#include "model/model.h"
 #include "sched_test.h"
 
 #define BOOT(name, flavor) \
@@ -48,7 +48,7 @@ static void test_boot_build_spec(void **state)
 	assert_non_null(b);
 	assert_string_equal(b->topic, "stratus.host.h1");
 	/* the build body is the instance spec plus request fields */
-	if (bus_spec_parse(b->body, &spec) < 0)
+	if (model_spec_parse(b->body, &spec) < 0)
 		fail_msg("spec: %s", err_msg());
 	assert_string_equal(spec.name, "web-1");
 	assert_string_equal(spec.project, "acme");
@@ -59,7 +59,7 @@ static void test_boot_build_spec(void **state)
 	assert_int_equal(spec.n_ssh_keys, 1);
 	assert_string_equal(b->key, spec.uuid);
 	assert_int_equal(json_integer_value(json_object_get(b->body, "attempt")), 1);
-	bus_spec_free(&spec);
+	model_spec_free(&spec);
 	/* show and list */
 	res = env_req(&e, "instance.show", "{\"project\":\"acme\",\"instance\":\"web-1\"}");
 	assert_true(res_ok(res));

@@ -71,7 +71,7 @@ static char *render(struct instance_spec *s, const char *uuid)
 					.console_log = "/tmp/x.log" };
 	char *xml = NULL;
 
-	assert_int_equal(bus_spec_parse_file("tests/data/spec-basic.json", s), 0);
+	assert_int_equal(model_spec_parse_file("tests/data/spec-basic.json", s), 0);
 	snprintf(s->uuid, sizeof(s->uuid), "%s", uuid);
 	assert_int_equal(vmm_topology_load("tests/vmm/sysfs/1node", &t), 0);
 	assert_int_equal(vmm_fit(t, NULL, NULL, s, &p), 0);
@@ -173,7 +173,7 @@ static void test_lifecycle(void **state)
 
 	vmm_close(c);
 	free(xml);
-	bus_spec_free(&s);
+	model_spec_free(&s);
 }
 
 /* Stop with a zero timeout still ends with the domain off (the test
@@ -200,7 +200,7 @@ static void test_stop_timeout(void **state)
 	assert_int_equal(vmm_undefine(c, uuid), 0);
 	vmm_close(c);
 	free(xml);
-	bus_spec_free(&s);
+	model_spec_free(&s);
 }
 
 static void test_bad_uri(void **state)

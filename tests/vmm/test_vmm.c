@@ -86,7 +86,7 @@ static struct instance_spec spec_with(const char *const *kv, long vcpus, long ra
 	json_object_set_new(json_object_get(j, "flavor"), "extra_specs", es);
 	json_object_set_new(json_object_get(j, "flavor"), "vcpus", json_integer(vcpus));
 	json_object_set_new(json_object_get(j, "flavor"), "ram_mb", json_integer(ram));
-	assert_int_equal(bus_spec_parse(j, &s), 0);
+	assert_int_equal(model_spec_parse(j, &s), 0);
 	json_decref(j);
 	return s;
 }
@@ -107,12 +107,12 @@ static void test_policy(void **state)
 	assert_int_equal(p.emu, VMM_EMU_ISOLATE);
 	assert_int_equal(p.page, VMM_PAGE_REQ_1GB);
 	assert_int_equal(p.numa_nodes, 2);
-	bus_spec_free(&s);
+	model_spec_free(&s);
 	s = spec_with(bad, 2, 2048);
 	assert_int_equal(vmm_policy_from_spec(&s, &p), -EINVAL);
 	assert_string_equal(err_msg(), "flavor m1.pinned: hw:mem_page_size: invalid value 'huge' "
 				       "(accepted: small, large, any, 2MB, 1GB)");
-	bus_spec_free(&s);
+	model_spec_free(&s);
 }
 
 /* Claims: the second instance gets other pCPUs, the host fills up, a
@@ -174,8 +174,8 @@ static void test_fit_claims(void **state)
 	assert_int_equal(u.pages[0][VMM_PAGE_2M], 0);
 	vmm_usage_free(&u);
 	vmm_topology_free(t);
-	bus_spec_free(&a);
-	bus_spec_free(&b);
+	model_spec_free(&a);
+	model_spec_free(&b);
 }
 
 /* Isolate claims the sibling threads: a prefer instance cannot take them. */
@@ -205,8 +205,8 @@ static void test_fit_isolate_siblings(void **state)
 	vmm_placement_free(&pb);
 	vmm_usage_free(&u);
 	vmm_topology_free(t);
-	bus_spec_free(&a);
-	bus_spec_free(&b);
+	model_spec_free(&a);
+	model_spec_free(&b);
 }
 
 static void test_config(void **state)

@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (!j)
 		return 0;
-	if (bus_spec_parse(j, &s) < 0) {
+	if (model_spec_parse(j, &s) < 0) {
 		json_decref(j);
 		return 0;
 	}
@@ -48,6 +48,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		free(dir);
 	}
 	md_tree_free(t);
-	bus_spec_free(&s);
+	model_spec_free(&s);
 	return 0;
 }

@@ -4,8 +4,8 @@
  * (render-domain, seed). Parsed and validated once here; vmm, images,
  * metadata and agent read the struct.
  */
-#ifndef STRATUS_BUS_SPEC_H
-#define STRATUS_BUS_SPEC_H
+#ifndef STRATUS_MODEL_MODEL_H
+#define STRATUS_MODEL_MODEL_H
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -109,15 +109,15 @@ struct instance_spec {
  * (instance.build carries request fields beside the spec). On error returns
  * -EINVAL with err_msg() naming the field: "flavor.vcpus: expected an
  * integer from 1 to 1024". *out is untouched on failure; on success the
- * caller frees it with bus_spec_free().
+ * caller frees it with model_spec_free().
  */
-int bus_spec_parse(json_t *obj, struct instance_spec *out);
+int model_spec_parse(json_t *obj, struct instance_spec *out);
 /* Same, from a JSON file (at most 1 MiB). */
-int bus_spec_parse_file(const char *path, struct instance_spec *out);
+int model_spec_parse_file(const char *path, struct instance_spec *out);
 /* Back to JSON (user_data base64-encoded); returns a new reference. */
-json_t *bus_spec_to_json(const struct instance_spec *s);
-void bus_spec_free(struct instance_spec *s);
+json_t *model_spec_to_json(const struct instance_spec *s);
+void model_spec_free(struct instance_spec *s);
 /* The value of a flavor extra spec, or NULL. */
-const char *bus_spec_extra(const struct instance_spec *s, const char *key);
+const char *model_spec_extra(const struct instance_spec *s, const char *key);
 
 #endif

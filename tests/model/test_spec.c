@@ -6,7 +6,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "bus/spec.h"
+#include "model/model.h"
 
 static json_t *basic(void)
 {
@@ -22,12 +22,12 @@ static void test_parse_basic(void **state)
 	struct instance_spec s;
 
 	(void)state;
-	assert_int_equal(bus_spec_parse_file("tests/data/spec-basic.json", &s), 0);
+	assert_int_equal(model_spec_parse_file("tests/data/spec-basic.json", &s), 0);
 	assert_string_equal(s.uuid, "0b6f4b1e-5c7a-4c1e-9a53-0d1f2a3b4c5d");
 	assert_string_equal(s.project, "acme");
 	assert_int_equal(s.flavor.vcpus, 2);
-	assert_string_equal(bus_spec_extra(&s, "hw:cpu_policy"), "dedicated");
-	assert_null(bus_spec_extra(&s, "hw:numa_nodes"));
+	assert_string_equal(model_spec_extra(&s, "hw:cpu_policy"), "dedicated");
+	assert_null(model_spec_extra(&s, "hw:numa_nodes"));
 	assert_int_equal(s.seed, SPEC_SEED_NOCLOUD);
 	assert_string_equal((const char *)s.user_data, "#cloud-config\nruncmd:\n  - echo hello\n");
 	assert_int_equal(s.n_ssh_keys, 1);
@@ -35,19 +35,19 @@ static void test_parse_basic(void **state)
 	assert_string_equal(s.metadata[0].key, "role");
 
 	/* round trip: to JSON and back gives the same spec */
-	json_t *j = bus_spec_to_json(&s);
+	json_t *j = model_spec_to_json(&s);
 	struct instance_spec t;
 
 	assert_non_null(j);
-	assert_int_equal(bus_spec_parse(j, &t), 0);
+	assert_int_equal(model_spec_parse(j, &t), 0);
 	assert_string_equal(t.name, s.name);
 	assert_int_equal(t.user_data_len, s.user_data_len);
 	assert_memory_equal(t.user_data, s.user_data, s.user_data_len);
 	assert_string_equal(t.network.mac, s.network.mac);
 	json_decref(j);
-	bus_spec_free(&t);
-	bus_spec_free(&s);
-	bus_spec_free(NULL);
+	model_spec_free(&t);
+	model_spec_free(&s);
+	model_spec_free(NULL);
 }
 
 static void test_defaults(void **state)
@@ -61,12 +61,12 @@ static void test_defaults(void **state)
 	json_object_del(j, "network");
 	json_object_del(j, "seed");
 	json_object_set_new(j, "name", json_string("Web <1> & \"friends\""));
-	assert_int_equal(bus_spec_parse(j, &s), 0);
+	assert_int_equal(model_spec_parse(j, &s), 0);
 	assert_string_equal(s.hostname, "web-1-friends");
 	assert_string_equal(s.availability_zone, "nova");
 	assert_false(s.network.present);
 	assert_string_equal(s.name, "Web <1> & \"friends\"");
-	bus_spec_free(&s);
+	model_spec_free(&s);
 	json_decref(j);
 }
 
@@ -131,7 +131,7 @@ static void test_rejects(void **state)
 
 		memset(&s, 0x5a, sizeof(s));
 		set_path(j, cases[i].path, cases[i].json ? json_loads(cases[i].json, JSON_DECODE_ANY, NULL) : NULL);
-		assert_int_equal(bus_spec_parse(j, &s), -EINVAL);
+		assert_int_equal(model_spec_parse(j, &s), -EINVAL);
 		assert_string_equal(err_msg(), cases[i].msg);
 		assert_int_equal(((unsigned char *)&s)[0], 0x5a); /* untouched */
 		json_decref(j);
@@ -144,7 +144,7 @@ static void test_rejects(void **state)
 	char *b64 = base64_encode(raw, 65 * 1024);
 
 	json_object_set_new(j, "user_data", json_string(b64));
-	assert_int_equal(bus_spec_parse(j, &s), -EINVAL);
+	assert_int_equal(model_spec_parse(j, &s), -EINVAL);
 	assert_string_equal(err_msg(), "user_data: larger than 65536 bytes");
 	free(raw);
 	free(b64);
@@ -153,7 +153,7 @@ static void test_rejects(void **state)
 	big[sizeof(big) - 1] = '\0';
 	j = basic();
 	json_object_set_new(j, "name", json_string(big));
-	assert_int_equal(bus_spec_parse(j, &s), -EINVAL);
+	assert_int_equal(model_spec_parse(j, &s), -EINVAL);
 	assert_string_equal(err_msg(), "name: longer than 255 characters");
 	json_decref(j);
 }

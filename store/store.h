@@ -8,17 +8,17 @@
  * reconcile the store against libvirt. stratus-metadata opens it read-only
  * (see docs/agent.md for the schema, which is part of that contract).
  */
-#ifndef STRATUS_AGENT_STORE_H
-#define STRATUS_AGENT_STORE_H
+#ifndef STRATUS_STORE_STORE_H
+#define STRATUS_STORE_STORE_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "bus/spec.h"
+#include "model/model.h"
 
 #define STORE_SCHEMA_VERSION 1
 
-struct agent_store;
+struct store;
 
 /* One row of `instances`. Strings are malloc'd (free with
  * store_instance_free); any may be NULL except uuid and spec_json. */
@@ -26,7 +26,7 @@ struct store_instance {
 	char uuid[UUID_STRLEN];
 	char *name;
 	char *project;
-	char *spec_json;      /* the instance spec as received (bus_spec_to_json) */
+	char *spec_json;      /* the instance spec as received (model_spec_to_json) */
 	enum instance_state state;
 	char *step;           /* build step reached, e.g. "image", "seed", "define" */
 	char *placement_json; /* the vmm fit: pCPUs, NUMA nodes, hugepages */
@@ -38,55 +38,55 @@ struct store_instance {
 	char *request_id;     /* the request that last changed it */
 	int64_t created_ms, updated_ms;
 };
-void agent_store_instance_free(struct store_instance *i);
+void store_instance_free(struct store_instance *i);
 
 /* Open (creating and migrating the schema) or open read-only. */
-int agent_store_open(const char *path, bool readonly, struct agent_store **out);
-void agent_store_close(struct agent_store *st);
+int store_open(const char *path, bool readonly, struct store **out);
+void store_close(struct store *st);
 
 /* Insert or replace the whole row. */
-int agent_store_instance_put(struct agent_store *st, const struct store_instance *i);
+int store_instance_put(struct store *st, const struct store_instance *i);
 /* -ENOENT when unknown. */
-int agent_store_instance_get(struct agent_store *st, const char *uuid, struct store_instance *out);
+int store_instance_get(struct store *st, const char *uuid, struct store_instance *out);
 /* Update state (+ step and error; NULL keeps step, clears error). */
-int agent_store_instance_set_state(struct agent_store *st, const char *uuid, enum instance_state s,
+int store_instance_set_state(struct store *st, const char *uuid, enum instance_state s,
 			     const char *step, const char *error);
-int agent_store_instance_delete(struct agent_store *st, const char *uuid);
+int store_instance_delete(struct store *st, const char *uuid);
 /* Calls fn for each instance (ordered by creation); stops when fn returns
  * non-zero and returns that value. */
-int agent_store_instance_foreach(struct agent_store *st,
+int store_instance_foreach(struct store *st,
 			   int (*fn)(const struct store_instance *i, void *ud), void *ud);
 /* The instance owning an IPv4 address (no prefix), -ENOENT otherwise. */
-int agent_store_instance_by_ip(struct agent_store *st, const char *ip, struct store_instance *out);
+int store_instance_by_ip(struct store *st, const char *ip, struct store_instance *out);
 
 /* The MAC of an instance address: 52:54:00 + the low 24 bits of the IPv4
  * address (host order), unique within a host's instance network. */
-void agent_mac_for_ip(uint32_t ip, char out[18]);
+void store_mac_for_ip(uint32_t ip, char out[18]);
 
 /*
  * Addresses: the lowest free address of [first, last] (host order) goes
  * to the instance, with its MAC, in one transaction. Allocating again for
  * the same instance returns the address it already has. mac NULL: the
- * one agent_mac_for_ip gives.
+ * one store_mac_for_ip gives.
  */
-int agent_store_address_allocate(struct agent_store *st, const char *uuid, uint32_t first,
+int store_address_allocate(struct store *st, const char *uuid, uint32_t first,
 			   uint32_t last, int prefix, const char *mac, char *addr_out,
 			   size_t addr_len);
-int agent_store_address_release(struct agent_store *st, const char *uuid);
-int agent_store_address_count(struct agent_store *st, int *n);
+int store_address_release(struct store *st, const char *uuid);
+int store_address_count(struct store *st, int *n);
 
 /*
- * Processed requests: handlers call agent_store_request_get first (a redelivered
+ * Processed requests: handlers call store_request_get first (a redelivered
  * or duplicated message is answered with the recorded outcome) and
  * store_request_put once the effect is durable.
  */
-int agent_store_request_get(struct agent_store *st, const char *request_id, char **outcome_json);
-int agent_store_request_put(struct agent_store *st, const char *request_id, const char *uuid,
+int store_request_get(struct store *st, const char *request_id, char **outcome_json);
+int store_request_put(struct store *st, const char *request_id, const char *uuid,
 		      const char *type, const char *outcome_json);
 
 /* Requests accepted but without an outcome yet (pending commands), oldest
  * first: fn(request_id, uuid, type, ud). */
-int agent_store_request_foreach_pending(struct agent_store *st,
+int store_request_foreach_pending(struct store *st,
 					int (*fn)(const char *request_id, const char *uuid,
 						  const char *type, void *ud),
 					void *ud);

@@ -4,7 +4,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "bus/spec.h"
+#include "model/model.h"
 
 const char *const spec_seed_names[] = {
 	[SPEC_SEED_NOCLOUD] = "nocloud",
@@ -501,7 +501,7 @@ static int parse_all(json_t *root, struct instance_spec *s)
 	return 0;
 }
 
-int bus_spec_parse(json_t *obj, struct instance_spec *out)
+int model_spec_parse(json_t *obj, struct instance_spec *out)
 {
 	struct instance_spec s;
 	int r;
@@ -509,14 +509,14 @@ int bus_spec_parse(json_t *obj, struct instance_spec *out)
 	memset(&s, 0, sizeof(s));
 	r = parse_all(obj, &s);
 	if (r < 0) {
-		bus_spec_free(&s);
+		model_spec_free(&s);
 		return r;
 	}
 	*out = s;
 	return 0;
 }
 
-int bus_spec_parse_file(const char *path, struct instance_spec *out)
+int model_spec_parse_file(const char *path, struct instance_spec *out)
 {
 	json_error_t je;
 	json_t *root;
@@ -531,7 +531,7 @@ int bus_spec_parse_file(const char *path, struct instance_spec *out)
 	free(buf);
 	if (!root)
 		return err_set(-EINVAL, "%s:%d:%d: invalid JSON: %s", path, je.line, je.column, je.text);
-	r = bus_spec_parse(root, out);
+	r = model_spec_parse(root, out);
 	json_decref(root);
 	if (r < 0)
 		return err_prefix(r, "%s", path);
@@ -547,7 +547,7 @@ static json_t *kv_to_json(const struct spec_kv *kv, size_t n)
 	return o;
 }
 
-json_t *bus_spec_to_json(const struct instance_spec *s)
+json_t *model_spec_to_json(const struct instance_spec *s)
 {
 	json_t *o, *keys, *net;
 
@@ -611,7 +611,7 @@ static void kv_free(struct spec_kv *kv, size_t n)
 	free(kv);
 }
 
-void bus_spec_free(struct instance_spec *s)
+void model_spec_free(struct instance_spec *s)
 {
 	if (!s)
 		return;
@@ -646,7 +646,7 @@ void bus_spec_free(struct instance_spec *s)
 	memset(s, 0, sizeof(*s));
 }
 
-const char *bus_spec_extra(const struct instance_spec *s, const char *key)
+const char *model_spec_extra(const struct instance_spec *s, const char *key)
 {
 	for (size_t i = 0; i < s->flavor.n_extra_specs; i++)
 		if (strcmp(s->flavor.extra_specs[i].key, key) == 0)

@@ -6,9 +6,9 @@
 #include <sqlite3.h>
 #include <string.h>
 
-#include "agent/store.h"
+#include "store/store.h"
 
-struct agent_store {
+struct store {
 	sqlite3 *db;
 	char *path;
 	/* One connection serves every thread: a statement of one thread run
@@ -42,14 +42,14 @@ static const char *const migrations[] = {
 	"  ts_ms INTEGER NOT NULL);",
 };
 
-static int db_err(struct agent_store *st, int rc, const char *what)
+static int db_err(struct store *st, int rc, const char *what)
 {
 	int code = rc == SQLITE_BUSY ? -EBUSY : rc == SQLITE_CONSTRAINT ? -EEXIST : -EIO;
 
 	return err_set(code, "store %s: %s: %s", st->path, what, sqlite3_errmsg(st->db));
 }
 
-static int exec(struct agent_store *st, const char *sql)
+static int exec(struct store *st, const char *sql)
 {
 	char *msg = NULL;
 	int rc = sqlite3_exec(st->db, sql, NULL, NULL, &msg);
@@ -63,7 +63,7 @@ static int exec(struct agent_store *st, const char *sql)
 	return 0;
 }
 
-static int migrate(struct agent_store *st)
+static int migrate(struct store *st)
 {
 	sqlite3_stmt *q = NULL;
 	int version = 0, r;
@@ -93,9 +93,9 @@ static int migrate(struct agent_store *st)
 	return 0;
 }
 
-int agent_store_open(const char *path, bool readonly, struct agent_store **out)
+int store_open(const char *path, bool readonly, struct store **out)
 {
-	struct agent_store *st = calloc(1, sizeof(*st));
+	struct store *st = calloc(1, sizeof(*st));
 	int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
 	int r;
 
@@ -124,11 +124,11 @@ int agent_store_open(const char *path, bool readonly, struct agent_store **out)
 	*out = st;
 	return 0;
 fail:
-	agent_store_close(st);
+	store_close(st);
 	return r;
 }
 
-void agent_store_close(struct agent_store *st)
+void store_close(struct store *st)
 {
 	if (!st)
 		return;
@@ -138,7 +138,7 @@ void agent_store_close(struct agent_store *st)
 	free(st);
 }
 
-void agent_store_instance_free(struct store_instance *i)
+void store_instance_free(struct store_instance *i)
 {
 	if (!i)
 		return;
@@ -164,7 +164,7 @@ static void bind_text(sqlite3_stmt *q, int idx, const char *s)
 		sqlite3_bind_null(q, idx);
 }
 
-int agent_store_instance_put(struct agent_store *st, const struct store_instance *i)
+int store_instance_put(struct store *st, const struct store_instance *i)
 {
 	STORE_LOCKED(st);
 
@@ -233,7 +233,7 @@ static int row_to_instance(sqlite3_stmt *q, struct store_instance *i)
 	i->created_ms = sqlite3_column_int64(q, 13);
 	i->updated_ms = sqlite3_column_int64(q, 14);
 	if (!i->spec_json) {
-		agent_store_instance_free(i);
+		store_instance_free(i);
 		return err_set(-ENOMEM, "out of memory");
 	}
 	return 0;
@@ -243,7 +243,7 @@ static int row_to_instance(sqlite3_stmt *q, struct store_instance *i)
 	"uuid, name, project, spec_json, state, step, placement_json, address, mac," \
 	" overlay_path, seed_path, error, request_id, created_ms, updated_ms"
 
-static int get_one(struct agent_store *st, const char *sql, const char *key,
+static int get_one(struct store *st, const char *sql, const char *key,
 		   struct store_instance *out)
 {
 	STORE_LOCKED(st);
@@ -265,12 +265,12 @@ static int get_one(struct agent_store *st, const char *sql, const char *key,
 	return r;
 }
 
-int agent_store_instance_get(struct agent_store *st, const char *uuid, struct store_instance *out)
+int store_instance_get(struct store *st, const char *uuid, struct store_instance *out)
 {
 	return get_one(st, "SELECT " INSTANCE_COLS " FROM instances WHERE uuid = ?", uuid, out);
 }
 
-int agent_store_instance_by_ip(struct agent_store *st, const char *ip, struct store_instance *out)
+int store_instance_by_ip(struct store *st, const char *ip, struct store_instance *out)
 {
 	struct in_addr a;
 
@@ -286,7 +286,7 @@ int agent_store_instance_by_ip(struct agent_store *st, const char *ip, struct st
 		       key, out);
 }
 
-int agent_store_instance_set_state(struct agent_store *st, const char *uuid, enum instance_state s,
+int store_instance_set_state(struct store *st, const char *uuid, enum instance_state s,
 			     const char *step, const char *error)
 {
 	STORE_LOCKED(st);
@@ -315,7 +315,7 @@ int agent_store_instance_set_state(struct agent_store *st, const char *uuid, enu
 	return 0;
 }
 
-int agent_store_instance_delete(struct agent_store *st, const char *uuid)
+int store_instance_delete(struct store *st, const char *uuid)
 {
 	STORE_LOCKED(st);
 
@@ -331,7 +331,7 @@ int agent_store_instance_delete(struct agent_store *st, const char *uuid)
 	return rc == SQLITE_DONE ? 0 : db_err(st, rc, "delete instance");
 }
 
-int agent_store_instance_foreach(struct agent_store *st,
+int store_instance_foreach(struct store *st,
 			   int (*fn)(const struct store_instance *i, void *ud), void *ud)
 {
 	STORE_LOCKED(st);
@@ -349,7 +349,7 @@ int agent_store_instance_foreach(struct agent_store *st,
 		if ((r = row_to_instance(q, &i)) < 0)
 			break;
 		r = fn(&i, ud);
-		agent_store_instance_free(&i);
+		store_instance_free(&i);
 		if (r)
 			break;
 	}
@@ -359,12 +359,12 @@ int agent_store_instance_foreach(struct agent_store *st,
 	return r;
 }
 
-void agent_mac_for_ip(uint32_t ip, char out[18])
+void store_mac_for_ip(uint32_t ip, char out[18])
 {
 	snprintf(out, 18, "52:54:00:%02x:%02x:%02x", (ip >> 16) & 0xff, (ip >> 8) & 0xff, ip & 0xff);
 }
 
-int agent_store_address_allocate(struct agent_store *st, const char *uuid, uint32_t first,
+int store_address_allocate(struct store *st, const char *uuid, uint32_t first,
 			   uint32_t last, int prefix, const char *mac, char *addr_out,
 			   size_t addr_len)
 {
@@ -423,7 +423,7 @@ int agent_store_address_allocate(struct agent_store *st, const char *uuid, uint3
 		sqlite3_bind_int64(q, 1, ip);
 		char derived[18];
 
-		agent_mac_for_ip((uint32_t)ip, derived);
+		store_mac_for_ip((uint32_t)ip, derived);
 		sqlite3_bind_int(q, 2, prefix);
 		bind_text(q, 3, uuid);
 		bind_text(q, 4, mac ? mac : derived);
@@ -446,7 +446,7 @@ rollback:
 	return r;
 }
 
-int agent_store_address_release(struct agent_store *st, const char *uuid)
+int store_address_release(struct store *st, const char *uuid)
 {
 	STORE_LOCKED(st);
 
@@ -462,7 +462,7 @@ int agent_store_address_release(struct agent_store *st, const char *uuid)
 	return rc == SQLITE_DONE ? 0 : db_err(st, rc, "release address");
 }
 
-int agent_store_address_count(struct agent_store *st, int *n)
+int store_address_count(struct store *st, int *n)
 {
 	STORE_LOCKED(st);
 
@@ -478,7 +478,7 @@ int agent_store_address_count(struct agent_store *st, int *n)
 	return rc == SQLITE_ROW ? 0 : db_err(st, rc, "count addresses");
 }
 
-int agent_store_request_get(struct agent_store *st, const char *request_id, char **outcome_json)
+int store_request_get(struct store *st, const char *request_id, char **outcome_json)
 {
 	STORE_LOCKED(st);
 
@@ -502,7 +502,7 @@ int agent_store_request_get(struct agent_store *st, const char *request_id, char
 	return r;
 }
 
-int agent_store_request_put(struct agent_store *st, const char *request_id, const char *uuid,
+int store_request_put(struct store *st, const char *request_id, const char *uuid,
 		      const char *type, const char *outcome_json)
 {
 	STORE_LOCKED(st);
@@ -525,7 +525,7 @@ int agent_store_request_put(struct agent_store *st, const char *request_id, cons
 	return rc == SQLITE_DONE ? 0 : db_err(st, rc, "record request");
 }
 
-int agent_store_request_foreach_pending(struct agent_store *st,
+int store_request_foreach_pending(struct store *st,
 					int (*fn)(const char *request_id, const char *uuid,
 						  const char *type, void *ud),
 					void *ud)
