@@ -14,7 +14,7 @@
 /* THE command table: a command group is one row and one file. */
 static const struct cli_command cli_commands[] = {
 	{ "bus", "operator: send and tail messages on the bus", cli_bus },
-	/* cli/tenant.c: requests to stratus-scheduler */
+	/* cli/instance.c and cli/catalog.c: requests to stratus-scheduler */
 	{ "boot", "boot instances and wait until they are active", cli_boot },
 	{ "delete", "delete an instance (waits until deleted)", cli_delete },
 	{ "stop", "stop an instance", cli_stop },

@@ -139,6 +139,11 @@ int base64_decode(const char *in, size_t max_out, unsigned char **out, size_t *o
 /* Returns a malloc'd NUL-terminated string (caller frees), NULL on ENOMEM. */
 char *base64_encode(const unsigned char *in, size_t len);
 
+/* ---- sizes for people -------------------------------------------------- */
+/* v bytes as "512 B", "64.0 MiB", "1.5 TiB" (binary units, one decimal
+ * above bytes) into buf (truncated to len). */
+void human_size(uint64_t v, char *buf, size_t len);
+
 /* ---- config ------------------------------------------------------------ */
 /*
  * A config struct is described by a table of fields. The loader walks the
