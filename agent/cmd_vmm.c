@@ -1,6 +1,7 @@
 /*
  * stratus-agent host-info and render-domain: what the agent sees of this
- * host, and the domain XML it would boot for an instance spec.
+ * host, and the domain XML it would boot for an instance spec (built by
+ * agent_domain_xml, the build's define step's function).
  */
 #define LOG_TAG "agent"
 #include <errno.h>
@@ -8,9 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "agent/agent_priv.h"
 #include "agent/commands.h"
-#include "model/model.h"
-#include "vmm/vmm.h"
 
 int agent_cmd_host_info(int argc, char **argv)
 {
@@ -80,10 +80,11 @@ int agent_cmd_render_domain(int argc, char **argv)
 		{ .name = "vmm", .fields = vmm_config_fields, .dst = &cfg },
 		{ 0 },
 	};
-	const char *config = NULL, *sysfs = NULL, *accel = NULL;
-	struct vmm_domain_params pp = { 0 };
+	const char *config = NULL, *sysfs = NULL, *accel = NULL, *cmdline = NULL;
+	struct agent_domain_files files = { 0 };
 	struct instance_spec spec;
-	bool spec_ok = false, have_cfg = false;
+	bool spec_ok = false, have_cfg = false, with_seed;
+	enum md_seed_format seed_fmt;
 	struct vmm_topology *t = NULL;
 	struct vmm_placement pl = { 0 };
 	_cleanup_free_ char *disk = NULL, *seed = NULL, *log = NULL, *xml = NULL;
@@ -102,13 +103,13 @@ int agent_cmd_render_domain(int argc, char **argv)
 			accel = optarg;
 			break;
 		case 'k':
-			pp.kernel = optarg;
+			files.kernel = optarg;
 			break;
 		case 'i':
-			pp.initrd = optarg;
+			files.initrd = optarg;
 			break;
 		case 'l':
-			pp.cmdline = optarg;
+			cmdline = optarg;
 			break;
 		case 'h':
 			fputs(RENDER_USAGE, stdout);
@@ -148,22 +149,27 @@ int agent_cmd_render_domain(int argc, char **argv)
 	if (r < 0)
 		goto fail;
 
-	pp.virt = vmm_accel_resolve((enum vmm_accel)cfg.accel);
-	/* the paths the agent uses (docs/agent.md) */
-	if (asprintf(&disk, "%s/%s.qcow2", cfg.instances_dir, spec.uuid) < 0 ||
-	    asprintf(&log, "%s/%s.log", cfg.console_log_dir, spec.uuid) < 0 ||
-	    (spec.seed != SPEC_SEED_NONE &&
-	     asprintf(&seed, "%s/%s.seed.iso", cfg.instances_dir, spec.uuid) < 0)) {
+	/* --cmdline stands for the image's cmdline (used with a kernel only) */
+	if (cmdline) {
+		free(spec.image.cmdline);
+		spec.image.cmdline = strdup(cmdline);
+	}
+	/* the paths the agent uses (docs/agent.md); a seed disk as the build's
+	 * seed step decides */
+	with_seed = md_seed_format_of_spec(&spec, &seed_fmt) == 0;
+	disk = agent_instance_file(&cfg, spec.uuid, ".qcow2");
+	log = agent_instance_file(&cfg, spec.uuid, ".log");
+	if (with_seed)
+		seed = agent_instance_file(&cfg, spec.uuid, ".seed.iso");
+	if (!disk || !log || (with_seed && !seed) || (cmdline && !spec.image.cmdline)) {
 		err_set(-ENOMEM, "out of memory");
 		goto fail;
 	}
-	pp.disk_path = disk;
-	pp.disk_format = "qcow2";
-	pp.seed_path = seed;
-	pp.seed_format = seed ? VMM_SEED_ISO : VMM_SEED_NONE;
-	pp.bridge = cfg.bridge;
-	pp.console_log = log;
-	r = vmm_domain_xml(&spec, &pl, &pp, &xml);
+	files.disk = disk;
+	files.seed = seed;
+	files.console_log = log;
+	r = agent_domain_xml(&spec, &pl, &cfg, vmm_accel_resolve((enum vmm_accel)cfg.accel), &files,
+			     &xml);
 	if (r < 0)
 		goto fail;
 	fputs(xml, stdout);
