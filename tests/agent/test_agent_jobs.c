@@ -17,14 +17,15 @@
 #define SPEC_UUID "0b6f4b1e-5c7a-4c1e-9a53-0d1f2a3b4c5d"
 
 /* Just the queue: no store, bus or workers. */
-static void queue_init(struct agent *a, struct agent_config *cfg)
+static struct agent *queue_new(void)
 {
-	memset(a, 0, sizeof(*a));
-	memset(cfg, 0, sizeof(*cfg));
-	a->cfg = cfg;
+	struct agent *a = calloc(1, sizeof(*a));
+
+	assert_non_null(a);
 	pthread_mutex_init(&a->q_lock, NULL);
 	pthread_cond_init(&a->q_cond, NULL);
 	pthread_cond_init(&a->q_idle, NULL);
+	return a;
 }
 
 static void queue_free(struct agent *a)
@@ -33,50 +34,49 @@ static void queue_free(struct agent *a)
 	pthread_mutex_destroy(&a->q_lock);
 	pthread_cond_destroy(&a->q_cond);
 	pthread_cond_destroy(&a->q_idle);
+	free(a);
 }
 
 static void test_build_job_holds_the_spec(void **state)
 {
-	struct agent_config cfg;
-	struct agent a;
+	struct agent *a = queue_new();
 	struct instance_spec spec;
 	char *name;
 
 	(void)state;
-	queue_init(&a, &cfg);
 	assert_int_equal(model_spec_parse_file(SPEC_FILE, &spec), 0);
 	name = spec.name;
-	assert_int_equal(agent_enqueue_build(&a, "req-1", &spec), 0);
+	assert_int_equal(agent_enqueue_build(a, "req-1", &spec), 0);
 	/* moved: the caller's struct is empty, the job owns the same strings */
 	assert_null(spec.name);
 	assert_null(spec.project);
-	assert_non_null(a.q_head);
-	assert_string_equal(a.q_head->type, "instance.build");
-	assert_string_equal(a.q_head->uuid, SPEC_UUID);
-	assert_string_equal(a.q_head->request_id, "req-1");
-	assert_non_null(a.q_head->spec);
-	assert_ptr_equal(a.q_head->spec->name, name);
-	assert_null(a.q_head->reason);
+	assert_non_null(a->q_head);
+	assert_string_equal(a->q_head->type, "instance.build");
+	assert_string_equal(a->q_head->uuid, SPEC_UUID);
+	assert_string_equal(a->q_head->request_id, "req-1");
+	assert_non_null(a->q_head->spec);
+	assert_ptr_equal(a->q_head->spec->name, name);
+	assert_null(a->q_head->reason);
 
 	/* a build cannot be queued without its spec */
-	assert_int_equal(agent_enqueue(&a, "instance.build", SPEC_UUID, "req-2", NULL), -EINVAL);
-	assert_null(a.q_head->next);
+	assert_int_equal(agent_enqueue(a, "instance.build", SPEC_UUID, "req-2", NULL), -EINVAL);
+	assert_null(a->q_head->next);
 
 	/* other commands carry no spec */
-	assert_int_equal(agent_enqueue(&a, "instance.sync", SPEC_UUID, NULL, "guest crashed"), 0);
-	assert_non_null(a.q_head->next);
-	assert_null(a.q_head->next->spec);
-	assert_string_equal(a.q_head->next->reason, "guest crashed");
-	queue_free(&a);
+	assert_int_equal(agent_enqueue(a, "instance.sync", SPEC_UUID, NULL, "guest crashed"), 0);
+	assert_non_null(a->q_head->next);
+	assert_null(a->q_head->next->spec);
+	assert_string_equal(a->q_head->next->reason, "guest crashed");
+	queue_free(a);
 
 	/* shutting down: the spec is freed, not leaked, and the caller's is empty */
-	queue_init(&a, &cfg);
-	a.q_closing = true;
+	a = queue_new();
+	a->q_closing = true;
 	assert_int_equal(model_spec_parse_file(SPEC_FILE, &spec), 0);
-	assert_int_equal(agent_enqueue_build(&a, "req-3", &spec), -ESHUTDOWN);
+	assert_int_equal(agent_enqueue_build(a, "req-3", &spec), -ESHUTDOWN);
 	assert_null(spec.name);
-	assert_null(a.q_head);
-	queue_free(&a);
+	assert_null(a->q_head);
+	queue_free(a);
 }
 
 struct dom_fixture {
