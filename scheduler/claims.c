@@ -29,8 +29,9 @@ int sched_alloc_get(struct sched *s, const char *uuid, struct sched_alloc *out)
 		out->fit.node = sqlite3_column_int(q, 8);
 		out->fit.page_kb = (long)sqlite3_column_int64(q, 9);
 		out->fit.pages = (long)sqlite3_column_int64(q, 10);
-		ret = 1;
-	} else if (rc != SQLITE_DONE) {
+	} else if (rc == SQLITE_DONE) {
+		ret = err_set(-ENOENT, "instance %s has no allocation", uuid);
+	} else {
 		ret = err_set(-EIO, "reading an allocation: %s", sqlite3_errmsg(s->db));
 	}
 	sqlite3_reset(q);

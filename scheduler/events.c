@@ -26,8 +26,8 @@ int sched_on_state(struct sched *s, struct sched_call *c)
 	if (state == INST_SCHEDULING)
 		return 0; /* ours */
 	r = sched_inst_get(s, uuid, &row);
-	if (r <= 0)
-		return r;
+	if (r < 0)
+		return r == -ENOENT ? 0 : r;
 	if (strcmp(row.state, "deleted") == 0 || strcmp(row.state, st) == 0 ||
 	    (host && row.host && strcmp(host, row.host) != 0)) {
 		/* terminal, no change, or from a host the instance has left */
@@ -45,7 +45,9 @@ int sched_on_state(struct sched *s, struct sched_call *c)
 	r = sched_tx_begin(s);
 	if (r == 0 && state == INST_DELETED) {
 		r = sched_alloc_get(s, uuid, &a);
-		have_alloc = r == 1;
+		have_alloc = r == 0;
+		if (r == -ENOENT)
+			r = 0;
 		if (have_alloc) {
 			sqlite3_bind_text(s->st[SST_ALLOC_DEL], 1, uuid, -1, SQLITE_STATIC);
 			r = sched_db_step_done(s, SST_ALLOC_DEL, "deleting an allocation");
@@ -53,7 +55,7 @@ int sched_on_state(struct sched *s, struct sched_call *c)
 				r = quota_release(s->quotas, row.project, &a.amt);
 		}
 	}
-	if (r >= 0)
+	if (r == 0)
 		r = sched_inst_update(s, &row);
 	if (r == 0)
 		r = sched_tx_commit(s);
@@ -114,8 +116,8 @@ int sched_on_reschedule(struct sched *s, struct sched_call *c)
 	if (!uuid)
 		return 0;
 	r = sched_inst_get(s, uuid, &row);
-	if (r <= 0)
-		return r;
+	if (r < 0)
+		return r == -ENOENT ? 0 : r;
 	if ((strcmp(row.state, "scheduling") != 0 && strcmp(row.state, "building") != 0) ||
 	    !row.host || (failed && strcmp(failed, row.host) != 0)) {
 		log_info("reschedule ignored instance=%s state=%s host=%s failed_host=%s", uuid,
@@ -124,8 +126,11 @@ int sched_on_reschedule(struct sched *s, struct sched_call *c)
 		return 0;
 	}
 	r = sched_alloc_get(s, uuid, &a);
-	if (r <= 0)
+	if (r < 0) {
+		if (r == -ENOENT)
+			r = 0; /* not placed: nothing to move */
 		goto out;
+	}
 	from = sched_host_find(s, row.host);
 	if (from)
 		from->recent_failures++;

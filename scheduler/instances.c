@@ -25,13 +25,11 @@ static int find_target(struct sched *s, struct sched_call *c, struct inst_row *r
 		r = sched_reject(s, c, "%s", err_msg());
 		return r < 0 ? r : 1;
 	}
-	if (r < 0)
-		return r;
-	if (r == 0) {
+	if (r == -ENOENT) {
 		r = sched_reject(s, c, "instance %s not found in project %s", ref, project);
 		return r < 0 ? r : 1;
 	}
-	return 0;
+	return r;
 }
 
 int sched_on_delete(struct sched *s, struct sched_call *c)
@@ -196,7 +194,7 @@ int sched_on_list(struct sched *s, struct sched_call *c)
 	while (arr && (rc = sqlite3_step(q)) == SQLITE_ROW) {
 		struct inst_row row = { 0 };
 
-		if (sched_inst_get(s, (const char *)sqlite3_column_text(q, 0), &row) == 1)
+		if (sched_inst_get(s, (const char *)sqlite3_column_text(q, 0), &row) == 0)
 			json_array_append_new(arr, inst_json(&row, false));
 		inst_row_free(&row);
 	}

@@ -247,9 +247,10 @@ struct inst_row {
 	long attempts;
 };
 void inst_row_free(struct inst_row *r);
-/* 1 found, 0 not found, <0 error. */
+/* 0 found, -ENOENT not found, <0 error. */
 int sched_inst_get(struct sched *s, const char *uuid, struct inst_row *out);
-/* Find by name or uuid within a project among instances not deleted. */
+/* Find by name or uuid within a project among instances not deleted: 0,
+ * -ENOENT, -EEXIST (the name is ambiguous) or another error. */
 int sched_inst_find(struct sched *s, const char *project, const char *ref, struct inst_row *out);
 int sched_inst_update(struct sched *s, const struct inst_row *r);
 

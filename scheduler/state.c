@@ -236,10 +236,10 @@ int sched_inst_get(struct sched *s, const char *uuid, struct inst_row *out)
 			ret = err_set(-ENOMEM, "out of memory");
 		} else {
 			*out = r;
-			ret = 1;
+			ret = 0;
 		}
 	} else if (rc == SQLITE_DONE) {
-		ret = 0;
+		ret = err_set(-ENOENT, "instance %s not found", uuid);
 	} else {
 		ret = db_err(s, "reading an instance");
 	}
@@ -267,7 +267,7 @@ int sched_inst_find(struct sched *s, const char *project, const char *ref, struc
 	if (ret < 0)
 		return ret;
 	if (n == 0)
-		return 0;
+		return err_set(-ENOENT, "instance %s not found in project %s", ref, project);
 	if (n > 1)
 		return err_set(-EEXIST, "instance name %s is ambiguous in project %s: use its uuid",
 			       ref, project);
