@@ -93,6 +93,50 @@ static char *faults_text(json_t *faults, long attempts, long max)
 	return sb_steal(&sb);
 }
 
+/* The first of ROW's alternates that still passes every filter and fits
+ * (into *fit); those that no longer do get their reason in FAULTS. */
+static struct sched_host *pick_alternate(struct sched *s, const struct sched_ctx *ctx,
+					 const struct inst_row *row, const struct sched_req *req,
+					 json_t *faults, struct sched_fit *fit)
+{
+	json_t *alts = json_loads(row->alternates ? row->alternates : "[]", 0, NULL), *v;
+	struct sched_host *to = NULL;
+	size_t i;
+
+	json_array_foreach(alts, i, v) {
+		struct sched_host *h = sched_host_find(s, json_string_value(v));
+		char buf[256];
+
+		if (!h)
+			continue;
+		if (sched_host_reject_reason(ctx, h, req, buf, sizeof(buf))) {
+			if (!json_object_get(faults, h->name))
+				json_object_set_new(faults, h->name, json_string(buf));
+			continue;
+		}
+		if (sched_numa_fit(h, req, fit)) {
+			to = h;
+			break;
+		}
+	}
+	json_decref(alts);
+	return to;
+}
+
+/* The allocation of UUID moves to host TO, its NUMA part to FIT. */
+static int alloc_move(struct sched *s, const char *uuid, const struct sched_host *to,
+		      const struct sched_fit *fit)
+{
+	sqlite3_stmt *q = s->st[SST_ALLOC_MOVE];
+
+	sqlite3_bind_text(q, 1, uuid, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, to->name, -1, SQLITE_STATIC);
+	sqlite3_bind_int(q, 3, fit->node);
+	sqlite3_bind_int64(q, 4, fit->page_kb);
+	sqlite3_bind_int64(q, 5, fit->pages);
+	return sched_db_step_done(s, SST_ALLOC_MOVE, "moving an allocation");
+}
+
 int sched_on_reschedule(struct sched *s, struct sched_call *c)
 {
 	const char *uuid = sched_jstr(c->body, "uuid"), *failed = sched_jstr(c->body, "failed_host");
@@ -106,11 +150,10 @@ int sched_on_reschedule(struct sched *s, struct sched_call *c)
 	struct sched_ctx ctx = { .cfg = s->cfg, .now_ms = c->now_ms };
 	struct sched_host *to = NULL, *from;
 	struct sched_fit fit = { .node = -1 };
-	json_t *spec = NULL, *faults = NULL, *alts = NULL, *v;
+	json_t *spec = NULL, *faults = NULL, *v;
 	_cleanup_free_ char *faults_s = NULL, *reason = NULL;
 	char *old_state, *old_host, *old_faults, *old_reason;
 	const char *k;
-	size_t i;
 	int r;
 
 	if (!uuid)
@@ -159,26 +202,8 @@ int sched_on_reschedule(struct sched *s, struct sched_call *c)
 				req.n_group_hosts = ghosts.n;
 			}
 		}
-		alts = json_loads(row.alternates ? row.alternates : "[]", 0, NULL);
-		if (row.attempts < s->cfg->max_attempts) {
-			json_array_foreach(alts, i, v) {
-				struct sched_host *h = sched_host_find(s, json_string_value(v));
-				char buf[256];
-
-				if (!h)
-					continue;
-				if (sched_host_reject_reason(&ctx, h, &req, buf, sizeof(buf))) {
-					if (!json_object_get(faults, h->name))
-						json_object_set_new(faults, h->name,
-								    json_string(buf));
-					continue;
-				}
-				if (sched_numa_fit(h, &req, &fit)) {
-					to = h;
-					break;
-				}
-			}
-		}
+		if (row.attempts < s->cfg->max_attempts)
+			to = pick_alternate(s, &ctx, &row, &req, faults, &fit);
 	}
 	faults_s = json_dumps(faults, JSON_COMPACT);
 	old_state = row.state;
@@ -188,14 +213,7 @@ int sched_on_reschedule(struct sched *s, struct sched_call *c)
 	row.faults = faults_s;
 	r = sched_tx_begin(s);
 	if (r == 0 && to) {
-		sqlite3_stmt *q = s->st[SST_ALLOC_MOVE];
-
-		sqlite3_bind_text(q, 1, uuid, -1, SQLITE_STATIC);
-		sqlite3_bind_text(q, 2, to->name, -1, SQLITE_STATIC);
-		sqlite3_bind_int(q, 3, fit.node);
-		sqlite3_bind_int64(q, 4, fit.page_kb);
-		sqlite3_bind_int64(q, 5, fit.pages);
-		r = sched_db_step_done(s, SST_ALLOC_MOVE, "moving an allocation");
+		r = alloc_move(s, uuid, to, &fit);
 		row.state = (char *)"scheduling";
 		row.host = to->name;
 		row.attempts++;
@@ -242,7 +260,6 @@ out:
 	free(a.host);
 	json_decref(spec);
 	json_decref(faults);
-	json_decref(alts);
 	sched_flavor_free(&fl);
 	sched_image_free(&img);
 	sched_strvec_free(&tried);
