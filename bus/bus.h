@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "core/core.h"
+#include "model/model.h" /* SPEC_USER_DATA_MAX */
 
 /* Where stratus-bus writes its bootstrap address, and where clients look
  * for it when bus.bootstrap_servers is not set. STRATUS_BUS_ADDR_FILE in
@@ -78,7 +79,7 @@ char *bus_topic_host(const char *host);
 /* ---- envelope ---------------------------------------------------------- */
 #define BUS_ENVELOPE_VERSION 1
 #define BUS_MAX_MESSAGE (1024 * 1024)  /* bytes of one serialized envelope */
-#define BUS_MAX_USER_DATA (64 * 1024)  /* decoded bytes of user_data */
+#define BUS_MAX_USER_DATA SPEC_USER_DATA_MAX /* decoded bytes of user_data (model) */
 #define BUS_TYPE_MAX 64
 
 struct bus_envelope {
