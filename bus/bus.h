@@ -135,7 +135,7 @@ int bus_type_topic_class(const char *type, enum bus_topic_class *out);
  * Returns a pointer into E's body, or NULL when the body lacks it. */
 const char *bus_envelope_default_key(const struct bus_envelope *e);
 
-/* The instance.build body check: model_spec_parse (bus/spec.h) by default;
+/* The instance.build body check: model_spec_parse (model/model.h) by default;
  * a hook so that tests or tools can put another in. Returns 0 or <0 with
  * err_msg() naming the field relative to the body ("flavor.vcpus: ..."). */
 extern int (*bus_instance_spec_validator)(const json_t *body);

@@ -132,7 +132,7 @@ struct md_source {
 int md_source_json_open(const char *path, struct md_source **out);
 /* Same from a string (tests, fuzzing); name is used in messages. */
 int md_source_json_open_string(const char *name, const char *json, struct md_source **out);
-/* The agent's SQLite store (agent/store.h), opened read-only: every lookup
+/* The agent's SQLite store (store/store.h), opened read-only: every lookup
  * reads the store; renderings are cached while a row is unchanged. */
 int md_source_store_open(const char *path, struct md_source **out);
 void md_source_close(struct md_source *src);

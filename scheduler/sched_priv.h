@@ -34,7 +34,7 @@ struct sched_flavor {
 struct sched_image {
 	char *name, *url, *checksum, *disk_format;
 	long min_disk_gb;
-	/* optional direct kernel boot (bus/spec.h struct spec_image) */
+	/* optional direct kernel boot (model/model.h struct spec_image) */
 	char *kernel_url, *kernel_checksum, *initrd_url, *initrd_checksum, *cmdline;
 };
 
