@@ -354,21 +354,17 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *conn, const char 
 int agent_http_start(struct agent *a)
 {
 	const char *l = a->cfg->metrics_listen;
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	char host[64];
-	const char *colon;
-	long port;
+	struct sockaddr_in sa;
+	int r;
 
 	if (!l || !*l)
 		return 0;
-	colon = strrchr(l, ':');
-	if (!colon || (size_t)(colon - l) >= sizeof(host) || parse_long(colon + 1, 0, 65535, &port) < 0)
+	r = net_addr_port_parse(l, 0, 65535, 0, &sa);
+	if (r == -EADDRNOTAVAIL)
+		return err_set(-EINVAL, "agent.metrics_listen: '%.*s' is not an IPv4 address",
+			       (int)(strrchr(l, ':') - l), l);
+	if (r < 0)
 		return err_set(-EINVAL, "agent.metrics_listen: expected ADDR:PORT, got '%s'", l);
-	memcpy(host, l, (size_t)(colon - l));
-	host[colon - l] = '\0';
-	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
-		return err_set(-EINVAL, "agent.metrics_listen: '%s' is not an IPv4 address", host);
-	sa.sin_port = htons((uint16_t)port);
 	a->http = calloc(1, sizeof(*a->http));
 	if (!a->http)
 		return err_set(-ENOMEM, "out of memory");

@@ -7,7 +7,8 @@
  *              every error names file:line:column, the key and what was
  *              expected; unknown keys are errors;
  *   - misc:    uuid, RFC 3339 time, monotonic clock, strict number parsing,
- *              cleanup helpers, a growable string buffer with a cap.
+ *              cleanup helpers, a growable string buffer with a cap,
+ *              ADDR:PORT parsing.
  *
  * See docs/core.md for the conventions.
  */
@@ -138,6 +139,24 @@ int mkdir_p(const char *path, int mode);
 int base64_decode(const char *in, size_t max_out, unsigned char **out, size_t *out_len);
 /* Returns a malloc'd NUL-terminated string (caller frees), NULL on ENOMEM. */
 char *base64_encode(const unsigned char *in, size_t len);
+
+/* ---- network addresses ------------------------------------------------- */
+struct sockaddr_in;
+
+#define NET_ADDR_TEXT_MAX 64 /* longest ADDR text accepted, with its NUL */
+#define NET_PORT_OPTIONAL 1u /* a bare ADDR is accepted too (port 0) */
+/*
+ * "ADDR:PORT" (or "ADDR" with NET_PORT_OPTIONAL): ADDR an IPv4 address in
+ * dotted form, PORT a number in [port_min, port_max]. The text is split at
+ * its last ':'. Checks in this order, each with err_msg() set:
+ *   -EINVAL        no ":PORT" where one is required, or ADDR too long;
+ *   -ERANGE        PORT not a number in range;
+ *   -EADDRNOTAVAIL ADDR not an IPv4 address.
+ * Callers with their own wording replace the message. *out is untouched
+ * on failure.
+ */
+int net_addr_port_parse(const char *s, long port_min, long port_max, unsigned flags,
+			struct sockaddr_in *out);
 
 /* ---- config ------------------------------------------------------------ */
 /*

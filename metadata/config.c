@@ -1,5 +1,5 @@
 /* The `metadata:` config section: its fields table and cross-field checks. */
-#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <string.h>
 
@@ -35,20 +35,8 @@ const struct cfg_field md_config_fields[] = {
 
 int md_listen_parse(const char *listen, struct sockaddr_in *sa)
 {
-	const char *colon = strrchr(listen, ':');
-	char host[INET_ADDRSTRLEN];
-	long port;
-
-	memset(sa, 0, sizeof(*sa));
-	sa->sin_family = AF_INET;
-	if (!colon || (size_t)(colon - listen) >= sizeof(host) ||
-	    parse_long(colon + 1, 0, 65535, &port) < 0)
+	if (net_addr_port_parse(listen, 0, 65535, 0, sa) < 0)
 		return err_set(-EINVAL, "listen: expected IPV4ADDR:PORT, got '%s'", listen);
-	memcpy(host, listen, (size_t)(colon - listen));
-	host[colon - listen] = '\0';
-	if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
-		return err_set(-EINVAL, "listen: expected IPV4ADDR:PORT, got '%s'", listen);
-	sa->sin_port = htons((uint16_t)port);
 	return 0;
 }
 
