@@ -4,7 +4,6 @@
  * host and per-instance steal), and the Prometheus /metrics endpoint.
  */
 #define LOG_TAG "agent"
-#include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -12,6 +11,7 @@
 #include <sys/statvfs.h>
 
 #include "agent/agent_priv.h"
+#include "core/http.h"
 
 const double agent_hist_bounds[AGENT_HIST_BUCKETS] = { 0.01, 0.025, 0.05, 0.1, 0.25,
 						       0.5,  1,     2.5,  5,   10 };
@@ -313,7 +313,7 @@ char *agent_metrics_text(struct agent *a)
 }
 
 struct agent_http {
-	struct MHD_Daemon *d;
+	struct http_server *srv;
 };
 
 static enum MHD_Result serve(void *cls, struct MHD_Connection *conn, const char *url,
@@ -368,13 +368,20 @@ int agent_http_start(struct agent *a)
 	a->http = calloc(1, sizeof(*a->http));
 	if (!a->http)
 		return err_set(-ENOMEM, "out of memory");
-	a->http->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL,
-				      NULL, serve, a, MHD_OPTION_SOCK_ADDR, &sa,
-				      MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-				      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
-	if (!a->http->d) {
+	r = http_server_start(&(struct http_server_conf){
+				      .addr = &sa,
+				      .handler = serve,
+				      .handler_cls = a,
+				      .error_log = true,
+				      .conn_limit = 64,
+				      .conn_timeout_s = 10,
+			      },
+			      &a->http->srv);
+	if (r < 0) {
 		free(a->http);
 		a->http = NULL;
+		if (r == -ENOMEM)
+			return r;
 		return err_set(-EADDRINUSE, "metrics: cannot listen on %s", l);
 	}
 	log_info("metrics listening addr=%s", l);
@@ -385,7 +392,7 @@ void agent_http_stop(struct agent *a)
 {
 	if (!a->http)
 		return;
-	MHD_stop_daemon(a->http->d);
+	http_server_stop(a->http->srv);
 	free(a->http);
 	a->http = NULL;
 }
