@@ -5,7 +5,7 @@
 
 #include "metadata/metadata_priv.h"
 
-static const char *const md_tokens_names[] = {
+const char *const md_tokens_names[] = {
 	[MD_TOKENS_OPTIONAL] = "optional",
 	[MD_TOKENS_REQUIRED] = "required",
 	[MD_TOKENS_LAST] = NULL,
@@ -14,7 +14,7 @@ static const char *const md_tokens_names[] = {
 const struct cfg_field md_config_fields[] = {
 	{ .key = "listen", .type = CFG_STRING, .offset = offsetof(struct md_config, listen),
 	  .expected = "ADDR:PORT", .def = "169.254.169.254:80" },
-	{ .key = "tokens", .type = CFG_ENUM, .offset = offsetof(struct md_config, tokens),
+	{ .key = "tokens", .type = CFG_ENUM, .offset = CFG_ENUM_OFFSET(struct md_config, tokens),
 	  .names = md_tokens_names, .def = "optional" },
 	{ .key = "proxy", .type = CFG_BOOL, .offset = offsetof(struct md_config, proxy),
 	  .def = "false" },

@@ -105,11 +105,12 @@ static void test_err(void **state)
 struct t_sub {
 	long n;
 };
+enum t_mode { T_AUTO, T_KVM, T_QEMU, T_MODE_LAST };
 struct t_cfg {
 	char *name;
 	long port;
 	bool flag;
-	int mode;
+	enum t_mode mode;
 	uint64_t size;
 	int64_t timeout;
 	double ratio;
@@ -117,7 +118,9 @@ struct t_cfg {
 	struct cfg_map props;
 	struct t_sub sub;
 };
-static const char *const modes[] = { "auto", "kvm", "qemu", NULL };
+static const char *const modes[] = {
+	[T_AUTO] = "auto", [T_KVM] = "kvm", [T_QEMU] = "qemu", [T_MODE_LAST] = NULL,
+};
 static const struct cfg_field sub_fields[] = {
 	{ .key = "n", .type = CFG_INT, .offset = offsetof(struct t_sub, n), .min = 0, .max = 9,
 	  .def = "3" },
@@ -128,7 +131,7 @@ static const struct cfg_field t_fields[] = {
 	{ .key = "port", .type = CFG_INT, .offset = offsetof(struct t_cfg, port), .min = 1,
 	  .max = 65535, .def = "8080" },
 	{ .key = "flag", .type = CFG_BOOL, .offset = offsetof(struct t_cfg, flag) },
-	{ .key = "mode", .type = CFG_ENUM, .offset = offsetof(struct t_cfg, mode), .names = modes,
+	{ .key = "mode", .type = CFG_ENUM, .offset = CFG_ENUM_OFFSET(struct t_cfg, mode), .names = modes,
 	  .def = "auto" },
 	{ .key = "size", .type = CFG_SIZE, .offset = offsetof(struct t_cfg, size), .def = "1G" },
 	{ .key = "timeout", .type = CFG_DURATION, .offset = offsetof(struct t_cfg, timeout),
@@ -163,7 +166,7 @@ static void test_config_ok(void **state)
 			 0);
 	assert_string_equal(c.name, "h1");
 	assert_int_equal(c.port, 8080);
-	assert_int_equal(c.mode, 2);
+	assert_int_equal(c.mode, T_QEMU);
 	assert_true(c.size == 1ULL << 30);
 	assert_int_equal(c.timeout, 30000);
 	assert_true(c.ratio == 1.5);
