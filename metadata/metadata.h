@@ -143,11 +143,12 @@ static inline int md_source_reload(struct md_source *src)
 
 /* ---- the service ------------------------------------------------------- */
 enum md_tokens { MD_TOKENS_OPTIONAL, MD_TOKENS_REQUIRED, MD_TOKENS_LAST };
+extern const char *const md_tokens_names[]; /* "optional", "required" */
 
 /* The `metadata:` config section (fields table: md_config_fields). */
 struct md_config {
 	char *listen;        /* ADDR:PORT */
-	int tokens;          /* enum md_tokens */
+	enum md_tokens tokens;
 	bool proxy;          /* identify by X-Instance-ID + signature */
 	char *shared_secret; /* proxied mode HMAC key */
 	long rate_limit;     /* requests/s per instance, 0 = off */

@@ -19,8 +19,12 @@
 
 #include "scheduler/sched_priv.h"
 
-const char *const sched_policy_names[] = { "spread", "pack", NULL };
-static const char *const sync_names[] = { "normal", "full", NULL };
+const char *const sched_policy_names[] = {
+	[SCHED_SPREAD] = "spread", [SCHED_PACK] = "pack", [SCHED_POLICY_LAST] = NULL,
+};
+static const char *const sync_names[] = {
+	[SCHED_SYNC_NORMAL] = "normal", [SCHED_SYNC_FULL] = "full", [SCHED_SYNC_LAST] = NULL,
+};
 
 #define OFF(f) offsetof(struct sched_config, f)
 #define DBL(k, f, lo, hi, d) \
@@ -29,13 +33,15 @@ static const char *const sync_names[] = { "normal", "full", NULL };
 const struct cfg_field sched_config_fields[] = {
 	{ .key = "state_path", .type = CFG_STRING, .offset = OFF(state_path),
 	  .def = "/var/lib/stratus/scheduler.db", .expected = "a file path" },
-	{ .key = "synchronous", .type = CFG_ENUM, .offset = OFF(sync), .names = sync_names,
+	{ .key = "synchronous", .type = CFG_ENUM,
+	  .offset = CFG_ENUM_OFFSET(struct sched_config, sync), .names = sync_names,
 	  .def = "normal" },
 	{ .key = "heartbeat_interval", .type = CFG_DURATION, .offset = OFF(heartbeat_interval_ms),
 	  .def = "10s" },
 	{ .key = "missed_heartbeats", .type = CFG_INT, .offset = OFF(missed_heartbeats), .min = 1,
 	  .max = 100, .def = "3" },
-	{ .key = "placement", .type = CFG_ENUM, .offset = OFF(placement),
+	{ .key = "placement", .type = CFG_ENUM,
+	  .offset = CFG_ENUM_OFFSET(struct sched_config, placement),
 	  .names = sched_policy_names, .def = "spread" },
 	DBL("ram_weight_multiplier", ram_weight_multiplier, 0, 1e6, "1.0"),
 	DBL("cpu_weight_multiplier", cpu_weight_multiplier, 0, 1e6, "1.0"),
