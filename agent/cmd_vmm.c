@@ -105,7 +105,7 @@ static int render_domain(const char *spec_path, const struct vmm_config *cfg, bo
 	files.disk = disk;
 	files.seed = seed;
 	files.console_log = log;
-	r = agent_domain_xml(&spec, &pl, cfg, vmm_accel_resolve((enum vmm_accel)cfg->accel), &files,
+	r = agent_domain_xml(&spec, &pl, cfg, vmm_accel_resolve(cfg->accel), &files,
 			     &xml);
 	if (r == 0)
 		fputs(xml, stdout);

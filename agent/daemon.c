@@ -438,7 +438,7 @@ int agent_new(const struct agent_config *cfg, const struct bus_config *bus,
 	    (r = vmm_usage_init(&a->usage, a->topo)) < 0 ||
 	    (r = img_cache_open(img, &a->images)) < 0)
 		goto fail;
-	a->virt = vmm_accel_resolve((enum vmm_accel)vmm->accel);
+	a->virt = vmm_accel_resolve(vmm->accel);
 	store_instance_foreach(a->store, claim_from_store_cb, a);
 	if ((r = vmm_open(vmm->uri, on_vmm_event, a, &a->conn)) < 0) {
 		err_prefix(r, "libvirt %s", vmm->uri ? vmm->uri : "qemu:///system");

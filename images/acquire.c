@@ -14,10 +14,9 @@
 
 #include "images/images_priv.h"
 
-
 /*
- * In the index? Then mark it used, pin it, and return its path: 1.
- * Not there: 0. A declared format that differs from the cached one: error.
+ * In the index? Then mark it used, pin it, and return its path: 0.
+ * Not there (or its file gone): -ENOENT. A declared format that differs from the cached one: error.
  */
 static int lookup(struct img_cache *c, const struct img_ref *ref, const char *key,
 		  const struct img_checksum *ck, char **path_out)
@@ -31,8 +30,8 @@ static int lookup(struct img_cache *c, const struct img_ref *ref, const char *ke
 		return r;
 	e = json_object_get(img_index_images(c), key);
 	if (!e) {
-		r = 0;
-		return img_index_end(c, false, 0);
+		r = img_index_end(c, false, 0);
+		return r < 0 ? r : -ENOENT;
 	}
 	if (strcmp(img_jstr(e, "format"), img_format_name(ref->format)) != 0) {
 		r = err_set(-EINVAL, "image %s: declared %s but the cached image %s is %s: refused",
@@ -51,7 +50,8 @@ static int lookup(struct img_cache *c, const struct img_ref *ref, const char *ke
 		free(path);
 		if (!users)
 			json_object_del(img_index_images(c), key);
-		return img_index_end(c, !users, 0);
+		r = img_index_end(c, !users, 0);
+		return r < 0 ? r : -ENOENT;
 	}
 	json_object_set_new(e, "last_used_ms", json_integer(time_wall_ms()));
 	json_object_set_new(e, "use_seq", json_integer((json_int_t)img_index_next_seq(c)));
@@ -64,7 +64,7 @@ static int lookup(struct img_cache *c, const struct img_ref *ref, const char *ke
 		return r;
 	}
 	*path_out = path;
-	return 1;
+	return 0;
 }
 
 struct commit_ctx {
@@ -263,9 +263,9 @@ int img_acquire(struct img_cache *c, const struct img_ref *ref, img_progress_fn 
 		char *path = NULL;
 
 		r = lookup(c, ref, key, &ck, &path);
-		if (r < 0)
+		if (r < 0 && r != -ENOENT)
 			goto out;
-		if (r == 1) {
+		if (r == 0) {
 			if (fetched && c->cfg.budget)
 				img_evict(c, c->cfg.budget, NULL); /* ours is pinned */
 			*path_out = path;
