@@ -90,8 +90,11 @@ struct bus_envelope {
 	char *source;                 /* malloc'd */
 	char request_id[UUID_STRLEN];
 	json_t *body;                 /* owned: one reference */
+	json_t *auth;                 /* owned; NULL when unsigned: {"credential"|"key": ID,
+				       * "sig": ...}, strings only (docs/bus.md) */
 	enum bus_topic_class tc;      /* the class its schema row belongs to */
 };
+#define BUS_AUTH_MAX 1024 /* bytes of the serialized auth object */
 
 /*
  * A new envelope of TYPE carrying BODY (the envelope takes the reference:
@@ -119,6 +122,25 @@ int bus_envelope_parse(const void *data, size_t len, const char *topic,
 int bus_envelope_serialize(const struct bus_envelope *e, char **out, size_t *len);
 
 void bus_envelope_free(struct bus_envelope *e);
+
+/*
+ * The canonical bytes a signature covers: the envelope's fields v, id,
+ * type, ts, source, request_id and body, without auth, as canonical JSON
+ * (bus_canonical_json). *out is malloc'd, NUL-terminated.
+ */
+int bus_envelope_canonical(const struct bus_envelope *e, char **out, size_t *len);
+/*
+ * Canonical JSON of V (docs/bus.md, "Canonical form"): keys sorted, no
+ * spaces, UTF-8 unescaped but for '"', '\\' and control characters, the
+ * same bytes as Python's json.dumps(v, sort_keys=True, separators=(",", ":"),
+ * ensure_ascii=False). Real numbers are refused (-EINVAL), as is more than
+ * MAX bytes (-E2BIG). *out is malloc'd, NUL-terminated.
+ */
+int bus_canonical_json(json_t *v, size_t max, char **out, size_t *len);
+/* Set (a reference is taken: json_incref first to keep yours) or clear
+ * (NULL) E's auth object; -EINVAL when it is no object of strings or
+ * larger than BUS_AUTH_MAX. */
+int bus_envelope_set_auth(struct bus_envelope *e, json_t *auth);
 
 /* Validate BODY as message TYPE on topic class tc (BUS_TC_LAST: accept if
  * any row of TYPE accepts; the error is the first row's). Errors read

@@ -12,6 +12,7 @@ void bus_envelope_free(struct bus_envelope *e)
 		return;
 	free(e->source);
 	json_decref(e->body);
+	json_decref(e->auth);
 	free(e);
 }
 
@@ -62,6 +63,38 @@ fail:
 	json_decref(body);
 	bus_envelope_free(e);
 	return r;
+}
+
+/* auth: an object of at most a few strings, BUS_AUTH_MAX bytes in all */
+static int auth_check(json_t *auth)
+{
+	const char *k;
+	json_t *v;
+	size_t n = 2;
+
+	if (!json_is_object(auth))
+		return err_set(-EINVAL, "envelope: auth: expected an object");
+	json_object_foreach(auth, k, v) {
+		if (!json_is_string(v))
+			return err_set(-EINVAL, "envelope: auth.%s: expected a string", k);
+		n += strlen(k) + json_string_length(v) + 6;
+	}
+	if (n > BUS_AUTH_MAX)
+		return err_set(-EINVAL, "envelope: auth: more than %d bytes", BUS_AUTH_MAX);
+	return 0;
+}
+
+int bus_envelope_set_auth(struct bus_envelope *e, json_t *auth)
+{
+	int r = auth ? auth_check(auth) : 0;
+
+	if (r < 0) {
+		json_decref(auth);
+		return r;
+	}
+	json_decref(e->auth);
+	e->auth = auth;
+	return 0;
 }
 
 /* envelope field STR of at most cap-1 bytes that passes ok() */
@@ -153,6 +186,8 @@ int bus_envelope_parse(const void *data, size_t len, const char *topic,
 	r = bus_type_validate(type, tc, v, &row);
 	if (r < 0)
 		goto fail;
+	if (json_object_get(root, "auth") && (r = auth_check(json_object_get(root, "auth"))) < 0)
+		goto fail;
 
 	e = calloc(1, sizeof(*e));
 	if (!e || !(e->source = strdup(source))) {
@@ -165,6 +200,7 @@ int bus_envelope_parse(const void *data, size_t len, const char *topic,
 	snprintf(e->ts, sizeof(e->ts), "%s", ts);
 	snprintf(e->request_id, sizeof(e->request_id), "%s", rid);
 	e->body = json_incref(v);
+	e->auth = json_incref(json_object_get(root, "auth"));
 	e->tc = row->tc;
 	json_decref(root);
 	*out = e;
@@ -184,8 +220,10 @@ int bus_envelope_serialize(const struct bus_envelope *e, char **out, size_t *len
 	root = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:O}", "v", e->v, "id", e->id, "type",
 			 e->type, "ts", e->ts, "source", e->source, "request_id", e->request_id,
 			 "body", e->body);
-	if (!root)
+	if (!root || (e->auth && json_object_set(root, "auth", e->auth) < 0)) {
+		json_decref(root);
 		return err_set(-ENOMEM, "envelope %s: cannot build the JSON", e->id);
+	}
 	s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	if (!s)

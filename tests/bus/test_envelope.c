@@ -296,6 +296,55 @@ static void test_envelope_fields(void **state)
 	}
 }
 
+/* auth travels with the envelope, outside what the signature covers */
+static void test_auth_field(void **state)
+{
+	struct bus_envelope *e = NULL, *back = NULL;
+	char *text = NULL, *c1 = NULL, *c2 = NULL, *big = NULL;
+	size_t n, n1, n2;
+
+	(void)state;
+	assert_int_equal(bus_envelope_new("instance.list", BUS_TC_API, "t", NULL,
+					  load("{\"project\":\"acme\"}"), &e), 0);
+	assert_int_equal(bus_envelope_canonical(e, &c1, &n1), 0);
+	assert_int_equal(bus_envelope_set_auth(e, json_pack("{s:s, s:s}", "credential", "c1", "sig",
+							     "00ff")), 0);
+	assert_int_equal(bus_envelope_serialize(e, &text, &n), 0);
+	assert_int_equal(bus_envelope_parse(text, n, BUS_TOPIC_API, &back), 0);
+	assert_non_null(back->auth);
+	assert_string_equal(json_string_value(json_object_get(back->auth, "sig")), "00ff");
+	/* the canonical bytes do not change with auth, and are sorted */
+	assert_int_equal(bus_envelope_canonical(back, &c2, &n2), 0);
+	assert_int_equal(n1, n2);
+	assert_memory_equal(c1, c2, n1);
+	assert_true(strncmp(c2, "{\"body\":{\"project\":\"acme\"},\"id\":", 30) == 0);
+	free(text);
+	bus_envelope_free(back);
+	back = NULL;
+
+	/* refused: auth not an object, a member not a string, too large */
+	assert_int_equal(bus_envelope_set_auth(e, json_string("x")), -EINVAL);
+	assert_string_equal(err_msg(), "envelope: auth: expected an object");
+	assert_int_equal(bus_envelope_set_auth(e, json_pack("{s:i}", "sig", 1)), -EINVAL);
+	assert_string_equal(err_msg(), "envelope: auth.sig: expected a string");
+	big = calloc(1, BUS_AUTH_MAX + 1);
+	memset(big, 'a', BUS_AUTH_MAX);
+	assert_int_equal(bus_envelope_set_auth(e, json_pack("{s:s}", "sig", big)), -EINVAL);
+	assert_string_equal(err_msg(), "envelope: auth: more than 1024 bytes");
+	/* the auth set before the refusals is still there */
+	assert_string_equal(json_string_value(json_object_get(e->auth, "credential")), "c1");
+	free(text = NULL);
+	json_object_set_new(e->auth, "sig", json_integer(5)); /* bypass the setter */
+	assert_int_equal(bus_envelope_serialize(e, &text, &n), 0);
+	assert_true(bus_envelope_parse(text, n, BUS_TOPIC_API, &back) < 0);
+	assert_string_equal(err_msg(), "envelope: auth.sig: expected a string");
+	free(text);
+	free(big);
+	free(c1);
+	free(c2);
+	bus_envelope_free(e);
+}
+
 static void test_size_caps(void **state)
 {
 	size_t big = BUS_MAX_MESSAGE + 1, ud_len;
@@ -450,6 +499,7 @@ int main(void)
 		cmocka_unit_test(test_rejections),
 		cmocka_unit_test(test_envelope_fields),
 		cmocka_unit_test(test_size_caps),
+		cmocka_unit_test(test_auth_field),
 		cmocka_unit_test(test_garbage_never_crashes),
 		cmocka_unit_test(test_topics),
 		cmocka_unit_test(test_bootstrap_resolution),

@@ -1,0 +1,183 @@
+/*
+ * The canonical bytes of an envelope: what a signature covers (docs/bus.md,
+ * "Canonical form"). Any client can produce them: they are exactly what
+ * Python's json.dumps(obj, sort_keys=True, separators=(",", ":"),
+ * ensure_ascii=False).encode() gives for the envelope's fields without
+ * "auth":
+ *   - objects with their keys sorted by code point (byte order of UTF-8),
+ *     no space anywhere;
+ *   - strings in UTF-8 as they are, with only '"', '\\' and the control
+ *     characters escaped: \b \f \n \r \t, the others as \u00xx (lower case);
+ *   - integers in decimal; true, false, null. Real numbers have no single
+ *     text form across languages and are refused in a signed envelope.
+ */
+#define LOG_TAG "bus"
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus/bus.h"
+#include "bus/bus_priv.h"
+
+#define CANON_MAX_DEPTH 32
+
+static int canon_value(struct strbuf *sb, json_t *v, int depth);
+
+static int canon_string(struct strbuf *sb, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t run = 0;
+	int r;
+
+	if ((r = sb_append(sb, "\"", 1)) < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char esc[7];
+		size_t en = 2;
+
+		if (c >= 0x20 && c != '"' && c != '\\') {
+			run++;
+			continue;
+		}
+		if (run && (r = sb_append(sb, s + i - run, run)) < 0)
+			return r;
+		run = 0;
+		esc[0] = '\\';
+		switch (c) {
+		case '"': esc[1] = '"'; break;
+		case '\\': esc[1] = '\\'; break;
+		case '\b': esc[1] = 'b'; break;
+		case '\f': esc[1] = 'f'; break;
+		case '\n': esc[1] = 'n'; break;
+		case '\r': esc[1] = 'r'; break;
+		case '\t': esc[1] = 't'; break;
+		default:
+			esc[1] = 'u';
+			esc[2] = '0';
+			esc[3] = '0';
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 15];
+			en = 6;
+			break;
+		}
+		if ((r = sb_append(sb, esc, en)) < 0)
+			return r;
+	}
+	if (run && (r = sb_append(sb, s + n - run, run)) < 0)
+		return r;
+	return sb_append(sb, "\"", 1);
+}
+
+static int cmp_keys(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int canon_object(struct strbuf *sb, json_t *o, int depth)
+{
+	size_t n = json_object_size(o), i = 0;
+	const char **keys = NULL;
+	const char *k;
+	json_t *v;
+	int r = 0;
+
+	if (n) {
+		keys = malloc(n * sizeof(*keys));
+		if (!keys)
+			return -ENOMEM;
+		json_object_foreach(o, k, v)
+			keys[i++] = k;
+		qsort(keys, n, sizeof(*keys), cmp_keys);
+	}
+	if ((r = sb_append(sb, "{", 1)) < 0)
+		goto out;
+	for (i = 0; i < n; i++) {
+		if ((i && (r = sb_append(sb, ",", 1)) < 0) ||
+		    (r = canon_string(sb, keys[i], strlen(keys[i]))) < 0 ||
+		    (r = sb_append(sb, ":", 1)) < 0 ||
+		    (r = canon_value(sb, json_object_get(o, keys[i]), depth + 1)) < 0)
+			goto out;
+	}
+	r = sb_append(sb, "}", 1);
+out:
+	free(keys);
+	return r;
+}
+
+static int canon_value(struct strbuf *sb, json_t *v, int depth)
+{
+	size_t i;
+	int r;
+
+	if (depth > CANON_MAX_DEPTH)
+		return -ELOOP;
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		return canon_object(sb, v, depth);
+	case JSON_ARRAY:
+		if ((r = sb_append(sb, "[", 1)) < 0)
+			return r;
+		for (i = 0; i < json_array_size(v); i++)
+			if ((i && (r = sb_append(sb, ",", 1)) < 0) ||
+			    (r = canon_value(sb, json_array_get(v, i), depth + 1)) < 0)
+				return r;
+		return sb_append(sb, "]", 1);
+	case JSON_STRING:
+		return canon_string(sb, json_string_value(v), json_string_length(v));
+	case JSON_INTEGER:
+		return sb_printf(sb, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+	case JSON_REAL:
+		return -EDOM;
+	case JSON_TRUE:
+		return sb_append(sb, "true", 4);
+	case JSON_FALSE:
+		return sb_append(sb, "false", 5);
+	case JSON_NULL:
+		return sb_append(sb, "null", 4);
+	}
+	return -EINVAL;
+}
+
+int bus_canonical_json(json_t *v, size_t max, char **out, size_t *len)
+{
+	struct strbuf sb = { .max = max };
+	int r = canon_value(&sb, v, 0);
+
+	if (r < 0) {
+		sb_free(&sb);
+		switch (r) {
+		case -EDOM:
+			return err_set(-EINVAL, "canonical form: real numbers cannot be signed "
+					       "(send integers)");
+		case -ELOOP:
+			return err_set(-EINVAL, "canonical form: nested deeper than %d levels",
+				       CANON_MAX_DEPTH);
+		case -E2BIG:
+			return err_set(-E2BIG, "canonical form: more than %zu bytes", max);
+		default:
+			return err_set(r, "canonical form: out of memory");
+		}
+	}
+	*len = sb.len;
+	*out = sb_steal(&sb);
+	return *out ? 0 : err_set(-ENOMEM, "canonical form: out of memory");
+}
+
+int bus_envelope_canonical(const struct bus_envelope *e, char **out, size_t *len)
+{
+	json_t *root;
+	int r;
+
+	root = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:O}", "v", e->v, "id", e->id, "type",
+			 e->type, "ts", e->ts, "source", e->source, "request_id", e->request_id,
+			 "body", e->body);
+	if (!root)
+		return err_set(-ENOMEM, "envelope %s: cannot build the JSON", e->id);
+	r = bus_canonical_json(root, BUS_MAX_MESSAGE, out, len);
+	json_decref(root);
+	if (r < 0)
+		return err_prefix(r, "envelope %s (%s)", e->id, e->type);
+	return 0;
+}
