@@ -35,6 +35,13 @@ int bus_type_validate(const char *type, enum bus_topic_class tc, const json_t *b
 int bus_rdkafka_conf(const struct bus_config *cfg, const char *const *defaults, bool producer,
 		     rd_kafka_conf_t **out);
 int bus_conf_set(rd_kafka_conf_t *conf, const char *key, const char *val);
+
+/* Bytes of Kafka protocol (record batch and request headers) allowed
+ * around a message of bus.max_message_bytes. */
+#define BUS_PROTOCOL_HEADROOM (64 * 1024)
+/* bus.max_message_bytes (0: BUS_MAX_MESSAGE) checked: 1 KiB to
+ * BUS_MAX_MESSAGE; -EINVAL naming the key. */
+int bus_message_limit(uint64_t configured, size_t *out);
 /* librdkafka's log lines, through ours (rd_kafka_conf_set_log_cb). */
 void bus_rdkafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
 
