@@ -171,7 +171,7 @@ static void raw_send(rd_kafka_t *rk, size_t len)
 					   RD_KAFKA_V_VALUE(buf, len),
 					   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_END),
 			 0);
-	rd_kafka_flush(rk, 6000);
+	rd_kafka_flush(rk, 20000); /* delivered, or failed after message.timeout.ms */
 }
 
 /* 2 MB and exactly-limit messages on a broker that takes them (a Kafka with
