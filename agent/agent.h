@@ -2,8 +2,10 @@
  * agent: the per-host compute daemon. It joins the bus, images, metadata
  * and vmm modules: commands arrive on stratus.host.<host>, every state
  * change leaves as an event on stratus.events, reports go to
- * stratus.metrics, and the local store (agent/store.h) records what the
- * agent promised so a restart can reconcile it against libvirt.
+ * stratus.metrics, and the host's instance store (store/store.h) records
+ * what the agent promised so a restart can reconcile it against libvirt.
+ * An instance.build is parsed once, at the agent's edge (model/model.h,
+ * model_spec_parse).
  * See docs/agent.md.
  */
 #ifndef STRATUS_AGENT_H

@@ -17,12 +17,18 @@
 #define AGENT_CONSOLE_DEFAULT_LINES 50
 #define AGENT_CONSOLE_MAX_BYTES (64 * 1024)
 
-/* A command waiting for (or in) a worker. */
+/*
+ * A command waiting for (or in) a worker. It carries no JSON: an
+ * instance.build arrives here as the spec model_spec_parse validated at the
+ * agent's edge (agent_handle_message, or reconcile from the stored
+ * spec_json), so no build step can parse the message again.
+ */
 struct job {
 	char type[BUS_TYPE_MAX];
 	char uuid[UUID_STRLEN];
 	char request_id[UUID_STRLEN];
-	json_t *body;       /* owned */
+	struct instance_spec *spec; /* instance.build: owned; NULL for other types */
+	const char *reason;         /* instance.sync: why (a static string), or NULL */
 	int64_t queued_ns;
 	struct job *next;
 };
@@ -94,8 +100,13 @@ struct agent {
 };
 
 /* jobs.c */
+/* Queue a command without a spec (delete, stop, start, reboot, sync);
+ * reason: instance.sync's, a static string, else NULL. */
 int agent_enqueue(struct agent *a, const char *type, const char *uuid, const char *request_id,
-		  json_t *body);
+		  const char *reason);
+/* Queue instance.build for spec->uuid. The spec moves into the job: *spec
+ * is emptied, and freed on failure too; the caller only forgets it. */
+int agent_enqueue_build(struct agent *a, const char *request_id, struct instance_spec *spec);
 int agent_workers_start(struct agent *a);
 void agent_workers_stop(struct agent *a);
 
@@ -118,8 +129,31 @@ int agent_do_sync(struct agent *a, struct job *j);
 void agent_cleanup_instance(struct agent *a, const struct store_instance *row);
 /* The last lines of the instance's serial console. New reference. */
 json_t *agent_console_tail(struct agent *a, const char *uuid, long lines);
-/* Paths of an instance's files: malloc'd, caller frees. */
+/* build.c: the row's spec_json, serialized from the struct (the only way
+ * the agent writes that column). <0 with err_msg(); row untouched then. */
+int agent_row_set_spec(struct store_instance *row, const struct instance_spec *spec);
+
+/* domain.c: the one place that turns an instance into its domain, used by
+ * the build's define step and by `stratus-agent render-domain`. */
+/* Paths of an instance's files (file: ".qcow2", ".seed.iso", ".log"; the
+ * console log lives in console_log_dir, the rest in instances_dir):
+ * malloc'd, caller frees; NULL when out of memory. */
+char *agent_instance_file(const struct vmm_config *vc, const char *uuid, const char *file);
 char *agent_instance_path(struct agent *a, const char *uuid, const char *file);
+/* What the caller made for the instance (paths used as given). */
+struct agent_domain_files {
+	const char *disk;            /* the qcow2 overlay */
+	const char *seed;            /* the seed ISO; NULL: none */
+	const char *console_log;     /* NULL: pty only */
+	const char *kernel, *initrd; /* direct kernel boot; NULL: boot the disk */
+};
+/* The domain XML the agent boots: vmm_domain_params from the spec (its
+ * image.cmdline, only with a kernel), the vmm config (vmm.bridge; "" is no
+ * NIC), virt and the files, then vmm_domain_xml. *xml is malloc'd (caller
+ * frees), untouched on failure (<0 with err_msg()). */
+int agent_domain_xml(const struct instance_spec *spec, const struct vmm_placement *pl,
+		     const struct vmm_config *vc, enum vmm_virt virt,
+		     const struct agent_domain_files *f, char **xml);
 
 /*
  * Fault injection for the crash tests: with STRATUS_FAULT=KIND:WHAT in the

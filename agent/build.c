@@ -16,7 +16,7 @@
 struct build_ctx {
 	struct agent *a;
 	struct job *j;
-	struct instance_spec spec;
+	struct instance_spec *spec; /* the job's, parsed at the agent's edge */
 	struct store_instance row;
 	struct vmm_placement place;
 	bool placed, claimed, addr_allocated, dhcp_written, overlay_made, seed_made, defined;
@@ -24,15 +24,17 @@ struct build_ctx {
 	int64_t step_ms[8];
 };
 
-char *agent_instance_path(struct agent *a, const char *uuid, const char *file)
+int agent_row_set_spec(struct store_instance *row, const struct instance_spec *spec)
 {
-	const char *dir = strcmp(file, ".log") == 0 ? a->vmm_cfg->console_log_dir
-						    : a->vmm_cfg->instances_dir;
-	char *p = NULL;
+	json_t *sj = model_spec_to_json(spec);
+	char *text = sj ? json_dumps(sj, JSON_COMPACT) : NULL;
 
-	if (asprintf(&p, "%s/%s%s", dir, uuid, file) < 0)
-		return NULL;
-	return p;
+	json_decref(sj);
+	if (!text)
+		return err_set(-ENOMEM, "out of memory");
+	free(row->spec_json);
+	row->spec_json = text;
+	return 0;
 }
 
 void agent_fault_point(const char *kind, const char *what)
@@ -62,7 +64,7 @@ static int step_claim(struct build_ctx *b)
 	int r;
 
 	pthread_mutex_lock(&a->usage_lock);
-	r = vmm_fit(a->topo, a->vmm_cfg, &a->usage, &b->spec, &b->place);
+	r = vmm_fit(a->topo, a->vmm_cfg, &a->usage, b->spec, &b->place);
 	if (r == 0) {
 		b->placed = true;
 		r = vmm_usage_claim(&a->usage, a->topo, &b->place);
@@ -75,7 +77,7 @@ static int step_claim(struct build_ctx *b)
 		a->m.rejected_fits++;
 		pthread_mutex_unlock(&a->m_lock);
 		return err_prefix(r, "host %s cannot fit flavor %s", a->cfg->host,
-				  b->spec.flavor.name);
+				  b->spec->flavor.name);
 	}
 	pj = vmm_placement_to_json(&b->place, a->topo);
 	free(b->row.placement_json);
@@ -101,15 +103,14 @@ static int step_network(struct build_ctx *b)
 {
 	struct agent *a = b->a;
 	const struct agent_net_config *n = &a->cfg->network;
-	struct spec_network *sn = &b->spec.network;
+	struct spec_network *sn = &b->spec->network;
 	char addr[32], mac[18];
 	struct in_addr in;
 	uint32_t ip;
-	json_t *sj;
 	int r;
 
 	if (!sn->present) {
-		r = store_address_allocate(a->store, b->spec.uuid, n->first, n->last, n->prefix,
+		r = store_address_allocate(a->store, b->spec->uuid, n->first, n->last, n->prefix,
 						 NULL, addr, sizeof(addr));
 		if (r < 0)
 			return err_prefix(r, "host %s", a->cfg->host);
@@ -136,26 +137,21 @@ static int step_network(struct build_ctx *b)
 	b->row.address = strdup(sn->address);
 	b->row.mac = strdup(sn->mac);
 	/* the stored spec carries the network so the metadata service sees it */
-	sj = model_spec_to_json(&b->spec);
-	if (!sj)
-		return err_set(-ENOMEM, "out of memory");
-	free(b->row.spec_json);
-	b->row.spec_json = json_dumps(sj, JSON_COMPACT);
-	json_decref(sj);
-	if (!b->row.spec_json)
-		return err_set(-ENOMEM, "out of memory");
+	r = agent_row_set_spec(&b->row, b->spec);
+	if (r < 0)
+		return r;
 	b->dhcp_written = true; /* undo removes even a half-written entry */
-	return agent_dhcp_host_write(a, b->spec.uuid, sn->mac, sn->address, b->spec.hostname);
+	return agent_dhcp_host_write(a, b->spec->uuid, sn->mac, sn->address, b->spec->hostname);
 }
 
 static void undo_network(struct build_ctx *b)
 {
 	if (b->dhcp_written) {
-		agent_dhcp_host_remove(b->a, b->spec.uuid);
+		agent_dhcp_host_remove(b->a, b->spec->uuid);
 		b->dhcp_written = false;
 	}
 	if (b->addr_allocated) {
-		store_address_release(b->a->store, b->spec.uuid);
+		store_address_release(b->a->store, b->spec->uuid);
 		b->addr_allocated = false;
 	}
 }
@@ -166,29 +162,29 @@ static int step_image(struct build_ctx *b)
 {
 	struct agent *a = b->a;
 	struct img_ref ref = {
-		.name = b->spec.image.name,
-		.url = b->spec.image.url,
-		.checksum = b->spec.image.checksum,
+		.name = b->spec->image.name,
+		.url = b->spec->image.url,
+		.checksum = b->spec->image.checksum,
 	};
-	long disk_gb = b->spec.flavor.disk_gb;
+	long disk_gb = b->spec->flavor.disk_gb;
 	char *overlay = NULL;
 	int r;
 
-	if (img_format_parse(b->spec.image.disk_format, &ref.format) < 0)
+	if (img_format_parse(b->spec->image.disk_format, &ref.format) < 0)
 		return err_set(-EINVAL, "image.disk_format '%s' is not supported",
-			       b->spec.image.disk_format);
-	if (b->spec.image.min_disk_gb > disk_gb && disk_gb > 0)
+			       b->spec->image.disk_format);
+	if (b->spec->image.min_disk_gb > disk_gb && disk_gb > 0)
 		return err_set(-EINVAL, "flavor %s has %ld GB of disk, image %s needs %ld GB",
-			       b->spec.flavor.name, disk_gb,
-			       b->spec.image.name ? b->spec.image.name : b->spec.image.url,
-			       b->spec.image.min_disk_gb);
-	r = img_overlay_create(a->images, &ref, b->spec.uuid, (uint64_t)disk_gb,
+			       b->spec->flavor.name, disk_gb,
+			       b->spec->image.name ? b->spec->image.name : b->spec->image.url,
+			       b->spec->image.min_disk_gb);
+	r = img_overlay_create(a->images, &ref, b->spec->uuid, (uint64_t)disk_gb,
 			       a->vmm_cfg->instances_dir, &overlay);
 	if (r < 0)
 		return r;
 	/* kernel and initrd for direct kernel boot: cached and verified like
 	 * images, pinned only while the domain is defined */
-	const struct spec_blob *blobs[2] = { &b->spec.image.kernel, &b->spec.image.initrd };
+	const struct spec_blob *blobs[2] = { &b->spec->image.kernel, &b->spec->image.initrd };
 	char **paths[2] = { &b->kernel_path, &b->initrd_path };
 
 	for (int k = 0; k < 2 && r == 0; k++) {
@@ -207,9 +203,9 @@ static int step_image(struct build_ctx *b)
 static void release_blobs(struct build_ctx *b)
 {
 	if (b->kernel_path)
-		img_release(b->a->images, b->spec.image.kernel.checksum);
+		img_release(b->a->images, b->spec->image.kernel.checksum);
 	if (b->initrd_path)
-		img_release(b->a->images, b->spec.image.initrd.checksum);
+		img_release(b->a->images, b->spec->image.initrd.checksum);
 	free(b->kernel_path);
 	free(b->initrd_path);
 	b->kernel_path = b->initrd_path = NULL;
@@ -218,8 +214,8 @@ static void release_blobs(struct build_ctx *b)
 static void undo_image(struct build_ctx *b)
 {
 	if (b->overlay_made || b->row.overlay_path) {
-		if (img_overlay_delete(b->a->images, b->spec.uuid) < 0)
-			log_warn("overlay not removed instance=%s: %s", b->spec.uuid, err_msg());
+		if (img_overlay_delete(b->a->images, b->spec->uuid) < 0)
+			log_warn("overlay not removed instance=%s: %s", b->spec->uuid, err_msg());
 		b->overlay_made = false;
 	}
 }
@@ -232,12 +228,12 @@ static int step_seed(struct build_ctx *b)
 	char *path;
 	int r;
 
-	if (md_seed_format_of_spec(&b->spec, &fmt) < 0)
+	if (md_seed_format_of_spec(b->spec, &fmt) < 0)
 		return 0; /* seed none: cloud-init asks the metadata service */
-	path = agent_instance_path(b->a, b->spec.uuid, ".seed.iso");
+	path = agent_instance_path(b->a, b->spec->uuid, ".seed.iso");
 	if (!path)
 		return err_set(-ENOMEM, "out of memory");
-	r = md_seed_write(&b->spec, fmt, path);
+	r = md_seed_write(b->spec, fmt, path);
 	if (r < 0) {
 		free(path);
 		return r;
@@ -261,25 +257,20 @@ static void undo_seed(struct build_ctx *b)
 static int step_define(struct build_ctx *b)
 {
 	struct agent *a = b->a;
-	char *console = agent_instance_path(a, b->spec.uuid, ".log");
-	struct vmm_domain_params p = {
-		.virt = a->virt,
-		.disk_path = b->row.overlay_path,
-		.disk_format = "qcow2",
-		.seed_path = b->row.seed_path,
-		.seed_format = b->row.seed_path ? VMM_SEED_ISO : VMM_SEED_NONE,
-		.bridge = a->vmm_cfg->bridge && *a->vmm_cfg->bridge ? a->vmm_cfg->bridge : NULL,
+	char *console = agent_instance_path(a, b->spec->uuid, ".log");
+	const struct agent_domain_files f = {
+		.disk = b->row.overlay_path,
+		.seed = b->row.seed_path,
 		.console_log = console,
 		.kernel = b->kernel_path,
 		.initrd = b->initrd_path,
-		.cmdline = b->kernel_path ? b->spec.image.cmdline : NULL,
 	};
 	char *xml = NULL;
 	int r;
 
 	if (!console)
 		return err_set(-ENOMEM, "out of memory");
-	r = vmm_domain_xml(&b->spec, &b->place, &p, &xml);
+	r = agent_domain_xml(b->spec, &b->place, a->vmm_cfg, a->virt, &f, &xml);
 	free(console);
 	if (r < 0)
 		return r;
@@ -293,14 +284,14 @@ static int step_define(struct build_ctx *b)
 
 static void undo_define(struct build_ctx *b)
 {
-	if (b->defined && vmm_undefine(b->a->conn, b->spec.uuid) < 0)
-		log_warn("domain not undefined instance=%s: %s", b->spec.uuid, err_msg());
+	if (b->defined && vmm_undefine(b->a->conn, b->spec->uuid) < 0)
+		log_warn("domain not undefined instance=%s: %s", b->spec->uuid, err_msg());
 	b->defined = false;
 }
 
 static int step_start(struct build_ctx *b)
 {
-	return vmm_start(b->a->conn, b->spec.uuid);
+	return vmm_start(b->a->conn, b->spec->uuid);
 }
 
 static void undo_start(struct build_ctx *b)
@@ -323,7 +314,7 @@ static const struct build_step {
 
 int agent_do_build(struct agent *a, struct job *j)
 {
-	struct build_ctx b = { .a = a, .j = j };
+	struct build_ctx b = { .a = a, .j = j, .spec = j->spec };
 	int64_t t0 = time_mono_ns(), t;
 	size_t i;
 	int r;
@@ -335,9 +326,6 @@ int agent_do_build(struct agent *a, struct job *j)
 		store_instance_free(&b.row);
 		return 0; /* already built (or being deleted): nothing to do */
 	}
-	r = model_spec_parse(j->body, &b.spec);
-	if (r < 0)
-		goto fail_early;
 
 	for (i = 0; i < ARRAY_SIZE(steps); i++) {
 		t = time_mono_ns();
@@ -363,7 +351,7 @@ int agent_do_build(struct agent *a, struct job *j)
 		store_request_put(a->store, j->request_id, j->uuid, j->type,
 					"{\"ok\":false}");
 		agent_observe_build(a, (double)(time_mono_ns() - t0) / 1e9, false);
-		agent_emit_reschedule(a, j->uuid, b.spec.project, reason, j->request_id);
+		agent_emit_reschedule(a, j->uuid, b.spec->project, reason, j->request_id);
 		r = err_set(r, "%s", reason);
 		goto out;
 	}
@@ -383,7 +371,7 @@ int agent_do_build(struct agent *a, struct job *j)
 	}
 	store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":true}");
 	agent_observe_build(a, (double)(time_mono_ns() - t0) / 1e9, true);
-	agent_emit_state(a, j->uuid, b.spec.project, INST_ACTIVE, NULL, j->request_id,
+	agent_emit_state(a, j->uuid, b.spec->project, INST_ACTIVE, NULL, j->request_id,
 			 json_pack("{s:o, s:s, s:s}", "timings_ms", timings, "address",
 				   b.row.address ? b.row.address : "", "mac",
 				   b.row.mac ? b.row.mac : ""));
@@ -391,13 +379,6 @@ out:
 	release_blobs(&b);
 	if (b.placed)
 		vmm_placement_free(&b.place);
-	model_spec_free(&b.spec);
-	store_instance_free(&b.row);
-	return r;
-
-fail_early:
-	store_instance_delete(a->store, j->uuid);
-	agent_emit_state(a, j->uuid, b.row.project, INST_ERROR, err_msg(), j->request_id, NULL);
 	store_instance_free(&b.row);
 	return r;
 }

@@ -24,19 +24,6 @@ static const char image_usage[] =
 	"       stratus-agent image list [--cache DIR] [--json]\n"
 	"       stratus-agent image evict [--cache DIR] [--budget SIZE]\n";
 
-static void human(uint64_t v, char *buf, size_t len)
-{
-	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
-	double d = (double)v;
-	size_t u = 0;
-
-	while (d >= 1024 && u + 1 < ARRAY_SIZE(units)) {
-		d /= 1024;
-		u++;
-	}
-	snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", d, units[u]);
-}
-
 struct progress_state {
 	bool tty;
 	int64_t last_ms;
@@ -54,9 +41,9 @@ static int show_progress(const struct img_progress *p, void *ud)
 	if (!p->done && !ps->tty && now - ps->last_ms < 1000)
 		return 0;
 	ps->last_ms = now;
-	human(p->bytes, done, sizeof(done));
-	human(p->total, total, sizeof(total));
-	human((uint64_t)p->rate, rate, sizeof(rate));
+	human_size(p->bytes, done, sizeof(done));
+	human_size(p->total, total, sizeof(total));
+	human_size((uint64_t)p->rate, rate, sizeof(rate));
 	if (p->eta_s >= 0)
 		snprintf(eta, sizeof(eta), "%.0fs", p->eta_s);
 	fprintf(stderr, "%s%s: %s / %s  %s/s  ETA %s%s%s", ps->tty ? "\r\033[K" : "", p->name,
@@ -204,8 +191,8 @@ static int do_inspect(struct img_config *cfg, const struct image_args *a)
 		fprintf(stderr, "stratus-agent image inspect: %s\n", err_msg());
 		return 1;
 	}
-	human(info.virtual_size, vs, sizeof(vs));
-	human(info.file_size, fs, sizeof(fs));
+	human_size(info.virtual_size, vs, sizeof(vs));
+	human_size(info.file_size, fs, sizeof(fs));
 	printf("%s: format %s", a->arg, img_kind_name(info.kind));
 	if (info.kind == IMG_KIND_QCOW2)
 		printf(" (version %u, cluster size %u)", info.qcow2_version,
@@ -270,8 +257,8 @@ static int do_list(struct img_config *cfg, const struct image_args *a)
 		for (size_t i = 0; i < n; i++) {
 			char sz[32], vs[32], ts[32];
 
-			human(v[i].size, sz, sizeof(sz));
-			human(v[i].virtual_size, vs, sizeof(vs));
+			human_size(v[i].size, sz, sizeof(sz));
+			human_size(v[i].virtual_size, vs, sizeof(vs));
 			time_text(v[i].last_used_ms, ts, sizeof(ts));
 			printf("%-.23s %-6s %10s %10s %5zu %-20s %s\n", v[i].checksum,
 			       img_format_name(v[i].format), sz, vs, v[i].n_users, ts,
@@ -298,8 +285,8 @@ static int do_evict(struct img_config *cfg, const struct image_args *a)
 		img_cache_close(c);
 		return 1;
 	}
-	human(st.freed, fr, sizeof(fr));
-	human(st.total, tot, sizeof(tot));
+	human_size(st.freed, fr, sizeof(fr));
+	human_size(st.total, tot, sizeof(tot));
 	printf("evicted %u image%s (%s); the cache holds %s, %u image%s in use\n", st.evicted,
 	       st.evicted == 1 ? "" : "s", fr, tot, st.in_use, st.in_use == 1 ? "" : "s");
 	img_cache_close(c);

@@ -1,6 +1,7 @@
 /*
  * stratus-agent host-info and render-domain: what the agent sees of this
- * host, and the domain XML it would boot for an instance spec.
+ * host, and the domain XML it would boot for an instance spec (built by
+ * agent_domain_xml, the build's define step's function).
  */
 #define LOG_TAG "agent"
 #include <errno.h>
@@ -8,9 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "agent/agent_priv.h"
 #include "agent/commands.h"
-#include "model/model.h"
-#include "vmm/vmm.h"
 
 int agent_cmd_host_info(int argc, char **argv)
 {
@@ -63,6 +63,59 @@ int agent_cmd_host_info(int argc, char **argv)
 	"usage: stratus-agent render-domain [-c CONFIG] [--sysfs ROOT] [--accel auto|kvm|qemu]\n" \
 	"                                   [--kernel FILE [--initrd FILE] [--cmdline TEXT]] SPEC.json\n"
 
+/* What the agent would boot for the spec in spec_path: fit on the
+ * topology, the agent's file names, agent_domain_xml. Prints the XML;
+ * <0 with err_msg(). */
+static int render_domain(const char *spec_path, const struct vmm_config *cfg, bool have_cfg,
+			 const char *sysfs, const char *cmdline, struct agent_domain_files files)
+{
+	struct instance_spec spec;
+	struct vmm_topology *t = NULL;
+	struct vmm_placement pl = { 0 };
+	enum md_seed_format seed_fmt;
+	bool with_seed;
+	_cleanup_free_ char *disk = NULL, *seed = NULL, *log = NULL, *xml = NULL;
+	int r;
+
+	r = model_spec_parse_file(spec_path, &spec);
+	if (r < 0)
+		return r;
+	r = vmm_topology_load(sysfs ? sysfs : cfg->sysfs_root, &t);
+	if (r < 0)
+		goto out;
+	r = vmm_fit(t, have_cfg ? cfg : NULL, NULL, &spec, &pl);
+	if (r < 0)
+		goto out;
+	/* --cmdline stands for the image's cmdline (used with a kernel only) */
+	if (cmdline) {
+		free(spec.image.cmdline);
+		spec.image.cmdline = strdup(cmdline);
+	}
+	/* the paths the agent uses (docs/agent.md); a seed disk as the build's
+	 * seed step decides */
+	with_seed = md_seed_format_of_spec(&spec, &seed_fmt) == 0;
+	disk = agent_instance_file(cfg, spec.uuid, ".qcow2");
+	log = agent_instance_file(cfg, spec.uuid, ".log");
+	if (with_seed)
+		seed = agent_instance_file(cfg, spec.uuid, ".seed.iso");
+	if (!disk || !log || (with_seed && !seed) || (cmdline && !spec.image.cmdline)) {
+		r = err_set(-ENOMEM, "out of memory");
+		goto out;
+	}
+	files.disk = disk;
+	files.seed = seed;
+	files.console_log = log;
+	r = agent_domain_xml(&spec, &pl, cfg, vmm_accel_resolve(cfg->accel), &files,
+			     &xml);
+	if (r == 0)
+		fputs(xml, stdout);
+out:
+	vmm_placement_free(&pl);
+	vmm_topology_free(t);
+	model_spec_free(&spec);
+	return r;
+}
+
 int agent_cmd_render_domain(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -80,13 +133,8 @@ int agent_cmd_render_domain(int argc, char **argv)
 		{ .name = "vmm", .fields = vmm_config_fields, .dst = &cfg },
 		{ 0 },
 	};
-	const char *config = NULL, *sysfs = NULL, *accel = NULL;
-	struct vmm_domain_params pp = { 0 };
-	struct instance_spec spec;
-	bool spec_ok = false, have_cfg = false;
-	struct vmm_topology *t = NULL;
-	struct vmm_placement pl = { 0 };
-	_cleanup_free_ char *disk = NULL, *seed = NULL, *log = NULL, *xml = NULL;
+	const char *config = NULL, *sysfs = NULL, *accel = NULL, *cmdline = NULL;
+	struct agent_domain_files files = { 0 };
 	int c, r, ret = 1;
 
 	optind = 1;
@@ -102,13 +150,13 @@ int agent_cmd_render_domain(int argc, char **argv)
 			accel = optarg;
 			break;
 		case 'k':
-			pp.kernel = optarg;
+			files.kernel = optarg;
 			break;
 		case 'i':
-			pp.initrd = optarg;
+			files.initrd = optarg;
 			break;
 		case 'l':
-			pp.cmdline = optarg;
+			cmdline = optarg;
 			break;
 		case 'h':
 			fputs(RENDER_USAGE, stdout);
@@ -125,7 +173,6 @@ int agent_cmd_render_domain(int argc, char **argv)
 	r = config ? cfg_load_file(config, sections) : vmm_config_init(&cfg);
 	if (r < 0)
 		goto fail;
-	have_cfg = config != NULL;
 	if (accel) {
 		for (cfg.accel = 0; cfg.accel < VMM_ACCEL_LAST; cfg.accel++)
 			if (strcmp(accel, vmm_accel_names[cfg.accel]) == 0)
@@ -137,45 +184,14 @@ int agent_cmd_render_domain(int argc, char **argv)
 			goto out;
 		}
 	}
-	r = model_spec_parse_file(argv[optind], &spec);
+	r = render_domain(argv[optind], &cfg, config != NULL, sysfs, cmdline, files);
 	if (r < 0)
 		goto fail;
-	spec_ok = true;
-	r = vmm_topology_load(sysfs ? sysfs : cfg.sysfs_root, &t);
-	if (r < 0)
-		goto fail;
-	r = vmm_fit(t, have_cfg ? &cfg : NULL, NULL, &spec, &pl);
-	if (r < 0)
-		goto fail;
-
-	pp.virt = vmm_accel_resolve((enum vmm_accel)cfg.accel);
-	/* the paths the agent uses (docs/agent.md) */
-	if (asprintf(&disk, "%s/%s.qcow2", cfg.instances_dir, spec.uuid) < 0 ||
-	    asprintf(&log, "%s/%s.log", cfg.console_log_dir, spec.uuid) < 0 ||
-	    (spec.seed != SPEC_SEED_NONE &&
-	     asprintf(&seed, "%s/%s.seed.iso", cfg.instances_dir, spec.uuid) < 0)) {
-		err_set(-ENOMEM, "out of memory");
-		goto fail;
-	}
-	pp.disk_path = disk;
-	pp.disk_format = "qcow2";
-	pp.seed_path = seed;
-	pp.seed_format = seed ? VMM_SEED_ISO : VMM_SEED_NONE;
-	pp.bridge = cfg.bridge;
-	pp.console_log = log;
-	r = vmm_domain_xml(&spec, &pl, &pp, &xml);
-	if (r < 0)
-		goto fail;
-	fputs(xml, stdout);
 	ret = 0;
 	goto out;
 fail:
 	fprintf(stderr, "stratus-agent render-domain: %s\n", err_msg());
 out:
-	vmm_placement_free(&pl);
-	vmm_topology_free(t);
-	if (spec_ok)
-		model_spec_free(&spec);
 	vmm_config_free(&cfg);
 	return ret;
 }

@@ -28,16 +28,13 @@ static void on_vmm_event(enum vmm_event ev, const char *uuid, const char *detail
 	case VMM_EV_UNDEFINED: {
 		/* something happened that we may not have asked for: let a worker
 		 * compare store and libvirt, in order with the instance's commands */
-		json_t *body = json_pack("{s:s}", "reason",
-					 ev == VMM_EV_CRASHED    ? "guest crashed"
-					 : ev == VMM_EV_SHUTDOWN ? "guest shut itself down"
-					 : ev == VMM_EV_STARTED  ? "guest started outside Stratus"
-								 : "domain undefined outside Stratus");
+		const char *reason = ev == VMM_EV_CRASHED    ? "guest crashed"
+				     : ev == VMM_EV_SHUTDOWN ? "guest shut itself down"
+				     : ev == VMM_EV_STARTED  ? "guest started outside Stratus"
+							     : "domain undefined outside Stratus";
 
 		if (uuid && *uuid)
-			agent_enqueue(a, "instance.sync", uuid, NULL, body);
-		else
-			json_decref(body);
+			agent_enqueue(a, "instance.sync", uuid, NULL, reason);
 		return;
 	}
 	case VMM_EV_STOPPED:
@@ -75,6 +72,8 @@ static void announce(struct agent *a, const char *uuid, const char *request_id,
 	}
 }
 
+/* instance.build: the body is parsed here, once; the job carries the
+ * struct and the store the JSON serialized from it. */
 static int handle_build(struct agent *a, const struct bus_envelope *e, const char *uuid)
 {
 	struct instance_spec spec;
@@ -103,19 +102,79 @@ static int handle_build(struct agent *a, const struct bus_envelope *e, const cha
 	row.project = spec.project;
 	row.step = (char *)(uintptr_t) "accepted";
 	row.request_id = (char *)(uintptr_t)e->request_id;
-	row.spec_json = json_dumps(e->body, JSON_COMPACT);
-	r = row.spec_json ? store_instance_put(a->store, &row) : -ENOMEM;
+	r = agent_row_set_spec(&row, &spec);
+	if (r == 0)
+		r = store_instance_put(a->store, &row);
 	free(row.spec_json);
 	if (r < 0) {
 		model_spec_free(&spec);
 		return r; /* not durable: the message comes again */
 	}
 	agent_emit_state(a, uuid, spec.project, INST_BUILDING, NULL, e->request_id, NULL);
-	model_spec_free(&spec);
 	/* the intent is durable: a lost job is found again by reconcile */
-	agent_enqueue(a, e->type, uuid, e->request_id, json_incref(e->body));
+	agent_enqueue_build(a, e->request_id, &spec);
 	return 0;
 }
+
+static int handle_console(struct agent *a, const struct bus_envelope *e, const char *uuid)
+{
+	json_int_t lines = json_integer_value(json_object_get(e->body, "lines"));
+
+	agent_emit_result(a, e->request_id, true, NULL,
+			  agent_console_tail(a, uuid,
+					     lines > 0 && lines < 10000 ? (long)lines
+									: AGENT_CONSOLE_DEFAULT_LINES));
+	return 0;
+}
+
+/* Durable intent: the request row without an outcome is pending. */
+static int accept_request(struct agent *a, const struct bus_envelope *e, const char *uuid)
+{
+	int r = store_request_put(a->store, e->request_id, uuid, e->type, NULL);
+
+	if (r < 0)
+		return r;
+	agent_fault_point("accept", e->type);
+	return 0;
+}
+
+static int handle_delete(struct agent *a, const struct bus_envelope *e, const char *uuid)
+{
+	struct store_instance row;
+	int r;
+
+	store_instance_set_state(a->store, uuid, INST_DELETING, NULL, NULL);
+	r = accept_request(a, e, uuid);
+	if (r < 0)
+		return r;
+	if (store_instance_get(a->store, uuid, &row) == 0) {
+		agent_emit_state(a, uuid, row.project, INST_DELETING, NULL, e->request_id, NULL);
+		store_instance_free(&row);
+	}
+	return agent_enqueue(a, e->type, uuid, e->request_id, NULL);
+}
+
+/* instance.stop, instance.start, instance.reboot */
+static int handle_power(struct agent *a, const struct bus_envelope *e, const char *uuid)
+{
+	int r = accept_request(a, e, uuid);
+
+	if (r < 0)
+		return r;
+	return agent_enqueue(a, e->type, uuid, e->request_id, NULL);
+}
+
+static const struct {
+	const char *type;
+	int (*handle)(struct agent *a, const struct bus_envelope *e, const char *uuid);
+} handlers[] = {
+	{ "instance.build", handle_build },
+	{ "instance.console", handle_console },
+	{ "instance.delete", handle_delete },
+	{ "instance.stop", handle_power },
+	{ "instance.start", handle_power },
+	{ "instance.reboot", handle_power },
+};
 
 int agent_handle_message(void *opaque, const struct bus_message *m)
 {
@@ -145,37 +204,9 @@ int agent_handle_message(void *opaque, const struct bus_message *m)
 	if (r != -ENOENT)
 		return r;
 
-	if (strcmp(e->type, "instance.build") == 0)
-		return handle_build(a, e, uuid);
-	if (strcmp(e->type, "instance.console") == 0) {
-		json_int_t lines = json_integer_value(json_object_get(e->body, "lines"));
-
-		agent_emit_result(a, e->request_id, true, NULL,
-				  agent_console_tail(a, uuid,
-						     lines > 0 && lines < 10000 ? (long)lines
-									: AGENT_CONSOLE_DEFAULT_LINES));
-		return 0;
-	}
-	if (strcmp(e->type, "instance.delete") == 0 || strcmp(e->type, "instance.stop") == 0 ||
-	    strcmp(e->type, "instance.start") == 0 || strcmp(e->type, "instance.reboot") == 0) {
-		/* durable intent: the request row without an outcome is pending */
-		if (strcmp(e->type, "instance.delete") == 0)
-			store_instance_set_state(a->store, uuid, INST_DELETING, NULL, NULL);
-		r = store_request_put(a->store, e->request_id, uuid, e->type, NULL);
-		if (r < 0)
-			return r;
-		agent_fault_point("accept", e->type);
-		if (strcmp(e->type, "instance.delete") == 0) {
-			struct store_instance row;
-
-			if (store_instance_get(a->store, uuid, &row) == 0) {
-				agent_emit_state(a, uuid, row.project, INST_DELETING, NULL,
-						 e->request_id, NULL);
-				store_instance_free(&row);
-			}
-		}
-		return agent_enqueue(a, e->type, uuid, e->request_id, json_incref(e->body));
-	}
+	for (size_t i = 0; i < ARRAY_SIZE(handlers); i++)
+		if (strcmp(e->type, handlers[i].type) == 0)
+			return handlers[i].handle(a, e, uuid);
 	agent_emit_result(a, e->request_id, false, "this agent does not handle that type", NULL);
 	return 0;
 }
@@ -198,6 +229,27 @@ static enum vmm_power power_of(const struct reconcile_ctx *c, const char *uuid)
 	return VMM_POWER_NONE;
 }
 
+/* A build accepted before a restart: its spec comes back from the row's
+ * spec_json (another input than the bus message, so parsed here). */
+static int requeue_build(struct agent *a, const struct store_instance *row)
+{
+	json_t *sj = json_loads(row->spec_json, 0, NULL);
+	struct instance_spec spec;
+	int r;
+
+	if (!sj)
+		return -EINVAL;
+	r = model_spec_parse(sj, &spec);
+	json_decref(sj);
+	if (r < 0) {
+		store_instance_delete(a->store, row->uuid);
+		agent_emit_state(a, row->uuid, row->project, INST_ERROR, err_msg(),
+				 row->request_id, NULL);
+		return r;
+	}
+	return agent_enqueue_build(a, row->request_id ? row->request_id : "", &spec);
+}
+
 static int reconcile_row(const struct store_instance *row, void *ud)
 {
 	struct reconcile_ctx *c = ud;
@@ -211,10 +263,7 @@ static int reconcile_row(const struct store_instance *row, void *ud)
 			break;
 		if (row->step && strcmp(row->step, "accepted") == 0) {
 			/* accepted but never started: build it now */
-			json_t *spec = json_loads(row->spec_json, 0, NULL);
-
-			if (spec && agent_enqueue(a, "instance.build", row->uuid,
-						  row->request_id ? row->request_id : "", spec) == 0)
+			if (requeue_build(a, row) == 0)
 				c->queued++;
 			break;
 		}
@@ -249,9 +298,8 @@ static int reconcile_row(const struct store_instance *row, void *ud)
 			/* a worker compares again and corrects, in order with the
 			 * instance's commands */
 			agent_enqueue(a, "instance.sync", row->uuid, NULL,
-				      json_pack("{s:s}", "reason",
-						pw == VMM_POWER_NONE ? "domain vanished from libvirt"
-								     : "power state changed outside Stratus"));
+				      pw == VMM_POWER_NONE ? "domain vanished from libvirt"
+							   : "power state changed outside Stratus");
 			c->drifted++;
 		}
 		break;
@@ -339,12 +387,11 @@ static int claim_from_store_cb(const struct store_instance *row, void *ud)
 static int requeue_cb(const char *request_id, const char *uuid, const char *type, void *ud)
 {
 	struct agent *a = ud;
-	json_t *body = json_pack("{s:s}", "uuid", uuid ? uuid : "");
 
 	if (!uuid || !type)
 		return 0;
 	log_info("resuming pending request type=%s instance=%s request=%s", type, uuid, request_id);
-	agent_enqueue(a, type, uuid, request_id, body);
+	agent_enqueue(a, type, uuid, request_id, NULL);
 	return 0;
 }
 
@@ -391,7 +438,7 @@ int agent_new(const struct agent_config *cfg, const struct bus_config *bus,
 	    (r = vmm_usage_init(&a->usage, a->topo)) < 0 ||
 	    (r = img_cache_open(img, &a->images)) < 0)
 		goto fail;
-	a->virt = vmm_accel_resolve((enum vmm_accel)vmm->accel);
+	a->virt = vmm_accel_resolve(vmm->accel);
 	store_instance_foreach(a->store, claim_from_store_cb, a);
 	if ((r = vmm_open(vmm->uri, on_vmm_event, a, &a->conn)) < 0) {
 		err_prefix(r, "libvirt %s", vmm->uri ? vmm->uri : "qemu:///system");

@@ -21,25 +21,27 @@ static const struct {
 	{ "instance.sync", agent_do_sync }, /* internal: power drift seen by an event */
 };
 
-int agent_enqueue(struct agent *a, const char *type, const char *uuid, const char *request_id,
-		  json_t *body)
+static void job_free(struct job *j)
 {
-	struct job *j = calloc(1, sizeof(*j)), **tail;
-
-	if (!j) {
-		json_decref(body);
-		return err_set(-ENOMEM, "out of memory");
+	if (!j)
+		return;
+	if (j->spec) {
+		model_spec_free(j->spec);
+		free(j->spec);
 	}
-	snprintf(j->type, sizeof(j->type), "%s", type);
-	snprintf(j->uuid, sizeof(j->uuid), "%s", uuid);
-	snprintf(j->request_id, sizeof(j->request_id), "%s", request_id ? request_id : "");
-	j->body = body;
+	free(j);
+}
+
+/* Append j to the queue (takes it, frees it on failure). */
+static int enqueue(struct agent *a, struct job *j)
+{
+	struct job **tail;
+
 	j->queued_ns = time_mono_ns();
 	pthread_mutex_lock(&a->q_lock);
 	if (a->q_closing) {
 		pthread_mutex_unlock(&a->q_lock);
-		json_decref(body);
-		free(j);
+		job_free(j);
 		return err_set(-ESHUTDOWN, "agent is shutting down");
 	}
 	for (tail = &a->q_head; *tail; tail = &(*tail)->next)
@@ -48,6 +50,49 @@ int agent_enqueue(struct agent *a, const char *type, const char *uuid, const cha
 	pthread_cond_broadcast(&a->q_cond);
 	pthread_mutex_unlock(&a->q_lock);
 	return 0;
+}
+
+static struct job *job_new(const char *type, const char *uuid, const char *request_id)
+{
+	struct job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	snprintf(j->type, sizeof(j->type), "%s", type);
+	snprintf(j->uuid, sizeof(j->uuid), "%s", uuid);
+	snprintf(j->request_id, sizeof(j->request_id), "%s", request_id ? request_id : "");
+	return j;
+}
+
+int agent_enqueue(struct agent *a, const char *type, const char *uuid, const char *request_id,
+		  const char *reason)
+{
+	struct job *j;
+
+	if (strcmp(type, "instance.build") == 0) /* only with its spec: agent_enqueue_build */
+		return err_set(-EINVAL, "instance.build queued without its spec instance=%s", uuid);
+	j = job_new(type, uuid, request_id);
+	if (!j)
+		return err_set(-ENOMEM, "out of memory");
+	j->reason = reason;
+	return enqueue(a, j);
+}
+
+int agent_enqueue_build(struct agent *a, const char *request_id, struct instance_spec *spec)
+{
+	struct job *j = job_new("instance.build", spec->uuid, request_id);
+
+	if (j)
+		j->spec = malloc(sizeof(*j->spec));
+	if (!j || !j->spec) {
+		job_free(j);
+		model_spec_free(spec);
+		memset(spec, 0, sizeof(*spec));
+		return err_set(-ENOMEM, "out of memory");
+	}
+	*j->spec = *spec; /* moved: the job owns it now */
+	memset(spec, 0, sizeof(*spec));
+	return enqueue(a, j);
 }
 
 static bool uuid_busy(struct agent *a, const char *uuid)
@@ -118,8 +163,7 @@ static void *worker_main(void *p)
 		pthread_mutex_unlock(&a->q_lock);
 
 		run_job(a, j);
-		json_decref(j->body);
-		free(j);
+		job_free(j);
 
 		pthread_mutex_lock(&a->q_lock);
 		a->busy[slot][0] = '\0';
@@ -178,7 +222,6 @@ void agent_workers_stop(struct agent *a)
 		struct job *j = a->q_head;
 
 		a->q_head = j->next;
-		json_decref(j->body);
-		free(j);
+		job_free(j);
 	}
 }

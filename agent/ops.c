@@ -162,7 +162,7 @@ int agent_do_sync(struct agent *a, struct job *j)
 		break;
 	}
 	if (want != row.state) {
-		const char *why = json_string_value(json_object_get(j->body, "reason"));
+		const char *why = j->reason;
 
 		if (!why)
 			why = want == INST_ERROR ? "domain vanished from libvirt"

@@ -4,7 +4,6 @@
  * host and per-instance steal), and the Prometheus /metrics endpoint.
  */
 #define LOG_TAG "agent"
-#include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -12,6 +11,7 @@
 #include <sys/statvfs.h>
 
 #include "agent/agent_priv.h"
+#include "core/http.h"
 
 const double agent_hist_bounds[AGENT_HIST_BUCKETS] = { 0.01, 0.025, 0.05, 0.1, 0.25,
 						       0.5,  1,     2.5,  5,   10 };
@@ -313,7 +313,7 @@ char *agent_metrics_text(struct agent *a)
 }
 
 struct agent_http {
-	struct MHD_Daemon *d;
+	struct http_server *srv;
 };
 
 static enum MHD_Result serve(void *cls, struct MHD_Connection *conn, const char *url,
@@ -354,31 +354,34 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *conn, const char 
 int agent_http_start(struct agent *a)
 {
 	const char *l = a->cfg->metrics_listen;
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	char host[64];
-	const char *colon;
-	long port;
+	struct sockaddr_in sa;
+	int r;
 
 	if (!l || !*l)
 		return 0;
-	colon = strrchr(l, ':');
-	if (!colon || (size_t)(colon - l) >= sizeof(host) || parse_long(colon + 1, 0, 65535, &port) < 0)
+	r = net_addr_port_parse(l, 0, 65535, 0, &sa);
+	if (r == -EADDRNOTAVAIL)
+		return err_set(-EINVAL, "agent.metrics_listen: '%.*s' is not an IPv4 address",
+			       (int)(strrchr(l, ':') - l), l);
+	if (r < 0)
 		return err_set(-EINVAL, "agent.metrics_listen: expected ADDR:PORT, got '%s'", l);
-	memcpy(host, l, (size_t)(colon - l));
-	host[colon - l] = '\0';
-	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
-		return err_set(-EINVAL, "agent.metrics_listen: '%s' is not an IPv4 address", host);
-	sa.sin_port = htons((uint16_t)port);
 	a->http = calloc(1, sizeof(*a->http));
 	if (!a->http)
 		return err_set(-ENOMEM, "out of memory");
-	a->http->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL,
-				      NULL, serve, a, MHD_OPTION_SOCK_ADDR, &sa,
-				      MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-				      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
-	if (!a->http->d) {
+	r = http_server_start(&(struct http_server_conf){
+				      .addr = &sa,
+				      .handler = serve,
+				      .handler_cls = a,
+				      .error_log = true,
+				      .conn_limit = 64,
+				      .conn_timeout_s = 10,
+			      },
+			      &a->http->srv);
+	if (r < 0) {
 		free(a->http);
 		a->http = NULL;
+		if (r == -ENOMEM)
+			return r;
 		return err_set(-EADDRINUSE, "metrics: cannot listen on %s", l);
 	}
 	log_info("metrics listening addr=%s", l);
@@ -389,7 +392,7 @@ void agent_http_stop(struct agent *a)
 {
 	if (!a->http)
 		return;
-	MHD_stop_daemon(a->http->d);
+	http_server_stop(a->http->srv);
 	free(a->http);
 	a->http = NULL;
 }

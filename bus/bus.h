@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "core/core.h"
+#include "model/model.h" /* SPEC_USER_DATA_MAX */
 
 /* Where stratus-bus writes its bootstrap address, and where clients look
  * for it when bus.bootstrap_servers is not set. STRATUS_BUS_ADDR_FILE in
@@ -83,7 +84,7 @@ char *bus_topic_host(const char *host);
 /* ---- envelope ---------------------------------------------------------- */
 #define BUS_ENVELOPE_VERSION 1
 #define BUS_MAX_MESSAGE (1024 * 1024)  /* bytes of one serialized envelope */
-#define BUS_MAX_USER_DATA (64 * 1024)  /* decoded bytes of user_data */
+#define BUS_MAX_USER_DATA SPEC_USER_DATA_MAX /* decoded bytes of user_data (model) */
 #define BUS_TYPE_MAX 64
 
 struct bus_envelope {
@@ -139,7 +140,7 @@ int bus_type_topic_class(const char *type, enum bus_topic_class *out);
  * Returns a pointer into E's body, or NULL when the body lacks it. */
 const char *bus_envelope_default_key(const struct bus_envelope *e);
 
-/* The instance.build body check: model_spec_parse (bus/spec.h) by default;
+/* The instance.build body check: model_spec_parse (model/model.h) by default;
  * a hook so that tests or tools can put another in. Returns 0 or <0 with
  * err_msg() naming the field relative to the body ("flavor.vcpus: ..."). */
 extern int (*bus_instance_spec_validator)(const json_t *body);

@@ -46,32 +46,32 @@ void broker_config_free(struct broker_config *c)
 
 int broker_listen_addr(const struct broker_config *c, struct sockaddr_in *out)
 {
-	char host[64];
+	struct sockaddr_in sa;
 	const char *colon;
-	long port = 0, max;
+	long max;
+	int r;
 
 	memset(out, 0, sizeof(*out));
 	out->sin_family = AF_INET;
 	out->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (!c->listen)
 		return 0; /* not loaded from a file: 127.0.0.1, ports of the kernel's choice */
-	colon = strchr(c->listen, ':');
-	snprintf(host, sizeof(host), "%.*s", colon ? (int)(colon - c->listen) : (int)strlen(c->listen),
-		 c->listen);
-	if (inet_pton(AF_INET, host, &out->sin_addr) != 1)
+	colon = strrchr(c->listen, ':');
+	max = 65535 - (c->brokers > 1 ? c->brokers - 1 : 0);
+	r = net_addr_port_parse(c->listen, 1, max, NET_PORT_OPTIONAL, &sa);
+	if (r == -ERANGE)
+		return err_set(-EINVAL, "%s: broker.listen: port '%s': expected 1 to %ld (broker N "
+			       "listens on port + N - 1)", cfg_where(&c->listen), colon + 1, max);
+	if (r < 0)
 		return err_set(-EINVAL, "%s: broker.listen: expected an IPv4 address of this "
 			       "machine and an optional port, like 10.0.0.5 or 10.0.0.5:9092, got '%s'",
 			       cfg_where(&c->listen), c->listen);
 	/* the brokers advertise the address they listen on: a wildcard would
 	 * be advertised as is, and no client can connect to it */
-	if (out->sin_addr.s_addr == htonl(INADDR_ANY) ||
-	    out->sin_addr.s_addr == htonl(INADDR_BROADCAST))
-		return err_set(-EINVAL, "%s: broker.listen: %s cannot be advertised to clients: "
-			       "give one address of this machine", cfg_where(&c->listen), host);
-	max = 65535 - (c->brokers > 1 ? c->brokers - 1 : 0);
-	if (colon && parse_long(colon + 1, 1, max, &port) < 0)
-		return err_set(-EINVAL, "%s: broker.listen: port '%s': expected 1 to %ld (broker N "
-			       "listens on port + N - 1)", cfg_where(&c->listen), colon + 1, max);
-	out->sin_port = htons((uint16_t)port);
+	if (sa.sin_addr.s_addr == htonl(INADDR_ANY) || sa.sin_addr.s_addr == htonl(INADDR_BROADCAST))
+		return err_set(-EINVAL, "%s: broker.listen: %.*s cannot be advertised to clients: "
+			       "give one address of this machine", cfg_where(&c->listen),
+			       colon ? (int)(colon - c->listen) : (int)strlen(c->listen), c->listen);
+	*out = sa;
 	return 0;
 }

@@ -381,7 +381,7 @@ static const struct field image_add_fields[] = {
 	{ 0 },
 };
 
-/* commands on stratus.host.<host> (instance.build: bus/spec.c) */
+/* commands on stratus.host.<host> (instance.build: model/spec.c) */
 static const struct field uuid_fields[] = {
 	REQ("uuid", FK_UUID),
 	{ 0 },
@@ -428,7 +428,7 @@ static const struct field host_report_fields[] = {
 };
 
 /* instance.build: the instance spec, validated by the one spec parser
- * (bus/spec.c) that the agent uses too, so that the bus never accepts a
+ * (model/spec.c) that the agent uses too, so that the bus never accepts a
  * spec the agent would reject. */
 static int spec_validator(const json_t *body)
 {

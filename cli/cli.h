@@ -3,7 +3,7 @@
  *
  * The frame (cli/main.c) parses the global options and dispatches to a
  * row of the command table; each command group lives in its own file
- * (cli/bus.c; later cli/tenant.c ...) and adds one row to cli_commands[]
+ * (cli/bus.c, cli/instance.c, cli/catalog.c ...) and adds one row to cli_commands[]
  * in cli/main.c. A command returns the process exit code.
  */
 #ifndef STRATUS_CLI_H

@@ -14,7 +14,7 @@
 /* THE command table: a command group is one row and one file. */
 static const struct cli_command cli_commands[] = {
 	{ "bus", "operator: send and tail messages on the bus", cli_bus },
-	/* cli/tenant.c: requests to stratus-scheduler */
+	/* cli/instance.c and cli/catalog.c: requests to stratus-scheduler */
 	{ "boot", "boot instances and wait until they are active", cli_boot },
 	{ "delete", "delete an instance (waits until deleted)", cli_delete },
 	{ "stop", "stop an instance", cli_stop },
@@ -29,6 +29,76 @@ static const struct cli_command cli_commands[] = {
 	{ "host", "list hosts with usage and steal", cli_host },
 };
 
+/*
+ * Global options may also follow the command (`stratusctl list --json`, as
+ * users type `openstack server list -f json`): their long forms are taken
+ * out of the command's arguments, up to a "--", before the command parses
+ * the rest. Short forms after the command stay the command's own. Returns
+ * the new argument count; *cfg, *boot are set to values found, and 0, or
+ * -1 with the error printed for a missing value.
+ */
+static int hoist_globals(struct cli_ctx *ctx, int argc, char **argv, const char **config,
+			 const char **bootstrap, bool *debug)
+{
+	static const struct {
+		const char *name;
+		bool has_arg;
+	} globals[] = {
+		{ "--json", false }, { "--debug", false }, { "--config", true }, { "--bootstrap", true },
+	};
+	int out = 1;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *val = NULL;
+		size_t g;
+
+		if (strcmp(a, "--") == 0) {
+			while (i < argc)
+				argv[out++] = argv[i++];
+			break;
+		}
+		for (g = 0; g < ARRAY_SIZE(globals); g++) {
+			size_t n = strlen(globals[g].name);
+
+			if (strncmp(a, globals[g].name, n) != 0)
+				continue;
+			if (a[n] == '\0')
+				break;
+			if (a[n] == '=' && globals[g].has_arg) {
+				val = a + n + 1;
+				break;
+			}
+		}
+		if (g == ARRAY_SIZE(globals)) {
+			argv[out++] = argv[i];
+			continue;
+		}
+		if (globals[g].has_arg && !val) {
+			if (i + 1 >= argc) {
+				cli_error(ctx, "option %s needs a value", a);
+				return -1;
+			}
+			val = argv[++i];
+		}
+		switch (g) {
+		case 0:
+			ctx->json = true;
+			break;
+		case 1:
+			*debug = true;
+			break;
+		case 2:
+			*config = val;
+			break;
+		default:
+			*bootstrap = val;
+			break;
+		}
+	}
+	argv[out] = NULL;
+	return out;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -42,10 +112,12 @@ static void usage(FILE *f)
 		"  -b, --bootstrap HOST:PORT  Kafka bootstrap servers (default: bus.bootstrap_servers,\n"
 		"                          else the address file of stratus-bus: bus.address_file,\n"
 		"                          $" BUS_ADDR_FILE_ENV ", " BUS_DEFAULT_ADDR_FILE ")\n"
-		"      --json              machine-readable output (one JSON document per line)\n"
+		"      --json              machine-readable output: one JSON document (bus tail: one\n"
+		"                          per envelope, a line each)\n"
 		"  -d, --debug             log at debug level on stderr\n"
 		"  -h, --help              this help; COMMAND --help for a command's\n"
-		"  -V, --version           print the version\n\n"
+		"  -V, --version           print the version\n"
+		"The long options may also follow the command: stratusctl list --json.\n\n"
 		"Commands:\n");
 	for (size_t i = 0; i < ARRAY_SIZE(cli_commands); i++)
 		fprintf(f, "  %-10s %s\n", cli_commands[i].name, cli_commands[i].summary);
@@ -118,6 +190,15 @@ int main(int argc, char **argv)
 		cli_error(&ctx, "unknown command '%s'", argv[optind]);
 		usage(stderr);
 		return CLI_USAGE;
+	}
+	{
+		int n = hoist_globals(&ctx, argc - optind, argv + optind, &config, &bootstrap, &debug);
+
+		if (n < 0) {
+			usage(stderr);
+			return CLI_USAGE;
+		}
+		argc = optind + n;
 	}
 	log_init("stratusctl", false, debug ? LOG_LVL_DEBUG : LOG_LVL_WARN);
 

@@ -1,8 +1,9 @@
 /*
- * cli/tenant.c: the tenant and operator commands of stratusctl that talk
- * to stratus-scheduler (boot, delete, stop, start, reboot, console, list,
- * show, quota, flavor, image, host). Each is one row of cli_commands[] in
- * cli/main.c. See docs/scheduler.md "stratusctl".
+ * The tenant and operator commands of stratusctl that talk to
+ * stratus-scheduler: cli/instance.c (boot, delete, stop, start, reboot,
+ * console, list, show) and cli/catalog.c (quota, flavor, image, host), on
+ * the request session of cli/tenant.c (cli/cli_priv.h). Each is one row of
+ * cli_commands[] in cli/main.c. See docs/scheduler.md "stratusctl".
  */
 #ifndef STRATUS_CLI_TENANT_H
 #define STRATUS_CLI_TENANT_H
@@ -13,6 +14,7 @@
  * still take effect; the same command again is safe). */
 #define CLI_TIMEOUT 3
 
+/* cli/instance.c */
 int cli_boot(struct cli_ctx *ctx, int argc, char **argv);
 int cli_delete(struct cli_ctx *ctx, int argc, char **argv);
 int cli_stop(struct cli_ctx *ctx, int argc, char **argv);
@@ -21,6 +23,7 @@ int cli_reboot(struct cli_ctx *ctx, int argc, char **argv);
 int cli_console(struct cli_ctx *ctx, int argc, char **argv);
 int cli_list(struct cli_ctx *ctx, int argc, char **argv);
 int cli_show(struct cli_ctx *ctx, int argc, char **argv);
+/* cli/catalog.c */
 int cli_quota(struct cli_ctx *ctx, int argc, char **argv);
 int cli_flavor(struct cli_ctx *ctx, int argc, char **argv);
 int cli_image(struct cli_ctx *ctx, int argc, char **argv);

@@ -19,10 +19,8 @@ const char *const cfg_known_sections[] = {
 	"log", "bus", "broker", "agent", "vmm", "images", "scheduler", "metadata", NULL,
 };
 
-static const char *const log_level_names[] = { "debug", "info", "warn", "error", NULL };
-
 const struct cfg_field log_config_fields[] = {
-	{ .key = "level", .type = CFG_ENUM, .offset = offsetof(struct log_config, level),
+	{ .key = "level", .type = CFG_ENUM, .offset = CFG_ENUM_OFFSET(struct log_config, level),
 	  .names = log_level_names, .def = "info" },
 	{ .key = "syslog", .type = CFG_BOOL, .offset = offsetof(struct log_config, syslog),
 	  .def = "false" },
@@ -244,7 +242,7 @@ static int store_scalar(const struct cfg_field *f, const char *v, void *dst,
 	case CFG_ENUM:
 		for (int i = 0; f->names[i]; i++) {
 			if (strcmp(v, f->names[i]) == 0) {
-				*(int *)at = i;
+				*(int *)at = i; /* an int-sized enum */
 				return 0;
 			}
 		}

@@ -7,7 +7,8 @@
  *              every error names file:line:column, the key and what was
  *              expected; unknown keys are errors;
  *   - misc:    uuid, RFC 3339 time, monotonic clock, strict number parsing,
- *              cleanup helpers, a growable string buffer with a cap.
+ *              cleanup helpers, a growable string buffer with a cap,
+ *              ADDR:PORT parsing.
  *
  * See docs/core.md for the conventions.
  */
@@ -54,6 +55,7 @@ void err_clear(void);
 
 /* ---- logging ----------------------------------------------------------- */
 enum log_level { LOG_LVL_DEBUG, LOG_LVL_INFO, LOG_LVL_WARN, LOG_LVL_ERROR, LOG_LVL_LAST };
+extern const char *const log_level_names[]; /* "debug" ... "error", then NULL */
 
 extern enum log_level log_threshold;
 
@@ -72,6 +74,7 @@ void log_init(const char *ident, bool use_syslog, enum log_level threshold);
 void log_emit(enum log_level lvl, const char *tag, const char *fmt, ...) PRINTF_LIKE(3, 4);
 void log_vemit(enum log_level lvl, const char *tag, const char *fmt, va_list ap) PRINTF_LIKE(3, 0);
 const char *log_level_name(enum log_level lvl);
+/* "debug", "info", "warn", "error"; -EINVAL for anything else. */
 int log_level_parse(const char *s, enum log_level *out);
 
 #define log_at(lvl, ...) \
@@ -139,6 +142,29 @@ int base64_decode(const char *in, size_t max_out, unsigned char **out, size_t *o
 /* Returns a malloc'd NUL-terminated string (caller frees), NULL on ENOMEM. */
 char *base64_encode(const unsigned char *in, size_t len);
 
+/* ---- sizes for people -------------------------------------------------- */
+/* v bytes as "512 B", "64.0 MiB", "1.5 TiB" (binary units, one decimal
+ * above bytes) into buf (truncated to len). */
+void human_size(uint64_t v, char *buf, size_t len);
+
+/* ---- network addresses ------------------------------------------------- */
+struct sockaddr_in;
+
+#define NET_ADDR_TEXT_MAX 64 /* longest ADDR text accepted, with its NUL */
+#define NET_PORT_OPTIONAL 1u /* a bare ADDR is accepted too (port 0) */
+/*
+ * "ADDR:PORT" (or "ADDR" with NET_PORT_OPTIONAL): ADDR an IPv4 address in
+ * dotted form, PORT a number in [port_min, port_max]. The text is split at
+ * its last ':'. Checks in this order, each with err_msg() set:
+ *   -EINVAL        no ":PORT" where one is required, or ADDR too long;
+ *   -ERANGE        PORT not a number in range;
+ *   -EADDRNOTAVAIL ADDR not an IPv4 address.
+ * Callers with their own wording replace the message. *out is untouched
+ * on failure.
+ */
+int net_addr_port_parse(const char *s, long port_min, long port_max, unsigned flags,
+			struct sockaddr_in *out);
+
 /* ---- config ------------------------------------------------------------ */
 /*
  * A config struct is described by a table of fields. The loader walks the
@@ -158,7 +184,7 @@ enum cfg_type {
 	CFG_INT,      /* long, in [min, max] */
 	CFG_BOOL,     /* bool */
 	CFG_DOUBLE,   /* double, in [dmin, dmax] */
-	CFG_ENUM,     /* int index into names[] (NULL-terminated) */
+	CFG_ENUM,     /* an enum: names[i] is stored as i (see CFG_ENUM_OFFSET) */
 	CFG_SIZE,     /* uint64_t bytes: 1024, 64K, 512M, 2G */
 	CFG_DURATION, /* int64_t milliseconds: 500ms, 30s, 5m, 1h */
 	CFG_STRLIST,  /* struct cfg_strlist */
@@ -186,7 +212,8 @@ struct cfg_field {
 	bool required;
 	long min, max;              /* CFG_INT */
 	double dmin, dmax;          /* CFG_DOUBLE */
-	const char *const *names;   /* CFG_ENUM */
+	const char *const *names;   /* CFG_ENUM: the enum's name table, indexed by
+				       the enum and NULL at [X_LAST] */
 	const struct cfg_field *sub; /* CFG_SECTION; table ends with key == NULL */
 	/* CFG_CUSTOM: parse the scalar into dst; on error return <0 and set
 	 * *expected to a static text such as "a CPU list like 0-3,8". */
@@ -196,6 +223,17 @@ struct cfg_field {
 	const char *def;            /* default, written as in YAML; applied
 				       before loading (scalars only) */
 };
+
+/*
+ * .offset of a CFG_ENUM field, whose member is declared with its enum type
+ * so that -Wswitch-enum checks the switches over it. The loader stores the
+ * index through an int, so a member of another size does not compile:
+ *     { .key = "tokens", .type = CFG_ENUM,
+ *       .offset = CFG_ENUM_OFFSET(struct md_config, tokens), .names = md_tokens_names },
+ */
+#define CFG_ENUM_OFFSET(type, member) \
+	(offsetof(type, member) + \
+	 0 * sizeof(char[sizeof(((type *)0)->member) == sizeof(int) ? 1 : -1]))
 
 /*
  * A config file is a mapping of sections. Each daemon loads the sections
@@ -235,7 +273,7 @@ const char *cfg_map_get(const struct cfg_map *m, const char *key);
 
 /* The log section every daemon has: log: {level: info, syslog: false} */
 struct log_config {
-	int level;   /* enum log_level */
+	enum log_level level;
 	bool syslog;
 };
 extern const struct cfg_field log_config_fields[];

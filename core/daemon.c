@@ -99,7 +99,7 @@ int daemon_setup(struct daemon_opts *o, int argc, char **argv, int *argi)
 	}
 	if (o->log)
 		log_init(o->prog, o->log->syslog,
-			 debug ? LOG_LVL_DEBUG : (enum log_level)o->log->level);
+			 debug ? LOG_LVL_DEBUG : o->log->level);
 	else
 		log_init(o->prog, false, debug ? LOG_LVL_DEBUG : LOG_LVL_INFO);
 	return 0;

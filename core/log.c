@@ -1,4 +1,5 @@
 /* Logging: one line per event, key=value fields, stderr or syslog. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,11 +12,12 @@ enum log_level log_threshold = LOG_LVL_INFO;
 static bool log_to_syslog;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static const char *const level_names[LOG_LVL_LAST] = {
+const char *const log_level_names[LOG_LVL_LAST + 1] = {
 	[LOG_LVL_DEBUG] = "debug",
 	[LOG_LVL_INFO] = "info",
 	[LOG_LVL_WARN] = "warn",
 	[LOG_LVL_ERROR] = "error",
+	[LOG_LVL_LAST] = NULL,
 };
 
 static int syslog_prio(enum log_level lvl)
@@ -32,18 +34,18 @@ static int syslog_prio(enum log_level lvl)
 
 const char *log_level_name(enum log_level lvl)
 {
-	return (unsigned)lvl < LOG_LVL_LAST ? level_names[lvl] : "?";
+	return (unsigned)lvl < LOG_LVL_LAST ? log_level_names[lvl] : "?";
 }
 
 int log_level_parse(const char *s, enum log_level *out)
 {
 	for (int i = 0; i < LOG_LVL_LAST; i++) {
-		if (strcmp(s, level_names[i]) == 0) {
+		if (strcmp(s, log_level_names[i]) == 0) {
 			*out = (enum log_level)i;
 			return 0;
 		}
 	}
-	return -1;
+	return -EINVAL;
 }
 
 void log_init(const char *ident, bool use_syslog, enum log_level threshold)

@@ -1,4 +1,5 @@
-/* Small shared helpers: strict parsing, uuid, time, strbuf, files. */
+/* Small shared helpers: strict parsing, uuid, time, strbuf, files, base64,
+ * sizes for people. */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -501,4 +502,17 @@ char *base64_encode(const unsigned char *in, size_t len)
 	}
 	*p = '\0';
 	return out;
+}
+
+void human_size(uint64_t v, char *buf, size_t len)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+	double d = (double)v;
+	size_t u = 0;
+
+	while (d >= 1024 && u + 1 < ARRAY_SIZE(units)) {
+		d /= 1024;
+		u++;
+	}
+	snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", d, units[u]);
 }

@@ -1,6 +1,8 @@
 /*
- * The image cache: content-addressed files, a JSON index, pins, single
- * flight, eviction, overlays.
+ * The image cache: content-addressed files, a JSON index, pins, open
+ * (adopt, sweep), list and eviction. Fetching into the cache is
+ * images/acquire.c, per-instance disks images/overlay.c; what they share
+ * is in images/images_priv.h (with the lock order).
  *
  *   <cache_dir>/index.json            the index (write_file_atomic)
  *   <cache_dir>/index.lock            flock: one index writer at a time,
@@ -13,24 +15,14 @@
  *    "images": {"sha256:HEX": {"name", "url", "format", "size",
  *               "virtual_size", "added_ms", "last_used_ms", "use_seq",
  *               "users": {"<instance uuid>": "<overlay path>"}}}}
- *
- * Every index operation takes index_mu then the flock, re-reads the file,
- * changes it and writes it back before letting go, so the agent and an
- * operator's `stratus-agent image ...` can share one cache. Pins, flights
- * and download slots are per process, under mu (lock order: index_mu,
- * then mu; a .part flock may be held when the index is taken, never the
- * other way round).
  */
 #define LOG_TAG "images"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <jansson.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -38,36 +30,6 @@
 #include "images/images_priv.h"
 
 #define INDEX_MAX (16u << 20)
-#define GIB (1ULL << 30)
-
-struct pin {
-	char *checksum;
-	unsigned n;
-	struct pin *next;
-};
-
-struct flight {
-	char *checksum;
-	bool done;
-	int result;
-	char *msg;
-	unsigned waiters;
-	struct flight *next;
-};
-
-struct img_cache {
-	struct img_config cfg; /* our own copy */
-	char *index_path, *lock_path, *partial_dir;
-	int lock_fd;
-	pthread_mutex_t index_mu;
-	json_t *index;         /* valid between index_begin and index_end */
-
-	pthread_mutex_t mu;
-	pthread_cond_t cv;     /* a flight landed, a download slot freed */
-	struct pin *pins;
-	struct flight *flights;
-	long active;           /* downloads running */
-};
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -76,7 +38,7 @@ static char *xstrdup(const char *s)
 	return s ? strdup(s) : NULL;
 }
 
-static int fsync_dir(const char *dir)
+int img_fsync_dir(const char *dir)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	int r = 0;
@@ -89,18 +51,7 @@ static int fsync_dir(const char *dir)
 	return r;
 }
 
-static int64_t jint(const json_t *o, const char *k)
-{
-	return json_integer_value(json_object_get(o, k));
-}
-
-static const char *jstr(const json_t *o, const char *k)
-{
-	return json_string_value(json_object_get(o, k));
-}
-
-/* <cache>/<algo>/<hex> (malloc'd) */
-static char *image_path(const struct img_cache *c, const struct img_checksum *ck)
+char *img_cache_file(const struct img_cache *c, const struct img_checksum *ck)
 {
 	char *p = NULL;
 
@@ -115,7 +66,7 @@ static char *image_path_str(const struct img_cache *c, const char *checksum)
 
 	if (img_checksum_parse(checksum, &ck) < 0)
 		return NULL;
-	return image_path(c, &ck);
+	return img_cache_file(c, &ck);
 }
 
 /* ---- the index ---------------------------------------------------------- */
@@ -136,7 +87,7 @@ static json_t *index_parse(const char *path, const char *text, size_t len)
 		return NULL;
 	}
 	imgs = json_object_get(root, "images");
-	if (!json_is_object(root) || jint(root, "version") != 1 || !json_is_object(imgs) ||
+	if (!json_is_object(root) || img_jint(root, "version") != 1 || !json_is_object(imgs) ||
 	    !json_is_integer(json_object_get(root, "seq"))) {
 		json_decref(root);
 		err_set(-EINVAL, "%s: not a version 1 image index", path);
@@ -148,7 +99,7 @@ static json_t *index_parse(const char *path, const char *text, size_t len)
 	json_object_foreach(imgs, k, e) {
 		struct img_checksum ck;
 
-		if (!json_is_object(e) || img_checksum_parse(k, &ck) < 0 || !jstr(e, "format") ||
+		if (!json_is_object(e) || img_checksum_parse(k, &ck) < 0 || !img_jstr(e, "format") ||
 		    !json_is_integer(json_object_get(e, "size")) ||
 		    !json_is_object(json_object_get(e, "users"))) {
 			json_decref(root);
@@ -177,7 +128,7 @@ static int index_read(struct img_cache *c, json_t **out)
 	return *out ? 0 : -EINVAL;
 }
 
-static int index_begin(struct img_cache *c)
+int img_index_begin(struct img_cache *c)
 {
 	int r;
 
@@ -198,7 +149,7 @@ static int index_begin(struct img_cache *c)
 }
 
 /* Write the index back when save, and let go. Returns r or the write error. */
-static int index_end(struct img_cache *c, bool save, int r)
+int img_index_end(struct img_cache *c, bool save, int r)
 {
 	if (save && c->index) {
 		char *text = json_dumps(c->index, JSON_INDENT(1) | JSON_SORT_KEYS);
@@ -222,24 +173,24 @@ static int index_end(struct img_cache *c, bool save, int r)
 	return r;
 }
 
-static json_t *images_of(struct img_cache *c)
+json_t *img_index_images(struct img_cache *c)
 {
 	return json_object_get(c->index, "images");
 }
 
-static uint64_t next_seq(struct img_cache *c)
+uint64_t img_index_next_seq(struct img_cache *c)
 {
-	uint64_t s = (uint64_t)jint(c->index, "seq") + 1;
+	uint64_t s = (uint64_t)img_jint(c->index, "seq") + 1;
 
 	json_object_set_new(c->index, "seq", json_integer((json_int_t)s));
 	return s;
 }
 
-/* ---- pins (mu held) ----------------------------------------------------- */
+/* ---- pins (each call takes mu) ------------------------------------------ */
 
-static struct pin *pin_find(struct img_cache *c, const char *checksum)
+static struct img_pin *pin_find(struct img_cache *c, const char *checksum)
 {
-	for (struct pin *p = c->pins; p; p = p->next)
+	for (struct img_pin *p = c->pins; p; p = p->next)
 		if (strcmp(p->checksum, checksum) == 0)
 			return p;
 	return NULL;
@@ -247,7 +198,7 @@ static struct pin *pin_find(struct img_cache *c, const char *checksum)
 
 static unsigned pins_of(struct img_cache *c, const char *checksum)
 {
-	struct pin *p;
+	struct img_pin *p;
 	unsigned n;
 
 	pthread_mutex_lock(&c->mu);
@@ -257,9 +208,9 @@ static unsigned pins_of(struct img_cache *c, const char *checksum)
 	return n;
 }
 
-static int pin_add(struct img_cache *c, const char *checksum)
+int img_pin_add(struct img_cache *c, const char *checksum)
 {
-	struct pin *p;
+	struct img_pin *p;
 	int r = 0;
 
 	pthread_mutex_lock(&c->mu);
@@ -293,8 +244,8 @@ void img_release(struct img_cache *c, const char *checksum)
 	if (asprintf(&key, "%s:%s", img_algo_name(ck.algo), ck.hex) < 0)
 		return;
 	pthread_mutex_lock(&c->mu);
-	for (struct pin **pp = &c->pins; *pp; pp = &(*pp)->next) {
-		struct pin *p = *pp;
+	for (struct img_pin **pp = &c->pins; *pp; pp = &(*pp)->next) {
+		struct img_pin *p = *pp;
 
 		if (strcmp(p->checksum, key) != 0)
 			continue;
@@ -322,8 +273,8 @@ static int copy_config(struct img_config *dst, const struct img_config *src)
 	return 0;
 }
 
-static int add_entry(struct img_cache *c, const char *checksum, const char *name,
-		     const char *url, enum img_format fmt, const struct img_info *info)
+int img_index_add(struct img_cache *c, const char *checksum, const char *name,
+		  const char *url, enum img_format fmt, const struct img_info *info)
 {
 	int64_t now = time_wall_ms();
 	json_t *e = json_pack("{s:s?, s:s?, s:s, s:I, s:I, s:I, s:I, s:I, s:{}}", "name", name,
@@ -331,13 +282,13 @@ static int add_entry(struct img_cache *c, const char *checksum, const char *name
 			      (json_int_t)info->file_size, "virtual_size",
 			      (json_int_t)info->virtual_size, "added_ms", (json_int_t)now,
 			      "last_used_ms", (json_int_t)now, "use_seq",
-			      (json_int_t)next_seq(c), "users");
+			      (json_int_t)img_index_next_seq(c), "users");
 
-	json_t *old = json_object_get(images_of(c), checksum);
+	json_t *old = json_object_get(img_index_images(c), checksum);
 
 	if (e && old && json_object_size(json_object_get(old, "users")))
 		json_object_set(e, "users", json_object_get(old, "users"));
-	if (!e || json_object_set_new(images_of(c), checksum, e) < 0)
+	if (!e || json_object_set_new(img_index_images(c), checksum, e) < 0)
 		return err_set(-ENOMEM, "out of memory");
 	return 0;
 }
@@ -347,7 +298,7 @@ static int add_entry(struct img_cache *c, const char *checksum, const char *name
 static int reconcile(struct img_cache *c)
 {
 	bool dirty = false;
-	int r = index_begin(c);
+	int r = img_index_begin(c);
 
 	if (r < 0)
 		return r;
@@ -369,13 +320,13 @@ static int reconcile(struct img_cache *c)
 			if (asprintf(&key, "%s:%s", img_algo_name((enum img_algo)a), de->d_name) < 0)
 				continue;
 			if (img_checksum_parse(key, &ck) < 0 || strcmp(ck.hex, de->d_name) != 0 ||
-			    json_object_get(images_of(c), key)) {
+			    json_object_get(img_index_images(c), key)) {
 				free(key);
 				continue;
 			}
 			if (asprintf(&path, "%s/%s", dir, de->d_name) >= 0) {
 				if (img_inspect(path, IMG_FMT_LAST, c->cfg.max_virtual_size, &info) == 0) {
-					add_entry(c, key, NULL, NULL,
+					img_index_add(c, key, NULL, NULL,
 						  info.kind == IMG_KIND_QCOW2 ? IMG_FMT_QCOW2
 									      : IMG_FMT_RAW,
 						  &info);
@@ -399,13 +350,13 @@ static int reconcile(struct img_cache *c)
 	json_t *e;
 	void *tmp;
 
-	json_object_foreach_safe(images_of(c), tmp, k, e) {
+	json_object_foreach_safe(img_index_images(c), tmp, k, e) {
 		char *path = image_path_str(c, k);
 
 		if (path && access(path, F_OK) < 0 && errno == ENOENT) {
 			if (json_object_size(json_object_get(e, "users")) == 0) {
 				log_warn("dropping index entry whose file is gone checksum=%s", k);
-				json_object_del(images_of(c), k);
+				json_object_del(img_index_images(c), k);
 				dirty = true;
 			} else {
 				log_error("cached image in use by instances is missing checksum=%s "
@@ -415,7 +366,7 @@ static int reconcile(struct img_cache *c)
 		}
 		free(path);
 	}
-	return index_end(c, dirty, 0);
+	return img_index_end(c, dirty, 0);
 }
 
 int img_sweep_partials(struct img_cache *c, int64_t max_age_ms, unsigned *removed)
@@ -500,7 +451,7 @@ int img_cache_open(const struct img_config *cfg, struct img_cache **out)
 		goto fail;
 	}
 	/* A corrupt index is set aside; the files rebuild it. */
-	r = index_begin(c);
+	r = img_index_begin(c);
 	if (r == -EINVAL) {
 		char *aside = NULL;
 
@@ -512,7 +463,7 @@ int img_cache_open(const struct img_config *cfg, struct img_cache **out)
 	} else if (r < 0) {
 		goto fail;
 	} else {
-		index_end(c, false, 0);
+		img_index_end(c, false, 0);
 	}
 	r = reconcile(c);
 	if (r < 0)
@@ -531,7 +482,7 @@ void img_cache_close(struct img_cache *c)
 	if (!c)
 		return;
 	while (c->pins) {
-		struct pin *p = c->pins;
+		struct img_pin *p = c->pins;
 
 		c->pins = p->next;
 		free(p->checksum);
@@ -549,311 +500,6 @@ void img_cache_close(struct img_cache *c)
 	free(c);
 }
 
-/* ---- acquire ------------------------------------------------------------ */
-
-/*
- * In the index? Then mark it used, pin it, and return its path: 1.
- * Not there: 0. A declared format that differs from the cached one: error.
- */
-static int lookup(struct img_cache *c, const struct img_ref *ref, const char *key,
-		  const struct img_checksum *ck, char **path_out)
-{
-	const char *name = ref->name ? ref->name : ref->url;
-	char *path = NULL;
-	json_t *e;
-	int r = index_begin(c);
-
-	if (r < 0)
-		return r;
-	e = json_object_get(images_of(c), key);
-	if (!e) {
-		r = 0;
-		return index_end(c, false, 0);
-	}
-	if (strcmp(jstr(e, "format"), img_format_name(ref->format)) != 0) {
-		r = err_set(-EINVAL, "image %s: declared %s but the cached image %s is %s: refused",
-			    name, img_format_name(ref->format), key, jstr(e, "format"));
-		return index_end(c, false, r);
-	}
-	path = image_path(c, ck);
-	if (!path)
-		return index_end(c, false, err_set(-ENOMEM, "out of memory"));
-	if (access(path, R_OK) < 0) {
-		/* Gone behind our back: fetch it again (same content, same path,
-		 * so the overlays of its users work again). */
-		bool users = json_object_size(json_object_get(e, "users")) > 0;
-
-		log_warn("cached image file missing, fetching again checksum=%s", key);
-		free(path);
-		if (!users)
-			json_object_del(images_of(c), key);
-		return index_end(c, !users, 0);
-	}
-	json_object_set_new(e, "last_used_ms", json_integer(time_wall_ms()));
-	json_object_set_new(e, "use_seq", json_integer((json_int_t)next_seq(c)));
-	r = pin_add(c, key);
-	r = index_end(c, true, r);
-	if (r < 0) {
-		if (r != -ENOMEM)
-			img_release(c, key);
-		free(path);
-		return r;
-	}
-	*path_out = path;
-	return 1;
-}
-
-struct commit_ctx {
-	struct img_cache *c;
-	const struct img_ref *ref;
-	const struct img_checksum *ck;
-	const char *key;
-};
-
-/* With the verified .part still locked: inspect, rename in, record. */
-static int commit_image(const char *part, uint64_t size, void *ud)
-{
-	struct commit_ctx *cc = ud;
-	struct img_cache *c = cc->c;
-	const char *name = cc->ref->name ? cc->ref->name : cc->ref->url;
-	struct img_info info;
-	char *final = NULL, *dir = NULL;
-	int r;
-
-	(void)size;
-	r = img_inspect(part, cc->ref->format, c->cfg.max_virtual_size, &info);
-	if (r < 0)
-		return err_prefix(r, "image %s", name);
-	final = image_path(c, cc->ck);
-	if (!final || asprintf(&dir, "%s/%s", c->cfg.cache_dir, img_algo_name(cc->ck->algo)) < 0) {
-		free(final);
-		return err_set(-ENOMEM, "out of memory");
-	}
-	if (chmod(part, 0444) < 0 || rename(part, final) < 0) {
-		r = err_sys(-errno, "image %s: cannot move %s into the cache", name, part);
-		goto out;
-	}
-	r = fsync_dir(dir);
-	if (r == 0)
-		r = fsync_dir(c->partial_dir);
-	if (r < 0) {
-		r = err_sys(r, "image %s: fsync %s", name, dir);
-		unlink(final);
-		goto out;
-	}
-	r = index_begin(c);
-	if (r < 0)
-		goto out;
-	r = add_entry(c, cc->key, cc->ref->name, cc->ref->url, cc->ref->format, &info);
-	r = index_end(c, r == 0, r);
-out:
-	free(final);
-	free(dir);
-	return r;
-}
-
-static bool image_present(void *ud)
-{
-	struct commit_ctx *cc = ud;
-	bool found = false;
-
-	if (index_begin(cc->c) < 0)
-		return false;
-	if (json_object_get(images_of(cc->c), cc->key)) {
-		char *path = image_path(cc->c, cc->ck);
-
-		found = path && access(path, F_OK) == 0;
-		free(path);
-	}
-	index_end(cc->c, false, 0);
-	return found;
-}
-
-static int download(struct img_cache *c, const struct img_ref *ref, const char *key,
-		    const struct img_checksum *ck, img_progress_fn progress, void *ud)
-{
-	struct commit_ctx cc = { .c = c, .ref = ref, .ck = ck, .key = key };
-	struct img_fetch_opts o = {
-		.name = ref->name ? ref->name : ref->url,
-		.url = ref->url,
-		.want = ck,
-		.max_size = c->cfg.max_image_size,
-		.connect_timeout_ms = c->cfg.connect_timeout_ms,
-		.low_speed_limit = c->cfg.low_speed_limit,
-		.low_speed_time_ms = c->cfg.low_speed_time_ms,
-		.total_timeout_ms = c->cfg.total_timeout_ms,
-		.retries = (unsigned)c->cfg.retries,
-		.backoff_ms = c->cfg.retry_backoff_ms,
-		.backoff_max_ms = c->cfg.retry_backoff_max_ms,
-		.ca_file = c->cfg.ca_file,
-		.allow_file = c->cfg.allow_file_urls,
-		.progress = progress,
-		.ud = ud,
-		.commit = commit_image,
-		.present = image_present,
-		.commit_ud = &cc,
-	};
-	char *part = NULL;
-	int r;
-
-	if (asprintf(&part, "%s/%s-%s.part", c->partial_dir, img_algo_name(ck->algo), ck->hex) < 0)
-		return err_set(-ENOMEM, "out of memory");
-	o.part_path = part;
-	log_info("fetching image image=%s url=%s checksum=%s", o.name, ref->url, key);
-	r = img_fetch(&o, NULL);
-	free(part);
-	return r;
-}
-
-static struct flight *flight_find(struct img_cache *c, const char *key)
-{
-	for (struct flight *f = c->flights; f; f = f->next)
-		if (strcmp(f->checksum, key) == 0)
-			return f;
-	return NULL;
-}
-
-static void flight_free(struct flight *f)
-{
-	if (!f)
-		return;
-	free(f->checksum);
-	free(f->msg);
-	free(f);
-}
-
-/* Lead a download: take a slot, fetch, land the flight. */
-static int lead(struct img_cache *c, struct flight *f, const struct img_ref *ref,
-		const char *key, const struct img_checksum *ck, img_progress_fn progress,
-		void *ud)
-{
-	int r;
-
-	pthread_mutex_lock(&c->mu);
-	while (c->active >= c->cfg.max_downloads)
-		pthread_cond_wait(&c->cv, &c->mu);
-	c->active++;
-	pthread_mutex_unlock(&c->mu);
-
-	r = download(c, ref, key, ck, progress, ud);
-	if (r == -EAGAIN) /* another process finished it: look again */
-		r = 0;
-
-	pthread_mutex_lock(&c->mu);
-	c->active--;
-	for (struct flight **pp = &c->flights; *pp; pp = &(*pp)->next) {
-		if (*pp == f) {
-			*pp = f->next;
-			break;
-		}
-	}
-	f->done = true;
-	f->result = r;
-	if (r < 0)
-		f->msg = strdup(err_msg());
-	if (f->waiters == 0)
-		flight_free(f);
-	pthread_cond_broadcast(&c->cv);
-	pthread_mutex_unlock(&c->mu);
-	return r;
-}
-
-/* Wait for another thread's download of the same image. */
-static int follow(struct img_cache *c, struct flight *f)
-{
-	int r;
-
-	/* mu held, f->waiters counted */
-	while (!f->done)
-		pthread_cond_wait(&c->cv, &c->mu);
-	r = f->result;
-	if (r < 0)
-		err_set(r, "%s", f->msg ? f->msg : "download failed");
-	if (--f->waiters == 0)
-		flight_free(f);
-	pthread_mutex_unlock(&c->mu);
-	return r;
-}
-
-int img_acquire(struct img_cache *c, const struct img_ref *ref, img_progress_fn progress,
-		void *ud, char **path_out)
-{
-	struct img_checksum ck;
-	char *key = NULL;
-	bool fetched = false;
-	int r;
-
-	if (!ref || !ref->checksum)
-		return err_set(-EINVAL, "image: no checksum given");
-	if ((unsigned)ref->format >= IMG_FMT_LAST)
-		return err_set(-EINVAL, "image %s: no disk format given",
-			       ref->name ? ref->name : ref->url);
-	r = img_checksum_parse(ref->checksum, &ck);
-	if (r < 0)
-		return err_prefix(r, "image %s", ref->name ? ref->name : ref->url);
-	if (asprintf(&key, "%s:%s", img_algo_name(ck.algo), ck.hex) < 0)
-		return err_set(-ENOMEM, "out of memory");
-
-	for (unsigned round = 0;; round++) {
-		struct flight *f;
-		char *path = NULL;
-
-		r = lookup(c, ref, key, &ck, &path);
-		if (r < 0)
-			goto out;
-		if (r == 1) {
-			if (fetched && c->cfg.budget)
-				img_evict(c, c->cfg.budget, NULL); /* ours is pinned */
-			*path_out = path;
-			r = 0;
-			goto out;
-		}
-		if (round >= 3) {
-			r = err_set(-EIO, "image %s: downloaded but not found in the cache",
-				    ref->name ? ref->name : ref->url);
-			goto out;
-		}
-		if (!ref->url) {
-			r = err_set(-ENOENT, "image %s: not cached and no URL given", key);
-			goto out;
-		}
-		if (strncasecmp(ref->url, "file:", 5) == 0 && !c->cfg.allow_file_urls) {
-			r = err_set(-EPERM, "image %s: file:// URLs are not allowed "
-					    "(images.allow_file_urls)",
-				    ref->name ? ref->name : ref->url);
-			goto out;
-		}
-		pthread_mutex_lock(&c->mu);
-		f = flight_find(c, key);
-		if (f) {
-			f->waiters++;
-			r = follow(c, f); /* unlocks mu */
-			if (r < 0)
-				goto out;
-			continue;
-		}
-		f = calloc(1, sizeof(*f));
-		if (f)
-			f->checksum = strdup(key);
-		if (!f || !f->checksum) {
-			pthread_mutex_unlock(&c->mu);
-			flight_free(f);
-			r = err_set(-ENOMEM, "out of memory");
-			goto out;
-		}
-		f->next = c->flights;
-		c->flights = f;
-		pthread_mutex_unlock(&c->mu);
-		r = lead(c, f, ref, key, &ck, progress, ud);
-		if (r < 0)
-			goto out;
-		fetched = true;
-	}
-out:
-	free(key);
-	return r;
-}
-
 /* ---- list and evict ------------------------------------------------------ */
 
 static int by_seq(const void *a, const void *b)
@@ -869,15 +515,15 @@ int img_list(struct img_cache *c, struct img_entry **out, size_t *n)
 	size_t i = 0, cnt;
 	const char *k;
 	json_t *e;
-	int r = index_begin(c);
+	int r = img_index_begin(c);
 
 	if (r < 0)
 		return r;
-	cnt = json_object_size(images_of(c));
+	cnt = json_object_size(img_index_images(c));
 	v = calloc(cnt ? cnt : 1, sizeof(*v));
 	if (!v)
-		return index_end(c, false, err_set(-ENOMEM, "out of memory"));
-	json_object_foreach(images_of(c), k, e) {
+		return img_index_end(c, false, err_set(-ENOMEM, "out of memory"));
+	json_object_foreach(img_index_images(c), k, e) {
 		struct img_entry *x = &v[i++];
 		json_t *users = json_object_get(e, "users");
 		const char *u;
@@ -885,20 +531,20 @@ int img_list(struct img_cache *c, struct img_entry **out, size_t *n)
 		size_t j = 0;
 
 		x->checksum = strdup(k);
-		x->name = xstrdup(jstr(e, "name"));
-		x->url = xstrdup(jstr(e, "url"));
+		x->name = xstrdup(img_jstr(e, "name"));
+		x->url = xstrdup(img_jstr(e, "url"));
 		x->path = image_path_str(c, k);
-		img_format_parse(jstr(e, "format"), &x->format);
-		x->size = (uint64_t)jint(e, "size");
-		x->virtual_size = (uint64_t)jint(e, "virtual_size");
-		x->added_ms = jint(e, "added_ms");
-		x->last_used_ms = jint(e, "last_used_ms");
-		x->use_seq = (uint64_t)jint(e, "use_seq");
+		img_format_parse(img_jstr(e, "format"), &x->format);
+		x->size = (uint64_t)img_jint(e, "size");
+		x->virtual_size = (uint64_t)img_jint(e, "virtual_size");
+		x->added_ms = img_jint(e, "added_ms");
+		x->last_used_ms = img_jint(e, "last_used_ms");
+		x->use_seq = (uint64_t)img_jint(e, "use_seq");
 		x->pins = pins_of(c, k);
 		x->users = calloc(json_object_size(users) + 1, sizeof(char *));
 		if (!x->checksum || !x->path || !x->users) {
 			img_entries_free(v, i);
-			return index_end(c, false, err_set(-ENOMEM, "out of memory"));
+			return img_index_end(c, false, err_set(-ENOMEM, "out of memory"));
 		}
 		json_object_foreach(users, u, ov) {
 			x->users[j] = strdup(u);
@@ -907,7 +553,7 @@ int img_list(struct img_cache *c, struct img_entry **out, size_t *n)
 		}
 		x->n_users = j;
 	}
-	index_end(c, false, 0);
+	img_index_end(c, false, 0);
 	qsort(v, i, sizeof(*v), by_seq);
 	*out = v;
 	*n = i;
@@ -952,22 +598,22 @@ int img_evict(struct img_cache *c, uint64_t budget, struct img_evict_stats *st)
 	size_t n = 0, i = 0, g = 0;
 	const char *k;
 	json_t *e;
-	int r = index_begin(c);
+	int r = img_index_begin(c);
 
 	if (r < 0)
 		return r;
-	n = json_object_size(images_of(c));
+	n = json_object_size(img_index_images(c));
 	v = calloc(n ? n : 1, sizeof(*v));
 	gone = calloc(n ? n : 1, sizeof(*gone));
 	if (!v || !gone) {
 		free(v);
 		free(gone);
-		return index_end(c, false, err_set(-ENOMEM, "out of memory"));
+		return img_index_end(c, false, err_set(-ENOMEM, "out of memory"));
 	}
-	json_object_foreach(images_of(c), k, e) {
+	json_object_foreach(img_index_images(c), k, e) {
 		v[i].key = k;
-		v[i].size = (uint64_t)jint(e, "size");
-		v[i].seq = (uint64_t)jint(e, "use_seq");
+		v[i].size = (uint64_t)img_jint(e, "size");
+		v[i].seq = (uint64_t)img_jint(e, "use_seq");
 		v[i].users = json_object_size(json_object_get(e, "users"));
 		v[i].pins = pins_of(c, k);
 		s.total += v[i].size;
@@ -998,195 +644,13 @@ int img_evict(struct img_cache *c, uint64_t budget, struct img_evict_stats *st)
 		s.evicted++;
 	}
 	for (i = 0; i < g; i++) {
-		json_object_del(images_of(c), gone[i]);
+		json_object_del(img_index_images(c), gone[i]);
 		free(gone[i]);
 	}
 	free(gone);
 	free(v);
-	r = index_end(c, g > 0, 0);
+	r = img_index_end(c, g > 0, 0);
 	if (st)
 		*st = s;
 	return r;
-}
-
-/* ---- overlays ------------------------------------------------------------ */
-
-/* Find the entry that lists instance_uuid as a user (index held). */
-static json_t *entry_of_user(struct img_cache *c, const char *uuid, const char **key)
-{
-	const char *k;
-	json_t *e;
-
-	json_object_foreach(images_of(c), k, e) {
-		if (json_object_get(json_object_get(e, "users"), uuid)) {
-			*key = k;
-			return e;
-		}
-	}
-	return NULL;
-}
-
-static int set_user(struct img_cache *c, const char *key, const char *uuid,
-		    const char *overlay)
-{
-	json_t *e;
-	int r = index_begin(c);
-
-	if (r < 0)
-		return r;
-	e = json_object_get(images_of(c), key);
-	if (!e)
-		return index_end(c, false, err_set(-ENOENT, "image %s: not in the cache", key));
-	if (overlay)
-		json_object_set_new(json_object_get(e, "users"), uuid, json_string(overlay));
-	else
-		json_object_del(json_object_get(e, "users"), uuid);
-	return index_end(c, true, 0);
-}
-
-int img_overlay_create(struct img_cache *c, const struct img_ref *ref,
-		       const char *instance_uuid, uint64_t disk_gb, const char *dir,
-		       char **overlay_path)
-{
-	const char *name = ref && ref->name ? ref->name : ref ? ref->url : NULL;
-	char *base = NULL, *path = NULL, *tmp = NULL, *out = NULL, *key = NULL;
-	char size_arg[32], fmt[16];
-	const char *have = NULL;
-	struct img_checksum ck;
-	uint64_t vsize = 0, size;
-	bool pinned = false, user = false;
-	json_t *e;
-	int r, fd;
-
-	if (!uuid_valid(instance_uuid))
-		return err_set(-EINVAL, "overlay: '%s' is not an instance uuid",
-			       instance_uuid ? instance_uuid : "");
-	if (!ref || !ref->checksum)
-		return err_set(-EINVAL, "instance %s: no image checksum", instance_uuid);
-	r = img_checksum_parse(ref->checksum, &ck);
-	if (r < 0)
-		return err_prefix(r, "instance %s", instance_uuid);
-	if (asprintf(&key, "%s:%s", img_algo_name(ck.algo), ck.hex) < 0 ||
-	    asprintf(&path, "%s/%s.qcow2", dir, instance_uuid) < 0 ||
-	    asprintf(&tmp, "%s/.%s.qcow2.tmp", dir, instance_uuid) < 0) {
-		r = err_set(-ENOMEM, "out of memory");
-		goto out;
-	}
-
-	/* Idempotent: the instance already has its disk. */
-	r = index_begin(c);
-	if (r < 0)
-		goto out;
-	e = entry_of_user(c, instance_uuid, &have);
-	if (e && strcmp(have, key) != 0) {
-		r = err_set(-EEXIST, "instance %s: already has a disk on image %s", instance_uuid,
-			    have);
-		index_end(c, false, r);
-		goto out;
-	}
-	if (e && access(path, F_OK) == 0) {
-		index_end(c, false, 0);
-		*overlay_path = path;
-		path = NULL;
-		r = 0;
-		goto out;
-	}
-	index_end(c, false, 0);
-
-	r = img_acquire(c, ref, NULL, NULL, &base);
-	if (r < 0)
-		goto out;
-	pinned = true;
-	r = index_begin(c);
-	if (r < 0)
-		goto out;
-	e = json_object_get(images_of(c), key);
-	vsize = e ? (uint64_t)jint(e, "virtual_size") : 0;
-	index_end(c, false, 0);
-	size = disk_gb ? disk_gb * GIB : vsize;
-	if (disk_gb > UINT64_MAX / GIB || size < vsize) {
-		r = err_set(-EINVAL, "instance %s: flavor disk of %" PRIu64 " GiB is smaller than "
-				     "image %s (virtual size %" PRIu64 " bytes)",
-			    instance_uuid, disk_gb, name, vsize);
-		goto out;
-	}
-	r = mkdir_p(dir, 0755);
-	if (r < 0)
-		goto out;
-	/* The reference first: from now on the base cannot be evicted. */
-	r = set_user(c, key, instance_uuid, path);
-	if (r < 0)
-		goto out;
-	user = true;
-	snprintf(size_arg, sizeof(size_arg), "%" PRIu64, size);
-	snprintf(fmt, sizeof(fmt), "%s", img_format_name(ref->format));
-	{
-		char *argv[] = { c->cfg.qemu_img, "create", "-q", "-f", "qcow2", "-F",
-				 fmt, "-b", base, tmp, size_arg,
-				 NULL };
-
-		unlink(tmp);
-		r = img_run(argv, &out);
-		if (r != 0) {
-			r = err_set(r < 0 ? r : -EIO, "instance %s: qemu-img create failed: %s",
-				    instance_uuid, out && *out ? out : "(no output)");
-			goto out;
-		}
-	}
-	fd = open(tmp, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd) < 0) {
-		r = err_sys(-errno, "instance %s: %s", instance_uuid, tmp);
-		if (fd >= 0)
-			close(fd);
-		goto out;
-	}
-	close(fd);
-	if (rename(tmp, path) < 0) {
-		r = err_sys(-errno, "instance %s: rename %s", instance_uuid, path);
-		goto out;
-	}
-	fsync_dir(dir);
-	log_info("created instance disk instance=%s image=%s path=%s size=%" PRIu64,
-		 instance_uuid, key, path, size);
-	*overlay_path = path;
-	path = NULL;
-	r = 0;
-out:
-	if (r < 0 && tmp)
-		unlink(tmp);
-	if (r < 0 && user)
-		set_user(c, key, instance_uuid, NULL);
-	if (pinned)
-		img_release(c, key);
-	free(base);
-	free(path);
-	free(tmp);
-	free(out);
-	free(key);
-	return r;
-}
-
-int img_overlay_delete(struct img_cache *c, const char *instance_uuid)
-{
-	const char *key = NULL, *overlay;
-	json_t *e;
-	int r;
-
-	if (!uuid_valid(instance_uuid))
-		return err_set(-EINVAL, "overlay: '%s' is not an instance uuid",
-			       instance_uuid ? instance_uuid : "");
-	r = index_begin(c);
-	if (r < 0)
-		return r;
-	e = entry_of_user(c, instance_uuid, &key);
-	if (!e)
-		return index_end(c, false, 0);
-	overlay = json_string_value(json_object_get(json_object_get(e, "users"), instance_uuid));
-	if (overlay && unlink(overlay) < 0 && errno != ENOENT) {
-		r = err_sys(-errno, "instance %s: remove %s", instance_uuid, overlay);
-		return index_end(c, false, r);
-	}
-	log_info("deleted instance disk instance=%s image=%s", instance_uuid, key);
-	json_object_del(json_object_get(e, "users"), instance_uuid);
-	return index_end(c, true, 0);
 }

@@ -446,19 +446,250 @@ static void unlink_part(const struct img_fetch_opts *o)
 			 strerror(errno));
 }
 
+/*
+ * Open and lock the .part (waiting for another downloader), start the
+ * hash and hash what a partial file already holds. 1 when that is the
+ * whole image (a crash before the rename), 0 to download, -EAGAIN when
+ * the image landed meanwhile.
+ */
+static int part_open(struct xfer *x, const char *name)
+{
+	const struct img_fetch_opts *o = x->o;
+	struct stat st;
+	int r;
+
+	x->fd = open(o->part_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (x->fd < 0)
+		return err_sys(-errno, "image %s: %s", name, o->part_path);
+	/* Another process may be downloading the same image: wait for it. */
+	while (flock(x->fd, LOCK_EX) < 0) {
+		if (errno != EINTR)
+			return err_sys(-errno, "image %s: lock %s", name, o->part_path);
+	}
+	if (fstat(x->fd, &st) < 0)
+		return err_sys(-errno, "image %s: %s", name, o->part_path);
+	if (st.st_nlink == 0) {
+		/* The holder finished (renamed or deleted it): nothing to resume. */
+		return err_set(-EAGAIN, "image %s: partial file went away", name);
+	}
+	if (o->present && o->present(o->commit_ud)) {
+		/* Landed while we waited for the lock; our open may have made
+		 * an empty .part: no one else can hold it, remove it. */
+		if (st.st_size == 0)
+			unlink_part(o);
+		return err_set(-EAGAIN, "image %s: already in the cache", name);
+	}
+	r = md_init(x);
+	if (r < 0)
+		return r;
+	r = hasher_start(&x->h, x->fd, x->md);
+	if (r < 0)
+		return r;
+	if (st.st_size > 0) {
+		/* Resume: hash what the partial file already holds. */
+		x->offset = (uint64_t)st.st_size;
+		x->flushed = x->offset;
+		hasher_feed(&x->h, x->offset);
+		if (digest_matches(x)) /* complete already: a crash before the rename */
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * One attempt on a fresh handle, from x->offset on (with Range when
+ * resuming) and within the total deadline (0: none). 0 with *rc and *http
+ * once curl ran; <0 when it could not start.
+ */
+static int attempt(struct xfer *x, struct img_fetch_result *rs, int64_t deadline,
+		   const char *name, CURLcode *rc, long *http)
+{
+	char range[48];
+
+	x->curl = make_handle(x);
+	if (!x->curl)
+		return err_set(-ENOMEM, "libcurl: cannot create a handle");
+	x->errbuf[0] = '\0';
+	x->err = 0;
+	x->checked = false;
+	x->restarted = false;
+	x->cr_start = -1;
+	x->attempt_start = x->offset;
+	x->range_from = x->offset;
+	x->t_start_ns = time_mono_ns();
+	x->t_last_cb_ns = 0;
+	if (x->offset > 0) {
+		snprintf(range, sizeof(range), "%" PRIu64 "-", x->offset);
+		curl_easy_setopt(x->curl, CURLOPT_RANGE, range);
+		rs->resumed_from = x->offset;
+	}
+	if (deadline) {
+		int64_t left = deadline - time_mono_ms();
+
+		if (left <= 0) {
+			curl_easy_cleanup(x->curl);
+			x->curl = NULL;
+			return err_set(-ETIMEDOUT, "image %s: download from %s timed out (total "
+						   "timeout %" PRId64 " ms, %u attempts)",
+				       name, x->o->url, x->o->total_timeout_ms, x->attempt - 1);
+		}
+		curl_easy_setopt(x->curl, CURLOPT_TIMEOUT_MS, (long)left);
+	}
+	*rc = curl_easy_perform(x->curl);
+	curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, http);
+	if (x->restarted)
+		rs->restarts++;
+	if (*rc == CURLE_OK && !x->checked && x->range_from > 0 && x->offset > 0) {
+		/* Empty body: nothing was written, decide now. */
+		if (*http == 200)
+			restart(x);
+	}
+	curl_easy_cleanup(x->curl);
+	x->curl = NULL;
+	rs->attempts = x->attempt;
+	return 0;
+}
+
+/*
+ * A failed attempt: 0 when it may be retried, else the error that ends
+ * the fetch (message set; *drop says whether the .part goes).
+ */
+static int attempt_failed(struct xfer *x, CURLcode rc, long http, const char *name,
+			  bool *drop)
+{
+	const struct img_fetch_opts *o = x->o;
+	bool transient;
+	int r;
+
+	/* Our own reasons first. */
+	if (x->err == -ENOSPC || x->err == -EDQUOT) {
+		*drop = true;
+		return err_set(x->err, "image %s: the cache filesystem is full after %" PRIu64
+				       " bytes: download abandoned",
+			       name, x->offset);
+	}
+	if (x->err == -EFBIG || rc == CURLE_FILESIZE_EXCEEDED) {
+		*drop = true;
+		return err_set(-EFBIG, "image %s: larger than max_image_size (%" PRIu64
+				       " bytes): download abandoned",
+			       name, o->max_size);
+	}
+	if (x->err == -ECANCELED)
+		return err_set(-ECANCELED, "image %s: download cancelled", name);
+	if (x->err < 0 && x->err != -EPROTO) {
+		*drop = true;
+		return err_sys(x->err, "image %s: writing %s", name, o->part_path);
+	}
+	if (rc == CURLE_HTTP_RETURNED_ERROR && http == 416) {
+		/* Our partial is not a prefix the server can continue: restart. */
+		restart(x);
+	}
+	transient = x->err == -EPROTO || retryable(rc, http);
+	if (transient && x->attempt <= o->retries)
+		return 0;
+	/* Keep a partial that a later fetch can resume; drop the rest. */
+	*drop = !transient || x->offset == 0;
+	if (rc == CURLE_OPERATION_TIMEDOUT)
+		r = -ETIMEDOUT;
+	else if (rc == CURLE_HTTP_RETURNED_ERROR && http == 404)
+		r = -ENOENT;
+	else
+		r = -EIO;
+	if (rc == CURLE_HTTP_RETURNED_ERROR)
+		err_set(r, "image %s: download from %s failed: HTTP %ld (%u attempt%s)", name,
+			o->url, http, x->attempt, x->attempt > 1 ? "s" : "");
+	else if (x->err == -EPROTO)
+		err_set(r, "image %s: download from %s failed: the server sent a range "
+			   "we did not ask for (%u attempt%s)",
+			name, o->url, x->attempt, x->attempt > 1 ? "s" : "");
+	else
+		err_set(r, "image %s: download from %s failed: %s (%u attempt%s)", name, o->url,
+			x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc), x->attempt,
+			x->attempt > 1 ? "s" : "");
+	return r;
+}
+
+/* Attempts with backoff until one completes, or the fetch fails. */
+static int transfer(struct xfer *x, struct img_fetch_result *rs, int64_t deadline,
+		    const char *name, bool *drop)
+{
+	const struct img_fetch_opts *o = x->o;
+	int64_t backoff = o->backoff_ms > 0 ? o->backoff_ms : 1000;
+
+	for (x->attempt = 1;; x->attempt++) {
+		CURLcode rc = CURLE_OK;
+		long http = 0;
+		int r = attempt(x, rs, deadline, name, &rc, &http);
+
+		if (r < 0)
+			return r;
+		if (rc == CURLE_OK) {
+			report(x, x->offset, true);
+			return 0;
+		}
+		r = attempt_failed(x, rc, http, name, drop);
+		if (r < 0)
+			return r;
+		log_info("image download failed, retrying image=%s attempt=%u error=\"%s\" "
+			 "bytes=%" PRIu64 " wait_ms=%" PRId64,
+			 name, x->attempt, x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc),
+			 x->offset, backoff);
+		if (deadline && time_mono_ms() + backoff >= deadline)
+			backoff = deadline - time_mono_ms() > 0 ? deadline - time_mono_ms() : 0;
+		sleep_ms(backoff);
+		backoff *= 2;
+		if (o->backoff_max_ms > 0 && backoff > o->backoff_max_ms)
+			backoff = o->backoff_max_ms;
+	}
+}
+
+/* The whole file is there: check the digest, fsync, commit (the .part
+ * still locked, so a waiting process sees the result). */
+static int verify_commit(struct xfer *x, struct img_fetch_result *rs, const char *name,
+			 bool *drop)
+{
+	const struct img_fetch_opts *o = x->o;
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	char got[IMG_HEX_MAX];
+	unsigned dlen = 0;
+	int r = hasher_drain(&x->h);
+
+	if (r < 0) {
+		*drop = true;
+		return err_sys(r, "image %s: reading back %s", name, o->part_path);
+	}
+	if (EVP_DigestFinal_ex(x->md, digest, &dlen) != 1)
+		return err_set(-EIO, "image %s: openssl: digest failed", name);
+	hex_of(digest, dlen, got);
+	if (strcmp(got, o->want->hex) != 0) {
+		*drop = true;
+		return err_set(-EBADMSG, "image %s: checksum mismatch (expected %s:%s, got %s:%s)",
+			       name, img_algo_name(o->want->algo), o->want->hex,
+			       img_algo_name(o->want->algo), got);
+	}
+	if (fsync(x->fd) < 0) {
+		*drop = true;
+		return err_sys(-errno, "image %s: fsync %s", name, o->part_path);
+	}
+	rs->size = x->offset;
+	if (o->commit) {
+		r = o->commit(o->part_path, rs->size, o->commit_ud);
+		if (r < 0) {
+			*drop = true;
+			return r;
+		}
+	}
+	return 0;
+}
+
 int img_fetch(const struct img_fetch_opts *o, struct img_fetch_result *res)
 {
 	struct img_fetch_result rs = { 0 };
 	struct xfer x = { .o = o, .fd = -1, .cr_start = -1 };
 	const char *name = o->name ? o->name : o->url;
 	int64_t deadline = o->total_timeout_ms > 0 ? time_mono_ms() + o->total_timeout_ms : 0;
-	int64_t backoff = o->backoff_ms > 0 ? o->backoff_ms : 1000;
-	unsigned char digest[EVP_MAX_MD_SIZE];
-	char got[IMG_HEX_MAX];
-	unsigned dlen = 0;
 	bool drop = false; /* delete the .part on failure */
-	struct stat st;
-	int r = 0;
+	int r;
 
 	pthread_once(&curl_once, curl_init);
 	if (curl_init_rc != CURLE_OK)
@@ -467,205 +698,13 @@ int img_fetch(const struct img_fetch_opts *o, struct img_fetch_result *res)
 	x.md = EVP_MD_CTX_new();
 	if (!x.md)
 		return err_set(-ENOMEM, "out of memory");
-	x.fd = open(o->part_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (x.fd < 0) {
-		r = err_sys(-errno, "image %s: %s", name, o->part_path);
-		goto out;
-	}
-	/* Another process may be downloading the same image: wait for it. */
-	while (flock(x.fd, LOCK_EX) < 0) {
-		if (errno != EINTR) {
-			r = err_sys(-errno, "image %s: lock %s", name, o->part_path);
-			goto out;
-		}
-	}
-	if (fstat(x.fd, &st) < 0) {
-		r = err_sys(-errno, "image %s: %s", name, o->part_path);
-		goto out;
-	}
-	if (st.st_nlink == 0) {
-		/* The holder finished (renamed or deleted it): nothing to resume. */
-		r = err_set(-EAGAIN, "image %s: partial file went away", name);
-		goto out;
-	}
-	if (o->present && o->present(o->commit_ud)) {
-		/* Landed while we waited for the lock; our open may have made
-		 * an empty .part: no one else can hold it, remove it. */
-		if (st.st_size == 0)
-			unlink_part(o);
-		r = err_set(-EAGAIN, "image %s: already in the cache", name);
-		goto out;
-	}
-	r = md_init(&x);
-	if (r < 0)
-		goto out;
-	r = hasher_start(&x.h, x.fd, x.md);
-	if (r < 0)
-		goto out;
-	if (st.st_size > 0) {
-		/* Resume: hash what the partial file already holds. */
-		x.offset = (uint64_t)st.st_size;
-		x.flushed = x.offset;
-		hasher_feed(&x.h, x.offset);
-		if (digest_matches(&x)) /* complete already: a crash before the rename */
-			goto verify;
-	}
-
-	for (x.attempt = 1;; x.attempt++) {
-		char range[48];
-		CURLcode rc;
-		long http = 0;
-		bool transient;
-
-		x.curl = make_handle(&x);
-		if (!x.curl) {
-			r = err_set(-ENOMEM, "libcurl: cannot create a handle");
-			goto out;
-		}
-		x.errbuf[0] = '\0';
-		x.err = 0;
-		x.checked = false;
-		x.restarted = false;
-		x.cr_start = -1;
-		x.attempt_start = x.offset;
-		x.range_from = x.offset;
-		x.t_start_ns = time_mono_ns();
-		x.t_last_cb_ns = 0;
-		if (x.offset > 0) {
-			snprintf(range, sizeof(range), "%" PRIu64 "-", x.offset);
-			curl_easy_setopt(x.curl, CURLOPT_RANGE, range);
-			rs.resumed_from = x.offset;
-		}
-		if (deadline) {
-			int64_t left = deadline - time_mono_ms();
-
-			if (left <= 0) {
-				curl_easy_cleanup(x.curl);
-				x.curl = NULL;
-				r = err_set(-ETIMEDOUT, "image %s: download from %s timed out (total "
-							"timeout %" PRId64 " ms, %u attempts)",
-					    name, o->url, o->total_timeout_ms, x.attempt - 1);
-				goto out;
-			}
-			curl_easy_setopt(x.curl, CURLOPT_TIMEOUT_MS, (long)left);
-		}
-		rc = curl_easy_perform(x.curl);
-		curl_easy_getinfo(x.curl, CURLINFO_RESPONSE_CODE, &http);
-		if (x.restarted)
-			rs.restarts++;
-		if (rc == CURLE_OK && !x.checked && x.range_from > 0 && x.offset > 0) {
-			/* Empty body: nothing was written, decide now. */
-			if (http == 200)
-				restart(&x);
-		}
-		curl_easy_cleanup(x.curl);
-		x.curl = NULL;
-		rs.attempts = x.attempt;
-		if (rc == CURLE_OK) {
-			report(&x, x.offset, true);
-			break;
-		}
-		/* Our own reasons first. */
-		if (x.err == -ENOSPC || x.err == -EDQUOT) {
-			drop = true;
-			r = err_set(x.err, "image %s: the cache filesystem is full after %" PRIu64
-					   " bytes: download abandoned",
-				    name, x.offset);
-			goto out;
-		}
-		if (x.err == -EFBIG || rc == CURLE_FILESIZE_EXCEEDED) {
-			drop = true;
-			r = err_set(-EFBIG, "image %s: larger than max_image_size (%" PRIu64
-					    " bytes): download abandoned",
-				    name, o->max_size);
-			goto out;
-		}
-		if (x.err == -ECANCELED) {
-			r = err_set(-ECANCELED, "image %s: download cancelled", name);
-			goto out;
-		}
-		if (x.err < 0 && x.err != -EPROTO) {
-			drop = true;
-			r = err_sys(x.err, "image %s: writing %s", name, o->part_path);
-			goto out;
-		}
-		if (rc == CURLE_HTTP_RETURNED_ERROR && http == 416) {
-			/* Our partial is not a prefix the server can continue: restart. */
-			restart(&x);
-		}
-		transient = x.err == -EPROTO || retryable(rc, http);
-		if (!transient || x.attempt > o->retries) {
-			const char *why = x.errbuf[0] ? x.errbuf : curl_easy_strerror(rc);
-
-			/* Keep a partial that a later fetch can resume; drop the rest. */
-			drop = !transient || x.offset == 0;
-			if (rc == CURLE_OPERATION_TIMEDOUT)
-				r = -ETIMEDOUT;
-			else if (rc == CURLE_HTTP_RETURNED_ERROR && http == 404)
-				r = -ENOENT;
-			else
-				r = -EIO;
-			if (rc == CURLE_HTTP_RETURNED_ERROR)
-				err_set(r, "image %s: download from %s failed: HTTP %ld (%u attempt%s)",
-					name, o->url, http, x.attempt, x.attempt > 1 ? "s" : "");
-			else if (x.err == -EPROTO)
-				err_set(r, "image %s: download from %s failed: the server sent a range "
-					   "we did not ask for (%u attempt%s)",
-					name, o->url, x.attempt, x.attempt > 1 ? "s" : "");
-			else
-				err_set(r, "image %s: download from %s failed: %s (%u attempt%s)", name,
-					o->url, why, x.attempt, x.attempt > 1 ? "s" : "");
-			goto out;
-		}
-		log_info("image download failed, retrying image=%s attempt=%u error=\"%s\" "
-			 "bytes=%" PRIu64 " wait_ms=%" PRId64,
-			 name, x.attempt, x.errbuf[0] ? x.errbuf : curl_easy_strerror(rc), x.offset,
-			 backoff);
-		if (deadline && time_mono_ms() + backoff >= deadline)
-			backoff = deadline - time_mono_ms() > 0 ? deadline - time_mono_ms() : 0;
-		sleep_ms(backoff);
-		backoff *= 2;
-		if (o->backoff_max_ms > 0 && backoff > o->backoff_max_ms)
-			backoff = o->backoff_max_ms;
-	}
-
-verify:
-	r = hasher_drain(&x.h);
-	if (r < 0) {
-		drop = true;
-		r = err_sys(r, "image %s: reading back %s", name, o->part_path);
-		goto out;
-	}
-	if (EVP_DigestFinal_ex(x.md, digest, &dlen) != 1) {
-		r = err_set(-EIO, "image %s: openssl: digest failed", name);
-		goto out;
-	}
-	hex_of(digest, dlen, got);
-	if (strcmp(got, o->want->hex) != 0) {
-		drop = true;
-		r = err_set(-EBADMSG, "image %s: checksum mismatch (expected %s:%s, got %s:%s)",
-			    name, img_algo_name(o->want->algo), o->want->hex,
-			    img_algo_name(o->want->algo), got);
-		goto out;
-	}
-	if (fsync(x.fd) < 0) {
-		drop = true;
-		r = err_sys(-errno, "image %s: fsync %s", name, o->part_path);
-		goto out;
-	}
-	rs.size = x.offset;
-	if (o->commit) {
-		/* Still holding the lock: a waiting process sees the result. */
-		r = o->commit(o->part_path, rs.size, o->commit_ud);
-		if (r < 0) {
-			drop = true;
-			goto out;
-		}
-	}
-	if (res)
+	r = part_open(&x, name);
+	if (r == 0)
+		r = transfer(&x, &rs, deadline, name, &drop);
+	if (r >= 0)
+		r = verify_commit(&x, &rs, name, &drop);
+	if (r == 0 && res)
 		*res = rs;
-	r = 0;
-out:
 	if (r < 0 && drop)
 		unlink_part(o);
 	hasher_stop(&x.h);

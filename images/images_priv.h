@@ -2,6 +2,9 @@
 #ifndef STRATUS_IMAGES_PRIV_H
 #define STRATUS_IMAGES_PRIV_H
 
+#include <jansson.h>
+#include <pthread.h>
+
 #include "images/images.h"
 
 enum img_algo { IMG_ALGO_SHA256, IMG_ALGO_SHA512, IMG_ALGO_LAST };
@@ -67,5 +70,77 @@ int img_fetch(const struct img_fetch_opts *o, struct img_fetch_result *res);
  * at most 4 KiB) into *out (malloc'd; caller frees; may be NULL). Returns
  * the exit status (>= 0) or <0 when it could not run. */
 int img_run(char *const argv[], char **out);
+
+/* ---- the cache's internals (cache.c, acquire.c, overlay.c) -------------- */
+
+/*
+ * Every index operation takes index_mu then the index.lock flock, re-reads
+ * index.json, changes it and writes it back before letting go
+ * (img_index_begin .. img_index_end), so the agent and an operator's
+ * `stratus-agent image ...` can share one cache. Pins, flights and download
+ * slots are per process, under mu (lock order: index_mu, then mu; a .part
+ * flock may be held when the index is taken, never the other way round).
+ */
+
+struct img_pin {
+	char *checksum;
+	unsigned n;
+	struct img_pin *next;
+};
+
+/* One download in progress in this process (single flight). */
+struct img_flight {
+	char *checksum;
+	bool done;
+	int result;
+	char *msg;
+	unsigned waiters;
+	struct img_flight *next;
+};
+
+struct img_cache {
+	struct img_config cfg; /* our own copy */
+	char *index_path, *lock_path, *partial_dir;
+	int lock_fd;
+	pthread_mutex_t index_mu;
+	json_t *index;         /* valid between img_index_begin and img_index_end */
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;     /* a flight landed, a download slot freed */
+	struct img_pin *pins;
+	struct img_flight *flights;
+	long active;           /* downloads running */
+};
+
+static inline int64_t img_jint(const json_t *o, const char *k)
+{
+	return json_integer_value(json_object_get(o, k));
+}
+
+static inline const char *img_jstr(const json_t *o, const char *k)
+{
+	return json_string_value(json_object_get(o, k));
+}
+
+/* Take the index (index_mu, flock) and read it into c->index. */
+int img_index_begin(struct img_cache *c);
+/* Write the index back when save, and let go. Returns r or the write error. */
+int img_index_end(struct img_cache *c, bool save, int r);
+/* The "images" object of the index (index held; borrowed). */
+json_t *img_index_images(struct img_cache *c);
+/* The next LRU sequence number, counted in the index (index held). */
+uint64_t img_index_next_seq(struct img_cache *c);
+/* Add (replace) the entry of checksum, keeping the users of an old one
+ * (index held). */
+int img_index_add(struct img_cache *c, const char *checksum, const char *name,
+		  const char *url, enum img_format fmt, const struct img_info *info);
+
+/* Pin checksum against eviction in this process (takes mu). */
+int img_pin_add(struct img_cache *c, const char *checksum);
+
+/* <cache>/<algo>/<hex>: malloc'd (caller frees), NULL on ENOMEM. */
+char *img_cache_file(const struct img_cache *c, const struct img_checksum *ck);
+/* fsync a directory (after a rename in it). */
+int img_fsync_dir(const char *dir);
 
 #endif

@@ -117,19 +117,6 @@ static int pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *got)
 	return 0;
 }
 
-static void human(uint64_t v, char *buf, size_t len)
-{
-	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
-	double d = (double)v;
-	size_t u = 0;
-
-	while (d >= 1024 && u + 1 < ARRAY_SIZE(units)) {
-		d /= 1024;
-		u++;
-	}
-	snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", d, units[u]);
-}
-
 /* Backing file name for the message, printable characters only. */
 static void backing_name(int fd, const unsigned char *h, char *out, size_t len)
 {
@@ -345,8 +332,8 @@ int img_inspect(const char *path, enum img_format declared, uint64_t max_virtual
 	if (max_virtual_size && info.virtual_size > max_virtual_size) {
 		char a[32], b[32];
 
-		human(info.virtual_size, a, sizeof(a));
-		human(max_virtual_size, b, sizeof(b));
+		human_size(info.virtual_size, a, sizeof(a));
+		human_size(max_virtual_size, b, sizeof(b));
 		r = err_set(-EINVAL, "%s: virtual size %s (%llu bytes) is above the cap of %s: "
 				     "refused",
 			    path, a, (unsigned long long)info.virtual_size, b);

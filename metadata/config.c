@@ -1,11 +1,11 @@
 /* The `metadata:` config section: its fields table and cross-field checks. */
-#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <string.h>
 
 #include "metadata/metadata_priv.h"
 
-static const char *const md_tokens_names[] = {
+const char *const md_tokens_names[] = {
 	[MD_TOKENS_OPTIONAL] = "optional",
 	[MD_TOKENS_REQUIRED] = "required",
 	[MD_TOKENS_LAST] = NULL,
@@ -14,7 +14,7 @@ static const char *const md_tokens_names[] = {
 const struct cfg_field md_config_fields[] = {
 	{ .key = "listen", .type = CFG_STRING, .offset = offsetof(struct md_config, listen),
 	  .expected = "ADDR:PORT", .def = "169.254.169.254:80" },
-	{ .key = "tokens", .type = CFG_ENUM, .offset = offsetof(struct md_config, tokens),
+	{ .key = "tokens", .type = CFG_ENUM, .offset = CFG_ENUM_OFFSET(struct md_config, tokens),
 	  .names = md_tokens_names, .def = "optional" },
 	{ .key = "proxy", .type = CFG_BOOL, .offset = offsetof(struct md_config, proxy),
 	  .def = "false" },
@@ -35,20 +35,8 @@ const struct cfg_field md_config_fields[] = {
 
 int md_listen_parse(const char *listen, struct sockaddr_in *sa)
 {
-	const char *colon = strrchr(listen, ':');
-	char host[INET_ADDRSTRLEN];
-	long port;
-
-	memset(sa, 0, sizeof(*sa));
-	sa->sin_family = AF_INET;
-	if (!colon || (size_t)(colon - listen) >= sizeof(host) ||
-	    parse_long(colon + 1, 0, 65535, &port) < 0)
+	if (net_addr_port_parse(listen, 0, 65535, 0, sa) < 0)
 		return err_set(-EINVAL, "listen: expected IPV4ADDR:PORT, got '%s'", listen);
-	memcpy(host, listen, (size_t)(colon - listen));
-	host[colon - listen] = '\0';
-	if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
-		return err_set(-EINVAL, "listen: expected IPV4ADDR:PORT, got '%s'", listen);
-	sa->sin_port = htons((uint16_t)port);
 	return 0;
 }
 

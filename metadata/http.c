@@ -1,6 +1,7 @@
 /*
- * The metadata service over HTTP/1.1: libmicrohttpd with its own epoll
- * threads (a pool of THREADS), keep-alive by default. Each request is
+ * The metadata service over HTTP/1.1: libmicrohttpd (started by core's
+ * http_server_start) with its own epoll threads (a pool of THREADS),
+ * keep-alive by default. Each request is
  * handed to md_service_handle(); this file only translates.
  */
 #define LOG_TAG "metadata"
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/http.h"
 #include "metadata/metadata_priv.h"
 
 /* MHD reads a request head into this much memory at most: beyond it,
@@ -18,9 +20,8 @@
 #define HTTP_CONN_MEMORY (32 * 1024)
 
 struct md_http {
-	struct MHD_Daemon *d;
+	struct http_server *srv;
 	struct md_service *svc;
-	int port;
 };
 
 struct headers {
@@ -143,7 +144,6 @@ int md_http_start(struct md_service *svc, const char *listen, long threads,
 {
 	struct sockaddr_in sa;
 	struct md_http *h;
-	const union MHD_DaemonInfo *di;
 	int r = md_listen_parse(listen, &sa);
 
 	if (r < 0)
@@ -152,35 +152,38 @@ int md_http_start(struct md_service *svc, const char *listen, long threads,
 	if (!h)
 		return err_set(-ENOMEM, "out of memory");
 	h->svc = svc;
-	h->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO,
-				0, NULL, NULL, on_request, h,
-				MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-				MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(threads > 1 ? threads : 0),
-				MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
-				MHD_OPTION_CONNECTION_LIMIT, (unsigned int)4096,
-				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30,
-				MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-				MHD_OPTION_END);
-	if (!h->d) {
+	r = http_server_start(&(struct http_server_conf){
+				      .addr = &sa,
+				      .handler = on_request,
+				      .handler_cls = h,
+				      .completed = on_completed,
+				      .threads = (unsigned)threads,
+				      .epoll = true,
+				      .conn_limit = 4096,
+				      .conn_timeout_s = 30,
+				      .conn_memory = HTTP_CONN_MEMORY,
+			      },
+			      &h->srv);
+	if (r < 0) {
 		free(h);
+		if (r == -ENOMEM)
+			return r;
 		return err_set(-EADDRNOTAVAIL, "metadata: cannot listen on %s (address in use or "
 					       "not available?)", listen);
 	}
-	di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
-	h->port = di ? di->port : ntohs(sa.sin_port);
 	*out = h;
 	return 0;
 }
 
 int md_http_port(const struct md_http *h)
 {
-	return h->port;
+	return http_server_port(h->srv);
 }
 
 void md_http_stop(struct md_http *h)
 {
 	if (!h)
 		return;
-	MHD_stop_daemon(h->d);
+	http_server_stop(h->srv);
 	free(h);
 }

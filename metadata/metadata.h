@@ -132,7 +132,7 @@ struct md_source {
 int md_source_json_open(const char *path, struct md_source **out);
 /* Same from a string (tests, fuzzing); name is used in messages. */
 int md_source_json_open_string(const char *name, const char *json, struct md_source **out);
-/* The agent's SQLite store (agent/store.h), opened read-only: every lookup
+/* The agent's SQLite store (store/store.h), opened read-only: every lookup
  * reads the store; renderings are cached while a row is unchanged. */
 int md_source_store_open(const char *path, struct md_source **out);
 void md_source_close(struct md_source *src);
@@ -143,11 +143,12 @@ static inline int md_source_reload(struct md_source *src)
 
 /* ---- the service ------------------------------------------------------- */
 enum md_tokens { MD_TOKENS_OPTIONAL, MD_TOKENS_REQUIRED, MD_TOKENS_LAST };
+extern const char *const md_tokens_names[]; /* "optional", "required" */
 
 /* The `metadata:` config section (fields table: md_config_fields). */
 struct md_config {
 	char *listen;        /* ADDR:PORT */
-	int tokens;          /* enum md_tokens */
+	enum md_tokens tokens;
 	bool proxy;          /* identify by X-Instance-ID + signature */
 	char *shared_secret; /* proxied mode HMAC key */
 	long rate_limit;     /* requests/s per instance, 0 = off */

@@ -28,7 +28,7 @@
 #include "metadata/metadata_priv.h"
 
 struct md_service {
-	int tokens; /* enum md_tokens */
+	enum md_tokens tokens;
 	bool proxy;
 	char *secret;
 	long rate, burst;

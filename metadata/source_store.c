@@ -1,6 +1,6 @@
 /*
  * The agent's SQLite store as an instance source (read-only), through the
- * store's own API (agent/store.h, whose schema is the contract between the
+ * store's own API (store/store.h, whose schema is the contract between the
  * two daemons). Each lookup asks the store, so a change the agent commits is
  * seen by the next request; the rendered documents are cached per instance
  * and the cache entry is kept only while the row's spec, address and MAC

@@ -120,4 +120,53 @@ void model_spec_free(struct instance_spec *s);
 /* The value of a flavor extra spec, or NULL. */
 const char *model_spec_extra(const struct instance_spec *s, const char *key);
 
+/* ---- flavor extra specs (Nova's names and values) ---------------------- */
+
+/* The extra specs that shape placement and the guest, by enum value. */
+enum model_flavor_spec {
+	MODEL_SPEC_CPU_POLICY,        /* hw:cpu_policy */
+	MODEL_SPEC_THREAD_POLICY,     /* hw:cpu_thread_policy */
+	MODEL_SPEC_EMULATOR_POLICY,   /* hw:emulator_threads_policy */
+	MODEL_SPEC_MEM_PAGE_SIZE,     /* hw:mem_page_size */
+	MODEL_SPEC_NUMA_NODES,        /* hw:numa_nodes */
+	MODEL_SPEC_LAST
+};
+extern const char *const model_flavor_spec_keys[]; /* NULL-terminated, by enum value */
+
+enum model_cpu_policy { MODEL_CPU_SHARED, MODEL_CPU_DEDICATED, MODEL_CPU_POLICY_LAST };
+extern const char *const model_cpu_policy_names[];
+enum model_thread_policy { MODEL_THREAD_PREFER, MODEL_THREAD_ISOLATE, MODEL_THREAD_REQUIRE,
+			   MODEL_THREAD_POLICY_LAST };
+extern const char *const model_thread_policy_names[];
+enum model_emu_policy { MODEL_EMU_SHARE, MODEL_EMU_ISOLATE, MODEL_EMU_POLICY_LAST };
+extern const char *const model_emu_policy_names[];
+/* hw:mem_page_size; NONE is the absent key (its name is ""). Besides the
+ * names, 2M and 2048 mean 2MB, 1G and 1048576 mean 1GB. */
+enum model_page_req { MODEL_PAGE_REQ_NONE, MODEL_PAGE_REQ_SMALL, MODEL_PAGE_REQ_LARGE,
+		      MODEL_PAGE_REQ_ANY, MODEL_PAGE_REQ_2MB, MODEL_PAGE_REQ_1GB,
+		      MODEL_PAGE_REQ_LAST };
+extern const char *const model_page_req_names[];
+
+#define MODEL_MAX_NUMA_NODES 8 /* hw:numa_nodes */
+
+struct model_flavor_policy {
+	enum model_cpu_policy cpu;       /* default shared */
+	enum model_thread_policy thread; /* default prefer */
+	enum model_emu_policy emu;       /* default share */
+	enum model_page_req page;        /* default NONE */
+	int numa_nodes;                  /* 0 = not given */
+};
+
+/*
+ * Read F's hw:cpu_policy, hw:cpu_thread_policy, hw:emulator_threads_policy,
+ * hw:mem_page_size and hw:numa_nodes (other keys are ignored). An invalid
+ * value fails with -EINVAL and the accepted values: "flavor m1.x:
+ * hw:cpu_policy: invalid value 'fast' (accepted: shared, dedicated)";
+ * thread and emulator isolate policies need hw:cpu_policy=dedicated. On
+ * failure *out is untouched and, when BAD is not NULL, *BAD names the
+ * extra spec at fault (for callers that word the error their own way).
+ */
+int model_flavor_policy_parse(const struct spec_flavor *f, struct model_flavor_policy *out,
+			      enum model_flavor_spec *bad);
+
 #endif

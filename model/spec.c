@@ -653,3 +653,162 @@ const char *model_spec_extra(const struct instance_spec *s, const char *key)
 			return s->flavor.extra_specs[i].val;
 	return NULL;
 }
+
+/* ---- flavor extra specs ------------------------------------------------ */
+
+const char *const model_flavor_spec_keys[] = {
+	[MODEL_SPEC_CPU_POLICY] = "hw:cpu_policy",
+	[MODEL_SPEC_THREAD_POLICY] = "hw:cpu_thread_policy",
+	[MODEL_SPEC_EMULATOR_POLICY] = "hw:emulator_threads_policy",
+	[MODEL_SPEC_MEM_PAGE_SIZE] = "hw:mem_page_size",
+	[MODEL_SPEC_NUMA_NODES] = "hw:numa_nodes",
+	[MODEL_SPEC_LAST] = NULL,
+};
+
+const char *const model_cpu_policy_names[] = {
+	[MODEL_CPU_SHARED] = "shared", [MODEL_CPU_DEDICATED] = "dedicated",
+	[MODEL_CPU_POLICY_LAST] = NULL,
+};
+
+const char *const model_thread_policy_names[] = {
+	[MODEL_THREAD_PREFER] = "prefer", [MODEL_THREAD_ISOLATE] = "isolate",
+	[MODEL_THREAD_REQUIRE] = "require", [MODEL_THREAD_POLICY_LAST] = NULL,
+};
+
+const char *const model_emu_policy_names[] = {
+	[MODEL_EMU_SHARE] = "share", [MODEL_EMU_ISOLATE] = "isolate",
+	[MODEL_EMU_POLICY_LAST] = NULL,
+};
+
+const char *const model_page_req_names[] = {
+	[MODEL_PAGE_REQ_NONE] = "", [MODEL_PAGE_REQ_SMALL] = "small",
+	[MODEL_PAGE_REQ_LARGE] = "large", [MODEL_PAGE_REQ_ANY] = "any",
+	[MODEL_PAGE_REQ_2MB] = "2MB", [MODEL_PAGE_REQ_1GB] = "1GB",
+	[MODEL_PAGE_REQ_LAST] = NULL,
+};
+
+/* Other spellings of hw:mem_page_size, accepted but not listed. */
+static const struct {
+	const char *name;
+	enum model_page_req page;
+} page_req_aliases[] = {
+	{ "2M", MODEL_PAGE_REQ_2MB },
+	{ "2048", MODEL_PAGE_REQ_2MB },
+	{ "1G", MODEL_PAGE_REQ_1GB },
+	{ "1048576", MODEL_PAGE_REQ_1GB },
+};
+
+static const char *flavor_extra(const struct spec_flavor *f, enum model_flavor_spec key)
+{
+	for (size_t i = 0; i < f->n_extra_specs; i++)
+		if (strcmp(f->extra_specs[i].key, model_flavor_spec_keys[key]) == 0)
+			return f->extra_specs[i].val;
+	return NULL;
+}
+
+static int policy_bad_value(const struct spec_flavor *f, enum model_flavor_spec key,
+			    const char *val, const char *const *names, int first)
+{
+	char list[256] = "";
+	size_t off = 0;
+
+	for (int i = first; names[i] && off < sizeof(list); i++)
+		off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s", i > first ? ", " : "",
+					names[i]);
+	return err_set(-EINVAL, "flavor %s: %s: invalid value '%.64s' (accepted: %s)", f->name,
+		       model_flavor_spec_keys[key], val, list);
+}
+
+/* Look KEY up among NAMES (from FIRST); absent leaves *out alone. */
+static int policy_enum(const struct spec_flavor *f, enum model_flavor_spec key,
+		       const char *const *names, int first, int *out)
+{
+	const char *v = flavor_extra(f, key);
+
+	if (!v)
+		return 0;
+	for (int i = first; names[i]; i++) {
+		if (strcmp(v, names[i]) == 0) {
+			*out = i;
+			return 0;
+		}
+	}
+	if (key == MODEL_SPEC_MEM_PAGE_SIZE) {
+		for (size_t i = 0; i < ARRAY_SIZE(page_req_aliases); i++) {
+			if (strcmp(v, page_req_aliases[i].name) == 0) {
+				*out = (int)page_req_aliases[i].page;
+				return 0;
+			}
+		}
+	}
+	return policy_bad_value(f, key, v, names, first);
+}
+
+/* The body of model_flavor_policy_parse: fills *p, *bad on failure. */
+static int policy_read(const struct spec_flavor *f, struct model_flavor_policy *p,
+		       enum model_flavor_spec *bad)
+{
+	const char *s;
+	int v, r;
+
+	v = (int)p->cpu;
+	*bad = MODEL_SPEC_CPU_POLICY;
+	if ((r = policy_enum(f, *bad, model_cpu_policy_names, 0, &v)) < 0)
+		return r;
+	p->cpu = (enum model_cpu_policy)v;
+	v = -1;
+	*bad = MODEL_SPEC_THREAD_POLICY;
+	if ((r = policy_enum(f, *bad, model_thread_policy_names, 0, &v)) < 0)
+		return r;
+	if (v >= 0) {
+		if (p->cpu != MODEL_CPU_DEDICATED)
+			return err_set(-EINVAL, "flavor %s: hw:cpu_thread_policy=%s needs "
+				       "hw:cpu_policy=dedicated", f->name,
+				       model_thread_policy_names[v]);
+		p->thread = (enum model_thread_policy)v;
+	}
+	v = -1;
+	*bad = MODEL_SPEC_EMULATOR_POLICY;
+	if ((r = policy_enum(f, *bad, model_emu_policy_names, 0, &v)) < 0)
+		return r;
+	if (v >= 0) {
+		if (v == MODEL_EMU_ISOLATE && p->cpu != MODEL_CPU_DEDICATED)
+			return err_set(-EINVAL, "flavor %s: hw:emulator_threads_policy=isolate needs "
+				       "hw:cpu_policy=dedicated", f->name);
+		p->emu = (enum model_emu_policy)v;
+	}
+	v = (int)p->page;
+	*bad = MODEL_SPEC_MEM_PAGE_SIZE;
+	if ((r = policy_enum(f, *bad, model_page_req_names, 1, &v)) < 0)
+		return r;
+	p->page = (enum model_page_req)v;
+	*bad = MODEL_SPEC_NUMA_NODES;
+	s = flavor_extra(f, *bad);
+	if (s) {
+		long n;
+
+		if (parse_long(s, 1, MODEL_MAX_NUMA_NODES, &n) < 0)
+			return err_set(-EINVAL, "flavor %s: hw:numa_nodes: invalid value '%.64s' "
+				       "(accepted: an integer from 1 to %d)", f->name, s,
+				       MODEL_MAX_NUMA_NODES);
+		p->numa_nodes = (int)n;
+	}
+	return 0;
+}
+
+int model_flavor_policy_parse(const struct spec_flavor *f, struct model_flavor_policy *out,
+			      enum model_flavor_spec *bad)
+{
+	struct model_flavor_policy p = { MODEL_CPU_SHARED, MODEL_THREAD_PREFER, MODEL_EMU_SHARE,
+					 MODEL_PAGE_REQ_NONE, 0 };
+	enum model_flavor_spec at = MODEL_SPEC_LAST;
+	int r = policy_read(f, &p, &at);
+
+	if (r < 0) {
+		if (bad)
+			*bad = at;
+		return r;
+	}
+	*out = p;
+	return 0;
+}

@@ -19,8 +19,12 @@
 
 #include "scheduler/sched_priv.h"
 
-const char *const sched_policy_names[] = { "spread", "pack", NULL };
-static const char *const sync_names[] = { "normal", "full", NULL };
+const char *const sched_policy_names[] = {
+	[SCHED_SPREAD] = "spread", [SCHED_PACK] = "pack", [SCHED_POLICY_LAST] = NULL,
+};
+static const char *const sync_names[] = {
+	[SCHED_SYNC_NORMAL] = "normal", [SCHED_SYNC_FULL] = "full", [SCHED_SYNC_LAST] = NULL,
+};
 
 #define OFF(f) offsetof(struct sched_config, f)
 #define DBL(k, f, lo, hi, d) \
@@ -29,13 +33,15 @@ static const char *const sync_names[] = { "normal", "full", NULL };
 const struct cfg_field sched_config_fields[] = {
 	{ .key = "state_path", .type = CFG_STRING, .offset = OFF(state_path),
 	  .def = "/var/lib/stratus/scheduler.db", .expected = "a file path" },
-	{ .key = "synchronous", .type = CFG_ENUM, .offset = OFF(sync), .names = sync_names,
+	{ .key = "synchronous", .type = CFG_ENUM,
+	  .offset = CFG_ENUM_OFFSET(struct sched_config, sync), .names = sync_names,
 	  .def = "normal" },
 	{ .key = "heartbeat_interval", .type = CFG_DURATION, .offset = OFF(heartbeat_interval_ms),
 	  .def = "10s" },
 	{ .key = "missed_heartbeats", .type = CFG_INT, .offset = OFF(missed_heartbeats), .min = 1,
 	  .max = 100, .def = "3" },
-	{ .key = "placement", .type = CFG_ENUM, .offset = OFF(placement),
+	{ .key = "placement", .type = CFG_ENUM,
+	  .offset = CFG_ENUM_OFFSET(struct sched_config, placement),
 	  .names = sched_policy_names, .def = "spread" },
 	DBL("ram_weight_multiplier", ram_weight_multiplier, 0, 1e6, "1.0"),
 	DBL("cpu_weight_multiplier", cpu_weight_multiplier, 0, 1e6, "1.0"),
@@ -103,56 +109,129 @@ static int map_add(struct cfg_map *m, const char *k, const char *v)
 	return 0;
 }
 
-static int page_size_parse(const char *v, long *out)
+/* "a, b or c" (LAST_SEP " and " gives "a, b and c") from NAMES[first..n). */
+static void names_join(char *buf, size_t len, const char *const *names, size_t first, size_t n,
+		       const char *last_sep)
 {
-	static const struct {
-		const char *name;
-		long kb;
-	} sizes[] = {
-		{ "small", SCHED_PAGE_SMALL }, { "large", SCHED_PAGE_LARGE },
-		{ "any", SCHED_PAGE_ANY },     { "2MB", 2048 },
-		{ "2M", 2048 },                { "2048", 2048 },
-		{ "1GB", 1048576 },            { "1G", 1048576 },
-		{ "1048576", 1048576 },
-	};
+	size_t off = 0;
 
-	for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
-		if (strcmp(v, sizes[i].name) == 0) {
-			*out = sizes[i].kb;
-			return 0;
-		}
-	}
-	return -EINVAL;
+	buf[0] = '\0';
+	for (size_t i = first; i < n && off < len; i++)
+		off += (size_t)snprintf(buf + off, len - off, "%s%s",
+					i == first ? "" : i + 1 == n ? last_sep : ", ", names[i]);
 }
 
-/* Derive the placement facts from the extra specs, checking their values. */
+static size_t names_count(const char *const *names)
+{
+	size_t n = 0;
+
+	while (names[n])
+		n++;
+	return n;
+}
+
+/* hw:mem_page_size in KiB for placement (SCHED_PAGE_*). */
+static long page_kb(enum model_page_req p)
+{
+	switch (p) {
+	case MODEL_PAGE_REQ_NONE:
+	case MODEL_PAGE_REQ_SMALL:
+		return SCHED_PAGE_SMALL;
+	case MODEL_PAGE_REQ_LARGE:
+		return SCHED_PAGE_LARGE;
+	case MODEL_PAGE_REQ_ANY:
+		return SCHED_PAGE_ANY;
+	case MODEL_PAGE_REQ_2MB:
+		return 2048;
+	case MODEL_PAGE_REQ_1GB:
+		return 1048576;
+	case MODEL_PAGE_REQ_LAST:
+		break;
+	}
+	return SCHED_PAGE_SMALL;
+}
+
+/* The scheduler's words for a bad hw:cpu_policy or hw:mem_page_size
+ * ("expected shared or dedicated, got 'x'"); other faults keep model's. */
+static int policy_error(const struct sched_flavor *f, enum model_flavor_spec bad, int r)
+{
+	const char *const *names = bad == MODEL_SPEC_CPU_POLICY ? model_cpu_policy_names
+				   : bad == MODEL_SPEC_MEM_PAGE_SIZE ? model_page_req_names
+								     : NULL;
+	const char *v;
+	char list[256];
+
+	if (!names)
+		return r;
+	v = cfg_map_get(&f->extra_specs, model_flavor_spec_keys[bad]);
+	names_join(list, sizeof(list), names, names == model_page_req_names ? 1 : 0,
+		   names_count(names), " or ");
+	return err_set(-EINVAL, "flavor %s: %s: expected %s, got '%s'", f->name,
+		       model_flavor_spec_keys[bad], list, v ? v : "");
+}
+
+/* Derive the placement facts from the extra specs (model's parser). */
 static int flavor_derive(struct sched_flavor *f)
 {
-	const char *v;
+	size_t n = f->extra_specs.n;
+	struct spec_kv *kv = calloc(n ? n : 1, sizeof(*kv));
+	struct spec_flavor sf = { .name = f->name, .vcpus = f->vcpus, .ram_mb = f->ram_mb,
+				  .disk_gb = f->disk_gb, .extra_specs = kv, .n_extra_specs = n };
+	struct model_flavor_policy pol;
+	enum model_flavor_spec bad = MODEL_SPEC_LAST;
+	int r;
 
-	f->dedicated = false;
-	f->page_kb = SCHED_PAGE_SMALL;
-	v = cfg_map_get(&f->extra_specs, "hw:cpu_policy");
-	if (v) {
-		if (strcmp(v, "dedicated") == 0)
-			f->dedicated = true;
-		else if (strcmp(v, "shared") != 0)
-			return err_set(-EINVAL, "flavor %s: hw:cpu_policy: expected shared or "
-				       "dedicated, got '%s'", f->name, v);
-	}
-	v = cfg_map_get(&f->extra_specs, "hw:mem_page_size");
-	if (v && page_size_parse(v, &f->page_kb) < 0)
-		return err_set(-EINVAL, "flavor %s: hw:mem_page_size: expected small, large, any, "
-			       "2MB or 1GB, got '%s'", f->name, v);
+	if (!kv)
+		return err_set(-ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		kv[i] = (struct spec_kv){ f->extra_specs.keys[i], f->extra_specs.vals[i] };
+	r = model_flavor_policy_parse(&sf, &pol, &bad);
+	free(kv);
+	if (r < 0)
+		return policy_error(f, bad, r);
+	f->dedicated = pol.cpu == MODEL_CPU_DEDICATED;
+	f->page_kb = page_kb(pol.page);
 	return 0;
 }
 
-/* One "key=value" word of a catalog line into a long field. */
-static int word_long(const char *entry, const char *key, const char *v, long min, long *out)
+/*
+ * The numeric fields of the catalog objects: one table each, read by both
+ * the config line ("vcpus=2") and the JSON form (flavor.add, the state).
+ */
+struct num_field {
+	const char *key;
+	size_t offset;
+	long min;
+	bool required;
+};
+
+static const struct num_field flavor_nums[] = {
+	{ "vcpus", offsetof(struct sched_flavor, vcpus), 1, true },
+	{ "ram_mb", offsetof(struct sched_flavor, ram_mb), 1, true },
+	{ "disk_gb", offsetof(struct sched_flavor, disk_gb), 0, false },
+};
+
+static const struct num_field image_nums[] = {
+	{ "min_disk_gb", offsetof(struct sched_image, min_disk_gb), 0, false },
+};
+
+static const struct num_field *num_find(const struct num_field *t, size_t n, const char *key)
 {
-	if (parse_long(v, min, 1L << 40, out) < 0)
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(t[i].key, key) == 0)
+			return &t[i];
+	return NULL;
+}
+
+/* One "key=value" word of a catalog line into a JSON integer. */
+static int word_long(const char *entry, const struct num_field *nf, const char *v, json_t *obj)
+{
+	long n;
+
+	if (parse_long(v, nf->min, 1L << 40, &n) < 0)
 		return err_set(-EINVAL, "%s: %s: expected an integer of at least %ld, got '%s'",
-			       entry, key, min, v);
+			       entry, nf->key, nf->min, v);
+	json_object_set_new(obj, nf->key, json_integer(n));
 	return 0;
 }
 
@@ -179,75 +258,193 @@ static int each_word(const char *entry, const char *text,
 	return 0;
 }
 
-struct flavor_words {
-	const char *entry;
-	struct sched_flavor *f;
-	bool vcpus, ram;
+/* A catalog line being turned into the object's JSON form. */
+struct line_words {
+	const char *entry;  /* "flavor m1.small", for messages */
+	json_t *obj;
+	json_t *extra_specs;
 };
 
 static int flavor_word(void *ctx, const char *k, const char *v)
 {
-	struct flavor_words *w = ctx;
+	struct line_words *w = ctx;
+	const struct num_field *nf = num_find(flavor_nums, ARRAY_SIZE(flavor_nums), k);
+	const char *keys[ARRAY_SIZE(flavor_nums)];
+	char list[128];
 
-	if (strcmp(k, "vcpus") == 0) {
-		w->vcpus = true;
-		return word_long(w->entry, k, v, 1, &w->f->vcpus);
-	}
-	if (strcmp(k, "ram_mb") == 0) {
-		w->ram = true;
-		return word_long(w->entry, k, v, 1, &w->f->ram_mb);
-	}
-	if (strcmp(k, "disk_gb") == 0)
-		return word_long(w->entry, k, v, 0, &w->f->disk_gb);
+	if (nf)
+		return word_long(w->entry, nf, v, w->obj);
 	if (strchr(k, ':')) {
-		if (map_add(&w->f->extra_specs, k, v) < 0)
+		json_object_set_new(w->extra_specs, k, json_string(v));
+		return 0;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(flavor_nums); i++)
+		keys[i] = flavor_nums[i].key;
+	names_join(list, sizeof(list), keys, 0, ARRAY_SIZE(flavor_nums), ", ");
+	return err_set(-EINVAL, "%s: unknown key '%s' (expected %s or an extra spec like "
+		       "hw:cpu_policy)", w->entry, k, list);
+}
+
+/* Words of an image line: where each goes in the JSON form. */
+static const struct {
+	const char *word;
+	const char *object; /* NULL: a member of the image itself */
+	const char *member;
+} image_words[] = {
+	{ "url", NULL, "url" },
+	{ "checksum", NULL, "checksum" },
+	{ "disk_format", NULL, "disk_format" },
+	{ "min_disk_gb", NULL, "min_disk_gb" }, /* image_nums */
+	{ "kernel", "kernel", "url" },
+	{ "kernel_checksum", "kernel", "checksum" },
+	{ "initrd", "initrd", "url" },
+	{ "initrd_checksum", "initrd", "checksum" },
+	{ "cmdline", NULL, "cmdline" },
+};
+
+/* Words are split on spaces: a cmdline writes its spaces as %20. */
+static int cmdline_unescape(const char *entry, const char *v, char **out)
+{
+	struct strbuf sb = { .max = 4096 };
+	int r = 0;
+
+	for (const char *p = v; *p && r == 0; p++) {
+		if (strncmp(p, "%20", 3) == 0) {
+			r = sb_append(&sb, " ", 1);
+			p += 2;
+		} else {
+			r = sb_append(&sb, p, 1);
+		}
+	}
+	if (r < 0) {
+		sb_free(&sb);
+		return err_set(-EINVAL, "%s: cmdline: too long", entry);
+	}
+	*out = sb_steal(&sb);
+	return *out ? 0 : err_set(-ENOMEM, "out of memory");
+}
+
+static int image_word(void *ctx, const char *k, const char *v)
+{
+	struct line_words *w = ctx;
+	const struct num_field *nf = num_find(image_nums, ARRAY_SIZE(image_nums), k);
+	const char *keys[ARRAY_SIZE(image_words)];
+	char list[256];
+
+	if (nf)
+		return word_long(w->entry, nf, v, w->obj);
+	for (size_t i = 0; i < ARRAY_SIZE(image_words); i++) {
+		_cleanup_free_ char *cmdline = NULL;
+		json_t *dst = w->obj;
+
+		if (strcmp(image_words[i].word, k) != 0)
+			continue;
+		if (strcmp(k, "cmdline") == 0) {
+			int r = cmdline_unescape(w->entry, v, &cmdline);
+
+			if (r < 0)
+				return r;
+			v = cmdline;
+		}
+		if (image_words[i].object) {
+			dst = json_object_get(w->obj, image_words[i].object);
+			if (!dst) {
+				dst = json_object();
+				json_object_set_new(w->obj, image_words[i].object, dst);
+			}
+		}
+		if (!dst || json_object_set_new(dst, image_words[i].member, json_string(v)) < 0)
 			return err_set(-ENOMEM, "out of memory");
 		return 0;
 	}
-	return err_set(-EINVAL, "%s: unknown key '%s' (expected vcpus, ram_mb, disk_gb or an "
-		       "extra spec like hw:cpu_policy)", w->entry, k);
+	for (size_t i = 0; i < ARRAY_SIZE(image_words); i++)
+		keys[i] = image_words[i].word;
+	names_join(list, sizeof(list), keys, 0, ARRAY_SIZE(image_words), " or ");
+	return err_set(-EINVAL, "%s: unknown key '%s' (expected %s)", w->entry, k, list);
+}
+
+/* A flavor line must give every required number: "vcpus and ram_mb are required". */
+static int flavor_line_complete(const char *entry, const json_t *obj)
+{
+	const char *req[ARRAY_SIZE(flavor_nums)];
+	size_t n_req = 0;
+	bool missing = false;
+	char list[128];
+
+	for (size_t i = 0; i < ARRAY_SIZE(flavor_nums); i++) {
+		if (!flavor_nums[i].required)
+			continue;
+		req[n_req++] = flavor_nums[i].key;
+		missing |= !json_object_get(obj, flavor_nums[i].key);
+	}
+	if (!missing)
+		return 0;
+	names_join(list, sizeof(list), req, 0, n_req, " and ");
+	return err_set(-EINVAL, "%s: %s are required", entry, list);
+}
+
+/*
+ * A catalog line -> the object's JSON form ({"name": NAME, ...}), which
+ * sched_flavor_from_json / sched_image_from_json then parse: one parser
+ * per object for the config and the requests. KIND: "flavor" or "image".
+ * *out: a new reference.
+ */
+static int line_to_json(const char *kind, const char *name, const char *text,
+			int (*word)(void *ctx, const char *k, const char *v), json_t **out)
+{
+	_cleanup_free_ char *entry = NULL;
+	struct line_words w = { 0 };
+	int r;
+
+	if (asprintf(&entry, "%s %s", kind, name) < 0)
+		return err_set(-ENOMEM, "out of memory");
+	w.entry = entry;
+	w.obj = json_pack("{s:s}", "name", name);
+	w.extra_specs = json_object();
+	if (!w.obj || !w.extra_specs) {
+		json_decref(w.obj);
+		json_decref(w.extra_specs);
+		return err_set(-ENOMEM, "out of memory");
+	}
+	r = each_word(entry, text, word, &w);
+	if (r == 0 && word == flavor_word)
+		r = flavor_line_complete(entry, w.obj);
+	if (r == 0 && word == flavor_word)
+		json_object_set(w.obj, "extra_specs", w.extra_specs);
+	json_decref(w.extra_specs);
+	if (r < 0) {
+		json_decref(w.obj);
+		return r;
+	}
+	*out = w.obj;
+	return 0;
 }
 
 int sched_flavor_parse(const char *name, const char *text, struct sched_flavor *out)
 {
-	struct sched_flavor f = { 0 };
-	_cleanup_free_ char *entry = NULL;
-	struct flavor_words w = { .f = &f };
-	int r;
+	json_t *o = NULL;
+	int r = line_to_json("flavor", name, text, flavor_word, &o);
 
-	if (asprintf(&entry, "flavor %s", name) < 0)
-		return err_set(-ENOMEM, "out of memory");
-	w.entry = entry;
-	f.name = strdup(name);
-	if (!f.name)
-		return err_set(-ENOMEM, "out of memory");
-	r = each_word(entry, text, flavor_word, &w);
-	if (r == 0 && (!w.vcpus || !w.ram))
-		r = err_set(-EINVAL, "%s: vcpus and ram_mb are required", entry);
 	if (r == 0)
-		r = flavor_derive(&f);
-	if (r < 0) {
-		sched_flavor_free(&f);
-		return r;
-	}
-	*out = f;
-	return 0;
+		r = sched_flavor_from_json(o, out);
+	json_decref(o);
+	return r;
 }
 
-static int json_long(const json_t *o, const char *entry, const char *key, long min, bool req,
-		     long *out)
+static int json_long(const json_t *o, const char *entry, const struct num_field *nf, void *obj)
 {
-	const json_t *v = json_object_get(o, key);
+	const json_t *v = json_object_get(o, nf->key);
 
 	if (!v) {
-		if (req)
-			return err_set(-EINVAL, "%s: %s: required", entry, key);
+		if (nf->required)
+			return err_set(-EINVAL, "%s: %s: required", entry, nf->key);
 		return 0;
 	}
-	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > (1L << 40))
-		return err_set(-EINVAL, "%s: %s: expected an integer of at least %ld", entry, key,
-			       min);
-	*out = (long)json_integer_value(v);
+	if (!json_is_integer(v) || json_integer_value(v) < nf->min ||
+	    json_integer_value(v) > (1L << 40))
+		return err_set(-EINVAL, "%s: %s: expected an integer of at least %ld", entry,
+			       nf->key, nf->min);
+	*(long *)(void *)((char *)obj + nf->offset) = (long)json_integer_value(v);
 	return 0;
 }
 
@@ -258,16 +455,16 @@ int sched_flavor_from_json(const json_t *o, struct sched_flavor *out)
 	json_t *es = json_object_get(o, "extra_specs");
 	const char *k;
 	json_t *v;
-	int r;
+	int r = 0;
 
 	if (!name || !*name)
 		return err_set(-EINVAL, "flavor: name: required");
 	f.name = strdup(name);
 	if (!f.name)
 		return err_set(-ENOMEM, "out of memory");
-	if ((r = json_long(o, "flavor", "vcpus", 1, true, &f.vcpus)) < 0 ||
-	    (r = json_long(o, "flavor", "ram_mb", 1, true, &f.ram_mb)) < 0 ||
-	    (r = json_long(o, "flavor", "disk_gb", 0, false, &f.disk_gb)) < 0)
+	for (size_t i = 0; r == 0 && i < ARRAY_SIZE(flavor_nums); i++)
+		r = json_long(o, "flavor", &flavor_nums[i], &f);
+	if (r < 0)
 		goto fail;
 	if (es && !json_is_object(es)) {
 		r = err_set(-EINVAL, "flavor %s: extra_specs: expected an object", name);
@@ -361,11 +558,6 @@ static int image_check(struct sched_image *i)
 	return 0;
 }
 
-struct image_words {
-	const char *entry;
-	struct sched_image *i;
-};
-
 static int set_str(char **dst, const char *v)
 {
 	char *s = strdup(v);
@@ -377,74 +569,15 @@ static int set_str(char **dst, const char *v)
 	return 0;
 }
 
-static int image_word(void *ctx, const char *k, const char *v)
-{
-	struct image_words *w = ctx;
-
-	if (strcmp(k, "url") == 0)
-		return set_str(&w->i->url, v);
-	if (strcmp(k, "checksum") == 0)
-		return set_str(&w->i->checksum, v);
-	if (strcmp(k, "disk_format") == 0)
-		return set_str(&w->i->disk_format, v);
-	if (strcmp(k, "min_disk_gb") == 0)
-		return word_long(w->entry, k, v, 0, &w->i->min_disk_gb);
-	if (strcmp(k, "kernel") == 0)
-		return set_str(&w->i->kernel_url, v);
-	if (strcmp(k, "kernel_checksum") == 0)
-		return set_str(&w->i->kernel_checksum, v);
-	if (strcmp(k, "initrd") == 0)
-		return set_str(&w->i->initrd_url, v);
-	if (strcmp(k, "initrd_checksum") == 0)
-		return set_str(&w->i->initrd_checksum, v);
-	if (strcmp(k, "cmdline") == 0) {
-		/* words are split on spaces: a cmdline writes its spaces as %20 */
-		struct strbuf sb = { .max = 4096 };
-		int r = 0;
-
-		for (const char *p = v; *p && r == 0; p++) {
-			if (strncmp(p, "%20", 3) == 0) {
-				r = sb_append(&sb, " ", 1);
-				p += 2;
-			} else {
-				r = sb_append(&sb, p, 1);
-			}
-		}
-		if (r < 0) {
-			sb_free(&sb);
-			return err_set(-EINVAL, "%s: cmdline: too long", w->entry);
-		}
-		free(w->i->cmdline);
-		w->i->cmdline = sb_steal(&sb);
-		return 0;
-	}
-	return err_set(-EINVAL, "%s: unknown key '%s' (expected url, checksum, disk_format, "
-		       "min_disk_gb, kernel, kernel_checksum, initrd, initrd_checksum or cmdline)",
-		       w->entry, k);
-}
-
 int sched_image_parse(const char *name, const char *text, struct sched_image *out)
 {
-	struct sched_image i = { 0 };
-	_cleanup_free_ char *entry = NULL;
-	struct image_words w = { .i = &i };
-	int r;
+	json_t *o = NULL;
+	int r = line_to_json("image", name, text, image_word, &o);
 
-	if (asprintf(&entry, "image %s", name) < 0)
-		return err_set(-ENOMEM, "out of memory");
-	w.entry = entry;
-	i.name = strdup(name);
-	if (!i.name)
-		return err_set(-ENOMEM, "out of memory");
-	r = each_word(entry, text, image_word, &w);
 	if (r == 0)
-		r = image_check(&i);
-	if (r < 0) {
-		sched_image_free(&i);
-		return r;
-	}
-	*out = i;
-	return 0;
+		r = sched_image_from_json(o, out);
+	json_decref(o);
+	return r;
 }
 
 int sched_image_from_json(const json_t *o, struct sched_image *out)
@@ -466,8 +599,8 @@ int sched_image_from_json(const json_t *o, struct sched_image *out)
 		if (v)
 			r = set_str(dst[k], v);
 	}
-	if (r == 0)
-		r = json_long(o, "image", "min_disk_gb", 0, false, &i.min_disk_gb);
+	for (size_t k = 0; r == 0 && k < ARRAY_SIZE(image_nums); k++)
+		r = json_long(o, "image", &image_nums[k], &i);
 	/* direct kernel boot, in the instance spec's shape */
 	const char *ku = json_string_value(json_object_get(json_object_get(o, "kernel"), "url"));
 	const char *kc = json_string_value(json_object_get(json_object_get(o, "kernel"), "checksum"));

@@ -7,11 +7,9 @@
 #include <pthread.h>
 #include <sqlite3.h>
 
+#include "bus/bus.h" /* BUS_TOPIC_EVENTS, BUS_TOPIC_HOST_PREFIX */
 #include "model/model.h"
 #include "scheduler/scheduler.h"
-
-#define SCHED_TOPIC_EVENTS "stratus.events"
-#define SCHED_TOPIC_HOST_PREFIX "stratus.host."
 
 #define SCHED_MAX_NUMA 8
 #define SCHED_MAX_PAGE_SIZES 3 /* huge page sizes per node (2M, 1G, ...) */
@@ -36,7 +34,7 @@ struct sched_flavor {
 struct sched_image {
 	char *name, *url, *checksum, *disk_format;
 	long min_disk_gb;
-	/* optional direct kernel boot (bus/spec.h struct spec_image) */
+	/* optional direct kernel boot (model/model.h struct spec_image) */
 	char *kernel_url, *kernel_checksum, *initrd_url, *initrd_checksum, *cmdline;
 };
 
@@ -249,9 +247,10 @@ struct inst_row {
 	long attempts;
 };
 void inst_row_free(struct inst_row *r);
-/* 1 found, 0 not found, <0 error. */
+/* 0 found, -ENOENT not found, <0 error. */
 int sched_inst_get(struct sched *s, const char *uuid, struct inst_row *out);
-/* Find by name or uuid within a project among instances not deleted. */
+/* Find by name or uuid within a project among instances not deleted: 0,
+ * -ENOENT, -EEXIST (the name is ambiguous) or another error. */
 int sched_inst_find(struct sched *s, const char *project, const char *ref, struct inst_row *out);
 int sched_inst_update(struct sched *s, const struct inst_row *r);
 
@@ -271,12 +270,103 @@ int sched_catalog_add_image(struct sched *s, struct sched_image *i);  /* takes i
 /* Remove from memory and mark removed in the database; -ENOENT when absent. */
 int sched_catalog_remove(struct sched *s, bool flavor, const char *name);
 
-/* Messages out. */
+/* ---- requests: answers and messages out (reply.c) ---------------------- */
+
+/* One message being handled (requests.c fills it for the handler). */
+struct sched_call {
+	const char *type;
+	const char *rid;
+	json_t *body;
+	int64_t now_ms;
+	struct sched_out *out;
+	bool stored; /* the outcome is kept for duplicates */
+};
+
+/* A non-empty string member of O, or NULL. */
+const char *sched_jstr(const json_t *o, const char *k);
+
+/* Append a message to O (BODY taken, also on failure). */
 int sched_out_add(struct sched_out *o, const char *topic, const char *key, const char *type,
 		  const char *request_id, json_t *body);
+/* {ok, error?, data?} (DATA taken); NULL on ENOMEM. */
+json_t *sched_result_new(bool ok, const char *error, json_t *data);
+/* Store RES as C's outcome when C's type keeps outcomes. */
+int sched_store_result(struct sched *s, const struct sched_call *c, const json_t *res);
+/* Send RES (taken) as C's request.result, keyed KEY (NULL: the request id). */
+int sched_emit_result(struct sched_call *c, const char *key, json_t *res);
+/* Answer with an error: stored (when the type is), sent, and durable. */
+int sched_reject(struct sched *s, struct sched_call *c, const char *fmt, ...) PRINTF_LIKE(3, 4);
+/* Answer ok with DATA (taken); stored when the type is. */
+int sched_accept(struct sched *s, struct sched_call *c, const char *key, json_t *data);
+int sched_emit_state(struct sched_out *out, const char *rid, const char *uuid,
+		     const char *project, const char *host, const char *state, const char *reason);
+/* A command to stratus.host.HOST (BODY taken). */
+int sched_emit_host_cmd(struct sched_out *out, const char *host, const char *type,
+			const char *rid, const char *uuid, json_t *body);
+/* instance.build to H: the spec B (reference taken) + zone, attempt,
+ * request id and claim. sched_send_build: the spec as stored text. */
+int sched_send_build_json(struct sched_out *out, const struct sched_host *h, json_t *b,
+			  const char *rid, long attempt, const struct sched_fit *fit);
+int sched_send_build(struct sched_out *out, const struct sched_host *h, const char *spec_text,
+		     const char *rid, long attempt, const struct sched_fit *fit);
 
-/* The request handlers (requests.c). */
-int sched_dispatch(struct sched *s, const char *type, const char *request_id, json_t *body,
-		   int64_t now_ms, struct sched_out *out);
+/* ---- claims: allocations and server groups (claims.c) ------------------ */
+
+/* One row of the allocations table (host malloc'd: free it). */
+struct sched_alloc {
+	char *host;
+	struct quota_amounts amt;
+	long disk_gb;
+	struct sched_fit fit;
+};
+/* 0 found, -ENOENT not found, <0 error. */
+int sched_alloc_get(struct sched *s, const char *uuid, struct sched_alloc *out);
+int sched_alloc_insert(struct sched *s, const char *uuid, const char *project, const char *host,
+		       const struct quota_amounts *amt, long disk_gb, const struct sched_fit *fit);
+/* Take A's claim back from its host in memory. */
+void sched_alloc_release(struct sched *s, const struct sched_alloc *a);
+
+/* A growable list of malloc'd strings. */
+struct sched_strvec {
+	char **v;
+	size_t n, cap;
+};
+int sched_strvec_add(struct sched_strvec *sv, const char *s);
+void sched_strvec_free(struct sched_strvec *sv);
+
+/* The group's policy (created with WANT on first use). -EINVAL when WANT
+ * differs from the stored one. */
+int sched_group_policy(struct sched *s, const char *project, const char *group, const char *want,
+		       enum sched_group_policy *out);
+/* The hosts holding the group's members, added to SV. */
+int sched_group_hosts(struct sched *s, const char *project, const char *group,
+		      struct sched_strvec *sv);
+
+/* ---- the handlers (one row each in requests.c's table) ----------------- */
+
+/* boot.c */
+int sched_on_boot(struct sched *s, struct sched_call *c);
+/* Send the builds of the instances in UUIDS that are still `scheduling`. */
+int sched_resend_builds(struct sched *s, const struct sched_strvec *uuids, struct sched_out *out);
+/* instances.c */
+int sched_on_delete(struct sched *s, struct sched_call *c);
+int sched_on_power(struct sched *s, struct sched_call *c); /* stop, start, reboot, console */
+int sched_on_show(struct sched *s, struct sched_call *c);
+int sched_on_list(struct sched *s, struct sched_call *c);
+/* quota_hosts.c */
+int sched_on_quota_show(struct sched *s, struct sched_call *c);
+int sched_on_quota_set(struct sched *s, struct sched_call *c);
+int sched_on_host_list(struct sched *s, struct sched_call *c);
+int sched_on_report(struct sched *s, struct sched_call *c);
+/* catalog.c */
+int sched_on_flavor_list(struct sched *s, struct sched_call *c);
+int sched_on_flavor_add(struct sched *s, struct sched_call *c);
+int sched_on_flavor_remove(struct sched *s, struct sched_call *c);
+int sched_on_image_list(struct sched *s, struct sched_call *c);
+int sched_on_image_add(struct sched *s, struct sched_call *c);
+int sched_on_image_remove(struct sched *s, struct sched_call *c);
+/* events.c */
+int sched_on_state(struct sched *s, struct sched_call *c);
+int sched_on_reschedule(struct sched *s, struct sched_call *c);
 
 #endif

@@ -30,10 +30,10 @@ enum sched_sync { SCHED_SYNC_NORMAL, SCHED_SYNC_FULL, SCHED_SYNC_LAST };
 /* The `scheduler:` config section. */
 struct sched_config {
 	char *state_path;                 /* SQLite file */
-	int sync;                         /* enum sched_sync */
+	enum sched_sync sync;             /* SQLite synchronous mode */
 	int64_t heartbeat_interval_ms;    /* agents report this often */
 	long missed_heartbeats;           /* this many missed = down */
-	int placement;                    /* enum sched_policy */
+	enum sched_policy placement;
 	double ram_weight_multiplier;
 	double cpu_weight_multiplier;
 	double steal_weight_multiplier;

@@ -236,10 +236,10 @@ int sched_inst_get(struct sched *s, const char *uuid, struct inst_row *out)
 			ret = err_set(-ENOMEM, "out of memory");
 		} else {
 			*out = r;
-			ret = 1;
+			ret = 0;
 		}
 	} else if (rc == SQLITE_DONE) {
-		ret = 0;
+		ret = err_set(-ENOENT, "instance %s not found", uuid);
 	} else {
 		ret = db_err(s, "reading an instance");
 	}
@@ -267,7 +267,7 @@ int sched_inst_find(struct sched *s, const char *project, const char *ref, struc
 	if (ret < 0)
 		return ret;
 	if (n == 0)
-		return 0;
+		return err_set(-ENOENT, "instance %s not found in project %s", ref, project);
 	if (n > 1)
 		return err_set(-EEXIST, "instance name %s is ambiguous in project %s: use its uuid",
 			       ref, project);
@@ -779,64 +779,7 @@ fail:
 	return r;
 }
 
-/* ---- messages out ------------------------------------------------------ */
-
-int sched_out_add(struct sched_out *o, const char *topic, const char *key, const char *type,
-		  const char *request_id, json_t *body)
-{
-	struct sched_msg *m;
-
-	if (!body)
-		return err_set(-ENOMEM, "out of memory");
-	if (o->n == o->cap) {
-		size_t cap = o->cap ? o->cap * 2 : 8;
-		struct sched_msg *v = realloc(o->v, cap * sizeof(*v));
-
-		if (!v) {
-			json_decref(body);
-			return err_set(-ENOMEM, "out of memory");
-		}
-		o->v = v;
-		o->cap = cap;
-	}
-	m = &o->v[o->n];
-	memset(m, 0, sizeof(*m));
-	m->topic = strdup(topic);
-	m->key = key ? strdup(key) : NULL;
-	m->type = strdup(type);
-	snprintf(m->request_id, sizeof(m->request_id), "%s", request_id ? request_id : "");
-	m->body = body;
-	if (!m->topic || !m->type || (key && !m->key)) {
-		free(m->topic);
-		free(m->key);
-		free(m->type);
-		json_decref(body);
-		return err_set(-ENOMEM, "out of memory");
-	}
-	o->n++;
-	return 0;
-}
-
-void sched_out_clear(struct sched_out *o)
-{
-	if (!o)
-		return;
-	for (size_t i = 0; i < o->n; i++) {
-		free(o->v[i].topic);
-		free(o->v[i].key);
-		free(o->v[i].type);
-		json_decref(o->v[i].body);
-	}
-	o->n = 0;
-}
-
 /* ---- the rest of the public API ---------------------------------------- */
-
-int sched_handle(struct sched *s, const char *type, const char *request_id, json_t *body,
-		 int64_t now_ms, struct sched_out *out)
-{
-	return sched_dispatch(s, type, request_id, body, now_ms, out);
-}
 
 void sched_tick(struct sched *s, int64_t now_ms)
 {

@@ -26,7 +26,7 @@ struct store_instance {
 	char uuid[UUID_STRLEN];
 	char *name;
 	char *project;
-	char *spec_json;      /* the instance spec as received (model_spec_to_json) */
+	char *spec_json;      /* the parsed spec, serialized (model_spec_to_json) */
 	enum instance_state state;
 	char *step;           /* build step reached, e.g. "image", "seed", "define" */
 	char *placement_json; /* the vmm fit: pCPUs, NUMA nodes, hugepages */

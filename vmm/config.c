@@ -69,8 +69,8 @@ static int parse_pools(const char *val, void *dst, const char **expected)
 const struct cfg_field vmm_config_fields[] = {
 	{ .key = "uri", .type = CFG_STRING, .offset = F(uri), .def = "qemu:///system",
 	  .expected = "a libvirt URI like qemu:///system" },
-	{ .key = "accel", .type = CFG_ENUM, .offset = F(accel), .names = vmm_accel_names,
-	  .def = "auto" },
+	{ .key = "accel", .type = CFG_ENUM, .offset = CFG_ENUM_OFFSET(struct vmm_config, accel),
+	  .names = vmm_accel_names, .def = "auto" },
 	{ .key = "cpu_dedicated_set", .type = CFG_CUSTOM, .offset = F(cpu_dedicated_set),
 	  .parse = parse_cpuset_opt, .expected = "a CPU list like 0-3,8,^2" },
 	{ .key = "cpu_shared_set", .type = CFG_CUSTOM, .offset = F(cpu_shared_set),

@@ -631,7 +631,8 @@ static char *child_text(xmlNodePtr parent, const char *name, const char *attr_na
 	return NULL;
 }
 
-/* Our metadata element: 1 and the fields when present, 0 when absent. */
+/* Our metadata element: 0 and the fields when present, -ENOENT when absent
+ * (or unreadable: then the domain is not ours either). */
 static int our_metadata(virDomainPtr d, struct vmm_domain_info *info)
 {
 	char *md = virDomainGetMetadata(d, VIR_DOMAIN_METADATA_ELEMENT, VMM_XMLNS, 0);
@@ -640,20 +641,20 @@ static int our_metadata(virDomainPtr d, struct vmm_domain_info *info)
 
 	if (!md) {
 		virResetLastError();
-		return 0;
+		return -ENOENT;
 	}
 	doc = xmlReadMemory(md, (int)strlen(md), "metadata.xml", NULL,
 			    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	free(md);
 	if (!doc)
-		return 0;
+		return -ENOENT;
 	root = xmlDocGetRootElement(doc);
 	if (root) {
 		info->project = child_text(root, "project", NULL);
 		info->flavor = child_text(root, "flavor", "name");
 	}
 	xmlFreeDoc(doc);
-	return 1;
+	return 0;
 }
 
 int vmm_list_ours(struct vmm_conn *c, struct vmm_domain_info **out, size_t *n)
@@ -680,8 +681,8 @@ int vmm_list_ours(struct vmm_conn *c, struct vmm_domain_info **out, size_t *n)
 		struct vmm_domain_info *info = &l[k];
 		const char *name;
 
-		if (!our_metadata(doms[i], info))
-			continue;
+		if (our_metadata(doms[i], info) < 0)
+			continue; /* not a Stratus domain */
 		name = virDomainGetName(doms[i]);
 		info->name = strdup(name ? name : "");
 		virDomainGetUUIDString(doms[i], info->uuid);

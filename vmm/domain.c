@@ -262,6 +262,36 @@ static void write_os(struct xw *x, const struct vmm_domain_params *pp)
 	end(x);
 }
 
+/* Where each seed format is attached; all are read-only raw images.
+ * VMM_SEED_NONE has no entry (device NULL): no seed disk. */
+static const struct seed_disk {
+	const char *device, *dev, *bus;
+} seed_disks[VMM_SEED_LAST] = {
+	[VMM_SEED_ISO] = { "cdrom", "hda", "ide" },
+	[VMM_SEED_RAW] = { "disk", "vdb", "virtio" },
+};
+
+static void write_seed(struct xw *x, const char *path, const struct seed_disk *d)
+{
+	start(x, "disk");
+	attr(x, "type", "file");
+	attr(x, "device", d->device);
+	start(x, "driver");
+	attr(x, "name", "qemu");
+	attr(x, "type", "raw");
+	end(x);
+	start(x, "source");
+	attr(x, "file", path);
+	end(x);
+	start(x, "target");
+	attr(x, "dev", d->dev);
+	attr(x, "bus", d->bus);
+	end(x);
+	start(x, "readonly");
+	end(x);
+	end(x);
+}
+
 static void write_disks(struct xw *x, const struct instance_spec *spec,
 			const struct vmm_domain_params *pp)
 {
@@ -298,51 +328,9 @@ static void write_disks(struct xw *x, const struct instance_spec *spec,
 	end(x);
 	end(x);
 
-	if (!pp->seed_path)
-		return;
-	switch (pp->seed_format) {
-	case VMM_SEED_ISO:
-		start(x, "disk");
-		attr(x, "type", "file");
-		attr(x, "device", "cdrom");
-		start(x, "driver");
-		attr(x, "name", "qemu");
-		attr(x, "type", "raw");
-		end(x);
-		start(x, "source");
-		attr(x, "file", pp->seed_path);
-		end(x);
-		start(x, "target");
-		attr(x, "dev", "hda");
-		attr(x, "bus", "ide");
-		end(x);
-		start(x, "readonly");
-		end(x);
-		end(x);
-		break;
-	case VMM_SEED_RAW:
-		start(x, "disk");
-		attr(x, "type", "file");
-		attr(x, "device", "disk");
-		start(x, "driver");
-		attr(x, "name", "qemu");
-		attr(x, "type", "raw");
-		end(x);
-		start(x, "source");
-		attr(x, "file", pp->seed_path);
-		end(x);
-		start(x, "target");
-		attr(x, "dev", "vdb");
-		attr(x, "bus", "virtio");
-		end(x);
-		start(x, "readonly");
-		end(x);
-		end(x);
-		break;
-	case VMM_SEED_NONE:
-	case VMM_SEED_LAST:
-		break;
-	}
+	if (pp->seed_path && (unsigned)pp->seed_format < VMM_SEED_LAST &&
+	    seed_disks[pp->seed_format].device)
+		write_seed(x, pp->seed_path, &seed_disks[pp->seed_format]);
 	(void)spec;
 }
 

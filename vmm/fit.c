@@ -19,91 +19,39 @@
 #include "vmm/vmm_priv.h"
 
 /* ---- extra specs ---------------------------------------------------------- */
-static const char *const cpu_policy_names[] = { "shared", "dedicated", NULL };
-static const char *const thread_policy_names[] = { "prefer", "isolate", "require", NULL };
-static const char *const emu_policy_names[] = { "share", "isolate", NULL };
-/* hw:mem_page_size, by enum vmm_page_req (NONE is the absent key). */
-static const char *const page_req_names[] = {
-	[VMM_PAGE_REQ_NONE] = "", [VMM_PAGE_REQ_SMALL] = "small", [VMM_PAGE_REQ_LARGE] = "large",
-	[VMM_PAGE_REQ_ANY] = "any", [VMM_PAGE_REQ_2MB] = "2MB", [VMM_PAGE_REQ_1GB] = "1GB",
-	[VMM_PAGE_REQ_LAST] = NULL,
-};
-
-static int bad_value(const struct instance_spec *spec, const char *key, const char *val,
-		     const char *const *names, int first)
-{
-	char list[256] = "";
-	size_t off = 0;
-
-	for (int i = first; names[i]; i++)
-		off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s", i > first ? ", " : "",
-					names[i]);
-	return err_set(-EINVAL, "flavor %s: %s: invalid value '%.64s' (accepted: %s)",
-		       spec->flavor.name, key, val, list);
-}
-
-/* Look KEY up; absent leaves *out alone. */
-static int enum_spec(const struct instance_spec *spec, const char *key, const char *const *names,
-		     int first, int *out)
-{
-	const char *v = model_spec_extra(spec, key);
-
-	if (!v)
-		return 0;
-	for (int i = first; names[i]; i++) {
-		if (strcmp(v, names[i]) == 0) {
-			*out = i;
-			return 0;
-		}
-	}
-	return bad_value(spec, key, v, names, first);
-}
+/* The parser is model's (model_flavor_policy_parse); vmm's enums are the
+ * same values under vmm's names. */
+_Static_assert((int)VMM_CPU_POLICY_LAST == (int)MODEL_CPU_POLICY_LAST &&
+		       (int)VMM_CPU_DEDICATED == (int)MODEL_CPU_DEDICATED,
+	       "vmm_cpu_policy follows model_cpu_policy");
+_Static_assert((int)VMM_THREAD_POLICY_LAST == (int)MODEL_THREAD_POLICY_LAST &&
+		       (int)VMM_THREAD_ISOLATE == (int)MODEL_THREAD_ISOLATE &&
+		       (int)VMM_THREAD_REQUIRE == (int)MODEL_THREAD_REQUIRE,
+	       "vmm_thread_policy follows model_thread_policy");
+_Static_assert((int)VMM_EMU_POLICY_LAST == (int)MODEL_EMU_POLICY_LAST &&
+		       (int)VMM_EMU_ISOLATE == (int)MODEL_EMU_ISOLATE,
+	       "vmm_emu_policy follows model_emu_policy");
+_Static_assert((int)VMM_PAGE_REQ_LAST == (int)MODEL_PAGE_REQ_LAST &&
+		       (int)VMM_PAGE_REQ_SMALL == (int)MODEL_PAGE_REQ_SMALL &&
+		       (int)VMM_PAGE_REQ_LARGE == (int)MODEL_PAGE_REQ_LARGE &&
+		       (int)VMM_PAGE_REQ_ANY == (int)MODEL_PAGE_REQ_ANY &&
+		       (int)VMM_PAGE_REQ_2MB == (int)MODEL_PAGE_REQ_2MB &&
+		       (int)VMM_PAGE_REQ_1GB == (int)MODEL_PAGE_REQ_1GB,
+	       "vmm_page_req follows model_page_req");
+_Static_assert(VMM_MAX_CELLS >= MODEL_MAX_NUMA_NODES, "a cell per hw:numa_nodes");
 
 int vmm_policy_from_spec(const struct instance_spec *spec, struct vmm_policy *out)
 {
-	struct vmm_policy p = { VMM_CPU_SHARED, VMM_THREAD_PREFER, VMM_EMU_SHARE,
-				VMM_PAGE_REQ_NONE, 0 };
-	int v, r;
-	const char *s;
+	struct model_flavor_policy mp;
+	int r = model_flavor_policy_parse(&spec->flavor, &mp, NULL);
 
-	v = (int)p.cpu;
-	if ((r = enum_spec(spec, "hw:cpu_policy", cpu_policy_names, 0, &v)) < 0)
+	if (r < 0)
 		return r;
-	p.cpu = (enum vmm_cpu_policy)v;
-	v = -1;
-	if ((r = enum_spec(spec, "hw:cpu_thread_policy", thread_policy_names, 0, &v)) < 0)
-		return r;
-	if (v >= 0) {
-		if (p.cpu != VMM_CPU_DEDICATED)
-			return err_set(-EINVAL, "flavor %s: hw:cpu_thread_policy=%s needs "
-					"hw:cpu_policy=dedicated", spec->flavor.name,
-				       thread_policy_names[v]);
-		p.thread = (enum vmm_thread_policy)v;
-	}
-	v = -1;
-	if ((r = enum_spec(spec, "hw:emulator_threads_policy", emu_policy_names, 0, &v)) < 0)
-		return r;
-	if (v >= 0) {
-		if (v == VMM_EMU_ISOLATE && p.cpu != VMM_CPU_DEDICATED)
-			return err_set(-EINVAL, "flavor %s: hw:emulator_threads_policy=isolate needs "
-					"hw:cpu_policy=dedicated", spec->flavor.name);
-		p.emu = (enum vmm_emu_policy)v;
-	}
-	v = (int)p.page;
-	if ((r = enum_spec(spec, "hw:mem_page_size", page_req_names, 1, &v)) < 0)
-		return r;
-	p.page = (enum vmm_page_req)v;
-	s = model_spec_extra(spec, "hw:numa_nodes");
-	if (s) {
-		long n;
-
-		if (parse_long(s, 1, VMM_MAX_CELLS, &n) < 0)
-			return err_set(-EINVAL, "flavor %s: hw:numa_nodes: invalid value '%.64s' "
-					"(accepted: an integer from 1 to %d)", spec->flavor.name, s,
-				       VMM_MAX_CELLS);
-		p.numa_nodes = (int)n;
-	}
-	*out = p;
+	out->cpu = (enum vmm_cpu_policy)mp.cpu;
+	out->thread = (enum vmm_thread_policy)mp.thread;
+	out->emu = (enum vmm_emu_policy)mp.emu;
+	out->page = (enum vmm_page_req)mp.page;
+	out->numa_nodes = mp.numa_nodes;
 	return 0;
 }
 
@@ -553,10 +501,10 @@ int vmm_fit(const struct vmm_topology *t, const struct vmm_config *cfg,
 				return err_set(-ENOSPC, "instance %s (flavor %s): hw:mem_page_size=%s but "
 						"the %s pool is not in vmm.hugepage_pools",
 					       spec->uuid, spec->flavor.name,
-					       page_req_names[f.pol.page], vmm_page_names[explicit_page]);
+					       model_page_req_names[f.pol.page], vmm_page_names[explicit_page]);
 			return err_set(-EINVAL, "flavor %s: %ld MiB per NUMA node is not a multiple "
 					"of the page size hw:mem_page_size=%s asks for",
-				       spec->flavor.name, f.per_cell_mib, page_req_names[f.pol.page]);
+				       spec->flavor.name, f.per_cell_mib, model_page_req_names[f.pol.page]);
 		}
 		n_order = k;
 	}

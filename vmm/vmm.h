@@ -101,7 +101,7 @@ struct vmm_cpuset_opt {
 
 struct vmm_config {
 	char *uri;                       /* libvirt URI, default qemu:///system */
-	int accel;                       /* enum vmm_accel */
+	enum vmm_accel accel;
 	struct vmm_cpuset_opt cpu_dedicated_set; /* pCPUs for hw:cpu_policy=dedicated */
 	struct vmm_cpuset_opt cpu_shared_set;    /* where shared vCPUs float */
 	unsigned hugepage_pools;         /* bit (1 << enum vmm_page) per usable size */

@@ -46,6 +46,16 @@ ctl boot web-1 --flavor m1.small --image tiny --meta role=web --timeout 60 >"$T/
 ctl --json show web-1 >"$T/show.json" || fail "show"
 jq -e '.state == "active" and .host == "hv1"' "$T/show.json" >/dev/null || fail "show: $(cat "$T/show.json")"
 ctl --json list | jq -e 'length == 1 and .[0].name == "web-1"' >/dev/null || fail "list"
+# global options after the command, and --json is one JSON document
+ctl list --json >"$T/list-after.json" 2>"$T/list-after.err" || fail "list --json: $(cat "$T/list-after.err")"
+jq -s -e 'length == 1 and (.[0] | length == 1 and .[0].name == "web-1")' "$T/list-after.json" >/dev/null ||
+	fail "list --json: not one document: $(cat "$T/list-after.json")"
+[ "$(ctl --json list | jq -S -c 'map(.name)')" = "$(jq -S -c 'map(.name)' "$T/list-after.json")" ] ||
+	fail "list --json differs from --json list"
+ctl show web-1 --json | jq -s -e 'length == 1 and .[0].state == "active"' >/dev/null || fail "show --json"
+ctl host list --json | jq -s -e 'length == 1' >/dev/null || fail "host list --json"
+if ctl list --bootstrap >/dev/null 2>"$T/noval.err"; then fail "list --bootstrap without a value accepted"; fi
+grep -q "option --bootstrap needs a value" "$T/noval.err" || fail "missing value: $(cat "$T/noval.err")"
 uuid=$(jq -r .uuid "$T/show.json")
 ip=$(db "SELECT address FROM instances WHERE uuid='$uuid'" | cut -d/ -f1)
 [ -n "$ip" ] || fail "no address in the agent's store"

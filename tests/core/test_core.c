@@ -1,4 +1,5 @@
 /* Unit tests for core/: parsing, uuid, time, strbuf, errors, config. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -104,11 +105,12 @@ static void test_err(void **state)
 struct t_sub {
 	long n;
 };
+enum t_mode { T_AUTO, T_KVM, T_QEMU, T_MODE_LAST };
 struct t_cfg {
 	char *name;
 	long port;
 	bool flag;
-	int mode;
+	enum t_mode mode;
 	uint64_t size;
 	int64_t timeout;
 	double ratio;
@@ -116,7 +118,9 @@ struct t_cfg {
 	struct cfg_map props;
 	struct t_sub sub;
 };
-static const char *const modes[] = { "auto", "kvm", "qemu", NULL };
+static const char *const modes[] = {
+	[T_AUTO] = "auto", [T_KVM] = "kvm", [T_QEMU] = "qemu", [T_MODE_LAST] = NULL,
+};
 static const struct cfg_field sub_fields[] = {
 	{ .key = "n", .type = CFG_INT, .offset = offsetof(struct t_sub, n), .min = 0, .max = 9,
 	  .def = "3" },
@@ -127,7 +131,7 @@ static const struct cfg_field t_fields[] = {
 	{ .key = "port", .type = CFG_INT, .offset = offsetof(struct t_cfg, port), .min = 1,
 	  .max = 65535, .def = "8080" },
 	{ .key = "flag", .type = CFG_BOOL, .offset = offsetof(struct t_cfg, flag) },
-	{ .key = "mode", .type = CFG_ENUM, .offset = offsetof(struct t_cfg, mode), .names = modes,
+	{ .key = "mode", .type = CFG_ENUM, .offset = CFG_ENUM_OFFSET(struct t_cfg, mode), .names = modes,
 	  .def = "auto" },
 	{ .key = "size", .type = CFG_SIZE, .offset = offsetof(struct t_cfg, size), .def = "1G" },
 	{ .key = "timeout", .type = CFG_DURATION, .offset = offsetof(struct t_cfg, timeout),
@@ -162,7 +166,7 @@ static void test_config_ok(void **state)
 			 0);
 	assert_string_equal(c.name, "h1");
 	assert_int_equal(c.port, 8080);
-	assert_int_equal(c.mode, 2);
+	assert_int_equal(c.mode, T_QEMU);
 	assert_true(c.size == 1ULL << 30);
 	assert_int_equal(c.timeout, 30000);
 	assert_true(c.ratio == 1.5);
@@ -201,6 +205,74 @@ static void test_config_errors(void **state)
 	}
 }
 
+static void test_net_addr_port(void **state)
+{
+	static const struct {
+		const char *s;
+		long min, max;
+		unsigned flags;
+		int want;
+		const char *addr;
+		int port;
+	} cases[] = {
+		{ "127.0.0.1:9180", 0, 65535, 0, 0, "127.0.0.1", 9180 },
+		{ "0.0.0.0:0", 0, 65535, 0, 0, "0.0.0.0", 0 },
+		{ "10.0.0.5:65535", 0, 65535, 0, 0, "10.0.0.5", 65535 },
+		{ "10.0.0.5", 1, 65535, NET_PORT_OPTIONAL, 0, "10.0.0.5", 0 },
+		{ "10.0.0.5:9092", 1, 65535, NET_PORT_OPTIONAL, 0, "10.0.0.5", 9092 },
+		/* missing port */
+		{ "10.0.0.5", 0, 65535, 0, -EINVAL, NULL, 0 },
+		{ "", 0, 65535, 0, -EINVAL, NULL, 0 },
+		{ "10.0.0.5:", 0, 65535, 0, -ERANGE, NULL, 0 },
+		/* port out of range or junk */
+		{ "10.0.0.5:65536", 0, 65535, 0, -ERANGE, NULL, 0 },
+		{ "10.0.0.5:0", 1, 65535, NET_PORT_OPTIONAL, -ERANGE, NULL, 0 },
+		{ "10.0.0.5:-1", 0, 65535, 0, -ERANGE, NULL, 0 },
+		{ "10.0.0.5:80x", 0, 65535, 0, -ERANGE, NULL, 0 },
+		{ "10.0.0.5: 80", 0, 65535, 0, -ERANGE, NULL, 0 },
+		/* the port is checked before the address */
+		{ "junk:abc", 0, 65535, 0, -ERANGE, NULL, 0 },
+		/* not an IPv4 address */
+		{ "localhost:80", 0, 65535, 0, -EADDRNOTAVAIL, NULL, 0 },
+		{ "10.0.0:80", 0, 65535, 0, -EADDRNOTAVAIL, NULL, 0 },
+		{ "10.0.0.256:80", 0, 65535, 0, -EADDRNOTAVAIL, NULL, 0 },
+		{ ":80", 0, 65535, 0, -EADDRNOTAVAIL, NULL, 0 },
+		{ "", 1, 65535, NET_PORT_OPTIONAL, -EADDRNOTAVAIL, NULL, 0 },
+		{ "bus.example", 1, 65535, NET_PORT_OPTIONAL, -EADDRNOTAVAIL, NULL, 0 },
+		/* no caller accepts IPv6, bracketed or not */
+		{ "[::1]:80", 0, 65535, 0, -EADDRNOTAVAIL, NULL, 0 },
+		{ "::1:80", 0, 65535, 0, -EADDRNOTAVAIL, NULL, 0 },
+		/* an address text longer than any IPv4 address could be */
+		{ "1111111111111111111111111111111111111111111111111111111111111111:80", 0, 65535, 0,
+		  -EINVAL, NULL, 0 },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct sockaddr_in sa = { .sin_port = htons(4242) };
+		char text[INET_ADDRSTRLEN];
+		int r = net_addr_port_parse(cases[i].s, cases[i].min, cases[i].max, cases[i].flags,
+					    &sa);
+
+		if (r != cases[i].want)
+			fail_msg("'%s': got %d, want %d (%s)", cases[i].s, r, cases[i].want,
+				 err_msg());
+		if (r < 0) {
+			assert_int_equal(ntohs(sa.sin_port), 4242); /* untouched */
+			assert_true(strlen(err_msg()) > 0);
+			continue;
+		}
+		assert_int_equal(sa.sin_family, AF_INET);
+		assert_int_equal(ntohs(sa.sin_port), cases[i].port);
+		assert_non_null(inet_ntop(AF_INET, &sa.sin_addr, text, sizeof(text)));
+		assert_string_equal(text, cases[i].addr);
+	}
+	net_addr_port_parse("10.0.0.5:70000", 1, 65534, 0, &(struct sockaddr_in){ 0 });
+	assert_string_equal(err_msg(), "'10.0.0.5:70000': port '70000': expected 1 to 65534");
+	net_addr_port_parse("db:5432", 0, 65535, 0, &(struct sockaddr_in){ 0 });
+	assert_string_equal(err_msg(), "'db:5432': 'db' is not an IPv4 address");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -211,6 +283,7 @@ int main(void)
 		cmocka_unit_test(test_err),
 		cmocka_unit_test(test_config_ok),
 		cmocka_unit_test(test_config_errors),
+		cmocka_unit_test(test_net_addr_port),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -129,6 +129,36 @@ static const struct {
 	{ "missing.raw", IMG_FMT_RAW, -ENOENT, "No such file", IMG_KIND_RAW },
 };
 
+/* human_size (core), the sizes of inspection messages and the image commands */
+static const struct {
+	uint64_t v;
+	const char *want;
+} size_cases[] = {
+	{ 0, "0 B" },
+	{ 1023, "1023 B" },
+	{ 1024, "1.0 KiB" },
+	{ 1536, "1.5 KiB" },
+	{ 192 * 1024, "192.0 KiB" },
+	{ 64ULL << 20, "64.0 MiB" },
+	{ 1ULL << 40, "1.0 TiB" },
+	{ UINT64_MAX, "16.0 EiB" },
+};
+
+static void test_human_size(void **state)
+{
+	char buf[32];
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(size_cases); i++) {
+		human_size(size_cases[i].v, buf, sizeof(buf));
+		if (strcmp(buf, size_cases[i].want) != 0)
+			fail_msg("%llu bytes: got '%s', want '%s'",
+				 (unsigned long long)size_cases[i].v, buf, size_cases[i].want);
+	}
+	human_size(1024, buf, 4); /* truncated, still terminated */
+	assert_string_equal(buf, "1.0");
+}
+
 static void test_inspect_corpus(void **state)
 {
 	(void)state;
@@ -733,6 +763,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_checksum_parse),
+		cmocka_unit_test(test_human_size),
 		cmocka_unit_test(test_inspect_corpus),
 		cmocka_unit_test(test_inspect_sizes),
 		cmocka_unit_test(test_cache_fetch_file_and_restart),

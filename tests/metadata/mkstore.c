@@ -1,6 +1,6 @@
 /*
  * Test helper: write instance specs into an agent store the way the agent
- * does (agent/store.h): a row per instance, state active, its address
+ * does (store/store.h): a row per instance, state active, its address
  * allocated. Running it again with changed specs replaces the rows.
  *
  *   mkstore STORE.db INSTANCES.json

@@ -13,7 +13,7 @@ out=$B/fuzz
 mkdir -p "$out"
 command -v clang >/dev/null || { echo "clang not installed (deps/test-metadata.txt)"; exit 1; }
 
-srcs="core/config.c core/daemon.c core/err.c core/log.c core/util.c bus/spec.c
+srcs="core/config.c core/daemon.c core/err.c core/log.c core/net.c core/util.c model/spec.c
       metadata/render.c metadata/source.c metadata/service.c metadata/config.c"
 libs=$(pkg-config --libs jansson yaml-0.1 libcrypto)
 cflags="-g -O1 -std=gnu11 -D_GNU_SOURCE -pthread -I. $(pkg-config --cflags jansson yaml-0.1)"
@@ -22,7 +22,7 @@ san="-fsanitize=address,undefined -fno-sanitize-recover=all"
 for h in request spec; do
 	bin=$out/fuzz_$h
 	# rebuild when any source is newer than the binary
-	if [ ! -x "$bin" ] || [ -n "$(find $srcs metadata/*.h bus/spec.h core/core.h \
+	if [ ! -x "$bin" ] || [ -n "$(find $srcs metadata/*.h model/model.h core/core.h \
 		tests/metadata/fuzz/fuzz_$h.c -newer "$bin" 2>/dev/null)" ]; then
 		echo "building $bin"
 		# shellcheck disable=SC2086

@@ -176,6 +176,61 @@ static void test_base64(void **state)
 	free(e);
 }
 
+/* The flavor extra specs: defaults, every value, aliases, and rejections
+ * naming the key at fault. */
+static void test_flavor_policy(void **state)
+{
+	struct spec_kv kv[3];
+	struct spec_flavor f = { .name = (char *)"m1.x", .vcpus = 2, .ram_mb = 1024,
+				 .extra_specs = kv };
+	struct model_flavor_policy p;
+	enum model_flavor_spec bad = MODEL_SPEC_LAST;
+
+	(void)state;
+	assert_int_equal(model_flavor_policy_parse(&f, &p, NULL), 0);
+	assert_int_equal(p.cpu, MODEL_CPU_SHARED);
+	assert_int_equal(p.thread, MODEL_THREAD_PREFER);
+	assert_int_equal(p.emu, MODEL_EMU_SHARE);
+	assert_int_equal(p.page, MODEL_PAGE_REQ_NONE);
+	assert_int_equal(p.numa_nodes, 0);
+
+	kv[0] = (struct spec_kv){ (char *)"hw:cpu_policy", (char *)"dedicated" };
+	kv[1] = (struct spec_kv){ (char *)"hw:mem_page_size", (char *)"2M" };
+	kv[2] = (struct spec_kv){ (char *)"hw:numa_nodes", (char *)"2" };
+	f.n_extra_specs = 3;
+	assert_int_equal(model_flavor_policy_parse(&f, &p, NULL), 0);
+	assert_int_equal(p.cpu, MODEL_CPU_DEDICATED);
+	assert_int_equal(p.page, MODEL_PAGE_REQ_2MB);
+	assert_int_equal(p.numa_nodes, 2);
+
+	kv[1].val = (char *)"3MB";
+	assert_int_equal(model_flavor_policy_parse(&f, &p, &bad), -EINVAL);
+	assert_int_equal(bad, MODEL_SPEC_MEM_PAGE_SIZE);
+	assert_string_equal(err_msg(), "flavor m1.x: hw:mem_page_size: invalid value '3MB' "
+			    "(accepted: small, large, any, 2MB, 1GB)");
+	assert_int_equal(p.page, MODEL_PAGE_REQ_2MB); /* untouched */
+
+	kv[0].val = (char *)"shared";
+	kv[1] = (struct spec_kv){ (char *)"hw:cpu_thread_policy", (char *)"isolate" };
+	assert_int_equal(model_flavor_policy_parse(&f, &p, &bad), -EINVAL);
+	assert_int_equal(bad, MODEL_SPEC_THREAD_POLICY);
+	assert_string_equal(err_msg(), "flavor m1.x: hw:cpu_thread_policy=isolate needs "
+			    "hw:cpu_policy=dedicated");
+
+	kv[0].val = (char *)"fast";
+	assert_int_equal(model_flavor_policy_parse(&f, &p, &bad), -EINVAL);
+	assert_int_equal(bad, MODEL_SPEC_CPU_POLICY);
+	assert_string_equal(err_msg(), "flavor m1.x: hw:cpu_policy: invalid value 'fast' "
+			    "(accepted: shared, dedicated)");
+
+	kv[0].val = (char *)"dedicated";
+	kv[2].val = (char *)"9";
+	assert_int_equal(model_flavor_policy_parse(&f, &p, &bad), -EINVAL);
+	assert_int_equal(bad, MODEL_SPEC_NUMA_NODES);
+	assert_string_equal(err_msg(), "flavor m1.x: hw:numa_nodes: invalid value '9' "
+			    "(accepted: an integer from 1 to 8)");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -183,6 +238,7 @@ int main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_rejects),
 		cmocka_unit_test(test_base64),
+		cmocka_unit_test(test_flavor_policy),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,53 @@
+/*
+ * The domain the agent boots: an instance's file names and its
+ * vmm_domain_params, built in one place for the build's define step and
+ * for `stratus-agent render-domain`, so the golden domain-XML tests
+ * (tests/vmm/test_golden.sh) check what the agent really boots.
+ */
+#define LOG_TAG "agent"
+#include <string.h>
+
+#include "agent/agent_priv.h"
+
+char *agent_instance_file(const struct vmm_config *vc, const char *uuid, const char *file)
+{
+	const char *dir = strcmp(file, ".log") == 0 ? vc->console_log_dir : vc->instances_dir;
+	char *p = NULL;
+
+	if (asprintf(&p, "%s/%s%s", dir, uuid, file) < 0)
+		return NULL;
+	return p;
+}
+
+char *agent_instance_path(struct agent *a, const char *uuid, const char *file)
+{
+	return agent_instance_file(a->vmm_cfg, uuid, file);
+}
+
+static void domain_params(const struct instance_spec *spec, const struct vmm_config *vc,
+			  enum vmm_virt virt, const struct agent_domain_files *f,
+			  struct vmm_domain_params *p)
+{
+	*p = (struct vmm_domain_params){
+		.virt = virt,
+		.disk_path = f->disk,
+		.disk_format = "qcow2",
+		.seed_path = f->seed,
+		.seed_format = f->seed ? VMM_SEED_ISO : VMM_SEED_NONE,
+		.bridge = vc->bridge && *vc->bridge ? vc->bridge : NULL,
+		.console_log = f->console_log,
+		.kernel = f->kernel,
+		.initrd = f->initrd,
+		.cmdline = f->kernel ? spec->image.cmdline : NULL,
+	};
+}
+
+int agent_domain_xml(const struct instance_spec *spec, const struct vmm_placement *pl,
+		     const struct vmm_config *vc, enum vmm_virt virt,
+		     const struct agent_domain_files *f, char **xml)
+{
+	struct vmm_domain_params p;
+
+	domain_params(spec, vc, virt, f, &p);
+	return vmm_domain_xml(spec, pl, &p, xml);
+}

@@ -1,0 +1,91 @@
+/*
+ * cli: what the tenant command files share (cli/tenant.c implements it;
+ * cli/instance.c and cli/catalog.c use it). See docs/stratusctl.md.
+ */
+#ifndef STRATUS_CLI_PRIV_H
+#define STRATUS_CLI_PRIV_H
+
+#include <getopt.h>
+#include <jansson.h>
+#include <stdint.h>
+
+#include "cli/tenant.h"
+#include "core/core.h"
+
+/* The options every tenant command takes (CLI_COMMON_OPTS). */
+struct cli_common {
+	const char *project;
+	long timeout_s;
+	bool no_wait;
+};
+
+enum { CLI_OPT_PROJECT = 1000, CLI_OPT_TIMEOUT, CLI_OPT_NO_WAIT, CLI_OPT_HELP, CLI_OPT_LINES };
+
+/* ---- a session with the scheduler --------------------------------------- */
+
+struct cli_watch {
+	char last_rid[UUID_STRLEN]; /* the last request sent: a later error for it counts */
+	json_t *late_error;    /* a request.result ok=false for last_rid after the first */
+	const char *rid;
+	json_t *result;        /* the request.result body, once seen */
+	json_t *states;        /* instance.state bodies of watched uuids */
+	json_t *uuids;         /* object: uuid -> true */
+};
+
+struct cli_session {
+	struct cli_ctx *ctx;
+	struct bus_producer *prod;
+	struct bus_consumer *obs;
+	struct cli_watch w;
+	int64_t deadline_ms;
+};
+
+/* $STRATUS_PROJECT, else "default". */
+const char *cli_default_project(void);
+/* A producer and an observer of stratus.events (from its end); every
+ * request of the session must be answered before now + timeout_s.
+ * CLI_OK, or CLI_ERROR with the error printed. */
+int cli_session_open(struct cli_session *ss, struct cli_ctx *ctx, long timeout_s);
+/* Accepts a session whose open failed. */
+void cli_session_close(struct cli_session *ss);
+/* Read stratus.events for up to timeout_ms into ss->w. */
+void cli_session_poll(struct cli_session *ss, int timeout_ms);
+/*
+ * Send TYPE with BODY (a reference is kept by the caller) and wait for its
+ * outcome. CLI_OK with *data (new reference, may be NULL) when ok; the
+ * error printed and CLI_ERROR when not; CLI_TIMEOUT.
+ */
+int cli_request(struct cli_session *ss, const char *type, json_t *body, json_t **data);
+/* One session, one request of TYPE with BODY (consumed), its data printed:
+ * a table (cols/heads; none when cols is NULL) or JSON. */
+int cli_request_print(struct cli_ctx *ctx, const struct cli_common *co, const char *type,
+		      json_t *body, const char *const *cols, const char *const *heads);
+
+/* ---- output -------------------------------------------------------------- */
+
+void cli_print_json(const json_t *v);
+/* o[key] as text ("-" when absent); buf holds numbers. */
+const char *cli_field_text(const json_t *o, const char *key, char *buf, size_t len);
+/* A table of ROWS (objects) with the given columns: header, then rows. */
+void cli_print_table(const json_t *rows, const char *const *cols, const char *const *heads);
+
+/* ---- option parsing shared by the commands ------------------------------ */
+
+#define CLI_COMMON_OPTS                                                  \
+	{ "project", required_argument, NULL, CLI_OPT_PROJECT },         \
+	{ "timeout", required_argument, NULL, CLI_OPT_TIMEOUT },         \
+	{ "help", no_argument, NULL, CLI_OPT_HELP }
+
+/* 0 handled, 1 not a common option, <0 bad value (printed) */
+int cli_common_opt(struct cli_ctx *ctx, int c, struct cli_common *co);
+/* Parse the common options only; returns the index of the first operand,
+ * or <0 (the exit code negated; -CLI_OK - 100 after --help). */
+int cli_common_only(struct cli_ctx *ctx, int argc, char **argv, const char *usage,
+		    struct cli_common *co);
+/* "usage: stratusctl USAGE" on stderr; returns CLI_USAGE. */
+int cli_usage_only(struct cli_ctx *ctx, const char *usage);
+/* "stratusctl: MESSAGE", then the usage; returns CLI_USAGE. */
+int cli_usage_error(struct cli_ctx *ctx, const char *usage, const char *fmt, ...)
+	PRINTF_LIKE(3, 4);
+
+#endif

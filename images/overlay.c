@@ -1,0 +1,236 @@
+/*
+ * Per-instance disks: a qcow2 overlay on the cached base, the instance
+ * recorded as a user of the image in the index (so the base is never
+ * evicted while the instance exists).
+ */
+#define LOG_TAG "images"
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "images/images_priv.h"
+
+#define GIB (1ULL << 30)
+
+
+/* Find the entry that lists instance_uuid as a user (index held). */
+static json_t *entry_of_user(struct img_cache *c, const char *uuid, const char **key)
+{
+	const char *k;
+	json_t *e;
+
+	json_object_foreach(img_index_images(c), k, e) {
+		if (json_object_get(json_object_get(e, "users"), uuid)) {
+			*key = k;
+			return e;
+		}
+	}
+	return NULL;
+}
+
+static int set_user(struct img_cache *c, const char *key, const char *uuid,
+		    const char *overlay)
+{
+	json_t *e;
+	int r = img_index_begin(c);
+
+	if (r < 0)
+		return r;
+	e = json_object_get(img_index_images(c), key);
+	if (!e)
+		return img_index_end(c, false, err_set(-ENOENT, "image %s: not in the cache", key));
+	if (overlay)
+		json_object_set_new(json_object_get(e, "users"), uuid, json_string(overlay));
+	else
+		json_object_del(json_object_get(e, "users"), uuid);
+	return img_index_end(c, true, 0);
+}
+
+/* 1 when the instance already has its disk at path, 0 when it has none,
+ * -EEXIST when it has one on another image. */
+static int existing_disk(struct img_cache *c, const char *uuid, const char *key,
+			 const char *path)
+{
+	const char *have = NULL;
+	json_t *e;
+	int r = img_index_begin(c);
+
+	if (r < 0)
+		return r;
+	e = entry_of_user(c, uuid, &have);
+	if (e && strcmp(have, key) != 0) {
+		r = err_set(-EEXIST, "instance %s: already has a disk on image %s", uuid, have);
+		return img_index_end(c, false, r);
+	}
+	r = e && access(path, F_OK) == 0;
+	img_index_end(c, false, 0);
+	return r;
+}
+
+/* The disk's size in bytes: disk_gb GiB, or the image's virtual size for
+ * 0; never smaller than the virtual size. */
+static int disk_size(struct img_cache *c, const char *key, uint64_t disk_gb,
+		     const char *uuid, const char *name, uint64_t *out)
+{
+	uint64_t vsize, size;
+	json_t *e;
+	int r = img_index_begin(c);
+
+	if (r < 0)
+		return r;
+	e = json_object_get(img_index_images(c), key);
+	vsize = e ? (uint64_t)img_jint(e, "virtual_size") : 0;
+	img_index_end(c, false, 0);
+	size = disk_gb ? disk_gb * GIB : vsize;
+	if (disk_gb > UINT64_MAX / GIB || size < vsize)
+		return err_set(-EINVAL, "instance %s: flavor disk of %" PRIu64 " GiB is smaller than "
+				     "image %s (virtual size %" PRIu64 " bytes)",
+			       uuid, disk_gb, name, vsize);
+	*out = size;
+	return 0;
+}
+
+/* qemu-img create the overlay as tmp, fsync it, rename it to path (the
+ * caller fsyncs the directory). */
+static int write_overlay(struct img_cache *c, enum img_format base_fmt, char *base,
+			 char *tmp, const char *path, uint64_t size, const char *uuid)
+{
+	char size_arg[32], fmt[16];
+	char *out = NULL;
+	int r, fd;
+
+	snprintf(size_arg, sizeof(size_arg), "%" PRIu64, size);
+	snprintf(fmt, sizeof(fmt), "%s", img_format_name(base_fmt));
+	{
+		char *argv[] = { c->cfg.qemu_img, "create", "-q", "-f", "qcow2", "-F",
+				 fmt, "-b", base, tmp, size_arg,
+				 NULL };
+
+		unlink(tmp);
+		r = img_run(argv, &out);
+		if (r != 0) {
+			r = err_set(r < 0 ? r : -EIO, "instance %s: qemu-img create failed: %s",
+				    uuid, out && *out ? out : "(no output)");
+			goto out;
+		}
+	}
+	fd = open(tmp, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0) {
+		r = err_sys(-errno, "instance %s: %s", uuid, tmp);
+		if (fd >= 0)
+			close(fd);
+		goto out;
+	}
+	close(fd);
+	if (rename(tmp, path) < 0) {
+		r = err_sys(-errno, "instance %s: rename %s", uuid, path);
+		goto out;
+	}
+	r = 0;
+out:
+	free(out);
+	return r;
+}
+
+int img_overlay_create(struct img_cache *c, const struct img_ref *ref,
+		       const char *instance_uuid, uint64_t disk_gb, const char *dir,
+		       char **overlay_path)
+{
+	const char *name = ref && ref->name ? ref->name : ref ? ref->url : NULL;
+	char *base = NULL, *path = NULL, *tmp = NULL, *key = NULL;
+	struct img_checksum ck;
+	uint64_t size = 0;
+	bool pinned = false, user = false;
+	int r;
+
+	if (!uuid_valid(instance_uuid))
+		return err_set(-EINVAL, "overlay: '%s' is not an instance uuid",
+			       instance_uuid ? instance_uuid : "");
+	if (!ref || !ref->checksum)
+		return err_set(-EINVAL, "instance %s: no image checksum", instance_uuid);
+	r = img_checksum_parse(ref->checksum, &ck);
+	if (r < 0)
+		return err_prefix(r, "instance %s", instance_uuid);
+	if (asprintf(&key, "%s:%s", img_algo_name(ck.algo), ck.hex) < 0 ||
+	    asprintf(&path, "%s/%s.qcow2", dir, instance_uuid) < 0 ||
+	    asprintf(&tmp, "%s/.%s.qcow2.tmp", dir, instance_uuid) < 0) {
+		r = err_set(-ENOMEM, "out of memory");
+		goto out;
+	}
+
+	/* Idempotent: the instance already has its disk. */
+	r = existing_disk(c, instance_uuid, key, path);
+	if (r < 0)
+		goto out;
+	if (r == 1) {
+		*overlay_path = path;
+		path = NULL;
+		r = 0;
+		goto out;
+	}
+
+	r = img_acquire(c, ref, NULL, NULL, &base);
+	if (r < 0)
+		goto out;
+	pinned = true;
+	r = disk_size(c, key, disk_gb, instance_uuid, name, &size);
+	if (r < 0)
+		goto out;
+	r = mkdir_p(dir, 0755);
+	if (r < 0)
+		goto out;
+	/* The reference first: from now on the base cannot be evicted. */
+	r = set_user(c, key, instance_uuid, path);
+	if (r < 0)
+		goto out;
+	user = true;
+	r = write_overlay(c, ref->format, base, tmp, path, size, instance_uuid);
+	if (r < 0)
+		goto out;
+	img_fsync_dir(dir);
+	log_info("created instance disk instance=%s image=%s path=%s size=%" PRIu64,
+		 instance_uuid, key, path, size);
+	*overlay_path = path;
+	path = NULL;
+	r = 0;
+out:
+	if (r < 0 && tmp)
+		unlink(tmp);
+	if (r < 0 && user)
+		set_user(c, key, instance_uuid, NULL);
+	if (pinned)
+		img_release(c, key);
+	free(base);
+	free(path);
+	free(tmp);
+	free(key);
+	return r;
+}
+
+int img_overlay_delete(struct img_cache *c, const char *instance_uuid)
+{
+	const char *key = NULL, *overlay;
+	json_t *e;
+	int r;
+
+	if (!uuid_valid(instance_uuid))
+		return err_set(-EINVAL, "overlay: '%s' is not an instance uuid",
+			       instance_uuid ? instance_uuid : "");
+	r = img_index_begin(c);
+	if (r < 0)
+		return r;
+	e = entry_of_user(c, instance_uuid, &key);
+	if (!e)
+		return img_index_end(c, false, 0);
+	overlay = json_string_value(json_object_get(json_object_get(e, "users"), instance_uuid));
+	if (overlay && unlink(overlay) < 0 && errno != ENOENT) {
+		r = err_sys(-errno, "instance %s: remove %s", instance_uuid, overlay);
+		return img_index_end(c, false, r);
+	}
+	log_info("deleted instance disk instance=%s image=%s", instance_uuid, key);
+	json_object_del(json_object_get(e, "users"), instance_uuid);
+	return img_index_end(c, true, 0);
+}

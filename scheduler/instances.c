@@ -1,0 +1,204 @@
+/*
+ * Instance commands: delete, stop / start / reboot / console (forwarded to
+ * the instance's host), show and list.
+ */
+#define LOG_TAG "scheduler"
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "scheduler/sched_priv.h"
+
+
+/* Find the instance the request names; rejects (returns 1) when absent. */
+static int find_target(struct sched *s, struct sched_call *c, struct inst_row *row)
+{
+	const char *project = sched_jstr(c->body, "project"), *ref = sched_jstr(c->body, "instance");
+	int r;
+
+	if (!project || !ref) {
+		r = sched_reject(s, c, "%s: project and instance are required", c->type);
+		return r < 0 ? r : 1;
+	}
+	r = sched_inst_find(s, project, ref, row);
+	if (r == -EEXIST) {
+		r = sched_reject(s, c, "%s", err_msg());
+		return r < 0 ? r : 1;
+	}
+	if (r == -ENOENT) {
+		r = sched_reject(s, c, "instance %s not found in project %s", ref, project);
+		return r < 0 ? r : 1;
+	}
+	return r;
+}
+
+int sched_on_delete(struct sched *s, struct sched_call *c)
+{
+	struct inst_row row = { 0 };
+	char *old_state = NULL;
+	int r = find_target(s, c, &row);
+
+	if (r != 0)
+		return r < 0 ? r : 0;
+	if (!row.host) {
+		/* never placed (or every host failed): nothing to clean up anywhere */
+		old_state = row.state;
+		row.state = (char *)"deleted";
+		r = sched_tx_begin(s);
+		if (r == 0)
+			r = sched_inst_update(s, &row);
+		if (r == 0)
+			r = sched_accept(s, c, row.uuid, json_pack("{s:s, s:s}", "uuid", row.uuid, "state",
+							     "deleted"));
+		if (r == 0)
+			r = sched_tx_commit(s);
+		else
+			sched_tx_rollback(s);
+		if (r == 0)
+			r = sched_emit_state(c->out, c->rid, row.uuid, row.project, NULL, "deleted", NULL);
+		row.state = old_state;
+		inst_row_free(&row);
+		return r;
+	}
+	old_state = row.state;
+	row.state = (char *)"deleting";
+	r = sched_tx_begin(s);
+	if (r == 0)
+		r = sched_inst_update(s, &row);
+	if (r == 0)
+		r = sched_accept(s, c, row.uuid,
+			   json_pack("{s:s, s:s, s:s}", "uuid", row.uuid, "host", row.host, "state",
+				     "deleting"));
+	if (r == 0)
+		r = sched_tx_commit(s);
+	else
+		sched_tx_rollback(s);
+	if (r == 0)
+		r = sched_emit_state(c->out, c->rid, row.uuid, row.project, row.host, "deleting", NULL);
+	if (r == 0)
+		r = sched_emit_host_cmd(c->out, row.host, "instance.delete", c->rid, row.uuid,
+				  json_pack("{s:s}", "uuid", row.uuid));
+	row.state = old_state;
+	inst_row_free(&row);
+	return r;
+}
+
+/* stop / start / reboot / console: forwarded to the instance's host. */
+struct power_op {
+	const char *type;
+	const char *needs; /* state it must be in, NULL = any placed */
+};
+
+static const struct power_op power_ops[] = {
+	{ "instance.stop", "active" },
+	{ "instance.start", "stopped" },
+	{ "instance.reboot", "active" },
+	{ "instance.console", NULL },
+};
+
+int sched_on_power(struct sched *s, struct sched_call *c)
+{
+	struct inst_row row = { 0 };
+	const struct power_op *op = NULL;
+	int r;
+
+	for (size_t i = 0; i < ARRAY_SIZE(power_ops); i++)
+		if (strcmp(power_ops[i].type, c->type) == 0)
+			op = &power_ops[i];
+	if (!op)
+		return sched_reject(s, c, "%s: not an instance command", c->type);
+	r = find_target(s, c, &row);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	if (!row.host)
+		r = sched_reject(s, c, "instance %s is %s and has no host", row.name, row.state);
+	else if (op->needs && strcmp(row.state, op->needs) != 0)
+		r = sched_reject(s, c, "instance %s is %s: %s needs it %s", row.name, row.state,
+			   c->type + strlen("instance."), op->needs);
+	else {
+		json_t *cmd = json_pack("{s:s}", "uuid", row.uuid);
+		json_t *lines = json_object_get(c->body, "lines");
+
+		if (cmd && lines && strcmp(c->type, "instance.console") == 0)
+			json_object_set(cmd, "lines", lines);
+		r = sched_emit_host_cmd(c->out, row.host, c->type, c->rid, row.uuid, cmd);
+		/* the agent answers a console request with the log itself */
+		if (r == 0 && strcmp(c->type, "instance.console") != 0)
+			r = sched_accept(s, c, row.uuid,
+				   json_pack("{s:s, s:s, s:s}", "uuid", row.uuid, "host", row.host,
+					     "state", row.state));
+	}
+	inst_row_free(&row);
+	return r;
+}
+
+static json_t *inst_json(const struct inst_row *row, bool full)
+{
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "uuid", row->uuid, "name",
+			      row->name, "project", row->project, "state", row->state, "flavor",
+			      row->flavor, "image", row->image);
+
+	if (!o)
+		return NULL;
+	json_object_set_new(o, "host", row->host ? json_string(row->host) : json_null());
+	json_object_set_new(o, "created", json_string(row->created ? row->created : ""));
+	if (!full)
+		return o;
+	json_object_set_new(o, "updated", json_string(row->updated ? row->updated : ""));
+	json_object_set_new(o, "attempts", json_integer(row->attempts));
+	json_object_set_new(o, "reason", row->reason ? json_string(row->reason) : json_null());
+	json_object_set_new(o, "server_group",
+			    row->server_group ? json_string(row->server_group) : json_null());
+	json_object_set_new(o, "faults", row->faults ? json_loads(row->faults, 0, NULL)
+						     : json_object());
+	json_object_set_new(o, "alternates", row->alternates ? json_loads(row->alternates, 0, NULL)
+							     : json_array());
+	{
+		json_t *spec = json_loads(row->spec, 0, NULL);
+		json_t *meta = spec ? json_object_get(spec, "metadata") : NULL;
+
+		json_object_set_new(o, "metadata", meta ? json_incref(meta) : json_object());
+		json_decref(spec);
+	}
+	return o;
+}
+
+int sched_on_show(struct sched *s, struct sched_call *c)
+{
+	struct inst_row row = { 0 };
+	int r = find_target(s, c, &row);
+
+	if (r != 0)
+		return r < 0 ? r : 0;
+	r = sched_accept(s, c, row.uuid, inst_json(&row, true));
+	inst_row_free(&row);
+	return r;
+}
+
+int sched_on_list(struct sched *s, struct sched_call *c)
+{
+	const char *project = sched_jstr(c->body, "project");
+	sqlite3_stmt *q = NULL;
+	json_t *arr;
+	int rc;
+
+	if (!project)
+		return sched_reject(s, c, "instance.list: project is required");
+	if (sqlite3_prepare_v2(s->db,
+			       "SELECT uuid FROM instances WHERE project = ?1 AND state != 'deleted' "
+			       "ORDER BY name, created",
+			       -1, &q, NULL) != SQLITE_OK)
+		return err_set(-EIO, "listing instances: %s", sqlite3_errmsg(s->db));
+	arr = json_array();
+	sqlite3_bind_text(q, 1, project, -1, SQLITE_STATIC);
+	while (arr && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+		struct inst_row row = { 0 };
+
+		if (sched_inst_get(s, (const char *)sqlite3_column_text(q, 0), &row) == 0)
+			json_array_append_new(arr, inst_json(&row, false));
+		inst_row_free(&row);
+	}
+	sqlite3_finalize(q);
+	return sched_accept(s, c, NULL, arr);
+}
+
