@@ -1,5 +1,5 @@
 /*
- * The librdkafka client: configuration and bootstrap, the idempotent
+ * The librdkafka client (its configuration: bus/bootstrap.c): the idempotent
  * producer with delivery reports, the at-least-once consumer.
  *
  * Nothing here knows whether the brokers are stratus-bus's mock cluster or
@@ -18,262 +18,13 @@
 #include "bus/bus.h"
 #include "bus/bus_priv.h"
 
-#define ADDR_FILE_MAX 4096
-
-/* ---- configuration ----------------------------------------------------- */
-
-const char *bus_address_file(const char *configured)
-{
-	const char *env = getenv(BUS_ADDR_FILE_ENV);
-
-	if (configured && *configured)
-		return configured;
-	if (env && *env)
-		return env;
-	return BUS_DEFAULT_ADDR_FILE;
-}
-
-static bool bootstrap_configured(const struct bus_config *cfg)
-{
-	return cfg && cfg->bootstrap_servers && *cfg->bootstrap_servers;
-}
-
-int bus_bootstrap(const struct bus_config *cfg, char **out)
-{
-	_cleanup_free_ char *text = NULL;
-	const char *path;
-	char *s;
-	size_t n;
-	int r;
-
-	if (bootstrap_configured(cfg)) {
-		s = strdup(cfg->bootstrap_servers);
-		if (!s)
-			return err_set(-ENOMEM, "out of memory");
-		*out = s;
-		return 0;
-	}
-	path = bus_address_file(cfg ? cfg->address_file : NULL);
-	r = read_file(path, ADDR_FILE_MAX, &text, &n);
-	if (r < 0)
-		return err_prefix(r, "bus: no bootstrap servers: bus.bootstrap_servers is not set "
-			"and the address file of stratus-bus cannot be read (is stratus-bus running?)");
-	n = strcspn(text, "\r\n");
-	text[n] = '\0';
-	if (n == 0)
-		return err_set(-EINVAL, "bus: %s: empty address file", path);
-	*out = strndup(text, n);
-	if (!*out)
-		return err_set(-ENOMEM, "out of memory");
-	return 0;
-}
-
-int bus_conf_set(rd_kafka_conf_t *conf, const char *key, const char *val)
-{
-	char errstr[256];
-
-	if (rd_kafka_conf_set(conf, key, val, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
-		return err_set(-EINVAL, "bus: librdkafka property %s: %s", key, errstr);
-	return 0;
-}
-
-
-void bus_rdkafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-	enum log_level lvl = level <= LOG_ERR ? LOG_LVL_ERROR :
-			     level <= LOG_WARNING ? LOG_LVL_WARN :
-			     level <= LOG_INFO ? LOG_LVL_INFO : LOG_LVL_DEBUG;
-
-	log_at(lvl, "librdkafka client=%s facility=%s %s", rd_kafka_name(rk), fac, buf);
-}
-
-/* bus.properties that only a consumer understands: a producer skips them
- * (librdkafka would warn on every start that it ignores them). */
-static bool consumer_only(const char *key)
-{
-	static const char *const prefixes[] = {
-		"fetch.", "group.", "session.timeout.ms", "heartbeat.interval.ms",
-		"auto.offset.reset", "enable.auto.", "auto.commit.", "max.poll.interval.ms",
-		"isolation.level", "partition.assignment.strategy", "queued.", "check.crcs",
-		"coordinator.query.interval.ms", "consume.callback.max.messages",
-	};
-
-	for (size_t i = 0; i < ARRAY_SIZE(prefixes); i++)
-		if (strncmp(key, prefixes[i], strlen(prefixes[i])) == 0)
-			return true;
-	return false;
-}
-
-int bus_message_limit(uint64_t configured, size_t *out)
-{
-	if (configured == 0)
-		configured = BUS_MAX_MESSAGE;
-	if (configured < 1024 || configured > BUS_MAX_MESSAGE)
-		return err_set(-EINVAL, "bus.max_message_bytes: expected 1K to %d bytes, got %" PRIu64,
-			       BUS_MAX_MESSAGE, configured);
-	*out = (size_t)configured;
-	return 0;
-}
-
-/* bus_rdkafka_conf() on a bootstrap already known */
-static int rdkafka_conf_at(const struct bus_config *cfg, const char *bootstrap,
-			   const char *const *defaults, bool producer, rd_kafka_conf_t **out)
-{
-	rd_kafka_conf_t *conf;
-	int r;
-
-	conf = rd_kafka_conf_new();
-	if (!conf)
-		return err_set(-ENOMEM, "out of memory");
-	rd_kafka_conf_set_log_cb(conf, bus_rdkafka_log);
-	if ((r = bus_conf_set(conf, "bootstrap.servers", bootstrap)) < 0 ||
-	    (r = bus_conf_set(conf, "client.id",
-			      cfg && cfg->client_id ? cfg->client_id : "stratus")) < 0)
-		goto fail;
-	for (size_t i = 0; defaults && defaults[i]; i += 2)
-		if ((r = bus_conf_set(conf, defaults[i], defaults[i + 1])) < 0)
-			goto fail;
-	for (size_t i = 0; cfg && i < cfg->properties.n; i++) {
-		if (producer && consumer_only(cfg->properties.keys[i]))
-			continue;
-		r = bus_conf_set(conf, cfg->properties.keys[i], cfg->properties.vals[i]);
-		if (r < 0) {
-			r = err_prefix(r, "bus.properties.%s", cfg->properties.keys[i]);
-			goto fail;
-		}
-	}
-	*out = conf;
-	return 0;
-fail:
-	rd_kafka_conf_destroy(conf);
-	return r;
-}
-
-int bus_rdkafka_conf(const struct bus_config *cfg, const char *const *defaults, bool producer,
-		     rd_kafka_conf_t **out)
-{
-	_cleanup_free_ char *bootstrap = NULL;
-	int r;
-
-	r = bus_bootstrap(cfg, &bootstrap);
-	if (r < 0)
-		return r;
-	return rdkafka_conf_at(cfg, bootstrap, defaults, producer, out);
-}
-
-static int conf_set_size(rd_kafka_conf_t *conf, const char *key, size_t v)
-{
-	char buf[32];
-
-	snprintf(buf, sizeof(buf), "%zu", v);
-	return bus_conf_set(conf, key, buf);
-}
-
-/* ---- following the address file ---------------------------------------- */
-/*
- * When the bootstrap comes from stratus-bus's address file, a client looks
- * at the file at most once a second (sooner while librdkafka says every
- * broker is down) from its poll paths; when the file names another broker
- * (stratus-bus restarted on a new port), it rebuilds its librdkafka handle
- * there. See docs/bus.md, "The broker comes and goes".
- */
-struct follow {
-	char *path;            /* the address file; NULL: bus.bootstrap_servers */
-	char *addr;            /* the bootstrap the handle was made with */
-	int64_t next_ms;       /* next look at the file */
-	int down;              /* all brokers down (error callback; atomic) */
-};
-
-static int follow_init(struct follow *f, const struct bus_config *cfg, char **bootstrap)
-{
-	int r = bus_bootstrap(cfg, bootstrap);
-
-	if (r < 0)
-		return r;
-	if (bootstrap_configured(cfg))
-		return 0;
-	f->path = strdup(bus_address_file(cfg ? cfg->address_file : NULL));
-	f->addr = strdup(*bootstrap);
-	if (!f->path || !f->addr) {
-		free(*bootstrap);
-		*bootstrap = NULL;
-		return err_set(-ENOMEM, "out of memory");
-	}
-	f->next_ms = time_mono_ms() + 1000;
-	return 0;
-}
-
-static void follow_free(struct follow *f)
-{
-	free(f->path);
-	free(f->addr);
-}
-
-/* 1 with *to (malloc'd) when the address file names another bootstrap now */
-static int follow_moved(struct follow *f, char **to)
-{
-	_cleanup_free_ char *text = NULL;
-	int64_t now;
-	size_t n;
-
-	if (!f->path)
-		return 0;
-	now = time_mono_ms();
-	if (now < f->next_ms)
-		return 0;
-	f->next_ms = now + (__atomic_exchange_n(&f->down, 0, __ATOMIC_SEQ_CST) ? 250 : 1000);
-	/* gone or unreadable (stratus-bus stopped): keep trying the old one */
-	if (read_file(f->path, ADDR_FILE_MAX, &text, &n) < 0)
-		return 0;
-	n = strcspn(text, "\r\n");
-	text[n] = '\0';
-	if (n == 0 || strcmp(text, f->addr) == 0)
-		return 0;
-	*to = strndup(text, n);
-	return *to ? 1 : 0;
-}
-
-/* One log line per move of the broker, whatever the number of clients. */
-static void follow_log_move(const char *from, const char *to)
-{
-	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-	static char last[ADDR_FILE_MAX];
-	bool first;
-
-	pthread_mutex_lock(&mu);
-	first = strcmp(last, to) != 0;
-	if (first)
-		snprintf(last, sizeof(last), "%s", to);
-	pthread_mutex_unlock(&mu);
-	if (first)
-		log_info("bus: broker moved from %s to %s, reconnecting", from, to);
-	else
-		log_debug("bus: broker moved from %s to %s, reconnecting", from, to);
-}
-
-static void client_error(rd_kafka_t *rk, int err, const char *reason, struct follow *f)
-{
-	if (err == RD_KAFKA_RESP_ERR__FATAL) {
-		char buf[256];
-
-		rd_kafka_fatal_error(rk, buf, sizeof(buf));
-		log_error("bus client fatal error client=%s error=\"%s\"", rd_kafka_name(rk), buf);
-		return;
-	}
-	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN && f)
-		__atomic_store_n(&f->down, 1, __ATOMIC_SEQ_CST);
-	/* transport errors while a broker is away: librdkafka retries */
-	log_warn("bus client error client=%s error=\"%s\" reason=\"%s\"", rd_kafka_name(rk),
-		 rd_kafka_err2str(err), reason);
-}
-
 /* ---- producer ---------------------------------------------------------- */
 
 struct bus_producer {
 	rd_kafka_t *rk;
 	const struct bus_config *cfg;  /* to rebuild rk; outlives the producer */
 	size_t max_message;            /* bus.max_message_bytes */
-	struct follow follow;
+	struct bus_follow follow;
 	pthread_mutex_t follow_mu;     /* one thread looks at the file */
 	pthread_rwlock_t lock;         /* rk is replaced under the write lock */
 	uint64_t reconnects;           /* atomic */
@@ -330,7 +81,7 @@ static void producer_error_cb(rd_kafka_t *rk, int err, const char *reason, void 
 {
 	struct bus_producer *p = opaque;
 
-	client_error(rk, err, reason, p ? &p->follow : NULL);
+	bus_client_error(rk, err, reason, p ? &p->follow : NULL);
 }
 
 /* Defaults that bus.properties may override. */
@@ -345,14 +96,14 @@ static int producer_handle(struct bus_producer *p, const char *bootstrap, rd_kaf
 	char errstr[256];
 	int r;
 
-	r = rdkafka_conf_at(p->cfg, bootstrap, producer_defaults, true, &conf);
+	r = bus_rdkafka_conf_at(p->cfg, bootstrap, producer_defaults, true, &conf);
 	if (r < 0)
 		return r;
 	/* not negotiable: no duplicates, no reordering on retries; and the
 	 * size limit is bus.max_message_bytes (bus_produce checks the
 	 * payload; this leaves room for the protocol around it) */
 	if ((r = bus_conf_set(conf, "enable.idempotence", "true")) < 0 ||
-	    (r = conf_set_size(conf, "message.max.bytes", p->max_message + BUS_PROTOCOL_HEADROOM)) < 0)
+	    (r = bus_conf_set_size(conf, "message.max.bytes", p->max_message + BUS_PROTOCOL_HEADROOM)) < 0)
 		goto fail;
 	rd_kafka_conf_set_dr_msg_cb(conf, delivery_report);
 	rd_kafka_conf_set_error_cb(conf, producer_error_cb);
@@ -379,7 +130,7 @@ static void producer_rebuild(struct bus_producer *p, char *to)
 		free(to);
 		return;
 	}
-	follow_log_move(p->follow.addr, to);
+	bus_follow_log_move(p->follow.addr, to);
 	pthread_rwlock_wrlock(&p->lock);
 	old = p->rk;
 	p->rk = nrk;
@@ -404,7 +155,7 @@ static void producer_follow(struct bus_producer *p)
 
 	if (!p->follow.path || pthread_mutex_trylock(&p->follow_mu) != 0)
 		return;
-	if (follow_moved(&p->follow, &to) > 0)
+	if (bus_follow_moved(&p->follow, &to) > 0)
 		producer_rebuild(p, to);
 	pthread_mutex_unlock(&p->follow_mu);
 }
@@ -422,13 +173,13 @@ int bus_producer_new(const struct bus_config *cfg, struct bus_producer **out)
 	pthread_mutex_init(&p->follow_mu, NULL);
 	pthread_rwlock_init(&p->lock, NULL);
 	if ((r = bus_message_limit(cfg ? cfg->max_message_bytes : 0, &p->max_message)) < 0 ||
-	    (r = follow_init(&p->follow, cfg, &bootstrap)) < 0 ||
+	    (r = bus_follow_init(&p->follow, cfg, &bootstrap)) < 0 ||
 	    (r = producer_handle(p, bootstrap, &p->rk)) < 0)
 		goto fail;
 	*out = p;
 	return 0;
 fail:
-	follow_free(&p->follow);
+	bus_follow_free(&p->follow);
 	pthread_rwlock_destroy(&p->lock);
 	pthread_mutex_destroy(&p->follow_mu);
 	free(p);
@@ -575,7 +326,7 @@ void bus_producer_free(struct bus_producer *p)
 		log_error("producer closed with messages undelivered count=%d",
 			  rd_kafka_outq_len(p->rk));
 	rd_kafka_destroy(p->rk);
-	follow_free(&p->follow);
+	bus_follow_free(&p->follow);
 	pthread_rwlock_destroy(&p->lock);
 	pthread_mutex_destroy(&p->follow_mu);
 	free(p);
@@ -590,7 +341,7 @@ struct bus_consumer {
 	char **topics;                 /* NULL-terminated copy */
 	bool from_end;
 	size_t max_message;            /* bus.max_message_bytes */
-	struct follow follow;
+	struct bus_follow follow;
 	uint64_t reconnects;
 	bool observe;
 	struct bus_producer *errors;   /* for error events */
@@ -682,7 +433,7 @@ static void consumer_error_cb(rd_kafka_t *rk, int err, const char *reason, void 
 {
 	struct bus_consumer *c = opaque;
 
-	client_error(rk, err, reason, c ? &c->follow : NULL);
+	bus_client_error(rk, err, reason, c ? &c->follow : NULL);
 }
 
 /* A librdkafka consumer on BOOTSTRAP: the group's subscription, or in
@@ -699,15 +450,15 @@ static int consumer_handle(struct bus_consumer *c, const char *bootstrap, rd_kaf
 	char errstr[256];
 	int r;
 
-	r = rdkafka_conf_at(c->cfg, bootstrap, c->observe ? NULL : consumer_defaults, false,
+	r = bus_rdkafka_conf_at(c->cfg, bootstrap, c->observe ? NULL : consumer_defaults, false,
 			    &conf);
 	if (r < 0)
 		return r;
 	rd_kafka_conf_set_error_cb(conf, consumer_error_cb);
 	rd_kafka_conf_set_opaque(conf, c);
-	if ((r = conf_set_size(conf, "max.partition.fetch.bytes", part)) < 0 ||
-	    (r = conf_set_size(conf, "fetch.max.bytes", fetch)) < 0 ||
-	    (r = conf_set_size(conf, "receive.message.max.bytes", receive)) < 0)
+	if ((r = bus_conf_set_size(conf, "max.partition.fetch.bytes", part)) < 0 ||
+	    (r = bus_conf_set_size(conf, "fetch.max.bytes", fetch)) < 0 ||
+	    (r = bus_conf_set_size(conf, "receive.message.max.bytes", receive)) < 0)
 		goto fail;
 	if (c->observe) {
 		char gid[UUID_STRLEN + 16];
@@ -796,7 +547,7 @@ int bus_consumer_new(const struct bus_config *cfg, const struct bus_consumer_opt
 		}
 	}
 	if ((r = bus_message_limit(cfg ? cfg->max_message_bytes : 0, &c->max_message)) < 0 ||
-	    (r = follow_init(&c->follow, cfg, &bootstrap)) < 0 ||
+	    (r = bus_follow_init(&c->follow, cfg, &bootstrap)) < 0 ||
 	    (r = consumer_handle(c, bootstrap, &c->rk)) < 0)
 		goto fail;
 	c->errors = o->errors;
@@ -815,14 +566,14 @@ static void consumer_follow(struct bus_consumer *c)
 	rd_kafka_t *rk = NULL;
 	char *to = NULL;
 
-	if (follow_moved(&c->follow, &to) <= 0)
+	if (bus_follow_moved(&c->follow, &to) <= 0)
 		return;
 	if (consumer_handle(c, to, &rk) < 0) {
 		log_warn("bus: broker moved to %s, cannot reconnect yet: %s", to, err_msg());
 		free(to);
 		return;
 	}
-	follow_log_move(c->follow.addr, to);
+	bus_follow_log_move(c->follow.addr, to);
 	/* no close: the group's coordinator is gone with the old broker */
 	rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
 	c->rk = rk;
@@ -1047,7 +798,7 @@ void bus_consumer_free(struct bus_consumer *c)
 		free(c->topics[i]);
 	free(c->topics);
 	free(c->group);
-	follow_free(&c->follow);
+	bus_follow_free(&c->follow);
 	free(c->source);
 	free(c);
 }
