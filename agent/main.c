@@ -45,13 +45,22 @@ static void on_signal(int sig)
 static int run_daemon(void)
 {
 	struct sigaction sa = { .sa_handler = on_signal };
-	int r;
+	_cleanup_free_ char *lock_path = NULL;
+	int r, lock_fd = -1;
 
+	/* one agent per state dir (its store.db) */
+	if (asprintf(&lock_path, "%s/agent.pid", agent_cfg.state_dir) < 0)
+		return 1;
+	if (daemon_lock("stratus-agent", lock_path, &lock_fd) < 0) {
+		fprintf(stderr, "%s\n", err_msg());
+		return 1;
+	}
 	if (!bus_cfg.group_id)
 		bus_cfg.group_id = strdup("stratus-agent");
 	r = agent_new(&agent_cfg, &bus_cfg, &vmm_cfg, &img_cfg, &the_agent);
 	if (r < 0) {
 		log_error("cannot start: %s", err_msg());
+		daemon_unlock(lock_path, lock_fd);
 		return 1;
 	}
 	sigemptyset(&sa.sa_mask);
@@ -62,6 +71,7 @@ static int run_daemon(void)
 	agent_free(the_agent); /* finishes work in flight, flushes the producer */
 	the_agent = NULL;
 	log_info("agent stopped");
+	daemon_unlock(lock_path, lock_fd);
 	return r < 0 ? 1 : 0;
 }
 

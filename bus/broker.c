@@ -148,8 +148,9 @@ int bus_broker_start(const struct broker_config *cfg, struct bus_broker **out)
 {
 	struct bus_broker *b = NULL;
 	rd_kafka_conf_t *conf = NULL;
-	char errstr[256];
+	char errstr[256], cap[32];
 	struct sockaddr_in sa;
+	size_t limit;
 	int r;
 
 	b = calloc(1, sizeof(*b));
@@ -161,6 +162,17 @@ int bus_broker_start(const struct broker_config *cfg, struct bus_broker **out)
 	if ((r = bus_conf_set(conf, "log_level", "4")) < 0)
 		goto fail;
 	if ((r = bus_conf_set(conf, "client.id", "stratus-bus")) < 0)
+		goto fail;
+	/* the mock keeps no broker config (message.max.bytes): the one limit
+	 * it has is the size of a request it reads, this handle's
+	 * receive.message.max.bytes; a larger one closes the connection.
+	 * Room for one message at bus.max_message_bytes, or for the 1 MB
+	 * batch of a Kafka client with default settings (kcat). */
+	if ((r = bus_message_limit(cfg->max_message_bytes, &limit)) < 0)
+		goto fail;
+	snprintf(cap, sizeof(cap), "%zu",
+		 (limit > 1000000 ? limit : 1000000) + BUS_PROTOCOL_HEADROOM);
+	if ((r = bus_conf_set(conf, "receive.message.max.bytes", cap)) < 0)
 		goto fail;
 	b->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
 	if (!b->rk) {

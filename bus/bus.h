@@ -33,6 +33,9 @@ struct bus_config {
 	char *address_file;         /* else: the file stratus-bus wrote */
 	char *client_id;
 	char *group_id;             /* consumer group (daemons set their own default) */
+	/* the largest message (bytes) that producers send, stratus-bus takes
+	 * and consumers hand on; 0 (not loaded) = BUS_MAX_MESSAGE, the ceiling */
+	uint64_t max_message_bytes;
 	struct cfg_map properties;  /* passed through to librdkafka (SASL/TLS...) */
 };
 extern const struct cfg_field bus_config_fields[];
@@ -45,6 +48,8 @@ struct broker_config {
 	char *address_file;
 	char *listen;               /* ADDR[:PORT] the brokers listen on and advertise */
 	struct cfg_map topics;      /* topic -> partition count */
+	/* not a key: bus.max_message_bytes (stratus-bus copies it), 0 = default */
+	uint64_t max_message_bytes;
 };
 extern const struct cfg_field broker_config_fields[];
 void broker_config_free(struct broker_config *c);
@@ -182,6 +187,13 @@ typedef void (*bus_delivery_fn)(void *opaque, const char *topic, int32_t partiti
  * An idempotent producer (enable.idempotence=true, acks=all). Every
  * message ends in a delivery report: delivered, or failed (counted,
  * logged with topic and key, passed to on_delivery). *out: bus_producer_free().
+ * CFG must outlive the producer. Without bus.bootstrap_servers the
+ * producer follows the address file: when stratus-bus comes back on
+ * another address, it moves there by itself from its poll paths
+ * (bus_produce, _poll, _flush), queuing again what the old broker never
+ * acknowledged (their reports then come from the new broker). A delivery
+ * callback must not call bus_produce (it may run during that move).
+ * Messages over bus.max_message_bytes are refused (-E2BIG).
  */
 int bus_producer_new(const struct bus_config *cfg, struct bus_producer **out);
 void bus_producer_set_delivery_cb(struct bus_producer *p, bus_delivery_fn fn, void *opaque);
@@ -207,6 +219,9 @@ void bus_producer_poll(struct bus_producer *p, int timeout_ms);
 int bus_producer_flush(struct bus_producer *p, int timeout_ms);
 uint64_t bus_producer_delivered(const struct bus_producer *p);
 uint64_t bus_producer_failed(const struct bus_producer *p);
+/* Times this producer followed stratus-bus to a new address (see
+ * bus_producer_new: the address file is watched). */
+uint64_t bus_producer_reconnects(const struct bus_producer *p);
 /* Flush (up to 10 s, logging what is left), then destroy. NULL is fine. */
 void bus_producer_free(struct bus_producer *p);
 
@@ -243,13 +258,19 @@ struct bus_consumer_opts {
 
 struct bus_consumer;
 
+/* CFG must outlive the consumer. Like the producer it follows the address
+ * file: on a new address, a new consumer in the same group on the same
+ * topics (from bus_consumer_poll). Fetch sizes derive from
+ * bus.max_message_bytes so that a message over it is still fetched and
+ * answered as invalid. */
 int bus_consumer_new(const struct bus_config *cfg, const struct bus_consumer_opts *o,
 		     struct bus_consumer **out);
 /*
  * Wait up to timeout_ms for one message and hand it to FN. A message that
  * does not parse is logged, answered with a request.result error event on
  * stratus.events, and its offset stored; FN does not see it (except in
- * observe mode). Returns 1 when a message was handled (or skipped), 0 on
+ * observe mode); so is one over bus.max_message_bytes. Returns 1 when a
+ * message was handled (or skipped), 0 on
  * timeout, <0 on a consumer error.
  */
 int bus_consumer_poll(struct bus_consumer *c, int timeout_ms, bus_handler_fn fn, void *opaque);
@@ -259,6 +280,8 @@ bool bus_consumer_assigned(struct bus_consumer *c);
 int bus_consumer_commit(struct bus_consumer *c);
 /* Messages skipped as invalid so far. */
 uint64_t bus_consumer_rejected(const struct bus_consumer *c);
+/* Times this consumer followed stratus-bus to a new address. */
+uint64_t bus_consumer_reconnects(const struct bus_consumer *c);
 /* Commit stored offsets, leave the group, destroy. NULL is fine. */
 void bus_consumer_free(struct bus_consumer *c);
 

@@ -1,5 +1,5 @@
 /*
- * The librdkafka client: configuration and bootstrap, the idempotent
+ * The librdkafka client (its configuration: bus/bootstrap.c): the idempotent
  * producer with delivery reports, the at-least-once consumer.
  *
  * Nothing here knows whether the brokers are stratus-bus's mock cluster or
@@ -8,6 +8,7 @@
 #define LOG_TAG "bus"
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <syslog.h>
@@ -17,128 +18,16 @@
 #include "bus/bus.h"
 #include "bus/bus_priv.h"
 
-#define ADDR_FILE_MAX 4096
-
-/* ---- configuration ----------------------------------------------------- */
-
-const char *bus_address_file(const char *configured)
-{
-	const char *env = getenv(BUS_ADDR_FILE_ENV);
-
-	if (configured && *configured)
-		return configured;
-	if (env && *env)
-		return env;
-	return BUS_DEFAULT_ADDR_FILE;
-}
-
-int bus_bootstrap(const struct bus_config *cfg, char **out)
-{
-	_cleanup_free_ char *text = NULL;
-	const char *path;
-	char *s;
-	size_t n;
-	int r;
-
-	if (cfg && cfg->bootstrap_servers && *cfg->bootstrap_servers) {
-		s = strdup(cfg->bootstrap_servers);
-		if (!s)
-			return err_set(-ENOMEM, "out of memory");
-		*out = s;
-		return 0;
-	}
-	path = bus_address_file(cfg ? cfg->address_file : NULL);
-	r = read_file(path, ADDR_FILE_MAX, &text, &n);
-	if (r < 0)
-		return err_prefix(r, "bus: no bootstrap servers: bus.bootstrap_servers is not set "
-			"and the address file of stratus-bus cannot be read (is stratus-bus running?)");
-	n = strcspn(text, "\r\n");
-	text[n] = '\0';
-	if (n == 0)
-		return err_set(-EINVAL, "bus: %s: empty address file", path);
-	*out = strndup(text, n);
-	if (!*out)
-		return err_set(-ENOMEM, "out of memory");
-	return 0;
-}
-
-int bus_conf_set(rd_kafka_conf_t *conf, const char *key, const char *val)
-{
-	char errstr[256];
-
-	if (rd_kafka_conf_set(conf, key, val, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
-		return err_set(-EINVAL, "bus: librdkafka property %s: %s", key, errstr);
-	return 0;
-}
-
-
-void bus_rdkafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-	enum log_level lvl = level <= LOG_ERR ? LOG_LVL_ERROR :
-			     level <= LOG_WARNING ? LOG_LVL_WARN :
-			     level <= LOG_INFO ? LOG_LVL_INFO : LOG_LVL_DEBUG;
-
-	log_at(lvl, "librdkafka client=%s facility=%s %s", rd_kafka_name(rk), fac, buf);
-}
-
-/* bus.properties that only a consumer understands: a producer skips them
- * (librdkafka would warn on every start that it ignores them). */
-static bool consumer_only(const char *key)
-{
-	static const char *const prefixes[] = {
-		"fetch.", "group.", "session.timeout.ms", "heartbeat.interval.ms",
-		"auto.offset.reset", "enable.auto.", "auto.commit.", "max.poll.interval.ms",
-		"isolation.level", "partition.assignment.strategy", "queued.", "check.crcs",
-		"coordinator.query.interval.ms", "consume.callback.max.messages",
-	};
-
-	for (size_t i = 0; i < ARRAY_SIZE(prefixes); i++)
-		if (strncmp(key, prefixes[i], strlen(prefixes[i])) == 0)
-			return true;
-	return false;
-}
-
-int bus_rdkafka_conf(const struct bus_config *cfg, const char *const *defaults, bool producer,
-		     rd_kafka_conf_t **out)
-{
-	_cleanup_free_ char *bootstrap = NULL;
-	rd_kafka_conf_t *conf;
-	int r;
-
-	r = bus_bootstrap(cfg, &bootstrap);
-	if (r < 0)
-		return r;
-	conf = rd_kafka_conf_new();
-	if (!conf)
-		return err_set(-ENOMEM, "out of memory");
-	rd_kafka_conf_set_log_cb(conf, bus_rdkafka_log);
-	if ((r = bus_conf_set(conf, "bootstrap.servers", bootstrap)) < 0 ||
-	    (r = bus_conf_set(conf, "client.id",
-			      cfg && cfg->client_id ? cfg->client_id : "stratus")) < 0)
-		goto fail;
-	for (size_t i = 0; defaults && defaults[i]; i += 2)
-		if ((r = bus_conf_set(conf, defaults[i], defaults[i + 1])) < 0)
-			goto fail;
-	for (size_t i = 0; cfg && i < cfg->properties.n; i++) {
-		if (producer && consumer_only(cfg->properties.keys[i]))
-			continue;
-		r = bus_conf_set(conf, cfg->properties.keys[i], cfg->properties.vals[i]);
-		if (r < 0) {
-			r = err_prefix(r, "bus.properties.%s", cfg->properties.keys[i]);
-			goto fail;
-		}
-	}
-	*out = conf;
-	return 0;
-fail:
-	rd_kafka_conf_destroy(conf);
-	return r;
-}
-
 /* ---- producer ---------------------------------------------------------- */
 
 struct bus_producer {
 	rd_kafka_t *rk;
+	const struct bus_config *cfg;  /* to rebuild rk; outlives the producer */
+	size_t max_message;            /* bus.max_message_bytes */
+	struct bus_follow follow;
+	pthread_mutex_t follow_mu;     /* one thread looks at the file */
+	pthread_rwlock_t lock;         /* rk is replaced under the write lock */
+	uint64_t reconnects;           /* atomic */
 	uint64_t delivered, failed;    /* totals (atomic) */
 	uint64_t failed_at_flush;      /* failed at the last flush */
 	char last_error[256];
@@ -146,12 +35,34 @@ struct bus_producer {
 	void *opaque;
 };
 
+/* A message purged from the handle of a broker that went away: queue it
+ * again on the new handle (under the write lock of producer_rebuild). */
+static bool requeue(struct bus_producer *p, rd_kafka_t *rk, const rd_kafka_message_t *m)
+{
+	rd_kafka_resp_err_t err;
+
+	if (rk == p->rk || (m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
+			    m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT))
+		return false;
+	err = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(rd_kafka_topic_name(m->rkt)),
+				RD_KAFKA_V_KEY(m->key, m->key_len),
+				RD_KAFKA_V_VALUE(m->payload, m->len),
+				RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+	if (err) {
+		log_error("cannot queue again for the new broker topic=%s error=\"%s\"",
+			  rd_kafka_topic_name(m->rkt), rd_kafka_err2str(err));
+		return false;
+	}
+	return true;
+}
+
 static void delivery_report(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
 	struct bus_producer *p = opaque;
 	const char *topic = rd_kafka_topic_name(m->rkt);
 
-	(void)rk;
+	if (requeue(p, rk, m))
+		return; /* its report comes from the new handle */
 	if (m->err) {
 		__atomic_add_fetch(&p->failed, 1, __ATOMIC_SEQ_CST);
 		snprintf(p->last_error, sizeof(p->last_error), "%s", rd_kafka_err2str(m->err));
@@ -166,19 +77,11 @@ static void delivery_report(rd_kafka_t *rk, const rd_kafka_message_t *m, void *o
 			       m->err ? rd_kafka_err2str(m->err) : NULL);
 }
 
-static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+static void producer_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
-	(void)opaque;
-	if (err == RD_KAFKA_RESP_ERR__FATAL) {
-		char buf[256];
+	struct bus_producer *p = opaque;
 
-		rd_kafka_fatal_error(rk, buf, sizeof(buf));
-		log_error("bus client fatal error client=%s error=\"%s\"", rd_kafka_name(rk), buf);
-		return;
-	}
-	/* transport errors while a broker is away: librdkafka retries */
-	log_warn("bus client error client=%s error=\"%s\" reason=\"%s\"", rd_kafka_name(rk),
-		 rd_kafka_err2str(err), reason);
+	bus_client_error(rk, err, reason, p ? &p->follow : NULL);
 }
 
 /* Defaults that bus.properties may override. */
@@ -187,35 +90,98 @@ static const char *const producer_defaults[] = {
 	NULL,
 };
 
-int bus_producer_new(const struct bus_config *cfg, struct bus_producer **out)
+static int producer_handle(struct bus_producer *p, const char *bootstrap, rd_kafka_t **out)
 {
-	struct bus_producer *p = NULL;
 	rd_kafka_conf_t *conf = NULL;
 	char errstr[256];
+	int r;
+
+	r = bus_rdkafka_conf_at(p->cfg, bootstrap, producer_defaults, true, &conf);
+	if (r < 0)
+		return r;
+	/* not negotiable: no duplicates, no reordering on retries; and the
+	 * size limit is bus.max_message_bytes (bus_produce checks the
+	 * payload; this leaves room for the protocol around it) */
+	if ((r = bus_conf_set(conf, "enable.idempotence", "true")) < 0 ||
+	    (r = bus_conf_set_size(conf, "message.max.bytes", p->max_message + BUS_PROTOCOL_HEADROOM)) < 0)
+		goto fail;
+	rd_kafka_conf_set_dr_msg_cb(conf, delivery_report);
+	rd_kafka_conf_set_error_cb(conf, producer_error_cb);
+	rd_kafka_conf_set_opaque(conf, p);
+	*out = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+	if (!*out) {
+		r = err_set(-EINVAL, "bus: cannot create a producer: %s", errstr);
+		goto fail;
+	}
+	return 0;
+fail:
+	rd_kafka_conf_destroy(conf);
+	return r;
+}
+
+/* The broker moved: a handle on TO, the old one's queue moved onto it. */
+static void producer_rebuild(struct bus_producer *p, char *to)
+{
+	rd_kafka_t *old = NULL, *nrk = NULL;
+	int64_t until;
+
+	if (producer_handle(p, to, &nrk) < 0) {
+		log_warn("bus: broker moved to %s, cannot reconnect yet: %s", to, err_msg());
+		free(to);
+		return;
+	}
+	bus_follow_log_move(p->follow.addr, to);
+	pthread_rwlock_wrlock(&p->lock);
+	old = p->rk;
+	p->rk = nrk;
+	/* what the dead broker never acknowledged comes back in delivery
+	 * reports (PURGE_*) and requeue() gives it to the new handle */
+	rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+	until = time_mono_ms() + 5000;
+	do
+		rd_kafka_poll(old, 10);
+	while (rd_kafka_outq_len(old) > 0 && time_mono_ms() < until);
+	pthread_rwlock_unlock(&p->lock);
+	rd_kafka_destroy(old);
+	free(p->follow.addr);
+	p->follow.addr = to;
+	__atomic_add_fetch(&p->reconnects, 1, __ATOMIC_SEQ_CST);
+}
+
+/* From the poll paths: has stratus-bus moved? */
+static void producer_follow(struct bus_producer *p)
+{
+	char *to = NULL;
+
+	if (!p->follow.path || pthread_mutex_trylock(&p->follow_mu) != 0)
+		return;
+	if (bus_follow_moved(&p->follow, &to) > 0)
+		producer_rebuild(p, to);
+	pthread_mutex_unlock(&p->follow_mu);
+}
+
+int bus_producer_new(const struct bus_config *cfg, struct bus_producer **out)
+{
+	_cleanup_free_ char *bootstrap = NULL;
+	struct bus_producer *p = NULL;
 	int r;
 
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return err_set(-ENOMEM, "out of memory");
-	r = bus_rdkafka_conf(cfg, producer_defaults, true, &conf);
-	if (r < 0)
+	p->cfg = cfg;
+	pthread_mutex_init(&p->follow_mu, NULL);
+	pthread_rwlock_init(&p->lock, NULL);
+	if ((r = bus_message_limit(cfg ? cfg->max_message_bytes : 0, &p->max_message)) < 0 ||
+	    (r = bus_follow_init(&p->follow, cfg, &bootstrap)) < 0 ||
+	    (r = producer_handle(p, bootstrap, &p->rk)) < 0)
 		goto fail;
-	/* not negotiable: no duplicates, no reordering on retries */
-	if ((r = bus_conf_set(conf, "enable.idempotence", "true")) < 0)
-		goto fail;
-	rd_kafka_conf_set_dr_msg_cb(conf, delivery_report);
-	rd_kafka_conf_set_error_cb(conf, error_cb);
-	rd_kafka_conf_set_opaque(conf, p);
-	p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-	if (!p->rk) {
-		r = err_set(-EINVAL, "bus: cannot create a producer: %s", errstr);
-		goto fail;
-	}
 	*out = p;
 	return 0;
 fail:
-	if (conf)
-		rd_kafka_conf_destroy(conf);
+	bus_follow_free(&p->follow);
+	pthread_rwlock_destroy(&p->lock);
+	pthread_mutex_destroy(&p->follow_mu);
 	free(p);
 	return r;
 }
@@ -232,7 +198,13 @@ static int produce(struct bus_producer *p, const char *topic, const char *key, v
 {
 	rd_kafka_resp_err_t err;
 
+	if (len > p->max_message)
+		return err_set(-E2BIG, "bus: message for %s of %zu bytes is over "
+			       "bus.max_message_bytes (%zu bytes): not sent", topic, len,
+			       p->max_message);
 	for (;;) {
+		producer_follow(p);
+		pthread_rwlock_rdlock(&p->lock);
 		err = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic),
 					RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
 					RD_KAFKA_V_VALUE(data, len), RD_KAFKA_V_MSGFLAGS(flags),
@@ -240,10 +212,13 @@ static int produce(struct bus_producer *p, const char *topic, const char *key, v
 		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
 			break;
 		rd_kafka_poll(p->rk, 10); /* make room: serve delivery reports */
+		pthread_rwlock_unlock(&p->lock);
 	}
+	if (!err)
+		rd_kafka_poll(p->rk, 0);
+	pthread_rwlock_unlock(&p->lock);
 	if (err)
 		return err_set(-EIO, "produce to %s: %s", topic, rd_kafka_err2str(err));
-	rd_kafka_poll(p->rk, 0);
 	return 0;
 }
 
@@ -284,14 +259,37 @@ int bus_produce(struct bus_producer *p, const char *topic, const char *key,
 	return r;
 }
 
+/* rd_kafka_poll/flush in slices of at most a second, following the broker */
+static rd_kafka_resp_err_t producer_wait(struct bus_producer *p, int timeout_ms, bool flush)
+{
+	int64_t until = time_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+	for (;;) {
+		int64_t left = until - time_mono_ms();
+		int slice = left > 1000 ? 1000 : left > 0 ? (int)left : 0;
+
+		producer_follow(p);
+		pthread_rwlock_rdlock(&p->lock);
+		if (flush)
+			err = rd_kafka_flush(p->rk, slice);
+		else
+			rd_kafka_poll(p->rk, slice);
+		pthread_rwlock_unlock(&p->lock);
+		if ((flush && err != RD_KAFKA_RESP_ERR__TIMED_OUT) || slice == 0 ||
+		    time_mono_ms() >= until)
+			return err;
+	}
+}
+
 void bus_producer_poll(struct bus_producer *p, int timeout_ms)
 {
-	rd_kafka_poll(p->rk, timeout_ms);
+	producer_wait(p, timeout_ms, false);
 }
 
 int bus_producer_flush(struct bus_producer *p, int timeout_ms)
 {
-	rd_kafka_resp_err_t err = rd_kafka_flush(p->rk, timeout_ms);
+	rd_kafka_resp_err_t err = producer_wait(p, timeout_ms, true);
 	uint64_t failed = __atomic_load_n(&p->failed, __ATOMIC_SEQ_CST);
 	uint64_t new_failed = failed - p->failed_at_flush;
 
@@ -315,14 +313,22 @@ uint64_t bus_producer_failed(const struct bus_producer *p)
 	return __atomic_load_n(&p->failed, __ATOMIC_SEQ_CST);
 }
 
+uint64_t bus_producer_reconnects(const struct bus_producer *p)
+{
+	return __atomic_load_n(&p->reconnects, __ATOMIC_SEQ_CST);
+}
+
 void bus_producer_free(struct bus_producer *p)
 {
 	if (!p)
 		return;
-	if (rd_kafka_flush(p->rk, 10000) == RD_KAFKA_RESP_ERR__TIMED_OUT)
+	if (producer_wait(p, 10000, true) == RD_KAFKA_RESP_ERR__TIMED_OUT)
 		log_error("producer closed with messages undelivered count=%d",
 			  rd_kafka_outq_len(p->rk));
 	rd_kafka_destroy(p->rk);
+	bus_follow_free(&p->follow);
+	pthread_rwlock_destroy(&p->lock);
+	pthread_mutex_destroy(&p->follow_mu);
 	free(p);
 }
 
@@ -330,17 +336,23 @@ void bus_producer_free(struct bus_producer *p)
 
 struct bus_consumer {
 	rd_kafka_t *rk;
+	const struct bus_config *cfg;  /* outlives the consumer */
+	char *group;                   /* NULL in observe mode */
+	char **topics;                 /* NULL-terminated copy */
+	bool from_end;
+	size_t max_message;            /* bus.max_message_bytes */
+	struct bus_follow follow;
+	uint64_t reconnects;
 	bool observe;
 	struct bus_producer *errors;   /* for error events */
 	bool own_errors;
-	const struct bus_config *cfg;  /* to create the error producer lazily */
 	char *source;
 	uint64_t rejected;
 	unsigned fail_streak;          /* handler failures in a row */
 };
 
 /* observe mode: assign every partition of the wanted topics (no group) */
-static int observe_assign(struct bus_consumer *c, const char *const *topics, bool from_end)
+static int observe_assign(rd_kafka_t *rk, const char *const *topics, bool from_end)
 {
 	const struct rd_kafka_metadata *md = NULL;
 	rd_kafka_topic_partition_list_t *parts = NULL;
@@ -351,13 +363,13 @@ static int observe_assign(struct bus_consumer *c, const char *const *topics, boo
 	 * on), else of every topic */
 	if (topics && topics[0]) {
 		for (size_t i = 0; topics[i]; i++) {
-			rd_kafka_topic_t *rkt = rd_kafka_topic_new(c->rk, topics[i], NULL);
+			rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topics[i], NULL);
 
 			if (!rkt)
 				return err_set(-EINVAL, "topic %s: %s", topics[i],
 					       rd_kafka_err2str(rd_kafka_last_error()));
 			for (int tries = 0; tries < 20; tries++) {
-				err = rd_kafka_metadata(c->rk, 0, rkt, &md, 5000);
+				err = rd_kafka_metadata(rk, 0, rkt, &md, 5000);
 				if (err)
 					break;
 				if (md->topic_cnt == 1 && !md->topics[0].err &&
@@ -382,7 +394,7 @@ static int observe_assign(struct bus_consumer *c, const char *const *topics, boo
 			md = NULL;
 		}
 	} else {
-		err = rd_kafka_metadata(c->rk, 1, NULL, &md, 5000);
+		err = rd_kafka_metadata(rk, 1, NULL, &md, 5000);
 		if (err)
 			return err_set(-EIO, "bus: no metadata: %s", rd_kafka_err2str(err));
 		parts = rd_kafka_topic_partition_list_new(8);
@@ -395,7 +407,7 @@ static int observe_assign(struct bus_consumer *c, const char *const *topics, boo
 							    : RD_KAFKA_OFFSET_BEGINNING;
 		}
 	}
-	err = rd_kafka_assign(c->rk, parts);
+	err = rd_kafka_assign(rk, parts);
 	if (err)
 		r = err_set(-EIO, "bus: assign: %s", rd_kafka_err2str(err));
 out:
@@ -417,31 +429,38 @@ static const char *const consumer_defaults[] = {
 	NULL,
 };
 
-int bus_consumer_new(const struct bus_config *cfg, const struct bus_consumer_opts *o,
-		     struct bus_consumer **out)
+static void consumer_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
-	struct bus_consumer *c = NULL;
+	struct bus_consumer *c = opaque;
+
+	bus_client_error(rk, err, reason, c ? &c->follow : NULL);
+}
+
+/* A librdkafka consumer on BOOTSTRAP: the group's subscription, or in
+ * observe mode every partition of the topics assigned. */
+static int consumer_handle(struct bus_consumer *c, const char *bootstrap, rd_kafka_t **out)
+{
+	/* the fetch sizes follow bus.max_message_bytes: a partition's fetch
+	 * holds one message at the limit; a response may carry a message far
+	 * over it (up to 32 times), which is then answered, not a wedge */
+	size_t part = c->max_message + BUS_PROTOCOL_HEADROOM, fetch = 4 * part;
+	size_t receive = fetch + 32 * c->max_message;
 	rd_kafka_conf_t *conf = NULL;
-	const char *group;
+	rd_kafka_t *rk = NULL;
 	char errstr[256];
 	int r;
 
-	c = calloc(1, sizeof(*c));
-	if (!c)
-		return err_set(-ENOMEM, "out of memory");
-	c->observe = o->observe;
-	c->cfg = cfg;
-	c->source = strdup(o->source ? o->source : cfg && cfg->client_id ? cfg->client_id
-									   : "stratus");
-	if (!c->source) {
-		r = err_set(-ENOMEM, "out of memory");
-		goto fail;
-	}
-	r = bus_rdkafka_conf(cfg, o->observe ? NULL : consumer_defaults, false, &conf);
+	r = bus_rdkafka_conf_at(c->cfg, bootstrap, c->observe ? NULL : consumer_defaults, false,
+			    &conf);
 	if (r < 0)
+		return r;
+	rd_kafka_conf_set_error_cb(conf, consumer_error_cb);
+	rd_kafka_conf_set_opaque(conf, c);
+	if ((r = bus_conf_set_size(conf, "max.partition.fetch.bytes", part)) < 0 ||
+	    (r = bus_conf_set_size(conf, "fetch.max.bytes", fetch)) < 0 ||
+	    (r = bus_conf_set_size(conf, "receive.message.max.bytes", receive)) < 0)
 		goto fail;
-	rd_kafka_conf_set_error_cb(conf, error_cb);
-	if (o->observe) {
+	if (c->observe) {
 		char gid[UUID_STRLEN + 16];
 
 		/* a group of its own that never commits: assign() wants one */
@@ -452,51 +471,116 @@ int bus_consumer_new(const struct bus_config *cfg, const struct bus_consumer_opt
 		    (r = bus_conf_set(conf, "allow.auto.create.topics", "true")) < 0)
 			goto fail;
 	} else {
-		group = o->group_id ? o->group_id : cfg && cfg->group_id ? cfg->group_id : "stratus";
-		if ((r = bus_conf_set(conf, "group.id", group)) < 0 ||
+		if ((r = bus_conf_set(conf, "group.id", c->group)) < 0 ||
 		    /* not negotiable: at least once */
 		    (r = bus_conf_set(conf, "enable.auto.offset.store", "false")) < 0 ||
 		    (r = bus_conf_set(conf, "enable.auto.commit", "true")) < 0)
 			goto fail;
 	}
-	c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-	if (!c->rk) {
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	if (!rk) {
 		r = err_set(-EINVAL, "bus: cannot create a consumer: %s", errstr);
 		goto fail;
 	}
 	conf = NULL;
-	rd_kafka_poll_set_consumer(c->rk);
-	c->errors = o->errors;
-	if (o->observe) {
-		r = observe_assign(c, o->topics, o->from_end);
+	rd_kafka_poll_set_consumer(rk);
+	if (c->observe) {
+		r = observe_assign(rk, (const char *const *)c->topics, c->from_end);
 		if (r < 0)
 			goto fail;
 	} else {
 		rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(4);
 		rd_kafka_resp_err_t err;
 
-		for (size_t i = 0; o->topics && o->topics[i]; i++)
-			rd_kafka_topic_partition_list_add(subs, o->topics[i], RD_KAFKA_PARTITION_UA);
-		if (subs->cnt == 0) {
-			rd_kafka_topic_partition_list_destroy(subs);
-			r = err_set(-EINVAL, "bus: consumer: no topics given");
-			goto fail;
-		}
-		err = rd_kafka_subscribe(c->rk, subs);
+		for (size_t i = 0; c->topics[i]; i++)
+			rd_kafka_topic_partition_list_add(subs, c->topics[i], RD_KAFKA_PARTITION_UA);
+		err = rd_kafka_subscribe(rk, subs);
 		rd_kafka_topic_partition_list_destroy(subs);
 		if (err) {
 			r = err_set(-EINVAL, "bus: subscribe: %s", rd_kafka_err2str(err));
 			goto fail;
 		}
 	}
-	*out = c;
+	*out = rk;
 	return 0;
 fail:
 	if (conf)
 		rd_kafka_conf_destroy(conf);
-	c->errors = NULL;
+	if (rk)
+		rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	return r;
+}
+
+int bus_consumer_new(const struct bus_config *cfg, const struct bus_consumer_opts *o,
+		     struct bus_consumer **out)
+{
+	_cleanup_free_ char *bootstrap = NULL;
+	struct bus_consumer *c = NULL;
+	size_t n = 0;
+	int r;
+
+	while (o->topics && o->topics[n])
+		n++;
+	if (n == 0 && !o->observe)
+		return err_set(-EINVAL, "bus: consumer: no topics given");
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return err_set(-ENOMEM, "out of memory");
+	c->observe = o->observe;
+	c->from_end = o->from_end;
+	c->cfg = cfg;
+	c->source = strdup(o->source ? o->source : cfg && cfg->client_id ? cfg->client_id
+									   : "stratus");
+	c->topics = calloc(n + 1, sizeof(char *));
+	if (!o->observe)
+		c->group = strdup(o->group_id ? o->group_id : cfg && cfg->group_id ? cfg->group_id
+										   : "stratus");
+	if (!c->source || !c->topics || (!o->observe && !c->group)) {
+		r = err_set(-ENOMEM, "out of memory");
+		goto fail;
+	}
+	for (size_t i = 0; i < n; i++) {
+		c->topics[i] = strdup(o->topics[i]);
+		if (!c->topics[i]) {
+			r = err_set(-ENOMEM, "out of memory");
+			goto fail;
+		}
+	}
+	if ((r = bus_message_limit(cfg ? cfg->max_message_bytes : 0, &c->max_message)) < 0 ||
+	    (r = bus_follow_init(&c->follow, cfg, &bootstrap)) < 0 ||
+	    (r = consumer_handle(c, bootstrap, &c->rk)) < 0)
+		goto fail;
+	c->errors = o->errors;
+	*out = c;
+	return 0;
+fail:
 	bus_consumer_free(c);
 	return r;
+}
+
+/* The broker moved: a new consumer in the same group on the same topics
+ * there (the new broker has neither the old offsets nor the messages: the
+ * group starts at the beginning of its partitions). */
+static void consumer_follow(struct bus_consumer *c)
+{
+	rd_kafka_t *rk = NULL;
+	char *to = NULL;
+
+	if (bus_follow_moved(&c->follow, &to) <= 0)
+		return;
+	if (consumer_handle(c, to, &rk) < 0) {
+		log_warn("bus: broker moved to %s, cannot reconnect yet: %s", to, err_msg());
+		free(to);
+		return;
+	}
+	bus_follow_log_move(c->follow.addr, to);
+	/* no close: the group's coordinator is gone with the old broker */
+	rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	c->rk = rk;
+	c->fail_streak = 0;
+	free(c->follow.addr);
+	c->follow.addr = to;
+	c->reconnects++;
 }
 
 /* The request id of a message that did not validate, when it has one. */
@@ -588,6 +672,7 @@ int bus_consumer_poll(struct bus_consumer *c, int timeout_ms, bus_handler_fn fn,
 	struct bus_message m = { 0 };
 	int r;
 
+	consumer_follow(c);
 	rkm = rd_kafka_consumer_poll(c->rk, timeout_ms);
 	if (!rkm)
 		return 0;
@@ -616,7 +701,11 @@ int bus_consumer_poll(struct bus_consumer *c, int timeout_ms, bus_handler_fn fn,
 	m.key = key;
 	m.payload = rkm->payload;
 	m.len = rkm->len;
-	r = bus_envelope_parse(rkm->payload ? rkm->payload : "", rkm->len, m.topic, &e);
+	if (rkm->len > c->max_message)
+		r = err_set(-E2BIG, "message of %zu bytes is over bus.max_message_bytes (%zu bytes)",
+			    rkm->len, c->max_message);
+	else
+		r = bus_envelope_parse(rkm->payload ? rkm->payload : "", rkm->len, m.topic, &e);
 	if (r < 0) {
 		_cleanup_free_ char *why = strdup(err_msg());
 
@@ -687,6 +776,11 @@ uint64_t bus_consumer_rejected(const struct bus_consumer *c)
 	return c->rejected;
 }
 
+uint64_t bus_consumer_reconnects(const struct bus_consumer *c)
+{
+	return c->reconnects;
+}
+
 void bus_consumer_free(struct bus_consumer *c)
 {
 	if (!c)
@@ -700,6 +794,11 @@ void bus_consumer_free(struct bus_consumer *c)
 	}
 	if (c->own_errors)
 		bus_producer_free(c->errors);
+	for (size_t i = 0; c->topics && c->topics[i]; i++)
+		free(c->topics[i]);
+	free(c->topics);
+	free(c->group);
+	bus_follow_free(&c->follow);
 	free(c->source);
 	free(c);
 }

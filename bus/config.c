@@ -15,6 +15,8 @@ const struct cfg_field bus_config_fields[] = {
 	  .offset = offsetof(struct bus_config, address_file), .expected = "a file path" },
 	{ .key = "client_id", .type = CFG_STRING, .offset = offsetof(struct bus_config, client_id) },
 	{ .key = "group_id", .type = CFG_STRING, .offset = offsetof(struct bus_config, group_id) },
+	{ .key = "max_message_bytes", .type = CFG_SIZE,
+	  .offset = offsetof(struct bus_config, max_message_bytes), .def = "1M" },
 	{ .key = "properties", .type = CFG_MAP, .offset = offsetof(struct bus_config, properties) },
 	{ 0 },
 };

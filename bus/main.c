@@ -92,7 +92,9 @@ int main(int argc, char **argv)
 	};
 	struct bus_broker *b = NULL;
 	_cleanup_free_ char *addr = NULL;
+	_cleanup_free_ char *lock_path = NULL;
 	const char *path;
+	int lock_fd = -1;
 	sigset_t set;
 	int argi, r, sig = 0, rc = 1;
 
@@ -113,15 +115,26 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
+	/* where the clients of the same config file look for it */
+	path = bus_address_file(broker_cfg.address_file ? broker_cfg.address_file
+							: bus_cfg.address_file);
+	/* one broker per address file: a second one must not replace it */
+	if (asprintf(&lock_path, "%s.pid", path) < 0) {
+		lock_path = NULL;
+		log_error("out of memory");
+		goto out;
+	}
+	if (daemon_lock(o.prog, lock_path, &lock_fd) < 0) {
+		fprintf(stderr, "%s\n", err_msg());
+		goto out;
+	}
+	broker_cfg.max_message_bytes = bus_cfg.max_message_bytes;
 	r = bus_broker_start(&broker_cfg, &b);
 	if (r < 0) {
 		log_error("%s", err_msg());
 		goto out;
 	}
 	addr = strdup(bus_broker_bootstraps(b));
-	/* where the clients of the same config file look for it */
-	path = bus_address_file(broker_cfg.address_file ? broker_cfg.address_file
-							: bus_cfg.address_file);
 	if (!addr) {
 		log_error("out of memory");
 		goto out;
@@ -142,6 +155,7 @@ int main(int argc, char **argv)
 	rc = 0;
 out:
 	bus_broker_stop(b);
+	daemon_unlock(lock_path, lock_fd);
 	cfg_free(log_config_fields, &log_cfg);
 	broker_config_free(&broker_cfg);
 	bus_config_free(&bus_cfg);

@@ -306,4 +306,18 @@ struct daemon_opts {
 };
 int daemon_setup(struct daemon_opts *o, int argc, char **argv, int *argi);
 
+
+/* ---- single instance --------------------------------------------------- */
+/*
+ * Take the daemon's pid-file lock: open PATH (O_CREAT, making its
+ * directory), flock(LOCK_EX|LOCK_NB), then truncate it and write our pid.
+ * Keep *fd open for the life of the process: the lock goes with it (also
+ * on kill -9). When another process holds it: -EWOULDBLOCK with err_msg()
+ * "PROG: already running as pid 1234 (lock PATH)" and PATH untouched.
+ * Other errors: <0 naming PATH. *fd untouched on failure.
+ */
+int daemon_lock(const char *prog, const char *path, int *fd);
+/* Remove PATH and close FD (the lock's owner, at exit). FD < 0: nothing. */
+void daemon_unlock(const char *path, int fd);
+
 #endif

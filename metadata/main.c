@@ -104,7 +104,8 @@ int main(int argc, char **argv)
 	struct md_service *svc = NULL;
 	struct md_http *http = NULL;
 	sigset_t sigs;
-	int argi, r, code = 1;
+	_cleanup_free_ char *lock_path = NULL;
+	int argi, r, code = 1, lock_fd = -1;
 
 	if (take_opts(&argc, argv, &instances, &store, &listen) < 0)
 		return 2;
@@ -132,6 +133,15 @@ int main(int argc, char **argv)
 	if (!instances && !store) {
 		fprintf(stderr, "%s: no instance source: give --instances FILE or --store DB "
 				"(or metadata.instances / metadata.store)\n", o.prog);
+		goto out;
+	}
+	/* one metadata service per instance source */
+	if (asprintf(&lock_path, "%s.metadata.pid", instances ? instances : store) < 0) {
+		lock_path = NULL;
+		goto out;
+	}
+	if (daemon_lock(o.prog, lock_path, &lock_fd) < 0) {
+		fprintf(stderr, "%s\n", err_msg());
 		goto out;
 	}
 	r = instances ? md_source_json_open(instances, &src) : md_source_store_open(store, &src);
@@ -176,6 +186,7 @@ int main(int argc, char **argv)
 	code = 0;
 out:
 	md_http_stop(http);
+	daemon_unlock(lock_path, lock_fd);
 	md_service_free(svc);
 	md_source_close(src);
 	cfg_free(md_config_fields, &md_cfg);

@@ -278,7 +278,8 @@ int main(int argc, char **argv)
 	};
 	struct sigaction sa = { .sa_handler = on_signal };
 	struct sched *s = NULL;
-	int argi, r, rc = 1;
+	_cleanup_free_ char *lock_path = NULL;
+	int argi, r, rc = 1, lock_fd = -1;
 
 	r = daemon_setup(&o, argc, argv, &argi);
 	if (r > 0) {
@@ -288,6 +289,15 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* one scheduler per database (DESIGN: single instance) */
+	if (asprintf(&lock_path, "%s.pid", sched_cfg.state_path) < 0) {
+		lock_path = NULL;
+		goto out;
+	}
+	if (daemon_lock(o.prog, lock_path, &lock_fd) < 0) {
+		fprintf(stderr, "%s\n", err_msg());
+		goto out;
+	}
 	if (sched_open(&sched_cfg, &s) < 0) {
 		log_error("%s", err_msg());
 		goto out;
@@ -300,6 +310,7 @@ int main(int argc, char **argv)
 	rc = 0;
 out:
 	sched_close(s);
+	daemon_unlock(lock_path, lock_fd);
 	cfg_free(log_config_fields, &log_cfg);
 	bus_config_free(&bus_cfg);
 	sched_config_free(&sched_cfg);
