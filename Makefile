@@ -111,7 +111,7 @@ benches: all $(BENCH_BINS)
 
 bench: benches
 	@sh deps/install.sh $(DEPS_TEST)
-	@for b in bench/*/run.sh; do echo "== $$b"; BUILD=$(BUILD) sh $$b || exit 1; done
+	@BUILD=$(BUILD) sh bench/run-all.sh
 
 # The single-machine dev cloud (deploy/demo.sh): installs what is missing,
 # prepares the host, starts every service, boots a guest with cloud-init.
