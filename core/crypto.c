@@ -1,0 +1,372 @@
+/* Cryptography on OpenSSL 3 (core/crypto.h). */
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/kdf.h>
+#include <openssl/rand.h>
+
+#include "core/core.h"
+#include "core/crypto.h"
+
+int crypto_random(void *buf, size_t n)
+{
+	if (RAND_bytes(buf, (int)n) != 1)
+		return err_set(-EIO, "crypto: no random bytes from OpenSSL");
+	return 0;
+}
+
+bool crypto_equal(const void *a, const void *b, size_t n)
+{
+	return CRYPTO_memcmp(a, b, n) == 0;
+}
+
+int crypto_hmac_sha256(const void *key, size_t key_len, const void *data, size_t n,
+		       unsigned char mac[CRYPTO_MAC_LEN])
+{
+	unsigned int len = 0;
+
+	if (!HMAC(EVP_sha256(), key, (int)key_len, data, n, mac, &len) || len != CRYPTO_MAC_LEN)
+		return err_set(-EIO, "crypto: HMAC-SHA256 failed");
+	return 0;
+}
+
+int crypto_sha256(const void *data, size_t n, unsigned char out[32])
+{
+	if (EVP_Digest(data, n, out, NULL, EVP_sha256(), NULL) != 1)
+		return err_set(-EIO, "crypto: SHA-256 failed");
+	return 0;
+}
+
+int crypto_hkdf_sha256(const void *ikm, size_t ikm_len, const void *salt, size_t salt_len,
+		       const char *info, unsigned char out[CRYPTO_KEY_LEN])
+{
+	EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+	EVP_KDF_CTX *ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+	OSSL_PARAM p[5], *q = p;
+	char digest[] = "SHA256";
+	int r = 0;
+
+	if (!ctx) {
+		r = err_set(-EIO, "crypto: HKDF is not available");
+		goto out;
+	}
+	*q++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0);
+	*q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)(uintptr_t)ikm,
+						 ikm_len);
+	if (salt && salt_len)
+		*q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT,
+							 (void *)(uintptr_t)salt, salt_len);
+	*q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO,
+						 (void *)(uintptr_t)(info ? info : ""),
+						 info ? strlen(info) : 0);
+	*q = OSSL_PARAM_construct_end();
+	if (EVP_KDF_derive(ctx, out, CRYPTO_KEY_LEN, p) != 1)
+		r = err_set(-EIO, "crypto: HKDF-SHA256 failed");
+out:
+	EVP_KDF_CTX_free(ctx);
+	EVP_KDF_free(kdf);
+	return r;
+}
+
+/* ---- key pairs --------------------------------------------------------- */
+
+static int raw_public(int type, const unsigned char priv[CRYPTO_KEY_LEN],
+		      unsigned char pub[CRYPTO_KEY_LEN])
+{
+	EVP_PKEY *k = EVP_PKEY_new_raw_private_key(type, NULL, priv, CRYPTO_KEY_LEN);
+	size_t len = CRYPTO_KEY_LEN;
+	int r = 0;
+
+	if (!k || EVP_PKEY_get_raw_public_key(k, pub, &len) != 1 || len != CRYPTO_KEY_LEN)
+		r = err_set(-EINVAL, "crypto: not a valid private key");
+	EVP_PKEY_free(k);
+	return r;
+}
+
+static int keygen(int type, unsigned char pub[CRYPTO_KEY_LEN], unsigned char priv[CRYPTO_KEY_LEN])
+{
+	unsigned char seed[CRYPTO_KEY_LEN];
+	int r = crypto_random(seed, sizeof(seed));
+
+	if (r == 0)
+		r = raw_public(type, seed, pub);
+	if (r == 0)
+		memcpy(priv, seed, sizeof(seed));
+	OPENSSL_cleanse(seed, sizeof(seed));
+	return r;
+}
+
+int crypto_ed25519_keygen(unsigned char pub[CRYPTO_KEY_LEN], unsigned char priv[CRYPTO_KEY_LEN])
+{
+	return keygen(EVP_PKEY_ED25519, pub, priv);
+}
+
+int crypto_ed25519_public(const unsigned char priv[CRYPTO_KEY_LEN],
+			  unsigned char pub[CRYPTO_KEY_LEN])
+{
+	return raw_public(EVP_PKEY_ED25519, priv, pub);
+}
+
+int crypto_x25519_keygen(unsigned char pub[CRYPTO_KEY_LEN], unsigned char priv[CRYPTO_KEY_LEN])
+{
+	return keygen(EVP_PKEY_X25519, pub, priv);
+}
+
+int crypto_x25519_public(const unsigned char priv[CRYPTO_KEY_LEN],
+			 unsigned char pub[CRYPTO_KEY_LEN])
+{
+	return raw_public(EVP_PKEY_X25519, priv, pub);
+}
+
+int crypto_ed25519_sign(const unsigned char priv[CRYPTO_KEY_LEN], const void *msg, size_t n,
+			unsigned char sig[CRYPTO_SIG_LEN])
+{
+	EVP_PKEY *k = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, priv, CRYPTO_KEY_LEN);
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	size_t len = CRYPTO_SIG_LEN;
+	int r = 0;
+
+	if (!k || !md || EVP_DigestSignInit(md, NULL, NULL, NULL, k) != 1 ||
+	    EVP_DigestSign(md, sig, &len, msg, n) != 1 || len != CRYPTO_SIG_LEN)
+		r = err_set(-EIO, "crypto: Ed25519 signing failed");
+	EVP_MD_CTX_free(md);
+	EVP_PKEY_free(k);
+	return r;
+}
+
+int crypto_ed25519_verify(const unsigned char pub[CRYPTO_KEY_LEN], const void *msg, size_t n,
+			  const unsigned char sig[CRYPTO_SIG_LEN])
+{
+	EVP_PKEY *k = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pub, CRYPTO_KEY_LEN);
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	int r = 0;
+
+	if (!k || !md || EVP_DigestVerifyInit(md, NULL, NULL, NULL, k) != 1)
+		r = err_set(-EINVAL, "crypto: not a valid Ed25519 public key");
+	else if (EVP_DigestVerify(md, sig, CRYPTO_SIG_LEN, msg, n) != 1)
+		r = err_set(-EBADMSG, "crypto: Ed25519 signature does not verify");
+	EVP_MD_CTX_free(md);
+	EVP_PKEY_free(k);
+	return r;
+}
+
+/* ---- AEAD -------------------------------------------------------------- */
+
+static int aead(bool seal, const unsigned char key[CRYPTO_KEY_LEN],
+		const unsigned char nonce[CRYPTO_NONCE_LEN], const void *aad, size_t aad_len,
+		const unsigned char *in, size_t n, unsigned char *out, unsigned char tag[CRYPTO_TAG_LEN])
+{
+	EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+	int len = 0, r = 0;
+
+	if (!c || EVP_CipherInit_ex(c, EVP_chacha20_poly1305(), NULL, key, nonce, seal) != 1 ||
+	    (aad_len && EVP_CipherUpdate(c, NULL, &len, aad, (int)aad_len) != 1) ||
+	    (n && EVP_CipherUpdate(c, out, &len, in, (int)n) != 1)) {
+		r = err_set(-EIO, "crypto: ChaCha20-Poly1305 failed");
+		goto out;
+	}
+	if (seal) {
+		if (EVP_CipherFinal_ex(c, out + len, &len) != 1 ||
+		    EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, CRYPTO_TAG_LEN, tag) != 1)
+			r = err_set(-EIO, "crypto: ChaCha20-Poly1305 failed");
+	} else {
+		if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, CRYPTO_TAG_LEN, tag) != 1 ||
+		    EVP_CipherFinal_ex(c, out + len, &len) != 1)
+			r = err_set(-EBADMSG, "crypto: sealed data does not authenticate "
+					      "(wrong key, or altered)");
+	}
+out:
+	EVP_CIPHER_CTX_free(c);
+	return r;
+}
+
+int crypto_aead_seal(const unsigned char key[CRYPTO_KEY_LEN], const void *aad, size_t aad_len,
+		     const void *pt, size_t n, unsigned char **out, size_t *out_len)
+{
+	unsigned char *buf;
+	int r;
+
+	if (n > CRYPTO_SEAL_MAX)
+		return err_set(-E2BIG, "crypto: %zu bytes to seal, more than %u", n, CRYPTO_SEAL_MAX);
+	buf = malloc(n + CRYPTO_AEAD_OVERHEAD);
+	if (!buf)
+		return err_set(-ENOMEM, "out of memory");
+	r = crypto_random(buf, CRYPTO_NONCE_LEN);
+	if (r == 0)
+		r = aead(true, key, buf, aad, aad_len, pt, n, buf + CRYPTO_NONCE_LEN,
+			 buf + CRYPTO_NONCE_LEN + n);
+	if (r < 0) {
+		free(buf);
+		return r;
+	}
+	*out = buf;
+	*out_len = n + CRYPTO_AEAD_OVERHEAD;
+	return 0;
+}
+
+int crypto_aead_open(const unsigned char key[CRYPTO_KEY_LEN], const void *aad, size_t aad_len,
+		     const void *ct, size_t n, unsigned char **out, size_t *out_len)
+{
+	const unsigned char *in = ct;
+	unsigned char tag[CRYPTO_TAG_LEN], *buf;
+	size_t len;
+	int r;
+
+	if (n < CRYPTO_AEAD_OVERHEAD)
+		return err_set(-EBADMSG, "crypto: sealed data too short (%zu bytes)", n);
+	len = n - CRYPTO_AEAD_OVERHEAD;
+	if (len > CRYPTO_SEAL_MAX)
+		return err_set(-E2BIG, "crypto: %zu sealed bytes, more than %u", len, CRYPTO_SEAL_MAX);
+	buf = malloc(len + 1);
+	if (!buf)
+		return err_set(-ENOMEM, "out of memory");
+	memcpy(tag, in + n - CRYPTO_TAG_LEN, CRYPTO_TAG_LEN);
+	r = aead(false, key, in, aad, aad_len, in + CRYPTO_NONCE_LEN, len, buf, tag);
+	if (r < 0) {
+		OPENSSL_cleanse(buf, len);
+		free(buf);
+		return r;
+	}
+	buf[len] = '\0'; /* for text callers */
+	*out = buf;
+	*out_len = len;
+	return 0;
+}
+
+/* ---- sealed boxes ------------------------------------------------------ */
+
+static int box_key(const unsigned char sk[CRYPTO_KEY_LEN], const unsigned char pk[CRYPTO_KEY_LEN],
+		   const unsigned char epk[CRYPTO_KEY_LEN], const unsigned char rpk[CRYPTO_KEY_LEN],
+		   const char *info, unsigned char key[CRYPTO_KEY_LEN])
+{
+	EVP_PKEY *mine = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, sk, CRYPTO_KEY_LEN);
+	EVP_PKEY *peer = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, pk, CRYPTO_KEY_LEN);
+	EVP_PKEY_CTX *ctx = mine ? EVP_PKEY_CTX_new(mine, NULL) : NULL;
+	unsigned char shared[CRYPTO_KEY_LEN], salt[2 * CRYPTO_KEY_LEN];
+	size_t len = sizeof(shared);
+	int r;
+
+	if (!ctx || !peer || EVP_PKEY_derive_init(ctx) != 1 ||
+	    EVP_PKEY_derive_set_peer(ctx, peer) != 1 || EVP_PKEY_derive(ctx, shared, &len) != 1 ||
+	    len != sizeof(shared)) {
+		r = err_set(-EBADMSG, "crypto: X25519 key agreement failed (bad key)");
+		goto out;
+	}
+	memcpy(salt, epk, CRYPTO_KEY_LEN);
+	memcpy(salt + CRYPTO_KEY_LEN, rpk, CRYPTO_KEY_LEN);
+	r = crypto_hkdf_sha256(shared, len, salt, sizeof(salt), info, key);
+out:
+	OPENSSL_cleanse(shared, sizeof(shared));
+	EVP_PKEY_CTX_free(ctx);
+	EVP_PKEY_free(mine);
+	EVP_PKEY_free(peer);
+	return r;
+}
+
+int crypto_box_seal(const unsigned char rpk[CRYPTO_KEY_LEN], const char *info, const void *pt,
+		    size_t n, unsigned char **out, size_t *out_len)
+{
+	unsigned char epk[CRYPTO_KEY_LEN], esk[CRYPTO_KEY_LEN], key[CRYPTO_KEY_LEN];
+	unsigned char *ct = NULL, *buf = NULL;
+	size_t ct_len = 0;
+	int r;
+
+	if ((r = crypto_x25519_keygen(epk, esk)) < 0 ||
+	    (r = box_key(esk, rpk, epk, rpk, info, key)) < 0 ||
+	    (r = crypto_aead_seal(key, info, strlen(info), pt, n, &ct, &ct_len)) < 0)
+		goto out;
+	buf = malloc(CRYPTO_KEY_LEN + ct_len);
+	if (!buf) {
+		r = err_set(-ENOMEM, "out of memory");
+		goto out;
+	}
+	memcpy(buf, epk, CRYPTO_KEY_LEN);
+	memcpy(buf + CRYPTO_KEY_LEN, ct, ct_len);
+	*out = buf;
+	*out_len = CRYPTO_KEY_LEN + ct_len;
+out:
+	OPENSSL_cleanse(esk, sizeof(esk));
+	OPENSSL_cleanse(key, sizeof(key));
+	free(ct);
+	return r;
+}
+
+int crypto_box_open(const unsigned char rsk[CRYPTO_KEY_LEN], const char *info, const void *ct,
+		    size_t n, unsigned char **out, size_t *out_len)
+{
+	const unsigned char *in = ct;
+	unsigned char rpk[CRYPTO_KEY_LEN], key[CRYPTO_KEY_LEN];
+	int r;
+
+	if (n < CRYPTO_BOX_OVERHEAD)
+		return err_set(-EBADMSG, "crypto: sealed box too short (%zu bytes)", n);
+	if ((r = crypto_x25519_public(rsk, rpk)) < 0 ||
+	    (r = box_key(rsk, in, in, rpk, info, key)) < 0)
+		return r;
+	r = crypto_aead_open(key, info, strlen(info), in + CRYPTO_KEY_LEN, n - CRYPTO_KEY_LEN, out,
+			     out_len);
+	OPENSSL_cleanse(key, sizeof(key));
+	return r;
+}
+
+/* ---- key files and text ------------------------------------------------ */
+
+void crypto_key_to_text(const unsigned char key[CRYPTO_KEY_LEN], char buf[45])
+{
+	EVP_EncodeBlock((unsigned char *)buf, key, CRYPTO_KEY_LEN);
+}
+
+int crypto_key_from_text(const char *text, unsigned char key[CRYPTO_KEY_LEN])
+{
+	unsigned char *raw = NULL;
+	size_t len = 0;
+	int r = base64_decode(text, CRYPTO_KEY_LEN, &raw, &len);
+
+	if (r < 0 || len != CRYPTO_KEY_LEN) {
+		free(raw);
+		return err_set(-EINVAL, "expected a key of 32 bytes in base64 (44 characters)");
+	}
+	memcpy(key, raw, CRYPTO_KEY_LEN);
+	OPENSSL_cleanse(raw, len);
+	free(raw);
+	return 0;
+}
+
+int crypto_key_load(const char *path, unsigned char key[CRYPTO_KEY_LEN])
+{
+	_cleanup_free_ char *text = NULL;
+	struct stat st;
+	size_t n;
+	int r;
+
+	if (stat(path, &st) < 0)
+		return err_set(-errno, "key file %s: %s", path, strerror(errno));
+	if (st.st_mode & 077)
+		return err_set(-EPERM, "key file %s: mode %04o lets others read it (chmod 600)", path,
+			       (unsigned)(st.st_mode & 07777));
+	if ((r = read_file(path, 256, &text, &n)) < 0)
+		return err_prefix(r, "key file %s", path);
+	text[strcspn(text, "\r\n")] = '\0';
+	if ((r = crypto_key_from_text(text, key)) < 0)
+		return err_prefix(r, "key file %s", path);
+	return 0;
+}
+
+int crypto_key_save(const char *path, const unsigned char key[CRYPTO_KEY_LEN])
+{
+	char text[46];
+	int r;
+
+	crypto_key_to_text(key, text);
+	text[44] = '\n';
+	text[45] = '\0';
+	r = write_file_atomic(path, text, strlen(text), 0600);
+	OPENSSL_cleanse(text, sizeof(text));
+	return r < 0 ? err_prefix(r, "key file %s", path) : 0;
+}
