@@ -78,7 +78,7 @@ run_phase() {
 	shift
 	fresh_root_run "$R" "$@" >"$T/$name.log" 2>&1
 	rc=$?
-	grep -E '^(== |FAIL|ok: )' "$T/$name.log" | sed 's/^/   /'
+	grep -E '^(== |FAIL|ok: |PASS  |SKIP  |[0-9]+ passed, )' "$T/$name.log" | sed 's/^/   /'
 	[ $rc = 0 ] || fail "$name (exit $rc), last lines of $T/$name.log:
 $(tail -n 25 "$T/$name.log")"
 }
@@ -186,7 +186,10 @@ check_steps() {
 		set -e
 		cd /root/stratus
 		echo '== make -j2 check TESTS=\"$CHECK_TESTS\"'
-		make -s -j2 check TESTS='$CHECK_TESTS'
+		make -s -j2 check TESTS='$CHECK_TESTS' >/tmp/check.out 2>&1 || { cat /tmp/check.out; exit 1; }
+		cat /tmp/check.out
+		# a pattern that matches no test would pass with nothing run
+		grep -Eq '^[1-9][0-9]* passed, 0 failed' /tmp/check.out || { echo 'FAIL: make check ran no test'; exit 1; }
 		echo 'ok: make check'"
 }
 
