@@ -28,7 +28,8 @@
 #                        Nothing of the host's /run (libvirt's sockets) or /dev
 #                        is visible; every mount goes away with the namespace
 #                        and every process with the pid namespace when SCRIPT
-#                        ends. Returns SCRIPT's exit status.
+#                        ends. Returns SCRIPT's exit status. Runs of several
+#                        tests take turns (flock on the shared .deb cache).
 #   fresh_root_remove DIR
 #                        rm -rf DIR, refusing while anything is mounted below it
 FRESH_CACHE=${FRESH_CACHE:-/var/cache/stratus/fresh-root}
@@ -126,8 +127,10 @@ fresh_root_run() {
 	_script=$1
 	set -- --mount --propagation private --pid --fork
 	[ "$_net" = 1 ] && set -- "$@" --net
-	# the inner part: this file sourced again in the new namespaces
-	unshare "$@" sh -c '. "$0"; _fresh_root_inner "$@"' "$STRATUS_TOP/tests/lib/fresh-root.sh" \
+	# the inner part: this file sourced again in the new namespaces; apt in
+	# two roots at once would clash on the shared archives' lock
+	mkdir -p "$FRESH_CACHE" || return 1
+	flock -o "$FRESH_CACHE/apt-archives.lock" unshare "$@" sh -c '. "$0"; _fresh_root_inner "$@"' "$STRATUS_TOP/tests/lib/fresh-root.sh" \
 		"$_root" "$_net" "$_script"
 }
 
