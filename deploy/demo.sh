@@ -6,6 +6,8 @@
 #                             build and serve a Debian 12 guest image with
 #                             cloud-init, boot one instance with user-data and
 #                             show its console proving cloud-init ran it.
+#   sh deploy/demo.sh deps    only install the Debian packages start needs
+#                             (deps/build*.txt, deps/demo*.txt), as start does.
 #   sh deploy/demo.sh stop    delete the demo instance, stop what start started.
 #   sh deploy/demo.sh status
 #
@@ -97,10 +99,15 @@ write_config() {
 	fi
 }
 
+# what start installs; tests/e2e/e2e_fresh_root.sh runs it on a fresh root
+install_deps() {
+	sh deps/install.sh deps/build*.txt deps/demo*.txt || die "package installation failed"
+}
+
 start() {
 	[ "$(id -u)" = 0 ] || die "run as root (it installs packages, makes a bridge, starts libvirtd)"
 	say "installing what is missing (Debian packages) and building"
-	sh deps/install.sh deps/build*.txt deps/demo*.txt || die "package installation failed"
+	install_deps
 	make -s -j2 all || die "build failed"
 	mkdir -p "$DEMO/logs" "$RUN"
 	prepare_host
@@ -174,7 +181,8 @@ status() {
 
 case "${1:-start}" in
 start) start ;;
+deps) install_deps ;;
 stop) stop ;;
 status) status ;;
-*) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+*) echo "usage: $0 start|deps|stop|status" >&2; exit 2 ;;
 esac
