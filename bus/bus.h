@@ -48,6 +48,7 @@ struct broker_config {
 	char *address_file;
 	char *listen;               /* ADDR[:PORT] the brokers listen on and advertise */
 	struct cfg_map topics;      /* topic -> partition count */
+	char *metrics_listen;       /* ADDR:PORT of /metrics; NULL = none */
 	/* not a key: bus.max_message_bytes (stratus-bus copies it), 0 = default */
 	uint64_t max_message_bytes;
 };
@@ -280,6 +281,9 @@ bool bus_consumer_assigned(struct bus_consumer *c);
 int bus_consumer_commit(struct bus_consumer *c);
 /* Messages skipped as invalid so far. */
 uint64_t bus_consumer_rejected(const struct bus_consumer *c);
+/* Messages on the assigned partitions not consumed yet (from the last
+ * fetched high watermarks, no round trip), -1 when unknown. */
+int64_t bus_consumer_lag(struct bus_consumer *c);
 /* Times this consumer followed stratus-bus to a new address. */
 uint64_t bus_consumer_reconnects(const struct bus_consumer *c);
 /* Commit stored offsets, leave the group, destroy. NULL is fine. */
@@ -295,5 +299,14 @@ int bus_broker_start(const struct broker_config *cfg, struct bus_broker **out);
 /* "ADDRESS:PORT,..." (broker.listen, default 127.0.0.1; owned by the broker). */
 const char *bus_broker_bootstraps(const struct bus_broker *b);
 void bus_broker_stop(struct bus_broker *b);
+
+/* stratus-bus's /metrics (bus/metrics.c, docs/bus.md "Metrics"): check
+ * broker.metrics_listen (for -n); serve it for the broker at BOOTSTRAPS
+ * (nothing when unset: *out NULL); stop (NULL is fine). */
+struct bus_metrics;
+int bus_metrics_check(const struct broker_config *c);
+int bus_metrics_start(const struct broker_config *c, const char *bootstraps,
+		      struct bus_metrics **out);
+void bus_metrics_stop(struct bus_metrics *m);
 
 #endif

@@ -776,6 +776,30 @@ uint64_t bus_consumer_rejected(const struct bus_consumer *c)
 	return c->rejected;
 }
 
+int64_t bus_consumer_lag(struct bus_consumer *c)
+{
+	rd_kafka_topic_partition_list_t *parts = NULL;
+	int64_t lag = 0;
+
+	if (rd_kafka_assignment(c->rk, &parts))
+		return -1;
+	if (parts->cnt == 0 || rd_kafka_position(c->rk, parts)) {
+		rd_kafka_topic_partition_list_destroy(parts);
+		return -1;
+	}
+	for (int i = 0; i < parts->cnt; i++) {
+		int64_t lo, hi;
+		const rd_kafka_topic_partition_t *p = &parts->elems[i];
+
+		if (rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &lo, &hi) ||
+		    hi < 0)
+			continue;
+		lag += p->offset >= 0 ? (hi > p->offset ? hi - p->offset : 0) : hi - lo;
+	}
+	rd_kafka_topic_partition_list_destroy(parts);
+	return lag;
+}
+
 uint64_t bus_consumer_reconnects(const struct bus_consumer *c)
 {
 	return c->reconnects;

@@ -36,6 +36,8 @@ const struct cfg_field broker_config_fields[] = {
 	{ .key = "listen", .type = CFG_STRING, .offset = offsetof(struct broker_config, listen),
 	  .def = "127.0.0.1", .expected = "an IPv4 address of this machine, like 10.0.0.5:9092" },
 	{ .key = "topics", .type = CFG_MAP, .offset = offsetof(struct broker_config, topics) },
+	{ .key = "metrics_listen", .type = CFG_STRING,
+	  .offset = offsetof(struct broker_config, metrics_listen), .expected = "ADDR:PORT" },
 	{ 0 },
 };
 

@@ -65,8 +65,9 @@ static void remove_address(const char *path, const char *addr)
 static int validate(void *ud)
 {
 	struct sockaddr_in sa;
+	int r = broker_listen_addr(ud, &sa);
 
-	return broker_listen_addr(ud, &sa);
+	return r < 0 ? r : bus_metrics_check(ud);
 }
 
 int main(int argc, char **argv)
@@ -91,6 +92,7 @@ int main(int argc, char **argv)
 		.validate_ud = &broker_cfg,
 	};
 	struct bus_broker *b = NULL;
+	struct bus_metrics *metrics = NULL;
 	_cleanup_free_ char *addr = NULL;
 	_cleanup_free_ char *lock_path = NULL;
 	const char *path;
@@ -139,6 +141,10 @@ int main(int argc, char **argv)
 		log_error("out of memory");
 		goto out;
 	}
+	if (bus_metrics_start(&broker_cfg, addr, &metrics) < 0) {
+		log_error("%s", err_msg());
+		goto out;
+	}
 	r = write_address(path, addr);
 	if (r < 0) {
 		log_error("cannot write the address file: %s", err_msg());
@@ -154,6 +160,7 @@ int main(int argc, char **argv)
 	remove_address(path, addr);
 	rc = 0;
 out:
+	bus_metrics_stop(metrics);
 	bus_broker_stop(b);
 	daemon_unlock(lock_path, lock_fd);
 	cfg_free(log_config_fields, &log_cfg);

@@ -30,6 +30,8 @@ const struct cfg_field md_config_fields[] = {
 	  .expected = "a path to a JSON array of instance specs" },
 	{ .key = "store", .type = CFG_STRING, .offset = offsetof(struct md_config, store),
 	  .expected = "the path of the agent's store.db" },
+	{ .key = "metrics_listen", .type = CFG_STRING,
+	  .offset = offsetof(struct md_config, metrics_listen), .expected = "ADDR:PORT" },
 	{ 0 },
 };
 
@@ -55,5 +57,5 @@ int md_config_check(const struct md_config *c)
 	if (c->instances && c->store)
 		return err_set(-EINVAL, "%s: metadata.store: give instances or store, not both",
 			       cfg_where(&c->store));
-	return 0;
+	return md_metrics_check(c);
 }

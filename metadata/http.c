@@ -75,7 +75,10 @@ static enum MHD_Result answer(struct md_http *h, struct MHD_Connection *c, const
 		.body_len = body_len,
 	};
 
+	int64_t t0 = time_mono_ns();
+
 	md_service_handle(h->svc, &req, &rep);
+	md_metrics_request(method, url, rep.status, (double)(time_mono_ns() - t0) / 1e9);
 	log_debug("request method=%s path=\"%.200s\" source=%s status=%d bytes=%zu", method, url,
 		  src, rep.status, rep.len);
 	resp = MHD_create_response_from_buffer(rep.len, rep.body, MHD_RESPMEM_MUST_FREE);

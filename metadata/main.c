@@ -103,6 +103,7 @@ int main(int argc, char **argv)
 	struct md_source *src = NULL;
 	struct md_service *svc = NULL;
 	struct md_http *http = NULL;
+	struct prom_server *metrics = NULL;
 	sigset_t sigs;
 	_cleanup_free_ char *lock_path = NULL;
 	int argi, r, code = 1, lock_fd = -1;
@@ -163,6 +164,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: %s\n", o.prog, err_msg());
 		goto out;
 	}
+	if (md_metrics_start(&md_cfg, &metrics) < 0) {
+		fprintf(stderr, "%s: %s\n", o.prog, err_msg());
+		goto out;
+	}
 	log_info("listening listen=%s port=%d source=%s tokens=%s proxy=%s threads=%ld",
 		 listen, md_http_port(http), instances ? instances : store,
 		 md_cfg.tokens == MD_TOKENS_REQUIRED ? "required" : "optional",
@@ -185,6 +190,7 @@ int main(int argc, char **argv)
 	}
 	code = 0;
 out:
+	md_metrics_stop(metrics);
 	md_http_stop(http);
 	daemon_unlock(lock_path, lock_fd);
 	md_service_free(svc);

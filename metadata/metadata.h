@@ -156,10 +156,20 @@ struct md_config {
 	long threads;        /* HTTP worker threads */
 	char *instances;     /* JSON file of specs (the --instances default) */
 	char *store;         /* the agent's SQLite store (the --store default) */
+	char *metrics_listen; /* ADDR:PORT of /metrics (operators'); NULL = none */
 };
 extern const struct cfg_field md_config_fields[];
 /* Cross-field checks after loading (proxy needs a secret ...). */
 int md_config_check(const struct md_config *c);
+
+/* /metrics (metadata/metrics.c, docs/metadata.md "Metrics"): check the
+ * address (for -n); serve it (nothing when unset: *out NULL); stop. */
+struct prom_server;
+int md_metrics_check(const struct md_config *c);
+int md_metrics_start(const struct md_config *c, struct prom_server **out);
+void md_metrics_stop(struct prom_server *p);
+/* The exposition text (malloc'd; caller frees), NULL on ENOMEM. */
+char *md_metrics_text(void);
 
 #define MD_URL_MAX 1024            /* longer request targets: 414 */
 #define MD_HEADERS_MAX 8192        /* more header bytes: 431 */

@@ -49,4 +49,10 @@ char *md_instance_id_signature(const char *secret, const char *id);
 /* "10.0.0.1:80" -> sockaddr (IPv4); -EINVAL with err_msg() otherwise. */
 int md_listen_parse(const char *listen, struct sockaddr_in *sa);
 
+/* metrics hooks (metadata/metrics.c): one answered request; a request
+ * whose source identify() refused with STATUS (404: no instance's address
+ * or id, counted as an unknown source). */
+void md_metrics_request(const char *method, const char *url, int status, double seconds);
+void md_metrics_identify_failed(int status);
+
 #endif

@@ -419,6 +419,7 @@ void md_service_handle(struct md_service *svc, const struct md_request *req,
 	}
 	st = identify(svc, req, &in);
 	if (st) {
+		md_metrics_identify_failed(st);
 		free(path);
 		fail(rep, st);
 		return;

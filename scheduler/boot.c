@@ -245,11 +245,13 @@ static int step_group(struct boot *b)
 
 static int step_quota(struct boot *b)
 {
-	int r = quota_claim(b->s->quotas, b->project, &b->total, NULL);
+	enum quota_resource over = QUOTA_RESOURCE_LAST;
+	int r = quota_claim(b->s->quotas, b->project, &b->total, &over);
 
 	if (r == -EDQUOT) {
 		_cleanup_free_ char *msg = strdup(err_msg());
 
+		sched_metrics_quota_refused(over);
 		boot_rollback(b);
 		b->s->stats.over_quota++;
 		return answered(sched_reject(b->s, b->c, "%s", msg ? msg : "quota exceeded"));
@@ -302,6 +304,7 @@ static int place_one(struct boot *b, long i)
 		_cleanup_free_ char *why =
 			sched_no_host_reason(&b->ctx, s->hosts, s->n_hosts, &b->req, p->name);
 
+		sched_metrics_no_valid_host(&b->ctx, s->hosts, s->n_hosts, &b->req);
 		boot_rollback(b);
 		s->stats.no_valid_host++;
 		return answered(sched_reject(s, b->c, "%s", why ? why : "no valid host"));

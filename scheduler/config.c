@@ -66,6 +66,8 @@ const struct cfg_field sched_config_fields[] = {
 	  .sub = quota_default_fields },
 	{ .key = "flavors", .type = CFG_MAP, .offset = OFF(flavors) },
 	{ .key = "images", .type = CFG_MAP, .offset = OFF(images) },
+	{ .key = "metrics_listen", .type = CFG_STRING, .offset = OFF(metrics_listen),
+	  .expected = "ADDR:PORT" },
 	{ 0 },
 };
 
@@ -665,5 +667,5 @@ int sched_config_check(const struct sched_config *c)
 					  c->images.keys[k]);
 		sched_image_free(&i);
 	}
-	return 0;
+	return sched_metrics_check(c);
 }

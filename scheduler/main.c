@@ -138,8 +138,11 @@ static int handle(void *opaque, const struct bus_message *m)
 		}
 		l->batch_start_ms = time_mono_ms();
 	}
+	int64_t t0 = time_mono_ns();
+
 	r = sched_handle(l->s, e->type, e->request_id[0] ? e->request_id : NULL, e->body,
 			 time_wall_ms(), &l->out);
+	sched_metrics_handled(e->type, (double)(time_mono_ns() - t0) / 1e9);
 	if (r < 0) {
 		log_error("state failed type=%s request=%s: %s; stopping", e->type, e->request_id,
 			  err_msg());
@@ -241,6 +244,7 @@ static int run(struct sched *s)
 		}
 		if (now - last_tick >= TICK_MS) {
 			sched_tick(s, time_wall_ms());
+			sched_metrics_sample(s, time_wall_ms(), bus_consumer_lag(l.cons));
 			last_tick = now;
 		}
 	}
@@ -278,6 +282,7 @@ int main(int argc, char **argv)
 	};
 	struct sigaction sa = { .sa_handler = on_signal };
 	struct sched *s = NULL;
+	struct prom_server *metrics = NULL;
 	_cleanup_free_ char *lock_path = NULL;
 	int argi, r, rc = 1, lock_fd = -1;
 
@@ -302,6 +307,10 @@ int main(int argc, char **argv)
 		log_error("%s", err_msg());
 		goto out;
 	}
+	if (sched_metrics_start(&sched_cfg, &metrics) < 0) {
+		log_error("%s", err_msg());
+		goto out;
+	}
 	if (run(s) < 0) {
 		log_error("%s", err_msg());
 		goto out;
@@ -309,6 +318,7 @@ int main(int argc, char **argv)
 	log_info("scheduler stopped");
 	rc = 0;
 out:
+	sched_metrics_stop(metrics);
 	sched_close(s);
 	daemon_unlock(lock_path, lock_fd);
 	cfg_free(log_config_fields, &log_cfg);

@@ -65,6 +65,7 @@ json_t *sched_result_new(bool ok, const char *error, json_t *data)
 
 int sched_emit_result(struct sched_call *c, const char *key, json_t *res)
 {
+	sched_metrics_result(c->type, res);
 	return sched_out_add(c->out, BUS_TOPIC_EVENTS, key ? key : c->rid, "request.result",
 			     c->rid, res);
 }

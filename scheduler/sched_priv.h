@@ -369,4 +369,11 @@ int sched_on_image_remove(struct sched *s, struct sched_call *c);
 int sched_on_state(struct sched *s, struct sched_call *c);
 int sched_on_reschedule(struct sched *s, struct sched_call *c);
 
+/* metrics hooks (scheduler/metrics.c): a request's answer, a boot no host
+ * could take, a quota refusal (OVER: QUOTA_RESOURCE_LAST when unknown). */
+void sched_metrics_result(const char *type, const json_t *res);
+void sched_metrics_no_valid_host(const struct sched_ctx *c, struct sched_host *const *hosts,
+				 size_t n, const struct sched_req *r);
+void sched_metrics_quota_refused(enum quota_resource over);
+
 #endif

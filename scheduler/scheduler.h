@@ -51,6 +51,7 @@ struct sched_config {
 	struct quota_amounts default_quotas;
 	struct cfg_map flavors;           /* name -> "vcpus=2 ram_mb=1024 disk_gb=4 hw:...=..." */
 	struct cfg_map images;            /* name -> "url=... checksum=... disk_format=qcow2 ..." */
+	char *metrics_listen;             /* ADDR:PORT of /metrics; NULL = none */
 };
 extern const struct cfg_field sched_config_fields[];
 void sched_config_free(struct sched_config *c);
@@ -128,5 +129,18 @@ struct sched_stats {
 	size_t hosts_up;
 };
 void sched_get_stats(const struct sched *s, int64_t now_ms, struct sched_stats *out);
+
+/* /metrics (scheduler/metrics.c, docs/scheduler.md "Metrics"). check: the
+ * listen address, for -n; start: serve it (nothing when unset, *out NULL);
+ * sample: the gauges, from the main loop each tick (CONSUMER_LAG -1 when
+ * unknown); handled: one message's handling time. */
+struct prom_server;
+int sched_metrics_check(const struct sched_config *c);
+int sched_metrics_start(const struct sched_config *c, struct prom_server **out);
+void sched_metrics_stop(struct prom_server *p);
+void sched_metrics_sample(struct sched *s, int64_t now_ms, int64_t consumer_lag);
+void sched_metrics_handled(const char *type, double seconds);
+/* The exposition text (malloc'd; caller frees), NULL on ENOMEM. */
+char *sched_metrics_text(void);
 
 #endif
