@@ -5,6 +5,8 @@
 #   make SANITIZE=address,undefined check
 #   make deps            install the Debian packages in deps/*.txt (skips present ones)
 #   make bench           run the benchmarks under bench/
+#   make install         PREFIX=/usr/local DESTDIR= (binaries, units, man pages, ...)
+#   make man             lint the man pages with mandoc
 #
 # Layout: each module folder (core bus vmm images metadata quotas scheduler
 # agent cli) holds library code; a module's main.c, if any, is the main of
@@ -121,10 +123,45 @@ demo:
 demo-stop:
 	@sh deploy/demo.sh stop
 
+# make install [PREFIX=/usr/local] [DESTDIR=]: binaries, units (naming
+# $(PREFIX)/bin), the example configs, docs, man pages, Prometheus rules.
+# /etc/stratus/stratus.yaml is installed only when absent (an edited one stays).
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+DOCDIR  ?= $(PREFIX)/share/doc/stratus
+SHAREDIR ?= $(PREFIX)/share/stratus
+UNITDIR ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,/etc/systemd/system)
+SYSCONFDIR ?= /etc
+MAN_PAGES := cli/stratusctl.1 core/stratus.yaml.5 agent/stratus-agent.8 \
+             scheduler/stratus-scheduler.8 metadata/stratus-metadata.8 bus/stratus-bus.8
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)/examples \
+		$(DESTDIR)$(SHAREDIR)/prometheus $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SYSCONFDIR)/stratus
+	install -m 0755 $(addprefix $(BUILD)/,$(BINS)) $(DESTDIR)$(BINDIR)/
+	for u in deploy/systemd/*.service; do \
+		sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/share/doc/stratus|$(DOCDIR)|g' \
+			"$$u" >$(DESTDIR)$(UNITDIR)/$${u##*/} && chmod 0644 $(DESTDIR)$(UNITDIR)/$${u##*/} || exit 1; \
+	done
+	install -m 0644 deploy/config/*.yaml $(DESTDIR)$(DOCDIR)/examples/
+	install -m 0644 docs/*.md README.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 deploy/prometheus/*.yml $(DESTDIR)$(SHAREDIR)/prometheus/
+	for m in $(MAN_PAGES); do \
+		install -m 0644 "$$m" $(DESTDIR)$(MANDIR)/man$${m##*.}/ || exit 1; \
+	done
+	[ -e $(DESTDIR)$(SYSCONFDIR)/stratus/stratus.yaml ] || \
+		install -m 0644 deploy/config/single-host.yaml $(DESTDIR)$(SYSCONFDIR)/stratus/stratus.yaml
+
+# mandoc -Tlint on the man pages (tests/ops/test_man.sh checks them too)
+man:
+	mandoc -Tlint -Wwarning $(MAN_PAGES)
+
 clean:
 	rm -rf build build-san
 
-.PHONY: all deps tests check e2e bench benches clean demo demo-stop
+.PHONY: all deps tests check e2e bench benches clean demo demo-stop install man
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
