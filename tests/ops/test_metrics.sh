@@ -40,11 +40,13 @@ metadata:
   store: $T/state/agent.db
 YAML
 # stratus-bus was started before the key was there: start it again with it
-kill "$(cat "$T/bus.pid")"
-for _ in $(seq 50); do [ -e "$T/bus.addr" ] || break; sleep 0.1; done
+old=$(cat "$T/bus.pid")
+kill "$old" # it holds its lock until it has exited
+for _ in $(seq 100); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
 "$B/stratus-bus" -c "$T/stratus.yaml" >"$T/bus.log" 2>&1 &
 echo $! >"$T/bus.pid"
-for _ in $(seq 50); do [ -s "$T/bus.addr" ] && break; sleep 0.1; done
+for _ in $(seq 200); do [ -s "$T/bus.addr" ] && break; sleep 0.1; done
+[ -s "$T/bus.addr" ] || fail "stratus-bus did not start again: $(cat "$T/bus.log")"
 "$B/stratus-scheduler" -c "$T/stratus.yaml" >"$T/scheduler.log" 2>&1 &
 echo $! >"$T/scheduler.pid"
 agent_start
