@@ -179,6 +179,33 @@ static int consumer_properties(const struct cfg_map *in, struct cfg_map *out)
 	return out->keys[out->n - 1] && out->vals[out->n - 1] ? 0 : -ENOMEM;
 }
 
+/*
+ * The broker moved (our clients followed it): hosts are stale until they
+ * report again. The warm-up over: the boots that waited run, in a batch.
+ */
+static int recover(struct loop *l, uint64_t *moves)
+{
+	uint64_t m = bus_consumer_reconnects(l->cons) + bus_producer_reconnects(l->prod);
+	int64_t now = time_wall_ms();
+	int r;
+
+	if (m != *moves) {
+		*moves = m;
+		sched_broker_moved(l->s, now);
+	}
+	if (!sched_warmup_over(l->s, now) || sched_in_batch(l->s))
+		return 0;
+	r = sched_batch_begin(l->s);
+	if (r == 0)
+		r = sched_warmup_end(l->s, now, &l->out);
+	if (r < 0) {
+		log_error("deferred requests failed, stopping: %s", err_msg());
+		l->fatal = true;
+		return r;
+	}
+	return end_batch(l);
+}
+
 static int run(struct sched *s)
 {
 	static const char *const topics[] = { BUS_TOPIC_API, BUS_TOPIC_EVENTS, BUS_TOPIC_METRICS,
@@ -189,6 +216,7 @@ static int run(struct sched *s)
 	struct bus_consumer_opts co = { .group_id = "stratus-scheduler", .topics = topics,
 					.source = "stratus-scheduler" };
 	int64_t last_tick = 0, last_offsets = time_mono_ms();
+	uint64_t moves = 0;
 	int r;
 
 	if (!bus_cfg.client_id && !(bus_cfg.client_id = strdup("stratus-scheduler")))
@@ -204,6 +232,10 @@ static int run(struct sched *s)
 		goto out;
 	co.errors = l.prod;
 	r = bus_consumer_new(&ccfg, &co, &l.cons);
+	if (r < 0)
+		goto out;
+	/* hosts get one heartbeat window to report before they are judged */
+	r = sched_warmup_begin(s, time_wall_ms());
 	if (r < 0)
 		goto out;
 	/* builds that were claimed but maybe never sent */
@@ -243,6 +275,8 @@ static int run(struct sched *s)
 			sched_tick(s, time_wall_ms());
 			last_tick = now;
 		}
+		if (recover(&l, &moves) < 0)
+			break;
 	}
 	if (!l.fatal && end_batch(&l) == 0)
 		commit_offsets(&l);
