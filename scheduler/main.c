@@ -49,7 +49,28 @@ struct loop {
 	int64_t batch_start_ms;
 	bool offsets_pending;   /* stored offsets not yet committed */
 	bool fatal;
+	bool warm_started;      /* the warm-up began (the group gave us partitions) */
 };
+
+/*
+ * Hosts get one heartbeat window to report before they are judged, from
+ * the moment we can hear them: when the group gives us our partitions
+ * (a restarted member may wait for the dead one's session to time out).
+ */
+static int warmup(struct loop *l)
+{
+	int r;
+
+	if (l->warm_started || !bus_consumer_assigned(l->cons))
+		return 0;
+	l->warm_started = true;
+	r = sched_warmup_begin(l->s, time_wall_ms());
+	if (r < 0) {
+		log_error("%s; stopping", err_msg());
+		l->fatal = true;
+	}
+	return r;
+}
 
 /* Send what the handlers produced (after their commit). */
 static int send_out(struct loop *l)
@@ -128,7 +149,7 @@ static int handle(void *opaque, const struct bus_message *m)
 	const struct bus_envelope *e = m->env;
 	int r;
 
-	if (l->fatal)
+	if (l->fatal || warmup(l) < 0)
 		return -EIO;
 	if (!sched_in_batch(l->s)) {
 		r = sched_batch_begin(l->s);
@@ -189,6 +210,8 @@ static int recover(struct loop *l, uint64_t *moves)
 	int64_t now = time_wall_ms();
 	int r;
 
+	if (warmup(l) < 0)
+		return -EIO;
 	if (m != *moves) {
 		*moves = m;
 		sched_broker_moved(l->s, now);
@@ -232,10 +255,6 @@ static int run(struct sched *s)
 		goto out;
 	co.errors = l.prod;
 	r = bus_consumer_new(&ccfg, &co, &l.cons);
-	if (r < 0)
-		goto out;
-	/* hosts get one heartbeat window to report before they are judged */
-	r = sched_warmup_begin(s, time_wall_ms());
 	if (r < 0)
 		goto out;
 	/* builds that were claimed but maybe never sent */
