@@ -131,7 +131,8 @@ int sched_on_host_list(struct sched *s, struct sched_call *c)
 			/* stale: not heard from since a start or broker move */
 			json_object_set_new(o, "recovery",
 					    json_string(sched_host_stale(s, h) ? "stale"
-							: h->reannounced_ms ? "re-announced" : "-"));
+							: h->reannounced_ms && h->reannounced_ms >= s->epoch_ms
+							? "re-announced" : "-"));
 			json_object_set_new(o, "reannounced_ms",
 					    json_integer(h->reannounced_ms ? c->now_ms - h->reannounced_ms
 									   : -1));
