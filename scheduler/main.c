@@ -50,6 +50,7 @@ struct loop {
 	bool offsets_pending;   /* stored offsets not yet committed */
 	bool fatal;
 	bool warm_started;      /* the warm-up began (the group gave us partitions) */
+	uint64_t moves;         /* our consumer's reconnects seen so far */
 };
 
 /*
@@ -70,6 +71,19 @@ static int warmup(struct loop *l)
 		l->fatal = true;
 	}
 	return r;
+}
+
+/* Our consumer followed the broker to a new address: before the first
+ * message from it, hosts are stale until they report again (the producer
+ * follows on its own; what we hear is the consumer's). */
+static void follow_moves(struct loop *l)
+{
+	uint64_t m = bus_consumer_reconnects(l->cons);
+
+	if (m == l->moves)
+		return;
+	l->moves = m;
+	sched_broker_moved(l->s, time_wall_ms());
 }
 
 /* Send what the handlers produced (after their commit). */
@@ -151,6 +165,7 @@ static int handle(void *opaque, const struct bus_message *m)
 
 	if (l->fatal || warmup(l) < 0)
 		return -EIO;
+	follow_moves(l);
 	if (!sched_in_batch(l->s)) {
 		r = sched_batch_begin(l->s);
 		if (r < 0) {
@@ -204,18 +219,14 @@ static int consumer_properties(const struct cfg_map *in, struct cfg_map *out)
  * The broker moved (our clients followed it): hosts are stale until they
  * report again. The warm-up over: the boots that waited run, in a batch.
  */
-static int recover(struct loop *l, uint64_t *moves)
+static int recover(struct loop *l)
 {
-	uint64_t m = bus_consumer_reconnects(l->cons) + bus_producer_reconnects(l->prod);
 	int64_t now = time_wall_ms();
 	int r;
 
 	if (warmup(l) < 0)
 		return -EIO;
-	if (m != *moves) {
-		*moves = m;
-		sched_broker_moved(l->s, now);
-	}
+	follow_moves(l);
 	if (!sched_warmup_over(l->s, now) || sched_in_batch(l->s))
 		return 0;
 	r = sched_batch_begin(l->s);
@@ -239,7 +250,6 @@ static int run(struct sched *s)
 	struct bus_consumer_opts co = { .group_id = "stratus-scheduler", .topics = topics,
 					.source = "stratus-scheduler" };
 	int64_t last_tick = 0, last_offsets = time_mono_ms();
-	uint64_t moves = 0;
 	int r;
 
 	if (!bus_cfg.client_id && !(bus_cfg.client_id = strdup("stratus-scheduler")))
@@ -294,7 +304,7 @@ static int run(struct sched *s)
 			sched_tick(s, time_wall_ms());
 			last_tick = now;
 		}
-		if (recover(&l, &moves) < 0)
+		if (recover(&l) < 0)
 			break;
 	}
 	if (!l.fatal && end_batch(&l) == 0)
