@@ -39,6 +39,7 @@ extern const double agent_hist_bounds[AGENT_HIST_BUCKETS];
 
 struct agent_metrics {
 	uint64_t builds_ok, builds_failed, commands, rejected_fits;
+	uint64_t reannounces;  /* re-announces after a broker change */
 	uint64_t hist[AGENT_HIST_BUCKETS + 1]; /* last: +Inf */
 	double hist_sum;
 	uint64_t hist_count;
@@ -94,6 +95,7 @@ struct agent {
 	double host_steal_pct, host_steal_avg;
 	bool degraded;             /* libvirtd unreachable */
 	bool reconciled;           /* the start-up reconcile has run */
+	uint64_t bus_moves;        /* the bus clients' reconnects seen so far */
 	struct agent_http *http;
 
 	volatile sig_atomic_t stopping;
@@ -183,6 +185,10 @@ void agent_dhcp_reconcile(struct agent *a);
 
 /* report.c */
 int agent_report(struct agent *a);
+/* After a broker change: a host.report with `reannounce: {reason,
+ * instances: [{uuid, project, state}]}` (the store's rows), then one
+ * instance.state per instance, as reconcile would say it. */
+int agent_reannounce(struct agent *a);
 int agent_http_start(struct agent *a);
 void agent_http_stop(struct agent *a);
 /* The Prometheus text exposition; malloc'd. */

@@ -486,7 +486,15 @@ int agent_run(struct agent *a)
 		 vmm_virt_names[a->virt], a->n_workers);
 	while (!a->stopping) {
 		int64_t now = time_mono_ms();
+		uint64_t moves = bus_producer_reconnects(a->prod) + bus_consumer_reconnects(a->cons);
 
+		if (moves != a->bus_moves) {
+			/* the new broker has none of what the old one held */
+			a->bus_moves = moves;
+			if (agent_reannounce(a) < 0)
+				log_warn("re-announce: %s", err_msg());
+			next_report = now + a->cfg->report_interval_ms;
+		}
 		if (now >= next_report) {
 			if (agent_report(a) < 0)
 				log_warn("report: %s", err_msg());

@@ -188,7 +188,8 @@ static json_t *inventory(struct agent *a)
 			 numa);
 }
 
-int agent_report(struct agent *a)
+/* The report, with EXTRA's members added (taken; may be NULL). */
+static int report_send(struct agent *a, json_t *extra)
 {
 	struct usage_sum u = { 0 };
 	struct bus_envelope *e = NULL;
@@ -209,6 +210,9 @@ int agent_report(struct agent *a)
 			 (int)u.n, "steal_pct", a->host_steal_pct, "steal_pct_avg",
 			 a->host_steal_avg, "instance_steal", inst);
 	pthread_mutex_unlock(&a->m_lock);
+	if (body && extra)
+		json_object_update(body, extra);
+	json_decref(extra);
 	if (!body)
 		return err_set(-ENOMEM, "host report: out of memory");
 	r = bus_envelope_new("host.report", BUS_TC_METRICS, a->source, NULL, body, &e);
@@ -216,6 +220,53 @@ int agent_report(struct agent *a)
 		return r;
 	r = bus_produce(a->prod, BUS_TOPIC_METRICS, a->cfg->host, e);
 	bus_envelope_free(e);
+	return r;
+}
+
+int agent_report(struct agent *a)
+{
+	return report_send(a, NULL);
+}
+
+static int list_instance(const struct store_instance *row, void *ud)
+{
+	json_array_append_new(ud, json_pack("{s:s, s:s, s:s}", "uuid", row->uuid, "project",
+					    row->project ? row->project : "unknown", "state",
+					    instance_state_names[row->state]));
+	return 0;
+}
+
+int agent_reannounce(struct agent *a)
+{
+	json_t *list = json_array(), *it;
+	size_t i;
+	int r;
+
+	if (!list)
+		return err_set(-ENOMEM, "re-announce: out of memory");
+	r = store_instance_foreach(a->store, list_instance, list);
+	if (r < 0) {
+		json_decref(list);
+		return r;
+	}
+	log_info("broker changed: re-announcing host=%s instances=%zu", a->cfg->host,
+		 json_array_size(list));
+	/* the report first: the scheduler compares its instances with it */
+	r = report_send(a, json_pack("{s:{s:s, s:O}}", "reannounce", "reason", "broker moved",
+				     "instances", list));
+	json_array_foreach(list, i, it) {
+		enum instance_state st;
+
+		if (instance_state_parse(json_string_value(json_object_get(it, "state")), &st) < 0)
+			continue;
+		agent_emit_state(a, json_string_value(json_object_get(it, "uuid")),
+				 json_string_value(json_object_get(it, "project")), st,
+				 "re-announced after a broker change", NULL, NULL);
+	}
+	json_decref(list);
+	pthread_mutex_lock(&a->m_lock);
+	a->m.reannounces++;
+	pthread_mutex_unlock(&a->m_lock);
 	return r;
 }
 
@@ -272,6 +323,10 @@ char *agent_metrics_text(struct agent *a)
 		       "Commands received on this host's topic.");
 	sb_printf(&sb, "stratus_commands_total{host=\"%s\"} %llu\n", h,
 		  (unsigned long long)a->m.commands);
+	sb_metric_head(&sb, "stratus_agent_reannounces_total", "counter",
+		       "Times the agent re-announced its host and instances after a broker change.");
+	sb_printf(&sb, "stratus_agent_reannounces_total{host=\"%s\"} %llu\n", h,
+		  (unsigned long long)a->m.reannounces);
 	sb_metric_head(&sb, "stratus_bus_rejected_messages_total", "counter",
 		       "Messages on this host's topic that did not validate.");
 	sb_printf(&sb, "stratus_bus_rejected_messages_total{host=\"%s\"} %llu\n", h,

@@ -424,6 +424,7 @@ static const struct field host_report_fields[] = {
 	REQ("host", FK_NAME),
 	OPT("inventory", FK_OBJECT),
 	OPT("usage", FK_OBJECT),
+	OPT("reannounce", FK_OBJECT), /* after a broker change: {reason, instances} */
 	{ 0 },
 };
 

@@ -15,9 +15,9 @@ int cli_host(struct cli_ctx *ctx, int argc, char **argv)
 {
 	static const char *const cols[] = { "name", "state", "availability_zone", "instances",
 					    "vcpus", "pcpus", "ram_mb", "disk_gb", "steal_pct",
-					    "recent_failures", NULL };
+					    "recent_failures", "recovery", NULL };
 	static const char *const heads[] = { "HOST", "STATE", "AZ", "INSTANCES", "VCPUS", "PCPUS",
-					     "RAM_MB", "DISK_GB", "STEAL%", "FAILURES" };
+					     "RAM_MB", "DISK_GB", "STEAL%", "FAILURES", "RECOVERY" };
 	struct cli_common co = { .timeout_s = 30 };
 	int i = cli_common_only(ctx, argc, argv, "host list", &co);
 

@@ -57,6 +57,52 @@ stop_daemon() {
 	echo "   $1 stopped"
 }
 
+# stratus-bus, and when it had died with the others running (kill -9, OOM):
+# the new one on the same address file. It writes a new port there; the
+# scheduler, agent and metadata service follow the file by themselves and
+# the agent re-announces its instances (docs/operations.md), so nothing
+# else is restarted. A stale file of the dead broker is not taken for the
+# new one's: we wait until the file changes.
+REPAIRED=""
+start_bus() {
+	old_addr=""
+	if ! running bus; then
+		old_addr=$(cat "$RUN/bus.addr" 2>/dev/null || true)
+		if [ -n "$old_addr" ] && { running scheduler || running agent; }; then
+			echo "   stratus-bus is not running but the cloud is (its last address $old_addr):"
+			echo "   starting it again on $RUN/bus.addr; the others follow by themselves"
+			REPAIRED=1
+		fi
+	fi
+	start_daemon bus "$B/stratus-bus" -c "$DEMO/stratus.yaml"
+	for _ in $(seq 50); do
+		addr=$(cat "$RUN/bus.addr" 2>/dev/null || true)
+		# the dead broker's file: the new one rewrites it (maybe the same port)
+		if [ -n "$addr" ] && { [ -z "$old_addr" ] || [ "$addr" != "$old_addr" ] ||
+			[ "$RUN/bus.addr" -nt "$RUN/bus.pid" ]; }; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	die "stratus-bus wrote no new address to $RUN/bus.addr: $(tail -n 5 "$DEMO/logs/bus.log")"
+}
+
+# After a repair: every host has reported to the scheduler again (host list
+# RECOVERY is no longer `stale`).
+wait_reannounced() {
+	say "waiting for the hosts to re-announce to the scheduler"
+	for _ in $(seq 60); do
+		if "$CTL" --json host list 2>/dev/null |
+			jq -e 'length > 0 and all(.[]; .recovery != "stale" and .state == "up")' >/dev/null; then
+			"$CTL" host list | sed 's/^/   /'
+			echo "   the cloud is repaired: the new stratus-bus is $(cat "$RUN/bus.addr")"
+			return 0
+		fi
+		sleep 1
+	done
+	die "hosts did not re-announce within 60 s: $("$CTL" host list 2>&1)"
+}
+
 prepare_host() {
 	say "preparing the host: bridge $BR (10.77.0.1/24 + 169.254.169.254), hugepages, libvirtd"
 	STRATUS_BRIDGE=$BR sh deploy/host/prepare-host.sh --hugepages 256 || die "host preparation failed"
@@ -115,11 +161,11 @@ start() {
 	serve_images
 	write_config
 	say "starting the services"
-	start_daemon bus "$B/stratus-bus" -c "$DEMO/stratus.yaml"
-	for _ in $(seq 50); do [ -s "$RUN/bus.addr" ] && break; sleep 0.1; done
+	start_bus
 	start_daemon scheduler "$B/stratus-scheduler" -c "$DEMO/stratus.yaml"
 	start_daemon agent "$B/stratus-agent" -c "$DEMO/stratus.yaml"
 	start_daemon metadata "$B/stratus-metadata" -c "$DEMO/stratus.yaml"
+	[ -n "$REPAIRED" ] && wait_reannounced
 
 	say "booting demo-1 (m1.small, debian-12, user-data deploy/demo/user-data.yaml)"
 	if "$CTL" show demo-1 >/dev/null 2>&1; then

@@ -127,6 +127,14 @@ static int answered(int r)
 	return r < 0 ? r : BOOT_ANSWERED;
 }
 
+/* Hosts not yet heard from since a start or a broker move: wait for them. */
+static int step_wait(struct boot *b)
+{
+	if (!sched_warming(b->s, b->c->now_ms))
+		return 0;
+	return answered(sched_defer(b->s, b->c));
+}
+
 static int step_request(struct boot *b)
 {
 	const json_t *body = b->c->body;
@@ -397,6 +405,7 @@ static const struct boot_step {
 } boot_steps[] = {
 	{ "request", step_request },   /* required fields, count */
 	{ "catalog", step_catalog },   /* flavor, image, user data, group policy */
+	{ "wait", step_wait },         /* warm-up: stale hosts, the boot waits */
 	{ "names", step_names },       /* NAME or NAME-1..N, free in the project */
 	{ "begin", step_begin },       /* the transaction (a savepoint in a batch) */
 	{ "group", step_group },       /* the server group: policy and members' hosts */

@@ -49,7 +49,42 @@ struct loop {
 	int64_t batch_start_ms;
 	bool offsets_pending;   /* stored offsets not yet committed */
 	bool fatal;
+	bool warm_started;      /* the warm-up began (the group gave us partitions) */
+	uint64_t moves;         /* our consumer's reconnects seen so far */
 };
+
+/*
+ * Hosts get one heartbeat window to report before they are judged, from
+ * the moment we can hear them: when the group gives us our partitions
+ * (a restarted member may wait for the dead one's session to time out).
+ */
+static int warmup(struct loop *l)
+{
+	int r;
+
+	if (l->warm_started || !bus_consumer_assigned(l->cons))
+		return 0;
+	l->warm_started = true;
+	r = sched_warmup_begin(l->s, time_wall_ms());
+	if (r < 0) {
+		log_error("%s; stopping", err_msg());
+		l->fatal = true;
+	}
+	return r;
+}
+
+/* Our consumer followed the broker to a new address: before the first
+ * message from it, hosts are stale until they report again (the producer
+ * follows on its own; what we hear is the consumer's). */
+static void follow_moves(struct loop *l)
+{
+	uint64_t m = bus_consumer_reconnects(l->cons);
+
+	if (m == l->moves)
+		return;
+	l->moves = m;
+	sched_broker_moved(l->s, time_wall_ms());
+}
 
 /* Send what the handlers produced (after their commit). */
 static int send_out(struct loop *l)
@@ -128,8 +163,9 @@ static int handle(void *opaque, const struct bus_message *m)
 	const struct bus_envelope *e = m->env;
 	int r;
 
-	if (l->fatal)
+	if (l->fatal || warmup(l) < 0)
 		return -EIO;
+	follow_moves(l);
 	if (!sched_in_batch(l->s)) {
 		r = sched_batch_begin(l->s);
 		if (r < 0) {
@@ -180,6 +216,31 @@ static int consumer_properties(const struct cfg_map *in, struct cfg_map *out)
 	out->vals[out->n] = strdup("86400000");
 	out->n++;
 	return out->keys[out->n - 1] && out->vals[out->n - 1] ? 0 : -ENOMEM;
+}
+
+/*
+ * The broker moved (our clients followed it): hosts are stale until they
+ * report again. The warm-up over: the boots that waited run, in a batch.
+ */
+static int recover(struct loop *l)
+{
+	int64_t now = time_wall_ms();
+	int r;
+
+	if (warmup(l) < 0)
+		return -EIO;
+	follow_moves(l);
+	if (!sched_warmup_over(l->s, now) || sched_in_batch(l->s))
+		return 0;
+	r = sched_batch_begin(l->s);
+	if (r == 0)
+		r = sched_warmup_end(l->s, now, &l->out);
+	if (r < 0) {
+		log_error("deferred requests failed, stopping: %s", err_msg());
+		l->fatal = true;
+		return r;
+	}
+	return end_batch(l);
 }
 
 static int run(struct sched *s)
@@ -247,6 +308,8 @@ static int run(struct sched *s)
 			sched_metrics_sample(s, time_wall_ms(), bus_consumer_lag(l.cons));
 			last_tick = now;
 		}
+		if (recover(&l) < 0)
+			break;
 	}
 	if (!l.fatal && end_batch(&l) == 0)
 		commit_offsets(&l);

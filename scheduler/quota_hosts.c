@@ -124,10 +124,19 @@ int sched_on_host_list(struct sched *s, struct sched_call *c)
 			"instances", (json_int_t)h->instances, "steal_pct", h->steal_pct,
 			"recent_failures", (json_int_t)h->recent_failures);
 
-		if (o)
+		if (o) {
 			json_object_set_new(o, "last_report_ms",
 					    json_integer(h->last_report_ms ? c->now_ms - h->last_report_ms
 									   : -1));
+			/* stale: not heard from since a start or broker move */
+			json_object_set_new(o, "recovery",
+					    json_string(sched_host_stale(s, h) ? "stale"
+							: h->reannounced_ms && h->reannounced_ms >= s->epoch_ms
+							? "re-announced" : "-"));
+			json_object_set_new(o, "reannounced_ms",
+					    json_integer(h->reannounced_ms ? c->now_ms - h->reannounced_ms
+									   : -1));
+		}
 		json_array_append_new(arr, o);
 	}
 	free(sorted);
@@ -157,6 +166,12 @@ int sched_on_report(struct sched *s, struct sched_call *c)
 	if (first)
 		log_info("host reported host=%s az=%s vcpus=%ld pcpus=%ld ram_mb=%ld", name, h->az,
 			 sched_host_vcpu_cap(h), h->pcpu_total, sched_host_ram_cap(h));
+	if (json_is_object(json_object_get(c->body, "reannounce"))) {
+		int r = sched_reconcile_host(s, c, h, json_object_get(c->body, "reannounce"));
+
+		if (r < 0)
+			return r;
+	}
 	text = json_dumps(c->body, JSON_COMPACT);
 	if (!text)
 		return err_set(-ENOMEM, "out of memory");

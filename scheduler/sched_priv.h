@@ -90,6 +90,7 @@ struct sched_host {
 	long recent_failures;      /* builds failed since the last success */
 	/* what the agent itself says it uses (shown by host list) */
 	long reported_vcpu_used, reported_ram_used;
+	int64_t reannounced_ms;    /* wall clock of its last re-announce; 0 = none */
 };
 
 long sched_host_vcpu_cap(const struct sched_host *h);
@@ -236,6 +237,11 @@ struct sched {
 	pthread_mutex_t ckpt_mu;
 	pthread_cond_t ckpt_cv;
 	struct sched_stats stats;
+	/* recovery (recover.c): hosts not reported since epoch_ms are stale;
+	 * until warm_until_ms boots wait while some are (0 = not warming) */
+	int64_t epoch_ms, warm_until_ms;
+	long deferred;         /* rows in the deferred table */
+	long broker_moves;
 };
 
 /* One row of the instances table (strings malloc'd; inst_row_free). */
@@ -375,5 +381,18 @@ void sched_metrics_result(const char *type, const json_t *res);
 void sched_metrics_no_valid_host(const struct sched_ctx *c, struct sched_host *const *hosts,
 				 size_t n, const struct sched_req *r);
 void sched_metrics_quota_refused(enum quota_resource over);
+
+/* ---- recovery (recover.c) ---------------------------------------------- */
+
+/* H has not reported since the start or the last broker move. */
+bool sched_host_stale(const struct sched *s, const struct sched_host *h);
+/* Boots wait now: in the warm-up window and some host is stale. */
+bool sched_warming(const struct sched *s, int64_t now_ms);
+/* Keep C (a boot) durable until the warm-up ends; no answer yet. */
+int sched_defer(struct sched *s, struct sched_call *c);
+/* A host.report's `reannounce` from H: compare the host's instances with
+ * ours there and answer what was in flight (docs/scheduler.md). */
+int sched_reconcile_host(struct sched *s, struct sched_call *c, struct sched_host *h,
+			 const json_t *reannounce);
 
 #endif

@@ -115,6 +115,20 @@ bool sched_in_batch(const struct sched *s);
  * (after a restart: agents ignore a build they already have). */
 int sched_resume(struct sched *s, struct sched_out *out);
 
+/*
+ * Recovery (docs/scheduler.md "Recovery"). sched_warmup_begin: the daemon
+ * started at NOW_MS; sched_broker_moved: its bus clients followed the
+ * broker to a new address. Either way, for one heartbeat window hosts that
+ * have not reported since are stale, not down, and boots wait (durable).
+ * sched_warmup_over: the wait can end (every host reported, or the window
+ * passed); sched_warmup_end runs the boots that waited, inside the
+ * caller's batch, adding their messages to OUT (returns how many ran).
+ */
+int sched_warmup_begin(struct sched *s, int64_t now_ms);
+void sched_broker_moved(struct sched *s, int64_t now_ms);
+bool sched_warmup_over(const struct sched *s, int64_t now_ms);
+int sched_warmup_end(struct sched *s, int64_t now_ms, struct sched_out *out);
+
 /* Liveness: log hosts that went down or came back since the last tick. */
 void sched_tick(struct sched *s, int64_t now_ms);
 
