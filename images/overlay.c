@@ -93,45 +93,34 @@ static int disk_size(struct img_cache *c, const char *key, uint64_t disk_gb,
 	return 0;
 }
 
-/* qemu-img create the overlay as tmp, fsync it, rename it to path (the
- * caller fsyncs the directory). */
-static int write_overlay(struct img_cache *c, enum img_format base_fmt, char *base,
-			 char *tmp, const char *path, uint64_t size, const char *uuid)
+/* Write the qcow2 overlay as tmp (img_qcow2_overlay_write: the file
+ * qemu-img create writes, without running it), fsync it, rename it to
+ * path (the caller fsyncs the directory). */
+static int write_overlay(enum img_format base_fmt, const char *base, const char *tmp,
+			 const char *path, uint64_t size, const char *uuid)
 {
-	char size_arg[32], fmt[16];
-	char *out = NULL;
 	int r, fd;
 
-	snprintf(size_arg, sizeof(size_arg), "%" PRIu64, size);
-	snprintf(fmt, sizeof(fmt), "%s", img_format_name(base_fmt));
-	{
-		char *argv[] = { c->cfg.qemu_img, "create", "-q", "-f", "qcow2", "-F",
-				 fmt, "-b", base, tmp, size_arg,
-				 NULL };
-
-		unlink(tmp);
-		r = img_run(argv, &out);
-		if (r != 0) {
-			r = err_set(r < 0 ? r : -EIO, "instance %s: qemu-img create failed: %s",
-				    uuid, out && *out ? out : "(no output)");
-			goto out;
-		}
-	}
-	fd = open(tmp, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd) < 0) {
-		r = err_sys(-errno, "instance %s: %s", uuid, tmp);
-		if (fd >= 0)
-			close(fd);
+	unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return err_sys(-errno, "instance %s: creating %s", uuid, tmp);
+	r = img_qcow2_overlay_write(fd, base, base_fmt, size);
+	if (r < 0) {
+		r = err_prefix(r, "instance %s", uuid);
 		goto out;
 	}
-	close(fd);
+	if (fsync(fd) < 0) {
+		r = err_sys(-errno, "instance %s: %s", uuid, tmp);
+		goto out;
+	}
 	if (rename(tmp, path) < 0) {
 		r = err_sys(-errno, "instance %s: rename %s", uuid, path);
 		goto out;
 	}
 	r = 0;
 out:
-	free(out);
+	close(fd);
 	return r;
 }
 
@@ -187,7 +176,7 @@ int img_overlay_create(struct img_cache *c, const struct img_ref *ref,
 	if (r < 0)
 		goto out;
 	user = true;
-	r = write_overlay(c, ref->format, base, tmp, path, size, instance_uuid);
+	r = write_overlay(ref->format, base, tmp, path, size, instance_uuid);
 	if (r < 0)
 		goto out;
 	img_fsync_dir(dir);
