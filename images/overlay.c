@@ -93,6 +93,60 @@ static int disk_size(struct img_cache *c, const char *key, uint64_t disk_gb,
 	return 0;
 }
 
+/*
+ * The cached case in one index transaction (one write of the index, one
+ * fsync): the image is in the index with its file present and the
+ * declared format; pin it, mark it used, check the disk size and record
+ * the instance as its user. 1 when done (*base set, pinned, user
+ * recorded, *size_out the disk's size), 0 when the image is not cached (nothing changed: the caller
+ * takes the general path), <0 on error (nothing changed).
+ */
+static int cached_claim(struct img_cache *c, const struct img_ref *ref,
+			const struct img_checksum *ck, const char *key, uint64_t disk_gb,
+			const char *uuid, const char *name, const char *path, char **base,
+			uint64_t *size_out)
+{
+	char *file = NULL;
+	uint64_t size;
+	json_t *e;
+	int r = img_index_begin(c);
+
+	if (r < 0)
+		return r;
+	e = json_object_get(img_index_images(c), key);
+	if (!e || strcmp(img_jstr(e, "format"), img_format_name(ref->format)) != 0)
+		return img_index_end(c, false, 0); /* img_acquire says why */
+	file = img_cache_file(c, ck);
+	if (!file)
+		return img_index_end(c, false, err_set(-ENOMEM, "out of memory"));
+	if (access(file, R_OK) < 0) {
+		free(file);
+		return img_index_end(c, false, 0); /* gone: img_acquire fetches it again */
+	}
+	size = disk_gb ? disk_gb * GIB : (uint64_t)img_jint(e, "virtual_size");
+	if (disk_gb > UINT64_MAX / GIB || size < (uint64_t)img_jint(e, "virtual_size")) {
+		free(file);
+		return img_index_end(c, false, 0); /* disk_size() reports it */
+	}
+	r = img_pin_add(c, key);
+	if (r < 0) {
+		free(file);
+		return img_index_end(c, false, r);
+	}
+	json_object_set_new(e, "last_used_ms", json_integer(time_wall_ms()));
+	json_object_set_new(e, "use_seq", json_integer((json_int_t)img_index_next_seq(c)));
+	json_object_set_new(json_object_get(e, "users"), uuid, json_string(path));
+	r = img_index_end(c, true, 0);
+	if (r < 0) {
+		img_release(c, key);
+		free(file);
+		return err_prefix(r, "instance %s: image %s", uuid, name);
+	}
+	*base = file;
+	*size_out = size;
+	return 1;
+}
+
 /* Write the qcow2 overlay as tmp (img_qcow2_overlay_write: the file
  * qemu-img create writes, without running it), fsync it, rename it to
  * path (the caller fsyncs the directory). */
@@ -161,21 +215,28 @@ int img_overlay_create(struct img_cache *c, const struct img_ref *ref,
 		goto out;
 	}
 
-	r = img_acquire(c, ref, NULL, NULL, &base);
-	if (r < 0)
-		goto out;
-	pinned = true;
-	r = disk_size(c, key, disk_gb, instance_uuid, name, &size);
-	if (r < 0)
-		goto out;
 	r = mkdir_p(dir, 0755);
 	if (r < 0)
 		goto out;
 	/* The reference first: from now on the base cannot be evicted. */
-	r = set_user(c, key, instance_uuid, path);
+	r = cached_claim(c, ref, &ck, key, disk_gb, instance_uuid, name, path, &base, &size);
 	if (r < 0)
 		goto out;
-	user = true;
+	if (r == 1) {
+		pinned = user = true;
+		r = 0;
+	} else {
+		r = img_acquire(c, ref, NULL, NULL, &base);
+		if (r < 0)
+			goto out;
+		pinned = true;
+		r = disk_size(c, key, disk_gb, instance_uuid, name, &size);
+		if (r == 0)
+			r = set_user(c, key, instance_uuid, path);
+		user = r == 0;
+	}
+	if (r < 0)
+		goto out;
 	r = write_overlay(ref->format, base, tmp, path, size, instance_uuid);
 	if (r < 0)
 		goto out;
