@@ -49,27 +49,6 @@ static int set_user(struct img_cache *c, const char *key, const char *uuid,
 	return img_index_end(c, true, 0);
 }
 
-/* 1 when the instance already has its disk at path, 0 when it has none,
- * -EEXIST when it has one on another image. */
-static int existing_disk(struct img_cache *c, const char *uuid, const char *key,
-			 const char *path)
-{
-	const char *have = NULL;
-	json_t *e;
-	int r = img_index_begin(c);
-
-	if (r < 0)
-		return r;
-	e = entry_of_user(c, uuid, &have);
-	if (e && strcmp(have, key) != 0) {
-		r = err_set(-EEXIST, "instance %s: already has a disk on image %s", uuid, have);
-		return img_index_end(c, false, r);
-	}
-	r = e && access(path, F_OK) == 0;
-	img_index_end(c, false, 0);
-	return r;
-}
-
 /* The disk's size in bytes: disk_gb GiB, or the image's virtual size for
  * 0; never smaller than the virtual size. */
 static int disk_size(struct img_cache *c, const char *key, uint64_t disk_gb,
@@ -94,18 +73,21 @@ static int disk_size(struct img_cache *c, const char *key, uint64_t disk_gb,
 }
 
 /*
- * The cached case in one index transaction (one write of the index, one
- * fsync): the image is in the index with its file present and the
- * declared format; pin it, mark it used, check the disk size and record
- * the instance as its user. 1 when done (*base set, pinned, user
- * recorded, *size_out the disk's size), 0 when the image is not cached (nothing changed: the caller
- * takes the general path), <0 on error (nothing changed).
+ * The instance's disk in one index transaction (one write of the index,
+ * one fsync) when its image is cached: 2 when the instance already has
+ * its disk at path (idempotent; nothing changed); -EEXIST when it has one
+ * on another image; 1 when the image is in the index with its file
+ * present and the declared format: pinned, marked used, the disk size
+ * checked (*size_out) and the instance recorded as its user (*base set);
+ * 0 when the image is not cached (nothing changed: the caller takes the
+ * general path); other errors <0 (nothing changed).
  */
 static int cached_claim(struct img_cache *c, const struct img_ref *ref,
 			const struct img_checksum *ck, const char *key, uint64_t disk_gb,
 			const char *uuid, const char *name, const char *path, char **base,
 			uint64_t *size_out)
 {
+	const char *have = NULL;
 	char *file = NULL;
 	uint64_t size;
 	json_t *e;
@@ -113,6 +95,13 @@ static int cached_claim(struct img_cache *c, const struct img_ref *ref,
 
 	if (r < 0)
 		return r;
+	if (entry_of_user(c, uuid, &have)) {
+		if (strcmp(have, key) != 0)
+			return img_index_end(c, false, err_set(-EEXIST, "instance %s: already has a "
+							       "disk on image %s", uuid, have));
+		if (access(path, F_OK) == 0)
+			return img_index_end(c, false, 2);
+	}
 	e = json_object_get(img_index_images(c), key);
 	if (!e || strcmp(img_jstr(e, "format"), img_format_name(ref->format)) != 0)
 		return img_index_end(c, false, 0); /* img_acquire says why */
@@ -204,17 +193,6 @@ int img_overlay_create(struct img_cache *c, const struct img_ref *ref,
 		goto out;
 	}
 
-	/* Idempotent: the instance already has its disk. */
-	r = existing_disk(c, instance_uuid, key, path);
-	if (r < 0)
-		goto out;
-	if (r == 1) {
-		*overlay_path = path;
-		path = NULL;
-		r = 0;
-		goto out;
-	}
-
 	r = mkdir_p(dir, 0755);
 	if (r < 0)
 		goto out;
@@ -222,6 +200,12 @@ int img_overlay_create(struct img_cache *c, const struct img_ref *ref,
 	r = cached_claim(c, ref, &ck, key, disk_gb, instance_uuid, name, path, &base, &size);
 	if (r < 0)
 		goto out;
+	if (r == 2) { /* idempotent: the instance already has its disk */
+		*overlay_path = path;
+		path = NULL;
+		r = 0;
+		goto out;
+	}
 	if (r == 1) {
 		pinned = user = true;
 		r = 0;
