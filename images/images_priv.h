@@ -71,6 +71,12 @@ int img_fetch(const struct img_fetch_opts *o, struct img_fetch_result *res);
  * the exit status (>= 0) or <0 when it could not run. */
 int img_run(char *const argv[], char **out);
 
+/* Write into fd (an empty file open for writing) the qcow2 overlay of
+ * SIZE bytes (rounded up to 512) on BASE of format BASE_FMT that
+ * `qemu-img create -f qcow2 -F FMT -b BASE` writes (qcow2.c). Does not
+ * fsync. -EINVAL/-EFBIG for a name or size qcow2 cannot hold. */
+int img_qcow2_overlay_write(int fd, const char *base, enum img_format base_fmt, uint64_t size);
+
 /* ---- the cache's internals (cache.c, acquire.c, overlay.c) -------------- */
 
 /*

@@ -49,27 +49,6 @@ static int set_user(struct img_cache *c, const char *key, const char *uuid,
 	return img_index_end(c, true, 0);
 }
 
-/* 1 when the instance already has its disk at path, 0 when it has none,
- * -EEXIST when it has one on another image. */
-static int existing_disk(struct img_cache *c, const char *uuid, const char *key,
-			 const char *path)
-{
-	const char *have = NULL;
-	json_t *e;
-	int r = img_index_begin(c);
-
-	if (r < 0)
-		return r;
-	e = entry_of_user(c, uuid, &have);
-	if (e && strcmp(have, key) != 0) {
-		r = err_set(-EEXIST, "instance %s: already has a disk on image %s", uuid, have);
-		return img_index_end(c, false, r);
-	}
-	r = e && access(path, F_OK) == 0;
-	img_index_end(c, false, 0);
-	return r;
-}
-
 /* The disk's size in bytes: disk_gb GiB, or the image's virtual size for
  * 0; never smaller than the virtual size. */
 static int disk_size(struct img_cache *c, const char *key, uint64_t disk_gb,
@@ -93,45 +72,98 @@ static int disk_size(struct img_cache *c, const char *key, uint64_t disk_gb,
 	return 0;
 }
 
-/* qemu-img create the overlay as tmp, fsync it, rename it to path (the
- * caller fsyncs the directory). */
-static int write_overlay(struct img_cache *c, enum img_format base_fmt, char *base,
-			 char *tmp, const char *path, uint64_t size, const char *uuid)
+/*
+ * The instance's disk in one index transaction (one write of the index,
+ * one fsync) when its image is cached: 2 when the instance already has
+ * its disk at path (idempotent; nothing changed); -EEXIST when it has one
+ * on another image; 1 when the image is in the index with its file
+ * present and the declared format: pinned, marked used, the disk size
+ * checked (*size_out) and the instance recorded as its user (*base set);
+ * 0 when the image is not cached (nothing changed: the caller takes the
+ * general path); other errors <0 (nothing changed).
+ */
+static int cached_claim(struct img_cache *c, const struct img_ref *ref,
+			const struct img_checksum *ck, const char *key, uint64_t disk_gb,
+			const char *uuid, const char *name, const char *path, char **base,
+			uint64_t *size_out)
 {
-	char size_arg[32], fmt[16];
-	char *out = NULL;
+	const char *have = NULL;
+	char *file = NULL;
+	uint64_t size;
+	json_t *e;
+	int r = img_index_begin(c);
+
+	if (r < 0)
+		return r;
+	if (entry_of_user(c, uuid, &have)) {
+		if (strcmp(have, key) != 0)
+			return img_index_end(c, false, err_set(-EEXIST, "instance %s: already has a "
+							       "disk on image %s", uuid, have));
+		if (access(path, F_OK) == 0)
+			return img_index_end(c, false, 2);
+	}
+	e = json_object_get(img_index_images(c), key);
+	if (!e || strcmp(img_jstr(e, "format"), img_format_name(ref->format)) != 0)
+		return img_index_end(c, false, 0); /* img_acquire says why */
+	file = img_cache_file(c, ck);
+	if (!file)
+		return img_index_end(c, false, err_set(-ENOMEM, "out of memory"));
+	if (access(file, R_OK) < 0) {
+		free(file);
+		return img_index_end(c, false, 0); /* gone: img_acquire fetches it again */
+	}
+	size = disk_gb ? disk_gb * GIB : (uint64_t)img_jint(e, "virtual_size");
+	if (disk_gb > UINT64_MAX / GIB || size < (uint64_t)img_jint(e, "virtual_size")) {
+		free(file);
+		return img_index_end(c, false, 0); /* disk_size() reports it */
+	}
+	r = img_pin_add(c, key);
+	if (r < 0) {
+		free(file);
+		return img_index_end(c, false, r);
+	}
+	json_object_set_new(e, "last_used_ms", json_integer(time_wall_ms()));
+	json_object_set_new(e, "use_seq", json_integer((json_int_t)img_index_next_seq(c)));
+	json_object_set_new(json_object_get(e, "users"), uuid, json_string(path));
+	r = img_index_end(c, true, 0);
+	if (r < 0) {
+		img_release(c, key);
+		free(file);
+		return err_prefix(r, "instance %s: image %s", uuid, name);
+	}
+	*base = file;
+	*size_out = size;
+	return 1;
+}
+
+/* Write the qcow2 overlay as tmp (img_qcow2_overlay_write: the file
+ * qemu-img create writes, without running it), fsync it, rename it to
+ * path (the caller fsyncs the directory). */
+static int write_overlay(enum img_format base_fmt, const char *base, const char *tmp,
+			 const char *path, uint64_t size, const char *uuid)
+{
 	int r, fd;
 
-	snprintf(size_arg, sizeof(size_arg), "%" PRIu64, size);
-	snprintf(fmt, sizeof(fmt), "%s", img_format_name(base_fmt));
-	{
-		char *argv[] = { c->cfg.qemu_img, "create", "-q", "-f", "qcow2", "-F",
-				 fmt, "-b", base, tmp, size_arg,
-				 NULL };
-
-		unlink(tmp);
-		r = img_run(argv, &out);
-		if (r != 0) {
-			r = err_set(r < 0 ? r : -EIO, "instance %s: qemu-img create failed: %s",
-				    uuid, out && *out ? out : "(no output)");
-			goto out;
-		}
-	}
-	fd = open(tmp, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd) < 0) {
-		r = err_sys(-errno, "instance %s: %s", uuid, tmp);
-		if (fd >= 0)
-			close(fd);
+	unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return err_sys(-errno, "instance %s: creating %s", uuid, tmp);
+	r = img_qcow2_overlay_write(fd, base, base_fmt, size);
+	if (r < 0) {
+		r = err_prefix(r, "instance %s", uuid);
 		goto out;
 	}
-	close(fd);
+	if (fsync(fd) < 0) {
+		r = err_sys(-errno, "instance %s: %s", uuid, tmp);
+		goto out;
+	}
 	if (rename(tmp, path) < 0) {
 		r = err_sys(-errno, "instance %s: rename %s", uuid, path);
 		goto out;
 	}
 	r = 0;
 out:
-	free(out);
+	close(fd);
 	return r;
 }
 
@@ -161,33 +193,35 @@ int img_overlay_create(struct img_cache *c, const struct img_ref *ref,
 		goto out;
 	}
 
-	/* Idempotent: the instance already has its disk. */
-	r = existing_disk(c, instance_uuid, key, path);
+	r = mkdir_p(dir, 0755);
 	if (r < 0)
 		goto out;
-	if (r == 1) {
+	/* The reference first: from now on the base cannot be evicted. */
+	r = cached_claim(c, ref, &ck, key, disk_gb, instance_uuid, name, path, &base, &size);
+	if (r < 0)
+		goto out;
+	if (r == 2) { /* idempotent: the instance already has its disk */
 		*overlay_path = path;
 		path = NULL;
 		r = 0;
 		goto out;
 	}
-
-	r = img_acquire(c, ref, NULL, NULL, &base);
+	if (r == 1) {
+		pinned = user = true;
+		r = 0;
+	} else {
+		r = img_acquire(c, ref, NULL, NULL, &base);
+		if (r < 0)
+			goto out;
+		pinned = true;
+		r = disk_size(c, key, disk_gb, instance_uuid, name, &size);
+		if (r == 0)
+			r = set_user(c, key, instance_uuid, path);
+		user = r == 0;
+	}
 	if (r < 0)
 		goto out;
-	pinned = true;
-	r = disk_size(c, key, disk_gb, instance_uuid, name, &size);
-	if (r < 0)
-		goto out;
-	r = mkdir_p(dir, 0755);
-	if (r < 0)
-		goto out;
-	/* The reference first: from now on the base cannot be evicted. */
-	r = set_user(c, key, instance_uuid, path);
-	if (r < 0)
-		goto out;
-	user = true;
-	r = write_overlay(c, ref->format, base, tmp, path, size, instance_uuid);
+	r = write_overlay(ref->format, base, tmp, path, size, instance_uuid);
 	if (r < 0)
 		goto out;
 	img_fsync_dir(dir);

@@ -15,6 +15,12 @@ struct store {
 	 * while another holds a transaction open would join that transaction,
 	 * so each public function holds this lock for its whole duration. */
 	pthread_mutex_t lock;
+	/* the agent's hot path (put, get, request put) prepared once: its SQL
+	 * (a string constant, found by address) and statement */
+	struct {
+		const char *sql;
+		sqlite3_stmt *q;
+	} cache[4];
 };
 
 static void unlockp(pthread_mutex_t **m)
@@ -26,6 +32,40 @@ static void unlockp(pthread_mutex_t **m)
 #define STORE_LOCKED(st)                                                              \
 	__attribute__((cleanup(unlockp))) pthread_mutex_t *store_lock_ = &(st)->lock; \
 	pthread_mutex_lock(store_lock_)
+
+/* The cached statement of SQL (a string constant), prepared on first
+ * use; the caller holds the lock and gives it back with stmt_done(). */
+static int stmt_cached(struct store *st, const char *sql, sqlite3_stmt **out)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(st->cache) && st->cache[i].sql; i++) {
+		if (st->cache[i].sql == sql) {
+			*out = st->cache[i].q;
+			return SQLITE_OK;
+		}
+	}
+	if (i == ARRAY_SIZE(st->cache)) /* full: an uncached statement */
+		return sqlite3_prepare_v2(st->db, sql, -1, out, NULL);
+	if (sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL) != SQLITE_OK)
+		return SQLITE_ERROR;
+	st->cache[i].sql = sql;
+	st->cache[i].q = *out;
+	return SQLITE_OK;
+}
+
+/* Reset a statement from stmt_cached() (finalize an uncached one). */
+static void stmt_done(struct store *st, sqlite3_stmt *q)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(st->cache); i++) {
+		if (st->cache[i].q == q) {
+			sqlite3_reset(q);
+			sqlite3_clear_bindings(q);
+			return;
+		}
+	}
+	sqlite3_finalize(q);
+}
 
 /* Each entry migrates from version i to i + 1. */
 static const char *const migrations[] = {
@@ -132,6 +172,8 @@ void store_close(struct store *st)
 {
 	if (!st)
 		return;
+	for (size_t i = 0; i < ARRAY_SIZE(st->cache); i++)
+		sqlite3_finalize(st->cache[i].q);
 	sqlite3_close(st->db);
 	pthread_mutex_destroy(&st->lock);
 	free(st->path);
@@ -179,7 +221,7 @@ int store_instance_put(struct store *st, const struct store_instance *i)
 
 	if ((unsigned)i->state >= INST_STATE_LAST || !i->spec_json)
 		return err_set(-EINVAL, "instance %s: bad state or no spec", i->uuid);
-	if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
+	if (stmt_cached(st, sql, &q) != SQLITE_OK)
 		return db_err(st, SQLITE_ERROR, "prepare");
 	bind_text(q, 1, i->uuid);
 	bind_text(q, 2, i->name);
@@ -197,7 +239,7 @@ int store_instance_put(struct store *st, const struct store_instance *i)
 	sqlite3_bind_int64(q, 14, i->created_ms ? i->created_ms : now);
 	sqlite3_bind_int64(q, 15, now);
 	rc = sqlite3_step(q);
-	sqlite3_finalize(q);
+	stmt_done(st, q);
 	if (rc != SQLITE_DONE)
 		return db_err(st, rc, "save instance");
 	return 0;
@@ -251,7 +293,7 @@ static int get_one(struct store *st, const char *sql, const char *key,
 	sqlite3_stmt *q = NULL;
 	int rc, r;
 
-	if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
+	if (stmt_cached(st, sql, &q) != SQLITE_OK)
 		return db_err(st, SQLITE_ERROR, "prepare");
 	bind_text(q, 1, key);
 	rc = sqlite3_step(q);
@@ -261,13 +303,15 @@ static int get_one(struct store *st, const char *sql, const char *key,
 		r = err_set(-ENOENT, "instance %s: not in the store", key);
 	else
 		r = db_err(st, rc, "read instance");
-	sqlite3_finalize(q);
+	stmt_done(st, q);
 	return r;
 }
 
 int store_instance_get(struct store *st, const char *uuid, struct store_instance *out)
 {
-	return get_one(st, "SELECT " INSTANCE_COLS " FROM instances WHERE uuid = ?", uuid, out);
+	static const char sql[] = "SELECT " INSTANCE_COLS " FROM instances WHERE uuid = ?";
+
+	return get_one(st, sql, uuid, out);
 }
 
 int store_instance_by_ip(struct store *st, const char *ip, struct store_instance *out)
@@ -507,13 +551,12 @@ int store_request_put(struct store *st, const char *request_id, const char *uuid
 {
 	STORE_LOCKED(st);
 
+	static const char sql[] = "INSERT OR REPLACE INTO requests (request_id, uuid, type,"
+				  " outcome_json, ts_ms) VALUES (?,?,?,?,?)";
 	sqlite3_stmt *q = NULL;
 	int rc;
 
-	if (sqlite3_prepare_v2(st->db,
-			       "INSERT OR REPLACE INTO requests (request_id, uuid, type, outcome_json,"
-			       " ts_ms) VALUES (?,?,?,?,?)",
-			       -1, &q, NULL) != SQLITE_OK)
+	if (stmt_cached(st, sql, &q) != SQLITE_OK)
 		return db_err(st, SQLITE_ERROR, "prepare");
 	bind_text(q, 1, request_id);
 	bind_text(q, 2, uuid);
@@ -521,7 +564,7 @@ int store_request_put(struct store *st, const char *request_id, const char *uuid
 	bind_text(q, 4, outcome_json);
 	sqlite3_bind_int64(q, 5, time_wall_ms());
 	rc = sqlite3_step(q);
-	sqlite3_finalize(q);
+	stmt_done(st, q);
 	return rc == SQLITE_DONE ? 0 : db_err(st, rc, "record request");
 }
 

@@ -18,7 +18,13 @@ struct sample {
 	char uuid[UUID_STRLEN];
 	int64_t sent_ns, active_ns;
 	long steps_ms;
+	long step_ms[8]; /* per step, in step_names order */
 };
+
+/* the build's steps (agent/build.c), for the per-step medians */
+static const char *const step_names[] = { "claim", "network", "image", "seed", "define",
+					  "start" };
+#define N_STEPS (sizeof(step_names) / sizeof(step_names[0]))
 
 struct ctx {
 	struct sample *s;
@@ -61,9 +67,14 @@ static int on_event(void *opaque, const struct bus_message *m)
 		const char *k;
 		json_t *v;
 
-		json_object_foreach(t, k, v)
-			if (strcmp(k, "queued") != 0)
-				c->s[i].steps_ms += (long)json_integer_value(v);
+		json_object_foreach(t, k, v) {
+			if (strcmp(k, "queued") == 0)
+				continue;
+			c->s[i].steps_ms += (long)json_integer_value(v);
+			for (size_t st = 0; st < N_STEPS; st++)
+				if (strcmp(k, step_names[st]) == 0)
+					c->s[i].step_ms[st] = (long)json_integer_value(v);
+		}
 		c->done++;
 	}
 	return 0;
@@ -174,6 +185,14 @@ int main(int argc, char **argv)
 	       lat[(c.n * 99) / 100 >= c.n ? c.n - 1 : (c.n * 99) / 100] / 1e6);
 	printf("agent_steps_ms p50=%.1f p99=%.1f\n", own[c.n / 2] / 1e6,
 	       own[(c.n * 99) / 100 >= c.n ? c.n - 1 : (c.n * 99) / 100] / 1e6);
+	printf("agent step p50 ms:");
+	for (size_t st = 0; st < N_STEPS; st++) {
+		for (int i = 0; i < c.n; i++)
+			own[i] = c.s[i].step_ms[st];
+		qsort(own, (size_t)c.n, sizeof(own[0]), cmp_i64);
+		printf(" %s=%ld", step_names[st], (long)own[c.n / 2]);
+	}
+	printf("\n");
 	(void)t1;
 	bus_consumer_free(cons);
 	bus_producer_free(p);
