@@ -96,7 +96,7 @@ struct agent {
 	bool degraded;             /* libvirtd unreachable */
 	bool reconciled;           /* the start-up reconcile has run */
 	uint64_t bus_moves;        /* the bus clients' reconnects seen so far */
-	struct agent_http *http;
+	struct prom_server *http;    /* /metrics, /healthz (core/prom.h) */
 
 	volatile sig_atomic_t stopping;
 };

@@ -11,6 +11,7 @@
 #include <sys/statvfs.h>
 
 #include "agent/agent_priv.h"
+#include "core/prom.h"
 #include "core/http.h"
 
 const double agent_hist_bounds[AGENT_HIST_BUCKETS] = { 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -367,87 +368,29 @@ char *agent_metrics_text(struct agent *a)
 	return sb_steal(&sb);
 }
 
-struct agent_http {
-	struct http_server *srv;
-};
-
-static enum MHD_Result serve(void *cls, struct MHD_Connection *conn, const char *url,
-			     const char *method, const char *version, const char *upload_data,
-			     size_t *upload_data_size, void **con_cls)
+static char *metrics_text(void *ud)
 {
-	struct agent *a = cls;
-	struct MHD_Response *resp;
-	enum MHD_Result ret;
-	unsigned status = MHD_HTTP_OK;
-	char *body;
+	return agent_metrics_text(ud);
+}
 
-	(void)version;
-	(void)upload_data;
-	(void)upload_data_size;
-	(void)con_cls;
-	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-		body = strdup("method not allowed\n");
-		status = MHD_HTTP_METHOD_NOT_ALLOWED;
-	} else if (strcmp(url, "/metrics") == 0) {
-		body = agent_metrics_text(a);
-	} else if (strcmp(url, "/healthz") == 0) {
-		body = strdup(a->degraded ? "degraded\n" : "ok\n");
-		status = a->degraded ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK;
-	} else {
-		body = strdup("not found\n");
-		status = MHD_HTTP_NOT_FOUND;
-	}
-	if (!body)
-		return MHD_NO;
-	resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
-	MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-	ret = MHD_queue_response(conn, status, resp);
-	MHD_destroy_response(resp);
-	return ret;
+static const char *health(void *ud)
+{
+	const struct agent *a = ud;
+
+	return a->degraded ? "degraded" : NULL;
 }
 
 int agent_http_start(struct agent *a)
 {
 	const char *l = a->cfg->metrics_listen;
-	struct sockaddr_in sa;
-	int r;
 
 	if (!l || !*l)
 		return 0;
-	r = net_addr_port_parse(l, 0, 65535, 0, &sa);
-	if (r == -EADDRNOTAVAIL)
-		return err_set(-EINVAL, "agent.metrics_listen: '%.*s' is not an IPv4 address",
-			       (int)(strrchr(l, ':') - l), l);
-	if (r < 0)
-		return err_set(-EINVAL, "agent.metrics_listen: expected ADDR:PORT, got '%s'", l);
-	a->http = calloc(1, sizeof(*a->http));
-	if (!a->http)
-		return err_set(-ENOMEM, "out of memory");
-	r = http_server_start(&(struct http_server_conf){
-				      .addr = &sa,
-				      .handler = serve,
-				      .handler_cls = a,
-				      .error_log = true,
-				      .conn_limit = 64,
-				      .conn_timeout_s = 10,
-			      },
-			      &a->http->srv);
-	if (r < 0) {
-		free(a->http);
-		a->http = NULL;
-		if (r == -ENOMEM)
-			return r;
-		return err_set(-EADDRINUSE, "metrics: cannot listen on %s", l);
-	}
-	log_info("metrics listening addr=%s", l);
-	return 0;
+	return prom_serve("agent.metrics_listen", l, metrics_text, health, a, &a->http);
 }
 
 void agent_http_stop(struct agent *a)
 {
-	if (!a->http)
-		return;
-	http_server_stop(a->http->srv);
-	free(a->http);
+	prom_stop(a->http);
 	a->http = NULL;
 }

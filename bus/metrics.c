@@ -143,7 +143,7 @@ int bus_metrics_start(const struct broker_config *c, const char *bootstraps,
 	}
 	pthread_mutex_init(&m->lock, NULL);
 	m->brokers = c->brokers;
-	r = prom_serve("broker.metrics_listen", c->metrics_listen, metrics_text, m, &m->srv);
+	r = prom_serve("broker.metrics_listen", c->metrics_listen, metrics_text, NULL, m, &m->srv);
 	if (r < 0) {
 		bus_metrics_stop(m);
 		return r;

@@ -1,6 +1,7 @@
 /* Prometheus text helpers and the /metrics endpoint (core/prom.h). */
 #define LOG_TAG "metrics"
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/http.h"
@@ -70,6 +71,7 @@ int prom_listen_parse(const char *key, const char *listen, struct sockaddr_in *o
 struct prom_server {
 	struct http_server *srv;
 	prom_text_fn text;
+	prom_health_fn health;
 	void *ud;
 };
 
@@ -93,7 +95,14 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *conn, const char 
 	} else if (strcmp(url, "/metrics") == 0) {
 		body = p->text(p->ud);
 	} else if (strcmp(url, "/healthz") == 0) {
-		body = strdup("ok\n");
+		const char *bad = p->health ? p->health(p->ud) : NULL;
+
+		if (bad && asprintf(&body, "%s\n", bad) < 0)
+			body = NULL;
+		else if (!bad)
+			body = strdup("ok\n");
+		if (bad)
+			status = MHD_HTTP_SERVICE_UNAVAILABLE;
 	} else {
 		body = strdup("not found\n");
 		status = MHD_HTTP_NOT_FOUND;
@@ -111,8 +120,8 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *conn, const char 
 	return ret;
 }
 
-int prom_serve(const char *key, const char *listen, prom_text_fn text, void *ud,
-	       struct prom_server **out)
+int prom_serve(const char *key, const char *listen, prom_text_fn text, prom_health_fn health,
+	       void *ud, struct prom_server **out)
 {
 	struct sockaddr_in sa;
 	struct prom_server *p;
@@ -124,6 +133,7 @@ int prom_serve(const char *key, const char *listen, prom_text_fn text, void *ud,
 	if (!p)
 		return err_set(-ENOMEM, "out of memory");
 	p->text = text;
+	p->health = health;
 	p->ud = ud;
 	r = http_server_start(&(struct http_server_conf){
 				      .addr = &sa,

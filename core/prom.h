@@ -1,9 +1,8 @@
 /*
  * core's Prometheus helpers for the daemons' /metrics: the text format's
  * HELP/TYPE heads, a fixed-bucket histogram, and a small HTTP endpoint
- * (GET /metrics, GET /healthz) on core's http_server_start. The agent keeps
- * its own endpoint (agent/report.c); the scheduler, the metadata service
- * and stratus-bus use this one.
+ * (GET /metrics, GET /healthz) on core's http_server_start, which every
+ * daemon's /metrics uses (agent, scheduler, metadata service, stratus-bus).
  */
 #ifndef STRATUS_CORE_PROM_H
 #define STRATUS_CORE_PROM_H
@@ -42,14 +41,18 @@ struct prom_server;
 /* Produce the exposition text: a malloc'd string, NULL on ENOMEM. Called
  * from the HTTP thread: it must lock what it reads. */
 typedef char *(*prom_text_fn)(void *ud);
+/* /healthz: NULL when healthy ("ok", 200), else the state to answer with
+ * 503 ("degraded"). Called from the HTTP thread. */
+typedef const char *(*prom_health_fn)(void *ud);
 
 /*
- * Serve TEXT on http://LISTEN/metrics (KEY names the config key in errors).
- * Returns 0 and *out, -EINVAL (bad address), -EADDRINUSE (cannot listen)
- * or -ENOMEM, err_msg() set.
+ * Serve TEXT on http://LISTEN/metrics and HEALTH (NULL: always ok) on
+ * /healthz (KEY names the config key in errors). Returns 0 and *out,
+ * -EINVAL (bad address), -EADDRINUSE (cannot listen) or -ENOMEM, err_msg()
+ * set.
  */
-int prom_serve(const char *key, const char *listen, prom_text_fn text, void *ud,
-	       struct prom_server **out);
+int prom_serve(const char *key, const char *listen, prom_text_fn text, prom_health_fn health,
+	       void *ud, struct prom_server **out);
 int prom_port(const struct prom_server *s);
 /* Stop and free; accepts NULL. */
 void prom_stop(struct prom_server *s);

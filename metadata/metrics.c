@@ -137,7 +137,7 @@ int md_metrics_start(const struct md_config *c, struct prom_server **out)
 	*out = NULL;
 	if (!c->metrics_listen || !*c->metrics_listen)
 		return 0;
-	return prom_serve("metadata.metrics_listen", c->metrics_listen, text_cb, NULL, out);
+	return prom_serve("metadata.metrics_listen", c->metrics_listen, text_cb, NULL, NULL, out);
 }
 
 void md_metrics_stop(struct prom_server *p)

@@ -297,7 +297,7 @@ int sched_metrics_start(const struct sched_config *c, struct prom_server **out)
 	*out = NULL;
 	if (!c->metrics_listen || !*c->metrics_listen)
 		return 0;
-	return prom_serve("scheduler.metrics_listen", c->metrics_listen, text_cb, NULL, out);
+	return prom_serve("scheduler.metrics_listen", c->metrics_listen, text_cb, NULL, NULL, out);
 }
 
 void sched_metrics_stop(struct prom_server *p)
