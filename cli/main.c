@@ -27,6 +27,7 @@ static const struct cli_command cli_commands[] = {
 	{ "flavor", "list, add, remove flavors", cli_flavor },
 	{ "image", "list, add, remove images", cli_image },
 	{ "host", "list hosts with usage and steal", cli_host },
+	{ "credential", "admin: create, list, revoke credentials", cli_credential },
 };
 
 /*
@@ -107,6 +108,9 @@ static void usage(FILE *f)
 		"Options:\n"
 		"  -p, --project P         the project of tenant commands (default: $STRATUS_PROJECT,\n"
 		"                          else 'default')\n"
+		"  -C, --credential FILE   sign requests with FILE (mode 0600; default:\n"
+		"                          $STRATUS_CREDENTIAL, ~/.config/stratus/credential,\n"
+		"                          /etc/stratus/credential)\n"
 		"  -c, --config FILE       read the bus: section of FILE (default: $STRATUS_CONFIG,\n"
 		"                          then " DEFAULT_CONFIG " if it exists)\n"
 		"  -b, --bootstrap HOST:PORT  Kafka bootstrap servers (default: bus.bootstrap_servers,\n"
@@ -130,6 +134,7 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "project", required_argument, NULL, 'p' },
+		{ "credential", required_argument, NULL, 'C' },
 		{ "bootstrap", required_argument, NULL, 'b' },
 		{ "json", no_argument, NULL, OPT_JSON },
 		{ "debug", no_argument, NULL, 'd' },
@@ -148,7 +153,7 @@ int main(int argc, char **argv)
 	int c, r, rc = CLI_USAGE;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+c:b:p:dhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+c:b:p:C:dhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			config = optarg;
@@ -159,6 +164,10 @@ int main(int argc, char **argv)
 		case 'p':
 			/* read by the tenant commands (cli/tenant.c) */
 			setenv("STRATUS_PROJECT", optarg, 1);
+			break;
+		case 'C':
+			/* read by the session (cli/credential.c) */
+			setenv("STRATUS_CREDENTIAL", optarg, 1);
 			break;
 		case OPT_JSON:
 			ctx.json = true;

@@ -66,6 +66,10 @@ const struct cfg_field sched_config_fields[] = {
 	  .sub = quota_default_fields },
 	{ .key = "flavors", .type = CFG_MAP, .offset = OFF(flavors) },
 	{ .key = "images", .type = CFG_MAP, .offset = OFF(images) },
+	{ .key = "request_window", .type = CFG_DURATION, .offset = OFF(request_window_ms),
+	  .def = "300s" },
+	{ .key = "admin_credential", .type = CFG_STRING, .offset = OFF(admin_credential),
+	  .expected = "a file path" },
 	{ 0 },
 };
 
@@ -665,5 +669,8 @@ int sched_config_check(const struct sched_config *c)
 					  c->images.keys[k]);
 		sched_image_free(&i);
 	}
+	if (c->request_window_ms < 1000 || c->request_window_ms > 86400000)
+		return err_set(-EINVAL, "scheduler.request_window: expected 1s to 24h, got %lld ms",
+			       (long long)c->request_window_ms);
 	return 0;
 }
