@@ -156,9 +156,7 @@ int cli_credential_sign(const struct cli_credential *cred, struct bus_envelope *
 	auth = json_pack("{s:s, s:s}", "credential", cred->id, "sig", hex);
 	if (!auth)
 		return err_set(-ENOMEM, "out of memory");
-	r = bus_envelope_set_auth(e, auth);
-	json_decref(auth);
-	return r;
+	return bus_envelope_set_auth(e, auth); /* takes auth, also on failure */
 }
 
 int cli_credential_open(const struct cli_credential *cred, const char *rid, const char *sealed,
