@@ -70,6 +70,8 @@ const struct cfg_field sched_config_fields[] = {
 	  .def = "300s" },
 	{ .key = "admin_credential", .type = CFG_STRING, .offset = OFF(admin_credential),
 	  .expected = "a file path" },
+	{ .key = "image_url_filter", .type = CFG_SECTION, .offset = OFF(image_url_filter),
+	  .sub = img_url_filter_fields },
 	{ 0 },
 };
 

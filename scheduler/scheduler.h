@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "core/core.h"
+#include "images/images.h" /* struct img_url_filter */
 #include "quotas/quotas.h"
 
 /* Where placement puts the next instance among hosts that fit. */
@@ -53,6 +54,7 @@ struct sched_config {
 	struct cfg_map images;            /* name -> "url=... checksum=... disk_format=qcow2 ..." */
 	int64_t request_window_ms;        /* signed requests: timestamp window, replay memory */
 	char *admin_credential;           /* the bootstrap admin credential file (NULL: beside state) */
+	struct img_url_filter image_url_filter; /* image add: URLs pass it (images/urlfilter.c) */
 };
 extern const struct cfg_field sched_config_fields[];
 void sched_config_free(struct sched_config *c);

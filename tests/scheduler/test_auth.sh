@@ -8,7 +8,8 @@
 #   calling quota set, image add/remove, flavor add, credential create;
 #   a revoked credential; a captured envelope replayed with kcat; a
 #   timestamp outside the window; a tampered body under a valid signature;
-#   a credential file readable by others.
+#   a credential file readable by others; an admin's image add with a
+#   loopback, link-local, bus-port or file URL (the URL filter).
 # Then: show and list results on stratus.events carry no clear metadata
 # value, and the Python example producer is accepted.
 set -u
@@ -132,6 +133,16 @@ chmod 644 "$tmp/member.cred"
 refused "credential readable by others" "chmod 600" $M flavor list
 chmod 600 "$tmp/member.cred"
 $M flavor list >/dev/null || fail "member flavor list"
+
+# image add (admin) passes the URL filter (scheduler.image_url_filter: the default)
+refused "image add loopback" "a loopback address: denied by the URL filter" \
+	ctl image add lo --url http://127.0.0.1/x.qcow2 --checksum sha256:$H --format qcow2
+refused "image add link-local" "a link-local address" \
+	ctl image add md --url http://169.254.169.254/latest --checksum sha256:$H --format qcow2
+refused "image add bus port" "port 9092 is denied" \
+	ctl image add bus --url http://10.0.0.1:9092/x --checksum sha256:$H --format qcow2
+refused "image add file" "scheme file is not allowed" \
+	ctl image add f --url file:///etc/shadow --checksum sha256:$H --format raw
 
 # revoked
 ctl credential create --project default --role member --output "$tmp/gone.cred" >/dev/null || fail "create gone"
