@@ -46,6 +46,7 @@ static int hoist_globals(struct cli_ctx *ctx, int argc, char **argv, const char 
 		bool has_arg;
 	} globals[] = {
 		{ "--json", false }, { "--debug", false }, { "--config", true }, { "--bootstrap", true },
+		{ "--credential", true },
 	};
 	int out = 1;
 
@@ -91,8 +92,11 @@ static int hoist_globals(struct cli_ctx *ctx, int argc, char **argv, const char 
 		case 2:
 			*config = val;
 			break;
-		default:
+		case 3:
 			*bootstrap = val;
+			break;
+		default:
+			setenv("STRATUS_CREDENTIAL", val, 1); /* read by cli/credential.c */
 			break;
 		}
 	}
@@ -107,7 +111,7 @@ static void usage(FILE *f)
 		"The Stratus command-line client.\n\n"
 		"Options:\n"
 		"  -p, --project P         the project of tenant commands (default: $STRATUS_PROJECT,\n"
-		"                          else 'default')\n"
+		"                          else the credential's, else 'default')\n"
 		"  -C, --credential FILE   sign requests with FILE (mode 0600; default:\n"
 		"                          $STRATUS_CREDENTIAL, ~/.config/stratus/credential,\n"
 		"                          /etc/stratus/credential)\n"
