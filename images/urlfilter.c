@@ -274,8 +274,9 @@ out:
 
 static int list_copy(struct cfg_strlist *dst, const struct cfg_strlist *src)
 {
+	/* NULL-terminated, as the config loader makes them (cfg_strlist_free) */
 	dst->n = 0;
-	dst->v = src->n ? calloc(src->n, sizeof(char *)) : NULL;
+	dst->v = src->n ? calloc(src->n + 1, sizeof(char *)) : NULL;
 	if (src->n && !dst->v)
 		return -ENOMEM;
 	for (size_t i = 0; i < src->n; i++) {
