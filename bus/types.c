@@ -372,6 +372,19 @@ static const struct field flavor_fields[] = {
 	{ 0 },
 };
 
+static const char *const role_names[] = { "member", "admin", NULL };
+
+static const struct field credential_create_fields[] = {
+	REQ("project", FK_NAME),
+	REQ_ENUM("role", role_names),
+	{ 0 },
+};
+
+static const struct field credential_id_fields[] = {
+	REQ("id", FK_NAME),
+	{ 0 },
+};
+
 static const struct field image_add_fields[] = {
 	REQ("name", FK_NAME),
 	REQ("url", FK_NAME),
@@ -407,6 +420,7 @@ static const struct field result_fields[] = {
 	REQ("ok", FK_BOOL),
 	OPT("error", FK_STRING),
 	OPT("data", FK_ANY),
+	OPT("sealed", FK_STRING), /* the data sealed to the requester (docs/bus.md) */
 	{ 0 },
 };
 
@@ -490,6 +504,9 @@ static const struct bus_type types[] = {
 	{ "image.add", BUS_TC_API, image_add_fields, NULL },
 	{ "image.remove", BUS_TC_API, name_fields, NULL },
 	{ "host.list", BUS_TC_API, no_fields, NULL },
+	{ "credential.create", BUS_TC_API, credential_create_fields, NULL },
+	{ "credential.list", BUS_TC_API, no_fields, NULL },
+	{ "credential.revoke", BUS_TC_API, credential_id_fields, NULL },
 	/* commands: stratus.host.<host>, key = instance uuid */
 	{ "instance.build", BUS_TC_HOST, no_fields, check_build },
 	{ "instance.delete", BUS_TC_HOST, uuid_fields, NULL },

@@ -21,6 +21,25 @@ struct cli_common {
 
 enum { CLI_OPT_PROJECT = 1000, CLI_OPT_TIMEOUT, CLI_OPT_NO_WAIT, CLI_OPT_HELP, CLI_OPT_LINES };
 
+/* ---- the credential (cli/credential.c) ---------------------------------- */
+
+struct cli_credential {
+	char id[UUID_STRLEN];
+	char project[128];
+	char role[16];
+	unsigned char sign_key[32];   /* HKDF(secret, "stratus request signing") */
+	unsigned char result_key[32]; /* HKDF(secret, "stratus result") */
+};
+/* Find and read the credential (--credential / $STRATUS_CREDENTIAL, then
+ * ~/.config/stratus/credential, /etc/stratus/credential); -EPERM when group
+ * or others may read it. err_msg() names the file and the reason. */
+int cli_credential_load(struct cli_credential *out);
+/* Set E's auth: {credential: id, sig: hex HMAC-SHA256 of its canonical bytes}. */
+int cli_credential_sign(const struct cli_credential *cred, struct bus_envelope *e);
+/* Open a result's "sealed" member (request RID) into *out (new reference). */
+int cli_credential_open(const struct cli_credential *cred, const char *rid, const char *sealed,
+			json_t **out);
+
 /* ---- a session with the scheduler --------------------------------------- */
 
 struct cli_watch {
@@ -30,6 +49,7 @@ struct cli_watch {
 	json_t *result;        /* the request.result body, once seen */
 	json_t *states;        /* instance.state bodies of watched uuids */
 	json_t *uuids;         /* object: uuid -> true */
+	const struct cli_credential *cred; /* opens sealed results */
 };
 
 struct cli_session {
@@ -38,9 +58,10 @@ struct cli_session {
 	struct bus_consumer *obs;
 	struct cli_watch w;
 	int64_t deadline_ms;
+	struct cli_credential cred; /* signs every request, opens sealed results */
 };
 
-/* $STRATUS_PROJECT, else "default". */
+/* $STRATUS_PROJECT, else the credential's project, else "default". */
 const char *cli_default_project(void);
 /* A producer and an observer of stratus.events (from its end); every
  * request of the session must be answered before now + timeout_s.

@@ -27,6 +27,7 @@ static const struct cli_command cli_commands[] = {
 	{ "flavor", "list, add, remove flavors", cli_flavor },
 	{ "image", "list, add, remove images", cli_image },
 	{ "host", "list hosts with usage and steal", cli_host },
+	{ "credential", "admin: create, list, revoke credentials", cli_credential },
 };
 
 /*
@@ -45,6 +46,7 @@ static int hoist_globals(struct cli_ctx *ctx, int argc, char **argv, const char 
 		bool has_arg;
 	} globals[] = {
 		{ "--json", false }, { "--debug", false }, { "--config", true }, { "--bootstrap", true },
+		{ "--credential", true },
 	};
 	int out = 1;
 
@@ -90,8 +92,11 @@ static int hoist_globals(struct cli_ctx *ctx, int argc, char **argv, const char 
 		case 2:
 			*config = val;
 			break;
-		default:
+		case 3:
 			*bootstrap = val;
+			break;
+		default:
+			setenv("STRATUS_CREDENTIAL", val, 1); /* read by cli/credential.c */
 			break;
 		}
 	}
@@ -106,7 +111,10 @@ static void usage(FILE *f)
 		"The Stratus command-line client.\n\n"
 		"Options:\n"
 		"  -p, --project P         the project of tenant commands (default: $STRATUS_PROJECT,\n"
-		"                          else 'default')\n"
+		"                          else the credential's, else 'default')\n"
+		"  -C, --credential FILE   sign requests with FILE (mode 0600; default:\n"
+		"                          $STRATUS_CREDENTIAL, ~/.config/stratus/credential,\n"
+		"                          /etc/stratus/credential)\n"
 		"  -c, --config FILE       read the bus: section of FILE (default: $STRATUS_CONFIG,\n"
 		"                          then " DEFAULT_CONFIG " if it exists)\n"
 		"  -b, --bootstrap HOST:PORT  Kafka bootstrap servers (default: bus.bootstrap_servers,\n"
@@ -130,6 +138,7 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "project", required_argument, NULL, 'p' },
+		{ "credential", required_argument, NULL, 'C' },
 		{ "bootstrap", required_argument, NULL, 'b' },
 		{ "json", no_argument, NULL, OPT_JSON },
 		{ "debug", no_argument, NULL, 'd' },
@@ -148,7 +157,7 @@ int main(int argc, char **argv)
 	int c, r, rc = CLI_USAGE;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+c:b:p:dhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+c:b:p:C:dhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			config = optarg;
@@ -159,6 +168,10 @@ int main(int argc, char **argv)
 		case 'p':
 			/* read by the tenant commands (cli/tenant.c) */
 			setenv("STRATUS_PROJECT", optarg, 1);
+			break;
+		case 'C':
+			/* read by the session (cli/credential.c) */
+			setenv("STRATUS_CREDENTIAL", optarg, 1);
 			break;
 		case OPT_JSON:
 			ctx.json = true;

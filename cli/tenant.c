@@ -29,9 +29,31 @@
 
 const char *cli_default_project(void)
 {
+	static struct cli_credential cred;
 	const char *p = getenv("STRATUS_PROJECT");
 
-	return p && *p ? p : "default";
+	if (p && *p)
+		return p;
+	/* a member acts on its own project: no --project needed */
+	if (cred.id[0] || cli_credential_load(&cred) == 0)
+		return cred.project;
+	return "default";
+}
+
+/* A result sealed to our credential: its data in the clear, or an error. */
+static void open_sealed(struct cli_watch *w)
+{
+	const char *sealed = json_string_value(json_object_get(w->result, "sealed"));
+	json_t *data = NULL;
+
+	if (!sealed)
+		return;
+	if (cli_credential_open(w->cred, w->rid, sealed, &data) == 0) {
+		json_object_set_new(w->result, "data", data);
+	} else {
+		json_object_set_new(w->result, "ok", json_false());
+		json_object_set_new(w->result, "error", json_string(err_msg()));
+	}
 }
 
 static int on_event(void *opaque, const struct bus_message *m)
@@ -44,6 +66,7 @@ static int on_event(void *opaque, const struct bus_message *m)
 	if (w->rid && strcmp(e->type, "request.result") == 0 && strcmp(e->request_id, w->rid) == 0 &&
 	    !w->result) {
 		w->result = json_incref(e->body);
+		open_sealed(w);
 	} else if (!w->rid && strcmp(e->type, "request.result") == 0 &&
 		   strcmp(e->request_id, w->last_rid) == 0 &&
 		   json_is_false(json_object_get(e->body, "ok")) && !w->late_error) {
@@ -71,6 +94,11 @@ int cli_session_open(struct cli_session *ss, struct cli_ctx *ctx, long timeout_s
 
 	memset(ss, 0, sizeof(*ss));
 	ss->ctx = ctx;
+	ss->w.cred = &ss->cred;
+	if (cli_credential_load(&ss->cred) < 0) {
+		cli_error(ctx, "%s", err_msg());
+		return CLI_ERROR;
+	}
 	ss->deadline_ms = time_mono_ms() + timeout_s * 1000;
 	ss->w.states = json_array();
 	ss->w.uuids = json_object();
@@ -102,6 +130,8 @@ static int send_request(struct cli_session *ss, const char *type, const char *ri
 	int r;
 
 	r = bus_envelope_new(type, BUS_TC_API, "stratusctl", rid, json_incref(body), &e);
+	if (r == 0)
+		r = cli_credential_sign(&ss->cred, e);
 	if (r < 0) {
 		cli_error(ss->ctx, "%s", err_msg());
 		return CLI_ERROR;

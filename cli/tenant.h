@@ -28,5 +28,7 @@ int cli_quota(struct cli_ctx *ctx, int argc, char **argv);
 int cli_flavor(struct cli_ctx *ctx, int argc, char **argv);
 int cli_image(struct cli_ctx *ctx, int argc, char **argv);
 int cli_host(struct cli_ctx *ctx, int argc, char **argv);
+/* cli/credential.c */
+int cli_credential(struct cli_ctx *ctx, int argc, char **argv);
 
 #endif

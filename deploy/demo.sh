@@ -22,6 +22,8 @@ IMG_PORT=8099
 BR=stratusbr0
 CTL="$B/stratusctl"
 export STRATUS_CONFIG="$DEMO/stratus.yaml"
+# the admin credential the scheduler writes on its first start signs our requests
+export STRATUS_CREDENTIAL="${STRATUS_CREDENTIAL:-$DEMO/admin.credential}"
 
 say() { printf '\033[1m== %s\033[0m\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 1; }
@@ -150,6 +152,19 @@ install_deps() {
 	sh deps/install.sh deps/build*.txt deps/demo*.txt || die "package installation failed"
 }
 
+# The admin credential (the scheduler's first start writes it) and one member of
+# project default, made once with stratusctl as an operator would.
+credentials() {
+	for _ in $(seq 100); do [ -s "$DEMO/admin.credential" ] && break; sleep 0.1; done
+	[ -s "$DEMO/admin.credential" ] || die "the scheduler wrote no admin credential ($DEMO/logs/scheduler.log)"
+	if [ ! -s "$DEMO/member.credential" ]; then
+		STRATUS_CREDENTIAL="$DEMO/admin.credential" "$CTL" credential create --project default \
+			--role member --output "$DEMO/member.credential" >/dev/null ||
+			die "cannot create the member credential"
+	fi
+	echo "   credentials: admin $DEMO/admin.credential, member of default $DEMO/member.credential (mode 0600)"
+}
+
 start() {
 	[ "$(id -u)" = 0 ] || die "run as root (it installs packages, makes a bridge, starts libvirtd)"
 	say "installing what is missing (Debian packages) and building"
@@ -163,6 +178,7 @@ start() {
 	say "starting the services"
 	start_bus
 	start_daemon scheduler "$B/stratus-scheduler" -c "$DEMO/stratus.yaml"
+	credentials
 	start_daemon agent "$B/stratus-agent" -c "$DEMO/stratus.yaml"
 	start_daemon metadata "$B/stratus-metadata" -c "$DEMO/stratus.yaml"
 	[ -n "$REPAIRED" ] && wait_reannounced
@@ -189,7 +205,11 @@ start() {
 	[ -n "$ok" ] || die "cloud-init did not report our user-data in time (see $CTL console demo-1)"
 	cat <<EOF
 
-The cloud is up. Try:
+The cloud is up. Requests are signed with a credential (docs/stratusctl.md):
+  admin:             export STRATUS_CREDENTIAL=$DEMO/admin.credential
+  member of default: export STRATUS_CREDENTIAL=$DEMO/member.credential
+  (or --credential FILE, or copy one to ~/.config/stratus/credential, mode 0600)
+Try:
   $CTL list                       instances of your project
   $CTL show demo-1                its state, host, address
   $CTL console demo-1 --lines 20  the end of its serial console
@@ -198,6 +218,7 @@ The cloud is up. Try:
                                   no seed disk: DHCP, then the metadata service
   $CTL host list                  hosts with usage and steal
   $CTL quota show default
+  $CTL credential list            (admin) create, list, revoke credentials
   curl -s 127.0.0.1:9180/metrics   the agent's Prometheus metrics
   $CTL bus tail                   every message on the bus
 Logs: $DEMO/logs/. Stop it all: make demo-stop

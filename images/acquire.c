@@ -151,6 +151,7 @@ static int download(struct img_cache *c, const struct img_ref *ref, const char *
 		.backoff_max_ms = c->cfg.retry_backoff_max_ms,
 		.ca_file = c->cfg.ca_file,
 		.allow_file = c->cfg.allow_file_urls,
+		.filter = c->cfg.url_filter.enforce ? &c->cfg.url_filter : NULL,
 		.progress = progress,
 		.ud = ud,
 		.commit = commit_image,

@@ -268,7 +268,8 @@ static int copy_config(struct img_config *dst, const struct img_config *src)
 	dst->cache_dir = xstrdup(src->cache_dir);
 	dst->ca_file = xstrdup(src->ca_file);
 	dst->qemu_img = xstrdup(src->qemu_img ? src->qemu_img : "qemu-img");
-	if (!dst->cache_dir || !dst->qemu_img || (src->ca_file && !dst->ca_file))
+	if (img_url_filter_copy(&dst->url_filter, &src->url_filter) < 0 || !dst->cache_dir ||
+	    !dst->qemu_img || (src->ca_file && !dst->ca_file))
 		return err_set(-ENOMEM, "out of memory");
 	return 0;
 }

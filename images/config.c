@@ -123,6 +123,7 @@ const struct cfg_field img_config_fields[] = {
 	{ F("allow_file_urls", CFG_BOOL, allow_file_urls), .def = "false" },
 	{ F("qemu_img", CFG_STRING, qemu_img), .def = "qemu-img",
 	  .expected = "the qemu-img program" },
+	{ F("url_filter", CFG_SECTION, url_filter), .sub = img_url_filter_fields },
 	{ 0 },
 };
 

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -169,6 +170,7 @@ struct xfer {
 	unsigned attempt;
 	int64_t t_start_ns, t_last_cb_ns;
 	char errbuf[CURL_ERROR_SIZE];
+	char *denied;            /* the URL filter refused a connection: why */
 };
 
 static int md_init(struct xfer *x)
@@ -398,6 +400,27 @@ static bool digest_matches(struct xfer *x)
 	return ok;
 }
 
+/*
+ * Every connection curl opens, the first and those after a redirect, goes
+ * through the URL filter with the address it resolved: a redirect to a
+ * denied address is refused before a byte is sent to it.
+ */
+static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	struct xfer *x = ud;
+	char *url = NULL;
+
+	(void)purpose;
+	curl_easy_getinfo(x->curl, CURLINFO_EFFECTIVE_URL, &url);
+	if (img_url_check_addr(x->o->filter, url ? url : x->o->url, NULL, &a->addr) < 0) {
+		free(x->denied);
+		x->denied = strdup(err_msg());
+		x->err = -EACCES;
+		return CURL_SOCKET_BAD;
+	}
+	return socket(a->family, a->socktype, a->protocol);
+}
+
 static CURL *make_handle(struct xfer *x)
 {
 	const struct img_fetch_opts *o = x->o;
@@ -408,6 +431,10 @@ static CURL *make_handle(struct xfer *x)
 	curl_easy_setopt(h, CURLOPT_URL, o->url);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, o->allow_file ? "http,https,file" : "http,https");
 	curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	if (o->filter) {
+		curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+		curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, x);
+	}
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
 	curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -576,6 +603,10 @@ static int attempt_failed(struct xfer *x, CURLcode rc, long http, const char *na
 	}
 	if (x->err == -ECANCELED)
 		return err_set(-ECANCELED, "image %s: download cancelled", name);
+	if (x->err == -EACCES) {
+		*drop = true;
+		return err_set(-EACCES, "image %s: %s", name, x->denied ? x->denied : "denied");
+	}
 	if (x->err < 0 && x->err != -EPROTO) {
 		*drop = true;
 		return err_sys(x->err, "image %s: writing %s", name, o->part_path);
@@ -663,9 +694,15 @@ static int verify_commit(struct xfer *x, struct img_fetch_result *rs, const char
 	hex_of(digest, dlen, got);
 	if (strcmp(got, o->want->hex) != 0) {
 		*drop = true;
-		return err_set(-EBADMSG, "image %s: checksum mismatch (expected %s:%s, got %s:%s)",
-			       name, img_algo_name(o->want->algo), o->want->hex,
-			       img_algo_name(o->want->algo), got);
+		/* the requester learns that it differs, never the hash of
+		 * what was fetched (an oracle for files the URL reaches);
+		 * the host's log keeps it for the operator */
+		log_warn("image checksum mismatch image=%s expected=%s:%s got=%s:%s", name,
+			 img_algo_name(o->want->algo), o->want->hex, img_algo_name(o->want->algo),
+			 got);
+		return err_set(-EBADMSG, "image %s: checksum mismatch: the fetched file's checksum "
+			       "differs from the expected %s:%s", name,
+			       img_algo_name(o->want->algo), o->want->hex);
 	}
 	if (fsync(x->fd) < 0) {
 		*drop = true;
@@ -694,6 +731,9 @@ int img_fetch(const struct img_fetch_opts *o, struct img_fetch_result *res)
 	pthread_once(&curl_once, curl_init);
 	if (curl_init_rc != CURLE_OK)
 		return err_set(-EIO, "libcurl: %s", curl_easy_strerror(curl_init_rc));
+	/* the URL filter before any byte (then on each connection, open_socket) */
+	if (o->filter && img_url_check(o->filter, o->url) < 0)
+		return err_prefix(-EACCES, "image %s", name);
 	x.type = o->want->algo == IMG_ALGO_SHA512 ? EVP_sha512() : EVP_sha256();
 	x.md = EVP_MD_CTX_new();
 	if (!x.md)
@@ -711,5 +751,6 @@ int img_fetch(const struct img_fetch_opts *o, struct img_fetch_result *res)
 	if (x.fd >= 0)
 		close(x.fd); /* drops the flock */
 	EVP_MD_CTX_free(x.md);
+	free(x.denied);
 	return r;
 }

@@ -58,6 +58,31 @@ enum img_kind {
 };
 const char *img_kind_name(enum img_kind k);
 
+/* ---- the URL filter (images/urlfilter.c) -------------------------------- */
+
+/* Which image URLs the cloud may fetch (docs/images.md "URL filter"). */
+struct img_url_filter {
+	bool enforce;                /* images.url_filter.enforce (the scheduler: always) */
+	struct cfg_strlist schemes;  /* allowed schemes; empty: http, https */
+	struct cfg_strlist allow_hosts; /* names or addresses exempt from the address rules */
+	struct cfg_strlist deny_hosts;  /* names, addresses or CIDRs denied besides the defaults */
+	struct cfg_strlist deny_ports;  /* ports denied besides 9092 (Kafka) and 9180 (metrics) */
+};
+extern const struct cfg_field img_url_filter_fields[];
+/* Before any byte: scheme, host name, port, and every address the host
+ * resolves to. 0, or -EACCES (-EINVAL, -EHOSTUNREACH) with err_msg() naming
+ * the URL and the rule. */
+int img_url_check(const struct img_url_filter *f, const char *url);
+/* One address a connection goes to (after redirects too): port and
+ * address rules; HOST (may be NULL) for allow_hosts and the message. */
+struct sockaddr;
+int img_url_check_addr(const struct img_url_filter *f, const char *url, const char *host,
+		       const struct sockaddr *sa);
+void img_url_filter_free(struct img_url_filter *f);
+/* A deep copy of SRC into DST (whose lists are overwritten, not freed);
+ * -ENOMEM leaves DST's lists empty. */
+int img_url_filter_copy(struct img_url_filter *dst, const struct img_url_filter *src);
+
 /* ---- config ------------------------------------------------------------- */
 
 /* The images: part of the agent's config (embed img_config_fields). */
@@ -78,6 +103,7 @@ struct img_config {
 	char *ca_file;               /* ca_file: CA bundle, default system CAs */
 	bool allow_file_urls;        /* allow_file_urls: accept file:// URLs */
 	char *qemu_img;              /* qemu_img: path of qemu-img */
+	struct img_url_filter url_filter; /* url_filter: checked before and during fetches */
 };
 extern const struct cfg_field img_config_fields[];
 /* Fill cfg with the defaults of img_config_fields (no file). */

@@ -35,6 +35,8 @@ struct img_fetch_opts {
 	int64_t backoff_ms, backoff_max_ms;
 	const char *ca_file;         /* NULL: system CAs */
 	bool allow_file;             /* accept file:// URLs */
+	const struct img_url_filter *filter; /* NULL: none; else before any byte and on
+					      * every connection (redirects too) */
 	img_progress_fn progress;
 	void *ud;
 	/* Called after verification and fsync, with the .part still locked:

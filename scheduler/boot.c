@@ -140,7 +140,7 @@ static int step_request(struct boot *b)
 	const json_t *body = b->c->body;
 	const json_t *jcount = json_object_get(body, "count");
 
-	b->project = sched_jstr(body, "project");
+	b->project = b->c->project; /* the credential's (auth.c), never the body's */
 	b->name = sched_jstr(body, "name");
 	b->group = sched_jstr(body, "server_group");
 	b->gpol = sched_jstr(body, "server_group_policy");

@@ -63,6 +63,16 @@ int sched_on_image_add(struct sched *s, struct sched_call *c)
 		sched_image_free(&im);
 		return r;
 	}
+	/* the URLs through the operator's filter before anyone fetches them */
+	const char *const urls[] = { im.url, im.kernel_url, im.initrd_url };
+
+	for (size_t i = 0; i < ARRAY_SIZE(urls); i++) {
+		if (urls[i] && img_url_check(&s->cfg->image_url_filter, urls[i]) < 0) {
+			r = sched_reject(s, c, "image %s: %s", im.name, err_msg());
+			sched_image_free(&im);
+			return r;
+		}
+	}
 	data = sched_image_to_json(&im);
 	r = sched_catalog_add_image(s, &im);
 	if (r < 0) {

@@ -68,6 +68,12 @@ const struct cfg_field sched_config_fields[] = {
 	{ .key = "images", .type = CFG_MAP, .offset = OFF(images) },
 	{ .key = "metrics_listen", .type = CFG_STRING, .offset = OFF(metrics_listen),
 	  .expected = "ADDR:PORT" },
+	{ .key = "request_window", .type = CFG_DURATION, .offset = OFF(request_window_ms),
+	  .def = "300s" },
+	{ .key = "admin_credential", .type = CFG_STRING, .offset = OFF(admin_credential),
+	  .expected = "a file path" },
+	{ .key = "image_url_filter", .type = CFG_SECTION, .offset = OFF(image_url_filter),
+	  .sub = img_url_filter_fields },
 	{ 0 },
 };
 
@@ -667,5 +673,8 @@ int sched_config_check(const struct sched_config *c)
 					  c->images.keys[k]);
 		sched_image_free(&i);
 	}
+	if (c->request_window_ms < 1000 || c->request_window_ms > 86400000)
+		return err_set(-EINVAL, "scheduler.request_window: expected 1s to 24h, got %lld ms",
+			       (long long)c->request_window_ms);
 	return sched_metrics_check(c);
 }

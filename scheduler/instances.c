@@ -13,7 +13,7 @@
 /* Find the instance the request names; rejects (returns 1) when absent. */
 static int find_target(struct sched *s, struct sched_call *c, struct inst_row *row)
 {
-	const char *project = sched_jstr(c->body, "project"), *ref = sched_jstr(c->body, "instance");
+	const char *project = c->project, *ref = sched_jstr(c->body, "instance");
 	int r;
 
 	if (!project || !ref) {
@@ -177,7 +177,7 @@ int sched_on_show(struct sched *s, struct sched_call *c)
 
 int sched_on_list(struct sched *s, struct sched_call *c)
 {
-	const char *project = sched_jstr(c->body, "project");
+	const char *project = c->project;
 	sqlite3_stmt *q = NULL;
 	json_t *arr;
 	int rc;

@@ -5,7 +5,7 @@
  *
  * Thin: load the config, open the state (scheduler/), then the loop:
  * messages from stratus.api, stratus.events and stratus.metrics go to
- * sched_handle in batches (group commit); after a batch's commit the
+ * sched_handle_envelope in batches (group commit); after a batch's commit the
  * messages it produced are sent; after the producer has them delivered the
  * consumer's offsets are committed. A crash anywhere in between replays
  * messages whose effects the handlers recognise (request ids, instance
@@ -161,6 +161,7 @@ static int handle(void *opaque, const struct bus_message *m)
 {
 	struct loop *l = opaque;
 	const struct bus_envelope *e = m->env;
+	char origin[48];
 	int r;
 
 	if (l->fatal || warmup(l) < 0)
@@ -176,8 +177,9 @@ static int handle(void *opaque, const struct bus_message *m)
 	}
 	int64_t t0 = time_mono_ns();
 
-	r = sched_handle(l->s, e->type, e->request_id[0] ? e->request_id : NULL, e->body,
-			 time_wall_ms(), &l->out);
+	/* where the message sits: a redelivery of it is no replay (auth.c) */
+	snprintf(origin, sizeof(origin), "%d:%lld", (int)m->partition, (long long)m->offset);
+	r = sched_handle_envelope(l->s, e, origin, time_wall_ms(), &l->out);
 	sched_metrics_handled(e->type, (double)(time_mono_ns() - t0) / 1e9);
 	if (r < 0) {
 		log_error("state failed type=%s request=%s: %s; stopping", e->type, e->request_id,

@@ -37,7 +37,7 @@ static int quota_data(struct sched *s, const char *project, json_t **out)
 
 int sched_on_quota_show(struct sched *s, struct sched_call *c)
 {
-	const char *project = sched_jstr(c->body, "project");
+	const char *project = c->project;
 	json_t *data = NULL;
 	int r;
 
@@ -49,7 +49,7 @@ int sched_on_quota_show(struct sched *s, struct sched_call *c)
 
 int sched_on_quota_set(struct sched *s, struct sched_call *c)
 {
-	const char *project = sched_jstr(c->body, "project");
+	const char *project = c->project;
 	json_t *lim = json_object_get(c->body, "limits");
 	struct quota_amounts set;
 	json_t *data = NULL, *v;

@@ -97,7 +97,9 @@ int sched_reject(struct sched *s, struct sched_call *c, const char *fmt, ...)
 /* Answer ok with DATA (taken); stored when the type is. */
 int sched_accept(struct sched *s, struct sched_call *c, const char *key, json_t *data)
 {
-	json_t *res = sched_result_new(true, NULL, data);
+	/* tenant data goes sealed to the credential that asked (auth.c) */
+	json_t *res = c->sealed && c->seal_key ? sched_result_sealed(c, data)
+					       : sched_result_new(true, NULL, data);
 	int r;
 
 	if (!res)

@@ -9,6 +9,11 @@
  * transaction as its effect; a request id seen again is answered with the
  * stored outcome, and builds it started that are still `scheduling` are
  * sent again (agents ignore a build they already have).
+ *
+ * Requests from the bus come in through sched_handle_envelope, which
+ * verifies the signature ONCE here at the edge (auth.c), before the table
+ * dispatches: the handlers read the project and role from the call
+ * (c->project, c->admin), never from the body.
  */
 #define LOG_TAG "scheduler"
 #include <errno.h>
@@ -24,6 +29,19 @@ struct handler {
 	int (*fn)(struct sched *s, struct sched_call *c);
 	bool stored; /* changes state: outcome kept for duplicates */
 };
+
+/* Types whose data is a tenant's: sealed to the credential that asked. */
+static const char *const sealed_types[] = {
+	"instance.show", "instance.list", "credential.create", "credential.list",
+};
+
+static bool sealed_type(const char *type)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(sealed_types); i++)
+		if (strcmp(sealed_types[i], type) == 0)
+			return true;
+	return false;
+}
 
 static const struct handler handlers[] = {
 	/* requests on stratus.api */
@@ -44,6 +62,9 @@ static const struct handler handlers[] = {
 	{ "image.add", sched_on_image_add, true },
 	{ "image.remove", sched_on_image_remove, true },
 	{ "host.list", sched_on_host_list, false },
+	{ "credential.create", sched_on_credential_create, true },
+	{ "credential.list", sched_on_credential_list, false },
+	{ "credential.revoke", sched_on_credential_revoke, true },
 	/* agents' events on stratus.events */
 	{ "instance.state", sched_on_state, false },
 	{ "instance.reschedule", sched_on_reschedule, false },
@@ -92,28 +113,81 @@ static int answer_duplicate(struct sched *s, struct sched_call *c)
 	return r < 0 ? r : 1;
 }
 
+static const struct handler *handler_find(const char *type)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(handlers); i++)
+		if (strcmp(handlers[i].type, type) == 0)
+			return &handlers[i];
+	return NULL;
+}
+
+static int dispatch(struct sched *s, struct sched_call *c, const struct handler *h)
+{
+	int r;
+
+	if (!json_is_object(c->body))
+		return sched_reject(s, c, "%s: body: expected an object", c->type);
+	if (c->stored && c->rid && *c->rid) {
+		r = answer_duplicate(s, c);
+		if (r != 0)
+			return r < 0 ? r : 0;
+	}
+	return h->fn(s, c);
+}
+
 int sched_handle(struct sched *s, const char *type, const char *request_id, json_t *body,
 		 int64_t now_ms, struct sched_out *out)
 {
 	struct sched_call c = { .type = type, .rid = request_id, .body = body, .now_ms = now_ms,
-			  .out = out };
+			  .out = out, .admin = true };
+	const struct handler *h = handler_find(type);
 
-	for (size_t i = 0; i < ARRAY_SIZE(handlers); i++) {
-		int r;
-
-		if (strcmp(handlers[i].type, type) != 0)
-			continue;
-		c.stored = handlers[i].stored;
-		if (!json_is_object(body))
-			return sched_reject(s, &c, "%s: body: expected an object", type);
-		if (c.stored && request_id && *request_id) {
-			r = answer_duplicate(s, &c);
-			if (r != 0)
-				return r < 0 ? r : 0;
-		}
-		return handlers[i].fn(s, &c);
+	if (!h) {
+		/* not ours (the commands we send, our own results): nothing to do */
+		log_debug("message ignored type=%s request=%s", type, request_id ? request_id : "-");
+		return 0;
 	}
-	/* not ours (the commands we send, our own results): nothing to do */
-	log_debug("message ignored type=%s request=%s", type, request_id ? request_id : "-");
-	return 0;
+	c.stored = h->stored;
+	c.project = sched_jstr(body, "project");
+	return dispatch(s, &c, h);
+}
+
+/* A refused request: its error answered, nothing stored (a forger must
+ * not decide the outcome of a request id the owner may still send). */
+static int refuse(struct sched_call *c, const char *why)
+{
+	json_t *res = sched_result_new(false, why, NULL);
+
+	log_warn("request refused type=%s request=%s credential=%s error=\"%s\"", c->type, c->rid,
+		 c->credential ? c->credential : "-", why);
+	if (!res)
+		return err_set(-ENOMEM, "out of memory");
+	return sched_emit_result(c, NULL, res);
+}
+
+int sched_handle_envelope(struct sched *s, const struct bus_envelope *e, const char *origin,
+			  int64_t now_ms, struct sched_out *out)
+{
+	const char *rid = e->request_id[0] ? e->request_id : e->id;
+	struct sched_call c = { .type = e->type, .rid = rid, .body = e->body, .now_ms = now_ms,
+			  .out = out };
+	const struct handler *h = handler_find(e->type);
+	struct sched_cred cred;
+	int r;
+
+	if (!h || e->tc != BUS_TC_API)
+		return sched_handle(s, e->type, e->request_id[0] ? e->request_id : NULL, e->body,
+				    now_ms, out);
+	c.stored = h->stored;
+	c.sealed = sealed_type(e->type);
+	r = sched_auth_verify(s, e, origin, now_ms, &cred);
+	if (r == 0) {
+		c.credential = cred.id;
+		r = sched_auth_bind(&c, &cred);
+	}
+	if (r < 0)
+		return r;
+	if (r > 0)
+		return refuse(&c, err_msg());
+	return dispatch(s, &c, h);
 }

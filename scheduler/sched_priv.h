@@ -242,6 +242,7 @@ struct sched {
 	int64_t epoch_ms, warm_until_ms;
 	long deferred;         /* rows in the deferred table */
 	long broker_moves;
+	struct sched_auth *auth; /* credentials and the replay window (auth.c) */
 };
 
 /* One row of the instances table (strings malloc'd; inst_row_free). */
@@ -286,6 +287,14 @@ struct sched_call {
 	int64_t now_ms;
 	struct sched_out *out;
 	bool stored; /* the outcome is kept for duplicates */
+	/* who asks (auth.c): the project the request acts on (a member's own,
+	 * an admin's from the body), the role, and the key its results with
+	 * tenant data are sealed to (NULL: in the clear, in-process callers) */
+	const char *project;
+	bool admin;
+	const char *credential;
+	const unsigned char *seal_key;
+	bool sealed; /* the type's data is tenant data (requests.c's table) */
 };
 
 /* A non-empty string member of O, or NULL. */
@@ -394,5 +403,46 @@ int sched_defer(struct sched *s, struct sched_call *c);
  * ours there and answer what was in flight (docs/scheduler.md). */
 int sched_reconcile_host(struct sched *s, struct sched_call *c, struct sched_host *h,
 			 const json_t *reannounce);
+/* ---- credentials and signed requests (auth.c) -------------------------- */
+
+enum sched_role { SCHED_ROLE_MEMBER, SCHED_ROLE_ADMIN, SCHED_ROLE_LAST };
+extern const char *const sched_role_names[];
+
+/* A verified request's credential. */
+struct sched_cred {
+	char id[UUID_STRLEN];
+	char project[128];
+	enum sched_role role;
+	unsigned char result_key[32]; /* HKDF(secret, "stratus result") */
+};
+
+/* Load the credential store; on first start (no credential at all) create
+ * an admin credential for project `default` and write it, mode 0600, to
+ * scheduler.admin_credential (default: beside the state file). */
+int sched_auth_open(struct sched *s);
+void sched_auth_close(struct sched *s);
+/*
+ * Check E's auth: known, not revoked credential, HMAC-SHA256 of the
+ * canonical bytes, timestamp inside scheduler.request_window, envelope id
+ * not seen in the window (ORIGIN "partition:offset" of the message: a
+ * redelivery of the same message is no replay; NULL = unknown). Records the
+ * envelope id. 0 with *out filled; 1 refused (err_msg() says why: the
+ * request.result error); <0 the state failed.
+ */
+int sched_auth_verify(struct sched *s, const struct bus_envelope *e, const char *origin,
+		      int64_t now_ms, struct sched_cred *out);
+/* Bind C to CRED: project (a member only its own) and role (admin-only
+ * types). 0, or 1 refused with err_msg() set. */
+int sched_auth_bind(struct sched_call *c, const struct sched_cred *cred);
+/* {ok: true, sealed: BASE64(AEAD(result key, aad = request id, DATA))}
+ * (DATA taken); NULL on failure. */
+json_t *sched_result_sealed(const struct sched_call *c, json_t *data);
+/* The HMAC key and the result key of a credential secret (32 bytes). */
+int sched_cred_keys(const unsigned char *secret, size_t n, unsigned char sign_key[32],
+		    unsigned char result_key[32]);
+/* credential.create, credential.list, credential.revoke (admin) */
+int sched_on_credential_create(struct sched *s, struct sched_call *c);
+int sched_on_credential_list(struct sched *s, struct sched_call *c);
+int sched_on_credential_revoke(struct sched *s, struct sched_call *c);
 
 #endif

@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "core/core.h"
+#include "images/images.h" /* struct img_url_filter */
 #include "quotas/quotas.h"
 
 /* Where placement puts the next instance among hosts that fit. */
@@ -52,6 +53,9 @@ struct sched_config {
 	struct cfg_map flavors;           /* name -> "vcpus=2 ram_mb=1024 disk_gb=4 hw:...=..." */
 	struct cfg_map images;            /* name -> "url=... checksum=... disk_format=qcow2 ..." */
 	char *metrics_listen;             /* ADDR:PORT of /metrics; NULL = none */
+	int64_t request_window_ms;        /* signed requests: timestamp window, replay memory */
+	char *admin_credential;           /* the bootstrap admin credential file (NULL: beside state) */
+	struct img_url_filter image_url_filter; /* image add: URLs pass it (images/urlfilter.c) */
 };
 extern const struct cfg_field sched_config_fields[];
 void sched_config_free(struct sched_config *c);
@@ -96,6 +100,19 @@ void sched_close(struct sched *s);
  */
 int sched_handle(struct sched *s, const char *type, const char *request_id, json_t *body,
 		 int64_t now_ms, struct sched_out *out);
+/*
+ * The bus's entry (the daemon's): E as received, ORIGIN its
+ * "partition:offset" (NULL: unknown). A request on stratus.api is verified
+ * first (docs/bus.md "auth"): unsigned, unknown, revoked, bad signature,
+ * stale, replayed, another project, an admin type from a member: refused
+ * with a request.result error naming the reason, nothing else done. Its
+ * project and role then come from the credential only. sched_handle above
+ * is the in-process entry (tests, benchmarks): trusted as an admin, the
+ * project from the body.
+ */
+struct bus_envelope;
+int sched_handle_envelope(struct sched *s, const struct bus_envelope *e, const char *origin,
+			  int64_t now_ms, struct sched_out *out);
 
 /*
  * Group commit. Between sched_batch_begin and sched_batch_commit every

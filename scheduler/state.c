@@ -10,6 +10,8 @@
  *   requests(request_id PK, type, result, ts)    outcome of each request
  *   flavors(name PK, def, removed), images(name PK, def, removed)
  *   server_groups(project, name, policy)
+ *   credentials(id PK, project, role, sign_key, result_key, created, revoked)
+ *   api_seen(envelope_id PK, origin, ts_ms)     the replay window (auth.c)
  */
 #define LOG_TAG "scheduler"
 #include <errno.h>
@@ -42,7 +44,16 @@ static const char schema_sql[] =
 	" name TEXT PRIMARY KEY, def TEXT NOT NULL, removed INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE IF NOT EXISTS server_groups ("
 	" project TEXT NOT NULL, name TEXT NOT NULL, policy TEXT NOT NULL,"
-	" PRIMARY KEY(project, name));";
+	" PRIMARY KEY(project, name));"
+	/* auth.c: keys derived from each secret (never the secret) */
+	"CREATE TABLE IF NOT EXISTS credentials ("
+	" id TEXT PRIMARY KEY, project TEXT NOT NULL, role TEXT NOT NULL,"
+	" sign_key TEXT NOT NULL, result_key TEXT NOT NULL, created TEXT NOT NULL, revoked TEXT)"
+	" WITHOUT ROWID;"
+	/* auth.c: envelope ids of signed requests within the window */
+	"CREATE TABLE IF NOT EXISTS api_seen ("
+	" envelope_id TEXT PRIMARY KEY, origin TEXT, ts_ms INTEGER NOT NULL) WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS api_seen_ts ON api_seen(ts_ms);";
 
 #define INST_COLS "uuid, project, name, state, host, flavor, image, server_group, request_id, " \
 		  "spec, alternates, faults, attempts, reason, created, updated, az"
@@ -688,6 +699,7 @@ void sched_close(struct sched *s)
 		pthread_mutex_destroy(&s->ckpt_mu);
 		pthread_cond_destroy(&s->ckpt_cv);
 	}
+	sched_auth_close(s);
 	for (int i = 0; i < SST_LAST; i++)
 		sqlite3_finalize(s->st[i]);
 	quota_store_free(s->quotas);
@@ -757,6 +769,8 @@ int sched_open(const struct sched_config *cfg, struct sched **out)
 		}
 	}
 	r = quota_usage_rebuild(s->quotas);
+	if (r == 0)
+		r = sched_auth_open(s);
 	if (r == 0)
 		r = load_catalogs(s);
 	if (r == 0)

@@ -28,3 +28,7 @@ bench_line name=scheduler.decisions_per_s figure="$per_s" unit=decisions/s targe
 	reference="$claim_per_s" ref_name="one SQLite claim transaction" error="$err"
 bench_line name=scheduler.p99 figure="$p99" unit=ms target='<=5' \
 	reference="$p99_full" ref_name="full scan of every host, p99"
+# signed requests (sign + verify + replay record) beside the unsigned rate, same run
+signed_per_s=$(sed -n 's/^  signed requests .*: \([0-9.]*\) decisions\/s = .*/\1/p' "$out")
+bench_line name=scheduler.signed_decisions_per_s figure="$signed_per_s" unit=decisions/s \
+	target='>=0.9x' reference="$per_s" ref_name="unsigned decisions, same run"

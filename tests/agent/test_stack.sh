@@ -34,6 +34,9 @@ EOF
 sed -i 's/^  host: hv1/  host: hv1\n  network: {cidr: 127.0.0.0\/8, range_start: 127.0.0.10, range_end: 127.0.0.20, gateway: 127.0.0.1}/' "$T/stratus.yaml" 2>/dev/null
 "$B/stratus-scheduler" -c "$T/stratus.yaml" >"$T/scheduler.log" 2>&1 &
 echo $! >"$T/scheduler.pid"
+# stratusctl signs with the admin credential the scheduler creates on first start
+export STRATUS_CREDENTIAL="$T/admin.credential"
+for _ in $(seq 100); do [ -s "$STRATUS_CREDENTIAL" ] && break; sleep 0.1; done
 agent_start
 ctl() { "$B/stratusctl" -c "$T/stratus.yaml" -p acme "$@"; }
 

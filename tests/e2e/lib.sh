@@ -107,6 +107,9 @@ metadata:
 EOF
 	"$B/stratus-scheduler" -c "$T/stratus.yaml" >"$T/scheduler.log" 2>&1 &
 	echo $! >"$T/scheduler.pid"
+	# stratusctl signs with the admin credential the scheduler creates on first start
+	export STRATUS_CREDENTIAL="$T/admin.credential"
+	for _ in $(seq 100); do [ -s "$STRATUS_CREDENTIAL" ] && break; sleep 0.1; done
 	"$B/stratus-metadata" -c "$T/stratus.yaml" >"$T/metadata.log" 2>&1 &
 	echo $! >"$T/metadata.pid"
 	for _ in $(seq 50); do curl -s -o /dev/null "http://169.254.169.254/healthz" && break; sleep 0.1; done

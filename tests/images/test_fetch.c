@@ -353,8 +353,11 @@ static void test_checksum_mismatch(void **state)
 	(void)state;
 	fx_open(&f, "mismatch", NULL);
 	assert_int_equal(fetch(&f, url, want, NULL, NULL), -EBADMSG);
-	msg = th_printf("checksum mismatch (expected %s, got %s)", want, real);
+	msg = th_printf("checksum mismatch: the fetched file's checksum differs from the "
+			"expected %s", want);
 	assert_non_null(strstr(err_msg(), msg));
+	/* never the hash of what was fetched */
+	assert_null(strstr(err_msg(), real + strlen("sha256:")));
 	assert_int_equal(th_count_files(f.partial), 0);
 	assert_false(cached(&f, want));
 	assert_false(cached(&f, real));

@@ -91,6 +91,9 @@ ADDR=$(cat "$T/bus.addr")
 ss -ltnH "src $NET.1" | grep -q ":${ADDR#*:} " || fail "no listener on $ADDR: $(ss -ltn)"
 "$B/stratus-scheduler" -c "$T/stratus.yaml" >"$T/sched.log" 2>&1 &
 sched_pid=$!
+# stratusctl signs with the admin credential the scheduler creates on first start
+export STRATUS_CREDENTIAL="$T/admin.credential"
+for _ in $(seq 100); do [ -s "$STRATUS_CREDENTIAL" ] && break; sleep 0.1; done
 echo "stratus-bus at $ADDR"
 
 # --- the three hosts: a real stratus-agent in each namespace ---

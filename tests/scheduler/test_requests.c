@@ -472,7 +472,11 @@ static void test_catalog_requests(void **state)
 	res = env_req(&e, "flavor.add", "{\"name\":\"x\",\"vcpus\":1,\"ram_mb\":256,"
 					"\"extra_specs\":{\"hw:cpu_policy\":\"weird\"}}");
 	assert_string_equal(res_error(res), "flavor.add: flavor x: hw:cpu_policy: expected shared or dedicated, got 'weird'");
-	res = env_req(&e, "image.add", "{\"name\":\"alpine\",\"url\":\"http://x/a.qcow2\","
+	/* the URL filter: loopback refused, naming the rule; nothing added */
+	res = env_req(&e, "image.add", "{\"name\":\"alpine\",\"url\":\"http://127.0.0.1/a.qcow2\","
+				       "\"checksum\":\"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\",\"disk_format\":\"qcow2\"}");
+	assert_non_null(strstr(res_error(res), "127.0.0.1, a loopback address: denied by the URL filter"));
+	res = env_req(&e, "image.add", "{\"name\":\"alpine\",\"url\":\"http://192.0.2.10/a.qcow2\","
 				       "\"checksum\":\"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\",\"disk_format\":\"qcow2\"}");
 	assert_true(res_ok(res));
 	res = env_req(&e, "image.list", "{}");

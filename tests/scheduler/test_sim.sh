@@ -55,6 +55,9 @@ YAML
 start_sched() {
 	"$BUILD/stratus-scheduler" -c "$tmp/stratus.yaml" >>"$tmp/sched.out" 2>>"$tmp/sched.err" &
 	sched_pid=$!
+	# stratusctl signs with the admin credential the scheduler creates on first start
+	export STRATUS_CREDENTIAL="$tmp/state/admin.credential"
+	for _ in $(seq 100); do [ -s "$STRATUS_CREDENTIAL" ] && break; sleep 0.1; done
 }
 hosts_up() { # prints the names of the hosts that are up
 	out=$(ctl --json host list --timeout 10) || return 1
