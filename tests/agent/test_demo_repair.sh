@@ -27,6 +27,9 @@ echo $! >"$T/scheduler.pid"
 agent_start
 sched_pid=$(cat "$T/scheduler.pid")
 agent_pid=$(cat "$T/agent.pid")
+# stratusctl signs with the admin credential the scheduler creates on first start
+export STRATUS_CREDENTIAL="$T/admin.credential"
+for _ in $(seq 100); do [ -s "$STRATUS_CREDENTIAL" ] && break; sleep 0.1; done
 ctl() { "$B/stratusctl" -c "$T/stratus.yaml" -p acme "$@"; }
 ctl boot web-1 --flavor m1.small --image tiny --timeout 60 >"$T/boot.out" 2>&1 ||
 	fail "boot before the crash: $(cat "$T/boot.out")"

@@ -45,6 +45,9 @@ sched_start
 agent_start
 "$B/stratus-metadata" -c "$T/stratus.yaml" >"$T/metadata.log" 2>&1 &
 echo $! >"$T/metadata.pid"
+# stratusctl signs with the admin credential the scheduler creates on first start
+export STRATUS_CREDENTIAL="$T/admin.credential"
+for _ in $(seq 100); do [ -s "$STRATUS_CREDENTIAL" ] && break; sleep 0.1; done
 ctl() { "$B/stratusctl" -c "$T/stratus.yaml" -p acme "$@"; }
 agent_pid=$(cat "$T/agent.pid")
 sched_pid=$(cat "$T/scheduler.pid")

@@ -50,6 +50,9 @@ for _ in $(seq 200); do [ -s "$T/bus.addr" ] && break; sleep 0.1; done
 "$B/stratus-scheduler" -c "$T/stratus.yaml" >"$T/scheduler.log" 2>&1 &
 echo $! >"$T/scheduler.pid"
 agent_start
+# stratusctl signs with the admin credential the scheduler creates on first start
+export STRATUS_CREDENTIAL="$T/admin.credential"
+for _ in $(seq 100); do [ -s "$STRATUS_CREDENTIAL" ] && break; sleep 0.1; done
 ctl() { "$B/stratusctl" -c "$T/stratus.yaml" -p acme "$@"; }
 for _ in $(seq 100); do ctl --json host list 2>/dev/null | jq -e 'length > 0' >/dev/null && break; sleep 0.2; done
 
