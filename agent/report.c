@@ -211,6 +211,8 @@ int agent_report(struct agent *a)
 	pthread_mutex_unlock(&a->m_lock);
 	if (!body)
 		return err_set(-ENOMEM, "host report: out of memory");
+	/* the key the scheduler seals this host's builds' secrets to */
+	json_object_set_new(body, "box_key", json_string(a->box_pub_text));
 	r = bus_envelope_new("host.report", BUS_TC_METRICS, a->source, NULL, body, &e);
 	if (r < 0)
 		return r;
@@ -272,6 +274,11 @@ char *agent_metrics_text(struct agent *a)
 		       "Commands received on this host's topic.");
 	sb_printf(&sb, "stratus_commands_total{host=\"%s\"} %llu\n", h,
 		  (unsigned long long)a->m.commands);
+	sb_metric_head(&sb, "stratus_commands_refused_total", "counter",
+		       "Commands refused at the edge: unsigned, untrusted key, bad signature, "
+		       "stale, or a seal that does not open.");
+	sb_printf(&sb, "stratus_commands_refused_total{host=\"%s\"} %llu\n", h,
+		  (unsigned long long)a->m.refused);
 	sb_metric_head(&sb, "stratus_bus_rejected_messages_total", "counter",
 		       "Messages on this host's topic that did not validate.");
 	sb_printf(&sb, "stratus_bus_rejected_messages_total{host=\"%s\"} %llu\n", h,

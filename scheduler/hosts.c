@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/crypto.h"
 #include "scheduler/sched_priv.h"
 
 long sched_host_vcpu_cap(const struct sched_host *h)
@@ -172,6 +173,11 @@ int sched_host_apply_report(struct sched_host *h, const json_t *report,
 					     h->reported_ram_used);
 	}
 	h->degraded = json_is_true(json_object_get(report, "degraded"));
+	{
+		const char *bk = json_string_value(json_object_get(report, "box_key"));
+
+		h->has_box_key = bk && crypto_key_from_text(bk, h->box_key) == 0;
+	}
 	if (json_is_number(steal)) {
 		double v = json_number_value(steal);
 

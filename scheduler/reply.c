@@ -141,6 +141,15 @@ int sched_send_build_json(struct sched_out *out, const struct sched_host *h, jso
 
 	if (!b)
 		return err_set(-EIO, "instance spec in the state database does not parse");
+	/* the spec is ours to change: the stored text or our own copy */
+	if (sched_seal_build(h, b) < 0) {
+		/* placement keeps such hosts out; a stored build to one stays
+		 * `scheduling` rather than travel in clear */
+		log_error("build not sent instance=%s: %s",
+			  json_string_value(json_object_get(b, "uuid")), err_msg());
+		json_decref(b);
+		return 0;
+	}
 	uuid = json_string_value(json_object_get(b, "uuid"));
 	json_object_set_new(b, "availability_zone", json_string(h->az ? h->az : "nova"));
 	json_object_set_new(b, "attempt", json_integer(attempt));

@@ -44,6 +44,7 @@ static const struct handler handlers[] = {
 	{ "image.add", sched_on_image_add, true },
 	{ "image.remove", sched_on_image_remove, true },
 	{ "host.list", sched_on_host_list, false },
+	{ "scheduler.keys", sched_on_keys, false },
 	/* agents' events on stratus.events */
 	{ "instance.state", sched_on_state, false },
 	{ "instance.reschedule", sched_on_reschedule, false },

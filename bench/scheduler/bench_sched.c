@@ -86,6 +86,8 @@ static int report_hosts(struct run *r, long hosts, int64_t now)
 			      2000, "numa", "node", 0, "pcpus", 4, "memory_mb", 65536, "node", 1,
 			      "pcpus", 4, "memory_mb", 65536, "hugepages", "2048", "total", 8192,
 			      "steal_pct", (double)(i % 7));
+		/* a host's X25519 key: the builds' secrets are sealed to it */
+		json_object_set_new(b, "box_key", json_string("4LfY9mqpKOK+zTUIYGi0iPyCTcQhVvXiGRXKMFzKJkg="));
 		if (sched_handle(r->s, "host.report", NULL, b, now, &r->out) < 0) {
 			fprintf(stderr, "bench: report: %s\n", err_msg());
 			json_decref(b);

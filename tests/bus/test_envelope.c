@@ -131,6 +131,7 @@ static void test_every_type_has_a_valid_body(void **state)
 		  "\"disk_format\":\"raw\"}" },
 		{ "image.remove", BUS_TC_API, "{\"name\":\"d\"}" },
 		{ "host.list", BUS_TC_API, "{}" },
+		{ "scheduler.keys", BUS_TC_API, "{}" },
 		{ "instance.build", BUS_TC_HOST, spec_json },
 		{ "instance.delete", BUS_TC_HOST, "{\"uuid\":\"" UUID1 "\"}" },
 		{ "instance.stop", BUS_TC_HOST, "{\"uuid\":\"" UUID1 "\"}" },
