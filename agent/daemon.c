@@ -72,6 +72,22 @@ static void announce(struct agent *a, const char *uuid, const char *request_id,
 	}
 }
 
+/* Refused at the edge (not from the scheduler, or a seal that does not
+ * open): said so on stratus.events, nothing else done. */
+static int refuse(struct agent *a, const struct bus_envelope *e, const char *why)
+{
+	char msg[1024];
+
+	snprintf(msg, sizeof(msg), "%s refused by host %s: %s", e->type, a->cfg->host, why);
+	log_warn("command refused type=%s request=%s source=\"%s\" reason=\"%s\"", e->type,
+		 e->request_id, e->source ? e->source : "", why);
+	pthread_mutex_lock(&a->m_lock);
+	a->m.refused++;
+	pthread_mutex_unlock(&a->m_lock);
+	agent_emit_result(a, e->request_id, false, msg, NULL);
+	return 0;
+}
+
 /* instance.build: the body is parsed here, once; the job carries the
  * struct and the store the JSON serialized from it. */
 static int handle_build(struct agent *a, const struct bus_envelope *e, const char *uuid)
@@ -93,8 +109,14 @@ static int handle_build(struct agent *a, const struct bus_envelope *e, const cha
 	if (!body)
 		return err_set(-ENOMEM, "out of memory");
 	r = agent_trust_open_build(a, body);
-	if (r == 0)
-		r = model_spec_parse(body, &spec);
+	if (r < 0) {
+		char why[768];
+
+		snprintf(why, sizeof(why), "%s", err_msg());
+		json_decref(body);
+		return refuse(a, e, why); /* nothing will ever open it */
+	}
+	r = model_spec_parse(body, &spec);
 	json_decref(body);
 	if (r < 0) {
 		char msg[1024];
@@ -183,21 +205,6 @@ static const struct {
 	{ "instance.start", handle_power },
 	{ "instance.reboot", handle_power },
 };
-
-/* Not from the scheduler: said so on stratus.events, nothing else done. */
-static int refuse(struct agent *a, const struct bus_envelope *e, const char *why)
-{
-	char msg[1024];
-
-	snprintf(msg, sizeof(msg), "%s refused by host %s: %s", e->type, a->cfg->host, why);
-	log_warn("command refused type=%s request=%s source=\"%s\" reason=\"%s\"", e->type,
-		 e->request_id, e->source ? e->source : "", why);
-	pthread_mutex_lock(&a->m_lock);
-	a->m.refused++;
-	pthread_mutex_unlock(&a->m_lock);
-	agent_emit_result(a, e->request_id, false, msg, NULL);
-	return 0;
-}
 
 int agent_handle_message(void *opaque, const struct bus_message *m)
 {

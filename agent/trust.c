@@ -89,6 +89,7 @@ void agent_trust_close(struct agent *a)
 int agent_trust_check(struct agent *a, const struct bus_envelope *e, int64_t now_ms)
 {
 	int64_t ts_ms, max = a->cfg->command_max_age_ms;
+	const char *to;
 	int r;
 
 	if (!a->n_sched_keys)
@@ -97,6 +98,10 @@ int agent_trust_check(struct agent *a, const struct bus_envelope *e, int64_t now
 				a->n_sched_keys);
 	if (r < 0)
 		return r;
+	to = json_string_value(json_object_get(e->body, "host"));
+	if (!to || strcmp(to, a->cfg->host) != 0)
+		return err_set(-EPERM, "addressed to host '%.64s', not to this host (%s)",
+			       to ? to : "(none: body.host missing)", a->cfg->host);
 	r = bus_envelope_ts_ms(e, &ts_ms);
 	if (r < 0)
 		return err_set(-EPERM, "%s", err_msg());

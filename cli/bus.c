@@ -186,6 +186,10 @@ static int bus_send(struct cli_ctx *ctx, int argc, char **argv)
 	if (sign_key) {
 		unsigned char priv[CRYPTO_KEY_LEN];
 
+		/* as the scheduler does: the host a command is for is signed with it */
+		if (tc == BUS_TC_HOST && !json_object_get(e->body, "host"))
+			json_object_set_new(e->body, "host",
+					    json_string(topic + strlen(BUS_TOPIC_HOST_PREFIX)));
 		if (ts)
 			snprintf(e->ts, sizeof(e->ts), "%s", ts);
 		r = crypto_key_load(sign_key, priv);

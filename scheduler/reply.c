@@ -130,6 +130,9 @@ int sched_emit_host_cmd(struct sched_out *out, const char *host, const char *typ
 		json_decref(body);
 		return err_set(-ENOMEM, "out of memory");
 	}
+	/* signed with the rest: a command for one host does not replay on another */
+	if (body)
+		json_object_set_new(body, "host", json_string(host));
 	return sched_out_add(out, topic, uuid, type, rid, body);
 }
 

@@ -20,6 +20,7 @@ sum=$IMAGE_SUM
 cat >>"$T/stratus.yaml" <<EOF
 scheduler:
   state_path: $T/scheduler.db
+  key_dir: $T/sched
   heartbeat_interval: 1s
   missed_heartbeats: 5
   default_quotas: {instances: 2, cores: 4, ram_mb: 4096}
