@@ -78,6 +78,28 @@ static int read_body(const struct cli_ctx *ctx, const char *arg, json_t **out)
 	return CLI_OK;
 }
 
+/* --sign-key FILE [--ts TS]: E signed as the scheduler signs commands (for
+ * a host topic TOPIC, the host in the body); <0 with the error printed. */
+static int sign(const struct cli_ctx *ctx, struct bus_envelope *e, const char *topic,
+		const char *key_file, const char *ts)
+{
+	unsigned char priv[CRYPTO_KEY_LEN];
+	int r;
+
+	if (topic && !json_object_get(e->body, "host"))
+		json_object_set_new(e->body, "host",
+				    json_string(topic + strlen(BUS_TOPIC_HOST_PREFIX)));
+	if (ts)
+		snprintf(e->ts, sizeof(e->ts), "%s", ts);
+	r = crypto_key_load(key_file, priv);
+	if (r == 0)
+		r = bus_envelope_sign(e, priv);
+	explicit_bzero(priv, sizeof(priv));
+	if (r < 0)
+		cli_error(ctx, "--sign-key %s: %s", key_file, err_msg());
+	return r;
+}
+
 static int bus_send(struct cli_ctx *ctx, int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -183,24 +205,8 @@ static int bus_send(struct cli_ctx *ctx, int argc, char **argv)
 		cli_error(ctx, "%s", err_msg());
 		goto out;
 	}
-	if (sign_key) {
-		unsigned char priv[CRYPTO_KEY_LEN];
-
-		/* as the scheduler does: the host a command is for is signed with it */
-		if (tc == BUS_TC_HOST && !json_object_get(e->body, "host"))
-			json_object_set_new(e->body, "host",
-					    json_string(topic + strlen(BUS_TOPIC_HOST_PREFIX)));
-		if (ts)
-			snprintf(e->ts, sizeof(e->ts), "%s", ts);
-		r = crypto_key_load(sign_key, priv);
-		if (r == 0)
-			r = bus_envelope_sign(e, priv);
-		explicit_bzero(priv, sizeof(priv));
-		if (r < 0) {
-			cli_error(ctx, "--sign-key %s: %s", sign_key, err_msg());
-			goto out;
-		}
-	}
+	if (sign_key && sign(ctx, e, tc == BUS_TC_HOST ? topic : NULL, sign_key, ts) < 0)
+		goto out;
 	r = bus_producer_new(&ctx->bus, &p);
 	if (r < 0) {
 		cli_error(ctx, "%s", err_msg());

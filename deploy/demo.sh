@@ -110,6 +110,10 @@ start() {
 	say "starting the services"
 	start_daemon bus "$B/stratus-bus" -c "$DEMO/stratus.yaml"
 	for _ in $(seq 50); do [ -s "$RUN/bus.addr" ] && break; sleep 0.1; done
+	# the scheduler's keys before the agent, which trusts scheduler-sign.pub
+	"$B/stratus-scheduler" -c "$DEMO/stratus.yaml" keys >"$DEMO/scheduler-keys.txt" ||
+		die "stratus-scheduler keys failed"
+	echo "   scheduler signing key $(sed -n 's/^key_id: //p' "$DEMO/scheduler-keys.txt")"
 	start_daemon scheduler "$B/stratus-scheduler" -c "$DEMO/stratus.yaml"
 	start_daemon agent "$B/stratus-agent" -c "$DEMO/stratus.yaml"
 	start_daemon metadata "$B/stratus-metadata" -c "$DEMO/stratus.yaml"
