@@ -23,7 +23,6 @@ agent_env_up() {
 	cat >"$T/stratus.yaml" <<EOF
 bus: {address_file: $T/bus.addr, properties: {fetch.wait.max.ms: "10"}}
 broker: {address_file: $T/bus.addr, partitions: 2}
-scheduler: {state_path: $T/sched/scheduler.db}
 agent:
   host: hv1
   state_dir: $T/state
@@ -37,7 +36,10 @@ vmm: {uri: "$uri", accel: qemu, shutdown_timeout: 2s, cpu_dedicated_set: "1", cp
 images: {cache_dir: $T/cache, allow_file_urls: true}
 EOF
 	# the scheduler's key pair: the agent trusts it, send() signs with it
-	"$B/stratus-scheduler" -c "$T/stratus.yaml" keys >"$T/keys.txt" || fail "stratus-scheduler keys"
+	# (a scheduler started on $T/stratus.yaml needs key_dir: $T/sched)
+	printf 'scheduler: {state_path: %s/sched/scheduler.db, key_dir: %s/sched}\n' "$T" "$T" \
+		>"$T/keys.yaml"
+	"$B/stratus-scheduler" -c "$T/keys.yaml" keys >"$T/keys.txt" || fail "stratus-scheduler keys"
 	SCHED_KEY=$T/sched/scheduler-sign.key
 	"$B/stratus-bus" -c "$T/stratus.yaml" >"$T/bus.log" 2>&1 &
 	echo $! >"$T/bus.pid"
