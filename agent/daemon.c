@@ -114,7 +114,12 @@ static int handle_build(struct agent *a, const struct bus_envelope *e, const cha
 
 		snprintf(why, sizeof(why), "%s", err_msg());
 		json_decref(body);
-		return refuse(a, e, why); /* nothing will ever open it */
+		refuse(a, e, why); /* nothing will ever open it here */
+		/* signed: the scheduler sent it (sealed to a key this host no longer
+		 * has?): another host may build it */
+		agent_emit_reschedule(a, uuid, json_string_value(json_object_get(e->body, "project")),
+				      why, e->request_id);
+		return 0;
 	}
 	r = model_spec_parse(body, &spec);
 	json_decref(body);

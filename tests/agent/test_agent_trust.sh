@@ -91,6 +91,9 @@ U3=33333333-3333-4333-8333-333333333333
 box=$(head -c 120 /dev/urandom | base64 -w0)
 send instance.build "$(spec $U3 ".sealed = \"$box\" | del(.user_data, .ssh_keys, .metadata)")" --request-id $RB
 refused $RB "sealed: the box does not open"
+# signed, so the scheduler sent it: another host may build it
+wait_event ".type==\"instance.reschedule\" and .body.uuid==\"$U3\" and .body.failed_host==\"hv1\"" >/dev/null ||
+	fail "no reschedule for a build this host cannot open"
 nothing_for $U3
 
 # --- replay: the captured, validly signed stop sent again is answered from the record ---
