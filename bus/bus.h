@@ -156,9 +156,11 @@ int bus_envelope_set_auth(struct bus_envelope *e, json_t *auth);
 extern const char *const bus_build_secret_fields[];
 /* A key's id: the first 16 hex digits of SHA-256 of the public key. */
 void bus_key_id(const unsigned char pub[BUS_KEY_LEN], char out[BUS_KEY_ID_LEN + 1]);
-/* Sign E with the Ed25519 private key PRIV: auth = {"key": ID, "sig":
- * base64 of the signature over bus_envelope_canonical}. */
-int bus_envelope_sign(struct bus_envelope *e, const unsigned char priv[BUS_KEY_LEN]);
+/* Sign E with the Ed25519 key pair PRIV, PUB (PUB names the key: given, not
+ * derived, to save a scalar multiplication per message): auth = {"key": ID,
+ * "sig": base64 of the signature over bus_envelope_canonical}. */
+int bus_envelope_sign(struct bus_envelope *e, const unsigned char priv[BUS_KEY_LEN],
+		      const unsigned char pub[BUS_KEY_LEN]);
 /* 0 when E is signed by one of the N public KEYS; -EPERM with err_msg()
  * naming the reason: unsigned, unknown key, bad signature. */
 int bus_envelope_verify(const struct bus_envelope *e, const unsigned char (*keys)[BUS_KEY_LEN],

@@ -31,9 +31,10 @@ void bus_key_id(const unsigned char pub[BUS_KEY_LEN], char out[BUS_KEY_ID_LEN + 
 	out[BUS_KEY_ID_LEN] = '\0';
 }
 
-int bus_envelope_sign(struct bus_envelope *e, const unsigned char priv[BUS_KEY_LEN])
+int bus_envelope_sign(struct bus_envelope *e, const unsigned char priv[BUS_KEY_LEN],
+		      const unsigned char pub[BUS_KEY_LEN])
 {
-	unsigned char pub[BUS_KEY_LEN], sig[CRYPTO_SIG_LEN];
+	unsigned char sig[CRYPTO_SIG_LEN];
 	_cleanup_free_ char *canon = NULL, *sig64 = NULL;
 	char id[BUS_KEY_ID_LEN + 1];
 	size_t len;
@@ -43,8 +44,6 @@ int bus_envelope_sign(struct bus_envelope *e, const unsigned char priv[BUS_KEY_L
 	r = bus_envelope_set_auth(e, NULL);
 	if (r == 0)
 		r = bus_envelope_canonical(e, &canon, &len);
-	if (r == 0)
-		r = crypto_ed25519_public(priv, pub);
 	if (r == 0)
 		r = crypto_ed25519_sign(priv, canon, len, sig);
 	if (r < 0)

@@ -83,7 +83,7 @@ static int read_body(const struct cli_ctx *ctx, const char *arg, json_t **out)
 static int sign(const struct cli_ctx *ctx, struct bus_envelope *e, const char *topic,
 		const char *key_file, const char *ts)
 {
-	unsigned char priv[CRYPTO_KEY_LEN];
+	unsigned char priv[CRYPTO_KEY_LEN], pub[CRYPTO_KEY_LEN];
 	int r;
 
 	if (topic && !json_object_get(e->body, "host"))
@@ -93,7 +93,9 @@ static int sign(const struct cli_ctx *ctx, struct bus_envelope *e, const char *t
 		snprintf(e->ts, sizeof(e->ts), "%s", ts);
 	r = crypto_key_load(key_file, priv);
 	if (r == 0)
-		r = bus_envelope_sign(e, priv);
+		r = crypto_ed25519_public(priv, pub);
+	if (r == 0)
+		r = bus_envelope_sign(e, priv, pub);
 	explicit_bzero(priv, sizeof(priv));
 	if (r < 0)
 		cli_error(ctx, "--sign-key %s: %s", key_file, err_msg());

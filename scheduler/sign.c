@@ -130,7 +130,7 @@ int sched_msg_envelope(const struct sched *s, const struct sched_msg *m,
 				     m->request_id[0] ? m->request_id : NULL, json_incref(m->body), &e);
 	/* every command to a host carries the scheduler's signature */
 	if (r == 0 && tc == BUS_TC_HOST)
-		r = bus_envelope_sign(e, s->keys.sign_priv);
+		r = bus_envelope_sign(e, s->keys.sign_priv, s->keys.sign_pub);
 	if (r < 0) {
 		bus_envelope_free(e);
 		return r;

@@ -73,7 +73,7 @@ static int on_event(void *opaque, const struct bus_message *m)
 int main(int argc, char **argv)
 {
 	const char *cfgpath = NULL, *specpath = NULL, *host = "hv1", *keypath = NULL;
-	unsigned char sign_key[CRYPTO_KEY_LEN];
+	unsigned char sign_key[CRYPTO_KEY_LEN], sign_pub[CRYPTO_KEY_LEN];
 	struct bus_config bcfg = { 0 };
 	struct log_config lcfg = { 0 };
 	struct ctx c = { 0 };
@@ -112,7 +112,7 @@ int main(int argc, char **argv)
 	}
 	log_init("agent_bench", false, LOG_LVL_WARN);
 	/* commands are signed as the scheduler signs them (agent.scheduler_keys) */
-	if (crypto_key_load(keypath, sign_key) < 0) {
+	if (crypto_key_load(keypath, sign_key) < 0 || crypto_ed25519_public(sign_key, sign_pub) < 0) {
 		fprintf(stderr, "-k %s: %s\n", keypath, err_msg());
 		return 1;
 	}
@@ -147,7 +147,7 @@ int main(int argc, char **argv)
 		json_object_set_new(body, "uuid", json_string(c.s[i].uuid));
 		json_object_set_new(body, "name", json_string(name));
 		if (bus_envelope_new("instance.build", BUS_TC_HOST, "agent_bench", NULL, body, &e) < 0 ||
-		    bus_envelope_sign(e, sign_key) < 0 || bus_produce(p, topic, c.s[i].uuid, e) < 0) {
+		    bus_envelope_sign(e, sign_key, sign_pub) < 0 || bus_produce(p, topic, c.s[i].uuid, e) < 0) {
 			fprintf(stderr, "send: %s\n", err_msg());
 			return 1;
 		}

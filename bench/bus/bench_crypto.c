@@ -59,7 +59,7 @@ static int one(enum mode m, const json_t *tmpl, const unsigned char *sk,
 	}
 	r = bus_envelope_new("instance.build", BUS_TC_HOST, "bench", NULL, body, &e);
 	if (r == 0 && m != UNSIGNED)
-		r = bus_envelope_sign(e, sk);
+		r = bus_envelope_sign(e, sk, pk[0]);
 	if (r == 0)
 		r = bus_envelope_serialize(e, &text, &len);
 	if (r == 0)

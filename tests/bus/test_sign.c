@@ -49,7 +49,7 @@ static void test_sign_verify(void **state)
 	/* unsigned */
 	assert_int_equal(bus_envelope_verify(e, (const unsigned char (*)[32])pk, 2), -EPERM);
 	assert_non_null(strstr(err_msg(), "unsigned"));
-	assert_int_equal(bus_envelope_sign(e, sk), 0);
+	assert_int_equal(bus_envelope_sign(e, sk, pk[0]), 0);
 	bus_key_id(pk[0], id);
 	assert_string_equal(json_string_value(json_object_get(e->auth, "key")), id);
 	assert_int_equal(strlen(id), 16);
@@ -77,7 +77,7 @@ static void test_sign_verify(void **state)
 		snprintf(f->id, sizeof(f->id), "%s", in->id);
 		snprintf(f->ts, sizeof(f->ts), "%s", in->ts);
 		snprintf(f->request_id, sizeof(f->request_id), "%s", in->request_id);
-		assert_int_equal(bus_envelope_sign(f, other_sk), 0);
+		assert_int_equal(bus_envelope_sign(f, other_sk, pk[0]), 0);
 		json_object_set(in->auth, "sig", json_object_get(f->auth, "sig"));
 		bus_envelope_free(f);
 	}
