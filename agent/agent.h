@@ -51,6 +51,8 @@ struct agent_config {
 	int64_t reconcile_interval_ms;
 	char *metrics_listen;        /* ADDR:PORT for Prometheus, "" = off */
 	bool reap_orphans;           /* destroy running domains of ours the store does not know */
+	struct cfg_strlist scheduler_keys; /* Ed25519 public keys (base64 or files) commands need */
+	int64_t command_max_age_ms;  /* commands with an older ts are refused; 0 = no limit */
 	struct agent_net_config network;
 };
 extern const struct cfg_field agent_config_fields[];

@@ -16,6 +16,7 @@
 #define AGENT_MAX_WORKERS 64
 #define AGENT_CONSOLE_DEFAULT_LINES 50
 #define AGENT_CONSOLE_MAX_BYTES (64 * 1024)
+#define AGENT_KEY_LEN BUS_KEY_LEN
 
 /*
  * A command waiting for (or in) a worker. It carries no JSON: an
@@ -40,6 +41,7 @@ extern const double agent_hist_bounds[AGENT_HIST_BUCKETS];
 struct agent_metrics {
 	uint64_t builds_ok, builds_failed, commands, rejected_fits;
 	uint64_t reannounces;  /* re-announces after a broker change */
+	uint64_t refused;          /* commands refused at the edge (signature, age, seal) */
 	uint64_t hist[AGENT_HIST_BUCKETS + 1]; /* last: +Inf */
 	double hist_sum;
 	uint64_t hist_count;
@@ -97,6 +99,13 @@ struct agent {
 	bool reconciled;           /* the start-up reconcile has run */
 	uint64_t bus_moves;        /* the bus clients' reconnects seen so far */
 	struct prom_server *http;    /* /metrics, /healthz (core/prom.h) */
+
+	/* trust.c: the scheduler keys commands must be signed with, and this
+	 * host's X25519 key pair that builds' secrets are sealed to */
+	unsigned char (*sched_keys)[AGENT_KEY_LEN];
+	size_t n_sched_keys;
+	unsigned char box_priv[AGENT_KEY_LEN], box_pub[AGENT_KEY_LEN];
+	char box_pub_text[48];      /* base64, in every host report */
 
 	volatile sig_atomic_t stopping;
 };
@@ -182,6 +191,16 @@ void agent_dhcp_host_remove(struct agent *a, const char *uuid);
 /* Write the missing (or different) entries of live instances, remove the
  * entries of instances the store does not hold. */
 void agent_dhcp_reconcile(struct agent *a);
+
+/* trust.c: the edge. open: load agent.scheduler_keys, load or create
+ * <state_dir>/host-box.key. check: 0 when E is signed by a trusted
+ * scheduler key and its ts is within agent.command_max_age of NOW_MS,
+ * else -EPERM with err_msg() naming the reason. open_build: the build's
+ * sealed secrets opened into BODY (-EBADMSG: tampered or another key). */
+int agent_trust_open(struct agent *a);
+void agent_trust_close(struct agent *a);
+int agent_trust_check(struct agent *a, const struct bus_envelope *e, int64_t now_ms);
+int agent_trust_open_build(struct agent *a, json_t *body);
 
 /* report.c */
 int agent_report(struct agent *a);

@@ -72,12 +72,29 @@ static void announce(struct agent *a, const char *uuid, const char *request_id,
 	}
 }
 
+/* Refused at the edge (not from the scheduler, or a seal that does not
+ * open): said so on stratus.events, nothing else done. */
+static int refuse(struct agent *a, const struct bus_envelope *e, const char *why)
+{
+	char msg[1024];
+
+	snprintf(msg, sizeof(msg), "%s refused by host %s: %s", e->type, a->cfg->host, why);
+	log_warn("command refused type=%s request=%s source=\"%s\" reason=\"%s\"", e->type,
+		 e->request_id, e->source ? e->source : "", why);
+	pthread_mutex_lock(&a->m_lock);
+	a->m.refused++;
+	pthread_mutex_unlock(&a->m_lock);
+	agent_emit_result(a, e->request_id, false, msg, NULL);
+	return 0;
+}
+
 /* instance.build: the body is parsed here, once; the job carries the
  * struct and the store the JSON serialized from it. */
 static int handle_build(struct agent *a, const struct bus_envelope *e, const char *uuid)
 {
 	struct instance_spec spec;
 	struct store_instance row = { .state = INST_BUILDING };
+	json_t *body;
 	int r;
 
 	if (store_instance_get(a->store, uuid, &row) == 0) {
@@ -87,7 +104,25 @@ static int handle_build(struct agent *a, const struct bus_envelope *e, const cha
 		store_instance_free(&row);
 		return 0;
 	}
-	r = model_spec_parse(e->body, &spec);
+	/* the secrets were sealed to this host: opened here, then parsed once */
+	body = json_deep_copy(e->body);
+	if (!body)
+		return err_set(-ENOMEM, "out of memory");
+	r = agent_trust_open_build(a, body);
+	if (r < 0) {
+		char why[768];
+
+		snprintf(why, sizeof(why), "%s", err_msg());
+		json_decref(body);
+		refuse(a, e, why); /* nothing will ever open it here */
+		/* signed: the scheduler sent it (sealed to a key this host no longer
+		 * has?): another host may build it */
+		agent_emit_reschedule(a, uuid, json_string_value(json_object_get(e->body, "project")),
+				      why, e->request_id);
+		return 0;
+	}
+	r = model_spec_parse(body, &spec);
+	json_decref(body);
 	if (r < 0) {
 		char msg[1024];
 
@@ -189,6 +224,13 @@ int agent_handle_message(void *opaque, const struct bus_message *m)
 	pthread_mutex_lock(&a->m_lock);
 	a->m.commands++;
 	pthread_mutex_unlock(&a->m_lock);
+	/* the edge, once: signed by a trusted scheduler key, not stale */
+	if (agent_trust_check(a, e, time_wall_ms()) < 0) {
+		char why[768];
+
+		snprintf(why, sizeof(why), "%s", err_msg());
+		return refuse(a, e, why);
+	}
 	uuid = body_uuid(e);
 	if (!uuid || !uuid_valid(uuid)) {
 		agent_emit_result(a, e->request_id, false, "body.uuid: missing or not a UUID", NULL);
@@ -433,6 +475,7 @@ int agent_new(const struct agent_config *cfg, const struct bus_config *bus,
 	if ((r = mkdir_p(cfg->state_dir, 0750)) < 0 || (r = mkdir_p(vmm->instances_dir, 0755)) < 0 ||
 	    (r = mkdir_p(vmm->console_log_dir, 0750)) < 0 ||
 	    (r = agent_dhcp_dir_check(cfg->network.dhcp_hosts_dir)) < 0 ||
+	    (r = agent_trust_open(a)) < 0 ||
 	    (r = store_open(a->store_path, false, &a->store)) < 0 ||
 	    (r = vmm_topology_load(vmm->sysfs_root, &a->topo)) < 0 ||
 	    (r = vmm_usage_init(&a->usage, a->topo)) < 0 ||
@@ -528,6 +571,7 @@ void agent_free(struct agent *a)
 	vmm_usage_free(&a->usage);
 	vmm_topology_free(a->topo);
 	store_close(a->store);
+	agent_trust_close(a);
 	free(a->samples);
 	free(a->topic);
 	free(a->source);

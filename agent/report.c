@@ -216,6 +216,8 @@ static int report_send(struct agent *a, json_t *extra)
 	json_decref(extra);
 	if (!body)
 		return err_set(-ENOMEM, "host report: out of memory");
+	/* the key the scheduler seals this host's builds' secrets to */
+	json_object_set_new(body, "box_key", json_string(a->box_pub_text));
 	r = bus_envelope_new("host.report", BUS_TC_METRICS, a->source, NULL, body, &e);
 	if (r < 0)
 		return r;
@@ -328,6 +330,11 @@ char *agent_metrics_text(struct agent *a)
 		       "Times the agent re-announced its host and instances after a broker change.");
 	sb_printf(&sb, "stratus_agent_reannounces_total{host=\"%s\"} %llu\n", h,
 		  (unsigned long long)a->m.reannounces);
+	sb_metric_head(&sb, "stratus_commands_refused_total", "counter",
+		       "Commands refused at the edge: unsigned, untrusted key, bad signature, "
+		       "stale, or a seal that does not open.");
+	sb_printf(&sb, "stratus_commands_refused_total{host=\"%s\"} %llu\n", h,
+		  (unsigned long long)a->m.refused);
 	sb_metric_head(&sb, "stratus_bus_rejected_messages_total", "counter",
 		       "Messages on this host's topic that did not validate.");
 	sb_printf(&sb, "stratus_bus_rejected_messages_total{host=\"%s\"} %llu\n", h,

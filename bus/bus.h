@@ -148,6 +148,37 @@ int bus_canonical_json(json_t *v, size_t max, char **out, size_t *len);
  * larger than BUS_AUTH_MAX. */
 int bus_envelope_set_auth(struct bus_envelope *e, json_t *auth);
 
+/* ---- signed commands and sealed fields (bus/sign.c) -------------------- */
+#define BUS_KEY_LEN 32    /* Ed25519 / X25519 keys (core/crypto.h CRYPTO_KEY_LEN) */
+#define BUS_KEY_ID_LEN 16 /* hex digits of a key id */
+#define BUS_SEAL_BUILD "stratus build secrets" /* purpose: instance.build, to a host */
+#define BUS_SEAL_BOOT "stratus boot secrets"   /* purpose: instance.boot, to the scheduler */
+/* The spec fields that travel sealed: user_data, ssh_keys, metadata. */
+extern const char *const bus_build_secret_fields[];
+/* A key's id: the first 16 hex digits of SHA-256 of the public key. */
+void bus_key_id(const unsigned char pub[BUS_KEY_LEN], char out[BUS_KEY_ID_LEN + 1]);
+/* Sign E with the Ed25519 key pair PRIV, PUB (PUB names the key: given, not
+ * derived, to save a scalar multiplication per message): auth = {"key": ID,
+ * "sig": base64 of the signature over bus_envelope_canonical}. */
+int bus_envelope_sign(struct bus_envelope *e, const unsigned char priv[BUS_KEY_LEN],
+		      const unsigned char pub[BUS_KEY_LEN]);
+/* 0 when E is signed by one of the N public KEYS; -EPERM with err_msg()
+ * naming the reason: unsigned, unknown key, bad signature. */
+int bus_envelope_verify(const struct bus_envelope *e, const unsigned char (*keys)[BUS_KEY_LEN],
+			size_t n);
+/* E's ts as wall-clock milliseconds since the epoch. */
+int bus_envelope_ts_ms(const struct bus_envelope *e, int64_t *out);
+/* Move BODY's FIELDS (NULL-terminated) that are present into one box
+ * sealed to RPK for purpose INFO: body.sealed = base64(box of their JSON
+ * object). Nothing present: BODY unchanged. */
+int bus_seal_fields(json_t *body, const char *const *fields, const unsigned char rpk[BUS_KEY_LEN],
+		    const char *info);
+/* The reverse with the private key RSK: body.sealed opened and merged back
+ * (only FIELDS, none also in clear); no "sealed": 0, BODY unchanged. On
+ * error (-EBADMSG: tampered or another key) BODY is unchanged. */
+int bus_open_sealed(json_t *body, const char *const *fields, const unsigned char rsk[BUS_KEY_LEN],
+		    const char *info);
+
 /* Validate BODY as message TYPE on topic class tc (BUS_TC_LAST: accept if
  * any row of TYPE accepts; the error is the first row's). Errors read
  * "instance.build: body.flavor.vcpus: expected a positive integer". */

@@ -327,6 +327,7 @@ static const struct field boot_fields[] = {
 	OPT("count", FK_POSINT),
 	OPT_ENUM("seed", seed_kinds),
 	OPT("availability_zone", FK_NAME),
+	OPT("sealed", FK_NAME), /* user_data, ssh_keys, metadata sealed to the scheduler */
 	{ 0 },
 };
 
@@ -395,6 +396,11 @@ static const struct field image_add_fields[] = {
 };
 
 /* commands on stratus.host.<host> (instance.build: model/spec.c) */
+static const struct field build_fields[] = {
+	OPT("sealed", FK_NAME), /* user_data, ssh_keys, metadata sealed to the host */
+	{ 0 },
+};
+
 static const struct field uuid_fields[] = {
 	REQ("uuid", FK_UUID),
 	{ 0 },
@@ -439,6 +445,7 @@ static const struct field host_report_fields[] = {
 	OPT("inventory", FK_OBJECT),
 	OPT("usage", FK_OBJECT),
 	OPT("reannounce", FK_OBJECT), /* after a broker change: {reason, instances} */
+	OPT("box_key", FK_NAME), /* the host's X25519 public key, base64 */
 	{ 0 },
 };
 
@@ -507,8 +514,9 @@ static const struct bus_type types[] = {
 	{ "credential.create", BUS_TC_API, credential_create_fields, NULL },
 	{ "credential.list", BUS_TC_API, no_fields, NULL },
 	{ "credential.revoke", BUS_TC_API, credential_id_fields, NULL },
+	{ "scheduler.keys", BUS_TC_API, no_fields, NULL },
 	/* commands: stratus.host.<host>, key = instance uuid */
-	{ "instance.build", BUS_TC_HOST, no_fields, check_build },
+	{ "instance.build", BUS_TC_HOST, build_fields, check_build },
 	{ "instance.delete", BUS_TC_HOST, uuid_fields, NULL },
 	{ "instance.stop", BUS_TC_HOST, uuid_fields, NULL },
 	{ "instance.start", BUS_TC_HOST, uuid_fields, NULL },

@@ -10,18 +10,23 @@
 
 #include "cli/cli.h"
 #include "core/core.h"
+#include "core/crypto.h"
 
 static void bus_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: stratusctl bus send TYPE JSON|- [--topic T | --host H] [--key K]\n"
 		"                           [--request-id UUID] [--source S]\n"
+		"                           [--sign-key FILE [--ts RFC3339]]\n"
 		"       stratusctl bus tail [TOPIC...] [--count N] [--timeout S] [--from-beginning]\n\n"
 		"send  wraps the JSON body (- reads it from stdin) in an envelope of TYPE,\n"
 		"      validates it, sends it and prints the envelope id once the broker has\n"
 		"      it. The topic defaults to the one TYPE travels on (--host H for the\n"
 		"      commands of stratus.host.H); the key to the design's (project,\n"
-		"      instance uuid or host).\n"
+		"      instance uuid or host). --sign-key signs the envelope with the\n"
+		"      Ed25519 private key in FILE (the scheduler's scheduler-sign.key: acting\n"
+		"      as the scheduler towards agents); --ts gives a signed envelope that\n"
+		"      time stamp instead of now.\n"
 		"tail  prints envelopes as they arrive on TOPIC (default: every stratus.*\n"
 		"      topic): a readable line each, or the envelope's JSON with --json.\n"
 		"      Stops after N envelopes (--count) or S seconds (--timeout); exits 1\n"
@@ -73,6 +78,30 @@ static int read_body(const struct cli_ctx *ctx, const char *arg, json_t **out)
 	return CLI_OK;
 }
 
+/* --sign-key FILE [--ts TS]: E signed as the scheduler signs commands (for
+ * a host topic TOPIC, the host in the body); <0 with the error printed. */
+static int sign(const struct cli_ctx *ctx, struct bus_envelope *e, const char *topic,
+		const char *key_file, const char *ts)
+{
+	unsigned char priv[CRYPTO_KEY_LEN], pub[CRYPTO_KEY_LEN];
+	int r;
+
+	if (topic && !json_object_get(e->body, "host"))
+		json_object_set_new(e->body, "host",
+				    json_string(topic + strlen(BUS_TOPIC_HOST_PREFIX)));
+	if (ts)
+		snprintf(e->ts, sizeof(e->ts), "%s", ts);
+	r = crypto_key_load(key_file, priv);
+	if (r == 0)
+		r = crypto_ed25519_public(priv, pub);
+	if (r == 0)
+		r = bus_envelope_sign(e, priv, pub);
+	explicit_bzero(priv, sizeof(priv));
+	if (r < 0)
+		cli_error(ctx, "--sign-key %s: %s", key_file, err_msg());
+	return r;
+}
+
 static int bus_send(struct cli_ctx *ctx, int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -81,10 +110,13 @@ static int bus_send(struct cli_ctx *ctx, int argc, char **argv)
 		{ "key", required_argument, NULL, 'k' },
 		{ "request-id", required_argument, NULL, 'r' },
 		{ "source", required_argument, NULL, 's' },
+		{ "sign-key", required_argument, NULL, 'S' },
+		{ "ts", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *topic_arg = NULL, *host = NULL, *key = NULL, *rid = NULL;
+	const char *sign_key = NULL, *ts = NULL;
 	const char *source = "stratusctl";
 	_cleanup_free_ char *host_topic = NULL;
 	struct bus_producer *p = NULL;
@@ -97,7 +129,7 @@ static int bus_send(struct cli_ctx *ctx, int argc, char **argv)
 
 	optind = 0; /* 0: glibc re-initialises (permutes options after operands again) */
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "t:H:k:r:s:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "t:H:k:r:s:S:T:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 't':
 			topic_arg = optarg;
@@ -114,6 +146,12 @@ static int bus_send(struct cli_ctx *ctx, int argc, char **argv)
 		case 's':
 			source = optarg;
 			break;
+		case 'S':
+			sign_key = optarg;
+			break;
+		case 'T':
+			ts = optarg;
+			break;
 		case 'h':
 			bus_usage(stdout);
 			return CLI_OK;
@@ -127,6 +165,10 @@ static int bus_send(struct cli_ctx *ctx, int argc, char **argv)
 	if (argc - optind != 2) {
 		cli_error(ctx, "bus send: expected TYPE and JSON");
 		bus_usage(stderr);
+		return CLI_USAGE;
+	}
+	if (ts && (!sign_key || !time_rfc3339_valid(ts) || strlen(ts) >= RFC3339_STRLEN)) {
+		cli_error(ctx, "bus send: --ts needs --sign-key and an RFC 3339 time, got '%s'", ts);
 		return CLI_USAGE;
 	}
 	if (topic_arg && host) {
@@ -165,6 +207,8 @@ static int bus_send(struct cli_ctx *ctx, int argc, char **argv)
 		cli_error(ctx, "%s", err_msg());
 		goto out;
 	}
+	if (sign_key && sign(ctx, e, tc == BUS_TC_HOST ? topic : NULL, sign_key, ts) < 0)
+		goto out;
 	r = bus_producer_new(&ctx->bus, &p);
 	if (r < 0) {
 		cli_error(ctx, "%s", err_msg());

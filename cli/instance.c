@@ -10,8 +10,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bus/bus.h"
 #include "cli/cli_priv.h"
 #include "core/core.h"
+#include "core/crypto.h"
 
 #define SHOW_EVERY_MS 2000
 
@@ -289,6 +291,39 @@ static int boot_parse(struct cli_ctx *ctx, int argc, char **argv, struct boot_re
 	return CLI_OK;
 }
 
+/*
+ * The user data, keys and metadata of the boot sealed to the scheduler's
+ * box key (asked for with scheduler.keys): nobody else on stratus.api
+ * reads them. Nothing secret: nothing asked.
+ */
+static int boot_seal(struct cli_session *ss, json_t *body)
+{
+	unsigned char key[CRYPTO_KEY_LEN];
+	json_t *keys = NULL, *none;
+	bool secret = false;
+	int rc;
+
+	for (size_t i = 0; bus_build_secret_fields[i]; i++)
+		secret = secret || json_object_get(body, bus_build_secret_fields[i]);
+	if (!secret)
+		return CLI_OK;
+	none = json_object();
+	rc = none ? cli_request(ss, "scheduler.keys", none, &keys) : CLI_ERROR;
+	json_decref(none);
+	if (rc != CLI_OK)
+		return rc;
+	if (crypto_key_from_text(json_string_value(json_object_get(keys, "box_key")), key) < 0) {
+		cli_error(ss->ctx, "boot: the scheduler published no valid box_key: not sending user "
+			  "data and keys in clear");
+		rc = CLI_ERROR;
+	} else if (bus_seal_fields(body, bus_build_secret_fields, key, BUS_SEAL_BOOT) < 0) {
+		cli_error(ss->ctx, "boot: %s", err_msg());
+		rc = CLI_ERROR;
+	}
+	json_decref(keys);
+	return rc;
+}
+
 /* Send the boot request, then follow its instances until active. */
 static int boot_run(struct cli_ctx *ctx, struct boot_req *b)
 {
@@ -298,6 +333,8 @@ static int boot_run(struct cli_ctx *ctx, struct boot_req *b)
 	size_t n = 0;
 	int rc = cli_session_open(&ss, ctx, b->co.timeout_s);
 
+	if (rc == CLI_OK)
+		rc = boot_seal(&ss, b->body);
 	if (rc == CLI_OK)
 		rc = cli_request(&ss, "instance.boot", b->body, &data);
 	if (rc == CLI_OK) {

@@ -177,6 +177,10 @@ start() {
 	write_config
 	say "starting the services"
 	start_bus
+	# the scheduler's keys before the agent, which trusts scheduler-sign.pub
+	"$B/stratus-scheduler" -c "$DEMO/stratus.yaml" keys >"$DEMO/scheduler-keys.txt" ||
+		die "stratus-scheduler keys failed"
+	echo "   scheduler signing key $(sed -n 's/^key_id: //p' "$DEMO/scheduler-keys.txt")"
 	start_daemon scheduler "$B/stratus-scheduler" -c "$DEMO/stratus.yaml"
 	credentials
 	start_daemon agent "$B/stratus-agent" -c "$DEMO/stratus.yaml"

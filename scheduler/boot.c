@@ -140,6 +140,9 @@ static int step_request(struct boot *b)
 	const json_t *body = b->c->body;
 	const json_t *jcount = json_object_get(body, "count");
 
+	/* user data and keys the client sealed to us: opened here, once */
+	if (sched_open_boot(b->s, b->c->body) < 0)
+		return answered(sched_reject(b->s, b->c, "instance.boot: %s", err_msg()));
 	b->project = b->c->project; /* the credential's (auth.c), never the body's */
 	b->name = sched_jstr(body, "name");
 	b->group = sched_jstr(body, "server_group");

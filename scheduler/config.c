@@ -33,6 +33,8 @@ static const char *const sync_names[] = {
 const struct cfg_field sched_config_fields[] = {
 	{ .key = "state_path", .type = CFG_STRING, .offset = OFF(state_path),
 	  .def = "/var/lib/stratus/scheduler.db", .expected = "a file path" },
+	{ .key = "key_dir", .type = CFG_STRING, .offset = OFF(key_dir), .def = "",
+	  .expected = "a directory" },
 	{ .key = "synchronous", .type = CFG_ENUM,
 	  .offset = CFG_ENUM_OFFSET(struct sched_config, sync), .names = sync_names,
 	  .def = "normal" },

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/crypto.h"
 #include "scheduler/sched_priv.h"
 
 long sched_host_vcpu_cap(const struct sched_host *h)
@@ -57,6 +58,14 @@ static double jdouble(const json_t *v, double def)
 	if (json_is_number(v))
 		return json_number_value(v);
 	return def;
+}
+
+/* The report's box_key (the host's X25519 public key) into KEY. */
+static bool report_box_key(const json_t *report, unsigned char key[BUS_KEY_LEN])
+{
+	const char *text = json_string_value(json_object_get(report, "box_key"));
+
+	return text && crypto_key_from_text(text, key) == 0;
 }
 
 /* One inventory class: a bare total, or {total, reserved, allocation_ratio}. */
@@ -172,6 +181,7 @@ int sched_host_apply_report(struct sched_host *h, const json_t *report,
 					     h->reported_ram_used);
 	}
 	h->degraded = json_is_true(json_object_get(report, "degraded"));
+	h->has_box_key = report_box_key(report, h->box_key);
 	if (json_is_number(steal)) {
 		double v = json_number_value(steal);
 

@@ -2,6 +2,7 @@
  * stratus-scheduler: the central scheduler with quotas.
  *
  *   stratus-scheduler [-c FILE] [-n] [-d]
+ *   stratus-scheduler [-c FILE] keys     create the keys if missing, print the public parts
  *
  * Thin: load the config, open the state (scheduler/), then the loop:
  * messages from stratus.api, stratus.events and stratus.metrics go to
@@ -94,14 +95,9 @@ static int send_out(struct loop *l)
 	for (size_t i = 0; i < l->out.n; i++) {
 		struct sched_msg *m = &l->out.v[i];
 		struct bus_envelope *e = NULL;
-		enum bus_topic_class tc;
 
-		if (bus_topic_classify(m->topic, &tc) < 0) {
-			log_error("not sent type=%s topic=%s: %s", m->type, m->topic, err_msg());
-			continue;
-		}
-		r = bus_envelope_new(m->type, tc, "stratus-scheduler",
-				     m->request_id[0] ? m->request_id : NULL, json_incref(m->body), &e);
+		/* commands to hosts are signed there */
+		r = sched_msg_envelope(l->s, m, &e);
 		if (r < 0) {
 			/* a bug of ours, not a reason to stop: say so loudly */
 			log_error("not sent type=%s topic=%s: %s", m->type, m->topic, err_msg());
@@ -339,6 +335,8 @@ int main(int argc, char **argv)
 	struct daemon_opts o = {
 		.prog = "stratus-scheduler",
 		.summary = "the central scheduler with quotas",
+		.usage_extra = "subcommands:\n  keys           create the keys if missing, print their "
+			       "public parts\n",
 		.default_config = "/etc/stratus/stratus.yaml",
 		.sections = sections,
 		.log = &log_cfg,
@@ -354,6 +352,18 @@ int main(int argc, char **argv)
 	r = daemon_setup(&o, argc, argv, &argi);
 	if (r > 0) {
 		rc = r - 1;
+		goto out;
+	}
+	if (argi < argc) {
+		if (strcmp(argv[argi], "keys") != 0) {
+			fprintf(stderr, "stratus-scheduler: unknown subcommand '%s' (known: keys)\n",
+				argv[argi]);
+			rc = 2;
+		} else if (sched_keys_print(&sched_cfg, stdout) < 0) {
+			fprintf(stderr, "stratus-scheduler: %s\n", err_msg());
+		} else {
+			rc = 0;
+		}
 		goto out;
 	}
 	sigaction(SIGTERM, &sa, NULL);

@@ -248,9 +248,22 @@ static bool f_steal(const struct sched_ctx *c, const struct sched_host *h,
 	return false;
 }
 
+/* The build's secrets are sealed to the host's key: no key, no build. */
+static bool f_box_key(const struct sched_ctx *c, const struct sched_host *h,
+		      const struct sched_req *r, char *why, size_t whylen)
+{
+	(void)c;
+	(void)r;
+	if (h->has_box_key)
+		return true;
+	WHY("no box_key in its report: a build's secrets cannot be sealed to it");
+	return false;
+}
+
 /* Cheapest and most selective first. Config keys: docs/scheduler.md. */
 const struct sched_filter sched_filters[] = {
 	{ "host_up", f_host_up },
+	{ "box_key", f_box_key },
 	{ "retry", f_retry },
 	{ "availability_zone", f_az },
 	{ "ram", f_ram },

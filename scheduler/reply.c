@@ -133,6 +133,9 @@ int sched_emit_host_cmd(struct sched_out *out, const char *host, const char *typ
 		json_decref(body);
 		return err_set(-ENOMEM, "out of memory");
 	}
+	/* signed with the rest: a command for one host does not replay on another */
+	if (body)
+		json_object_set_new(body, "host", json_string(host));
 	return sched_out_add(out, topic, uuid, type, rid, body);
 }
 
@@ -144,6 +147,15 @@ int sched_send_build_json(struct sched_out *out, const struct sched_host *h, jso
 
 	if (!b)
 		return err_set(-EIO, "instance spec in the state database does not parse");
+	/* the spec is ours to change: the stored text or our own copy */
+	if (sched_seal_build(h, b) < 0) {
+		/* placement keeps such hosts out; a stored build to one stays
+		 * `scheduling` rather than travel in clear */
+		log_error("build not sent instance=%s: %s",
+			  json_string_value(json_object_get(b, "uuid")), err_msg());
+		json_decref(b);
+		return 0;
+	}
 	uuid = json_string_value(json_object_get(b, "uuid"));
 	json_object_set_new(b, "availability_zone", json_string(h->az ? h->az : "nova"));
 	json_object_set_new(b, "attempt", json_integer(attempt));

@@ -65,6 +65,7 @@ static const struct handler handlers[] = {
 	{ "credential.create", sched_on_credential_create, true },
 	{ "credential.list", sched_on_credential_list, false },
 	{ "credential.revoke", sched_on_credential_revoke, true },
+	{ "scheduler.keys", sched_on_keys, false },
 	/* agents' events on stratus.events */
 	{ "instance.state", sched_on_state, false },
 	{ "instance.reschedule", sched_on_reschedule, false },

@@ -91,6 +91,9 @@ struct sched_host {
 	/* what the agent itself says it uses (shown by host list) */
 	long reported_vcpu_used, reported_ram_used;
 	int64_t reannounced_ms;    /* wall clock of its last re-announce; 0 = none */
+	/* its X25519 public key (report's box_key): builds' secrets are sealed to it */
+	unsigned char box_key[BUS_KEY_LEN];
+	bool has_box_key;
 };
 
 long sched_host_vcpu_cap(const struct sched_host *h);
@@ -214,8 +217,22 @@ enum sched_stmt {
 	SST_LAST
 };
 
+/* ---- keys (sign.c) ----------------------------------------------------- */
+
+#define SCHED_KEY_LEN BUS_KEY_LEN
+struct sched_keys {
+	unsigned char sign_priv[SCHED_KEY_LEN], sign_pub[SCHED_KEY_LEN]; /* Ed25519 */
+	unsigned char box_priv[SCHED_KEY_LEN], box_pub[SCHED_KEY_LEN];   /* X25519 */
+	char key_id[BUS_KEY_ID_LEN + 1];
+};
+/* Load the key pairs from scheduler.key_dir, creating what is missing. */
+int sched_keys_open(const struct sched_config *cfg, struct sched_keys *out);
+/* {sign_key, key_id, box_key}: the public parts. New reference. */
+json_t *sched_keys_json(const struct sched_keys *k);
+
 struct sched {
 	const struct sched_config *cfg;
+	struct sched_keys keys;
 	sqlite3 *db;
 	struct quota_store *quotas;
 	sqlite3_stmt *st[SST_LAST];
@@ -325,6 +342,11 @@ int sched_send_build_json(struct sched_out *out, const struct sched_host *h, jso
 int sched_send_build(struct sched_out *out, const struct sched_host *h, const char *spec_text,
 		     const char *rid, long attempt, const struct sched_fit *fit);
 
+/* sign.c: instance.boot's sealed secrets opened into BODY (re-validated);
+ * instance.build's sealed to H (-ENOKEY when H reported no box_key). */
+int sched_open_boot(const struct sched *s, json_t *body);
+int sched_seal_build(const struct sched_host *h, json_t *body);
+
 /* ---- claims: allocations and server groups (claims.c) ------------------ */
 
 /* One row of the allocations table (host malloc'd: free it). */
@@ -380,6 +402,8 @@ int sched_on_flavor_remove(struct sched *s, struct sched_call *c);
 int sched_on_image_list(struct sched *s, struct sched_call *c);
 int sched_on_image_add(struct sched *s, struct sched_call *c);
 int sched_on_image_remove(struct sched *s, struct sched_call *c);
+/* sign.c: scheduler.keys */
+int sched_on_keys(struct sched *s, struct sched_call *c);
 /* events.c */
 int sched_on_state(struct sched *s, struct sched_call *c);
 int sched_on_reschedule(struct sched *s, struct sched_call *c);

@@ -16,6 +16,7 @@
 #define STRATUS_SCHEDULER_H
 
 #include <jansson.h>
+#include <stdio.h>
 
 #include "core/core.h"
 #include "images/images.h" /* struct img_url_filter */
@@ -31,6 +32,7 @@ enum sched_sync { SCHED_SYNC_NORMAL, SCHED_SYNC_FULL, SCHED_SYNC_LAST };
 /* The `scheduler:` config section. */
 struct sched_config {
 	char *state_path;                 /* SQLite file */
+	char *key_dir;                    /* the scheduler's keys; "" = state_path's directory */
 	enum sched_sync sync;             /* SQLite synchronous mode */
 	int64_t heartbeat_interval_ms;    /* agents report this often */
 	long missed_heartbeats;           /* this many missed = down */
@@ -80,6 +82,15 @@ struct sched_out {
 void sched_out_clear(struct sched_out *o);
 
 struct sched;
+struct bus_envelope;
+
+/* The envelope of M, signed with the scheduler's key when M goes to a host
+ * topic. *out: bus_envelope_free(). */
+int sched_msg_envelope(const struct sched *s, const struct sched_msg *m,
+		       struct bus_envelope **out);
+/* `stratus-scheduler keys`: create the keys if missing, print their public
+ * parts and files (sign_key, key_id, box_key, ...) on F. */
+int sched_keys_print(const struct sched_config *cfg, FILE *f);
 
 /*
  * Open (create) the state database at cfg->state_path, load the catalogs

@@ -715,6 +715,7 @@ void sched_close(struct sched *s)
 	for (size_t i = 0; i < s->n_images; i++)
 		sched_image_free(&s->images[i]);
 	free(s->images);
+	explicit_bzero(&s->keys, sizeof(s->keys));
 	free(s);
 }
 
@@ -758,7 +759,9 @@ int sched_open(const struct sched_config *cfg, struct sched **out)
 		sqlite3_free(emsg);
 		goto fail;
 	}
-	r = quota_store_open(s->db, &cfg->default_quotas, &s->quotas);
+	r = sched_keys_open(cfg, &s->keys);
+	if (r == 0)
+		r = quota_store_open(s->db, &cfg->default_quotas, &s->quotas);
 	if (r < 0)
 		goto fail;
 	for (int i = 0; i < SST_LAST; i++) {

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "bus/bus.h"
+#include "core/crypto.h"
 
 #define MAX_N 10000
 
@@ -82,16 +83,18 @@ static int on_event(void *opaque, const struct bus_message *m)
 
 int main(int argc, char **argv)
 {
-	const char *cfgpath = NULL, *specpath = NULL, *host = "hv1";
+	const char *cfgpath = NULL, *specpath = NULL, *host = "hv1", *keypath = NULL;
+	unsigned char sign_key[CRYPTO_KEY_LEN], sign_pub[CRYPTO_KEY_LEN];
 	struct bus_config bcfg = { 0 };
 	struct log_config lcfg = { 0 };
 	struct ctx c = { 0 };
 	long n = 50;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "c:n:s:H:")) != -1) {
+	while ((opt = getopt(argc, argv, "c:n:s:H:k:")) != -1) {
 		switch (opt) {
 		case 'c': cfgpath = optarg; break;
+		case 'k': keypath = optarg; break;
 		case 's': specpath = optarg; break;
 		case 'H': host = optarg; break;
 		case 'n':
@@ -101,12 +104,12 @@ int main(int argc, char **argv)
 			}
 			break;
 		default:
-			fprintf(stderr, "usage: agent_bench -c CONFIG -s SPEC.json [-n N] [-H HOST]\n");
+			fprintf(stderr, "usage: agent_bench -c CONFIG -s SPEC.json -k SIGN.key [-n N] [-H HOST]\n");
 			return 2;
 		}
 	}
-	if (!cfgpath || !specpath) {
-		fprintf(stderr, "usage: agent_bench -c CONFIG -s SPEC.json [-n N] [-H HOST]\n");
+	if (!cfgpath || !specpath || !keypath) {
+		fprintf(stderr, "usage: agent_bench -c CONFIG -s SPEC.json -k SIGN.key [-n N] [-H HOST]\n");
 		return 2;
 	}
 	const struct cfg_section sections[] = {
@@ -119,6 +122,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	log_init("agent_bench", false, LOG_LVL_WARN);
+	/* commands are signed as the scheduler signs them (agent.scheduler_keys) */
+	if (crypto_key_load(keypath, sign_key) < 0 || crypto_ed25519_public(sign_key, sign_pub) < 0) {
+		fprintf(stderr, "-k %s: %s\n", keypath, err_msg());
+		return 1;
+	}
 	json_t *tmpl = json_load_file(specpath, 0, NULL);
 	struct bus_producer *p = NULL;
 	struct bus_consumer *cons = NULL;
@@ -150,7 +158,7 @@ int main(int argc, char **argv)
 		json_object_set_new(body, "uuid", json_string(c.s[i].uuid));
 		json_object_set_new(body, "name", json_string(name));
 		if (bus_envelope_new("instance.build", BUS_TC_HOST, "agent_bench", NULL, body, &e) < 0 ||
-		    bus_produce(p, topic, c.s[i].uuid, e) < 0) {
+		    bus_envelope_sign(e, sign_key, sign_pub) < 0 || bus_produce(p, topic, c.s[i].uuid, e) < 0) {
 			fprintf(stderr, "send: %s\n", err_msg());
 			return 1;
 		}

@@ -21,10 +21,10 @@ sed -i 's/^  report_interval: 1s/  report_interval: 10s\n  build_concurrency: 4/
 agent_start
 spec 00000000-0000-4000-8000-000000000000 >"$T/spec.json"
 # warm up: the group join and the image download happen once, not per build
-"$B/bench/agent/agent_bench" -c "$T/stratus.yaml" -s "$T/spec.json" -n 1 >/dev/null ||
+"$B/bench/agent/agent_bench" -c "$T/stratus.yaml" -k "$SCHED_KEY" -s "$T/spec.json" -n 1 >/dev/null ||
 	fail "warm-up build failed"
 echo "== agent: $N builds at once (test driver, cached image, build_concurrency 4)"
-"$B/bench/agent/agent_bench" -c "$T/stratus.yaml" -s "$T/spec.json" -n "$N" | tee "$T/out" ||
+"$B/bench/agent/agent_bench" -c "$T/stratus.yaml" -k "$SCHED_KEY" -s "$T/spec.json" -n "$N" | tee "$T/out" ||
 	fail "benchmark failed"
 ref_start=$(date +%s%N)
 i=0

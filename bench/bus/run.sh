@@ -107,4 +107,14 @@ bench_line name=bus.throughput figure="$ours_rate" unit=msg/s target='>=100000' 
 	reference="$kcat_rate" ref_name="kcat, 1 KiB lines" reason="$kcat_why"
 bench_line name=bus.latency_p99 figure="$p99" unit=ms target='<=10' \
 	reference="$p99_def" ref_name="librdkafka default fetch wait"
+# the trust layer per host command, beside the same command unsigned, this run
+"$BUILD/bench/bus/bench_crypto" >"$tmp/crypto" 2>"$tmp/crypto.err" ||
+	die "bench_crypto: $(tail -n 3 "$tmp/crypto.err")"
+set -- $(cat "$tmp/crypto")
+echo "per instance.build (1 KiB user data), one core, in process (us/msg):"
+echo "  unsigned: build+serialize+parse $3; + Ed25519 sign+verify $5; + X25519 box seal+open $7"
+bench_line name=bus.signed_cmd figure="$5" unit=us/msg reference="$3" \
+	ref_name="the same command unsigned"
+bench_line name=bus.sealed_cmd figure="$7" unit=us/msg reference="$3" \
+	ref_name="the same command unsigned"
 kill -TERM $bus_pid; wait $bus_pid 2>/dev/null; bus_pid=

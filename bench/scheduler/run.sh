@@ -26,6 +26,8 @@ unplaced=$(sed -n 's/^  placed: .*no valid host: \([0-9]*\).*/\1/p' "$out")
 [ "${unplaced:-1}" = 0 ] && err= || err="${unplaced:-?} requests found no valid host"
 bench_line name=scheduler.decisions_per_s figure="$per_s" unit=decisions/s target='>=1.5x' \
 	reference="$claim_per_s" ref_name="one SQLite claim transaction" error="$err"
+sign_pct=$(sed -n 's/^  signing: .* = \([0-9.]*\)% of a decision.*/\1/p' "$out")
+bench_line name=scheduler.sign_share figure="$sign_pct" unit=% target='<=10'
 bench_line name=scheduler.p99 figure="$p99" unit=ms target='<=5' \
 	reference="$p99_full" ref_name="full scan of every host, p99"
 # signed requests (sign + verify + replay record) beside the unsigned rate, same run

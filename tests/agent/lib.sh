@@ -26,6 +26,7 @@ broker: {address_file: $T/bus.addr, partitions: 2}
 agent:
   host: hv1
   state_dir: $T/state
+  scheduler_keys: [$T/sched/scheduler-sign.pub]
   metrics_listen: 127.0.0.1:$METRICS_PORT
   report_interval: 1s
   reconcile_interval: 2s${AGENT_NETWORK:+
@@ -34,6 +35,12 @@ vmm: {uri: "$uri", accel: qemu, shutdown_timeout: 2s, cpu_dedicated_set: "1", cp
       bridge: "${AGENT_BRIDGE:-}", instances_dir: $T/inst, console_log_dir: $T/inst}
 images: {cache_dir: $T/cache, allow_file_urls: true}
 EOF
+	# the scheduler's key pair: the agent trusts it, send() signs with it
+	# (a scheduler started on $T/stratus.yaml needs key_dir: $T/sched)
+	printf 'scheduler: {state_path: %s/sched/scheduler.db, key_dir: %s/sched}\n' "$T" "$T" \
+		>"$T/keys.yaml"
+	"$B/stratus-scheduler" -c "$T/keys.yaml" keys >"$T/keys.txt" || fail "stratus-scheduler keys"
+	SCHED_KEY=$T/sched/scheduler-sign.key
 	"$B/stratus-bus" -c "$T/stratus.yaml" >"$T/bus.log" 2>&1 &
 	echo $! >"$T/bus.pid"
 	for _ in $(seq 50); do [ -s "$T/bus.addr" ] && break; sleep 0.1; done
@@ -79,8 +86,16 @@ spec() {
 		 | .flavor.extra_specs = {} | ${2:-.}" "$STRATUS_TOP/tests/data/spec-basic.json"
 }
 
-# send TYPE BODY [--request-id R]
+# send TYPE BODY [--request-id R]: signed with the scheduler's key, as the scheduler does
 send() {
+	type=$1 body=$2
+	shift 2
+	"$B/stratusctl" -c "$T/stratus.yaml" bus send "$type" "$body" --host hv1 \
+		--sign-key "$SCHED_KEY" "$@" >/dev/null || fail "bus send $type"
+}
+
+# send_unsigned TYPE BODY [...]: what anyone with access to the broker can write
+send_unsigned() {
 	type=$1 body=$2
 	shift 2
 	"$B/stratusctl" -c "$T/stratus.yaml" bus send "$type" "$body" --host hv1 "$@" >/dev/null ||

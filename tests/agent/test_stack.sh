@@ -20,6 +20,7 @@ sum=$IMAGE_SUM
 cat >>"$T/stratus.yaml" <<EOF
 scheduler:
   state_path: $T/scheduler.db
+  key_dir: $T/sched
   heartbeat_interval: 1s
   missed_heartbeats: 5
   default_quotas: {instances: 2, cores: 4, ram_mb: 4096}
@@ -44,8 +45,24 @@ ctl() { "$B/stratusctl" -c "$T/stratus.yaml" -p acme "$@"; }
 for _ in $(seq 100); do ctl --json host list 2>/dev/null | jq -e 'length > 0' >/dev/null && break; sleep 0.2; done
 ctl --json host list >"$T/hosts.json"; jq -e ".[0].host == \"hv1\" or .[0].name == \"hv1\"" "$T/hosts.json" >/dev/null || fail "host not known: $(cat "$T/hosts.json")"
 
-ctl boot web-1 --flavor m1.small --image tiny --meta role=web --timeout 60 >"$T/boot.out" 2>&1 ||
-	fail "boot: $(cat "$T/boot.out")"
+# user data and a key with markers no other bus client may read
+printf '#cloud-config\nruncmd: [echo UDMARK-7f3a]\n' >"$T/ud.yaml"
+echo "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKEYMARK9c1e tester@stack" >"$T/id.pub"
+ctl boot web-1 --flavor m1.small --image tiny --meta role=web --user-data "$T/ud.yaml" \
+	--key "$T/id.pub" --timeout 60 >"$T/boot.out" 2>&1 || fail "boot: $(cat "$T/boot.out")"
+# kcat, as any client of the broker: no clear user data, key or metadata
+# value on stratus.api or the host topic (sealed to the scheduler, then to hv1)
+ud64=$(base64 -w0 "$T/ud.yaml")
+for topic in stratus.api stratus.host.hv1; do
+	kcat -C -b "$(cat "$T/bus.addr")" -t $topic -o beginning -e -q >"$T/kcat-$topic.txt" 2>/dev/null
+	grep -q '"instance.boot"\|"instance.build"' "$T/kcat-$topic.txt" || fail "kcat saw no boot on $topic"
+	grep -q '"sealed"' "$T/kcat-$topic.txt" || fail "$topic: no sealed field"
+	for m in "$ud64" UDMARK-7f3a KEYMARK9c1e '"role"'; do
+		grep -qF -- "$m" "$T/kcat-$topic.txt" && fail "$topic carries '$m' in clear"
+	done
+done
+jq -e 'select(.type=="instance.build") | .auth.key and .auth.sig and .source=="stratus-scheduler"' \
+	"$T/kcat-stratus.host.hv1.txt" >/dev/null || fail "build not signed"
 ctl --json show web-1 >"$T/show.json" || fail "show"
 jq -e '.state == "active" and .host == "hv1"' "$T/show.json" >/dev/null || fail "show: $(cat "$T/show.json")"
 ctl --json list | jq -e 'length == 1 and .[0].name == "web-1"' >/dev/null || fail "list"
@@ -71,6 +88,11 @@ curl -sf --interface "$ip" "http://127.0.0.1:$MD_PORT/openstack/latest/meta_data
 	fail "metadata for $ip: $(tail -n 3 "$T/metadata.log")"
 jq -e ".uuid == \"$uuid\" and .meta.role == \"web\" and .project_id == \"acme\"" "$T/md.json" >/dev/null ||
 	fail "metadata: $(cat "$T/md.json")"
+# ... the metadata service sees the clear text again: user data and key
+curl -sf --interface "$ip" "http://127.0.0.1:$MD_PORT/openstack/latest/user_data" | grep -q UDMARK-7f3a ||
+	fail "user data not served in clear to the instance"
+jq -e '.public_keys | to_entries | map(.value) | any(test("KEYMARK9c1e"))' "$T/md.json" >/dev/null ||
+	fail "ssh key not in meta_data.json: $(cat "$T/md.json")"
 
 # console: the last lines of the instance's serial log, through the scheduler
 printf 'boot line 1\nboot line 2\nlogin: web-1\n' >"$T/inst/$uuid.log"

@@ -134,6 +134,7 @@ static void test_every_type_has_a_valid_body(void **state)
 		{ "credential.create", BUS_TC_API, "{\"project\":\"acme\",\"role\":\"member\"}" },
 		{ "credential.list", BUS_TC_API, "{}" },
 		{ "credential.revoke", BUS_TC_API, "{\"id\":\"" UUID1 "\"}" },
+		{ "scheduler.keys", BUS_TC_API, "{}" },
 		{ "instance.build", BUS_TC_HOST, spec_json },
 		{ "instance.delete", BUS_TC_HOST, "{\"uuid\":\"" UUID1 "\"}" },
 		{ "instance.stop", BUS_TC_HOST, "{\"uuid\":\"" UUID1 "\"}" },

@@ -95,6 +95,7 @@ e2e_stack_up() {
 	cat >>"$T/stratus.yaml" <<EOF
 scheduler:
   state_path: $T/scheduler.db
+  key_dir: $T/sched
   heartbeat_interval: 2s
   missed_heartbeats: 30
   flavors:

@@ -89,6 +89,8 @@ for _ in $(seq 100); do [ -s "$T/bus.addr" ] && break; sleep 0.1; done
 ADDR=$(cat "$T/bus.addr")
 [ "$ADDR" = "$NET.1:$PORT" ] || fail "stratus-bus at '$ADDR', not at $NET.1:$PORT"
 ss -ltnH "src $NET.1" | grep -q ":${ADDR#*:} " || fail "no listener on $ADDR: $(ss -ltn)"
+# the scheduler's keys first: the agents trust its signing key (scheduler-sign.pub)
+"$B/stratus-scheduler" -c "$T/stratus.yaml" keys >"$T/keys.txt" || fail "stratus-scheduler keys"
 "$B/stratus-scheduler" -c "$T/stratus.yaml" >"$T/sched.log" 2>&1 &
 sched_pid=$!
 # stratusctl signs with the admin credential the scheduler creates on first start
@@ -120,6 +122,7 @@ agent:
   report_interval: 1s
   reconcile_interval: 2s
   cpu_allocation_ratio: 16
+  scheduler_keys: [$T/scheduler-sign.pub]
 vmm: {uri: "test:///default", accel: qemu, shutdown_timeout: 2s, cpu_dedicated_set: "1",
       cpu_shared_set: "0", bridge: "", instances_dir: $T/h$i/inst, console_log_dir: $T/h$i/inst}
 images: {cache_dir: $T/h$i/cache, allow_file_urls: true}
@@ -175,6 +178,22 @@ ctl boot web --count 6 --flavor m1.small --image tiny --timeout 90 >"$T/boot-web
 	fail "boot web: $(cat "$T/boot-web.out")"
 [ "$(count_on web)" = "h1=2 h2=2 h3=2" ] || fail "spread: $(count_on web); $(cat "$T/list.json")"
 echo "spread: $(count_on web)"
+# signatures on: every build came signed by the scheduler's key; a command
+# written from h1's namespace to h2's topic (one host commanding another) is
+# refused by h2, which names the reason and keeps its instance running
+kid=$(sed -n 's/^key_id: //p' "$T/keys.txt")
+grep -q "trusting scheduler key key=$kid" "$T/h2.log" || fail "h2 does not trust $kid"
+victim=$(jq -r '[.[] | select(.host == "h2")][0].uuid' "$T/list.json")
+RF=ffffffff-0000-4000-8000-0000000000f1
+printf '{"v":1,"id":"ffffffff-0000-4000-8000-0000000000f0","type":"instance.stop","ts":"%s","source":"agent/h1","request_id":"%s","body":{"uuid":"%s"}}' \
+	"$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$RF" "$victim" |
+	ip netns exec "$NS-1" kcat -P -b "$ADDR" -t stratus.host.h2 2>/dev/null || fail "kcat -P from h1"
+for _ in $(seq 50); do grep -q "command refused.*request=$RF" "$T/h2.log" && break; sleep 0.1; done
+grep -q "command refused type=instance.stop request=$RF .*unsigned" "$T/h2.log" ||
+	fail "h2 did not refuse the unsigned stop: $(tail -n 5 "$T/h2.log")"
+sleep 1
+[ "$(ctl --json show "$victim" | jq -r .state)" = active ] || fail "h2's instance changed: $(ctl --json show "$victim")"
+echo "signed: builds from key $kid; an unsigned stop from h1 to h2 refused"
 for i in 1 2 3; do # each agent built its own two
 	[ "$(curl -sf "http://$NET.1$i:9180/metrics" | grep -c "^stratus_instance_cpu_seconds_total{host=\"h$i\"")" = 2 ] ||
 		fail "h$i's /metrics does not show its two instances"

@@ -87,6 +87,9 @@ static void report(struct agent *a)
 		"pcpus", (json_int_t)(a->pcpus - half), "memory_mb", (json_int_t)(a->ram_mb / 2),
 		"steal_pct", 0.5);
 
+	/* builds' secrets are sealed to this key (not opened: nothing here reads them) */
+	json_object_set_new(b, "box_key", json_string("4LfY9mqpKOK+zTUIYGi0iPyCTcQhVvXiGRXKMFzKJkg="));
+
 	if (bus_envelope_new("host.report", BUS_TC_METRICS, a->name, NULL, b, &e) < 0) {
 		fprintf(stderr, "fake_agent %s: %s\n", a->name, err_msg());
 		return;

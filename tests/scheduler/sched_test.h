@@ -142,6 +142,11 @@ static __attribute__((noinline, unused)) struct sched_msg *env_msg(struct env *e
 	return NULL;
 }
 
+/* The X25519 key pair of every test host: its reports carry the public
+ * part, tests open the builds' sealed secrets with the private one. */
+#define TEST_HOST_BOX_PUB "4LfY9mqpKOK+zTUIYGi0iPyCTcQhVvXiGRXKMFzKJkg="
+#define TEST_HOST_BOX_PRIV "KEkv/18UPx0oSPRAO6pXRNyt6sK3eLQxLRZ+BonS6Ew="
+
 /* Host report: 4 shared CPUs x4, 4 pCPUs on two nodes, 16 GB, 100 GB;
  * 2MB pages on node 1 when pages. */
 static __attribute__((noinline, unused)) void env_report(struct env *e, const char *host, bool pages, double steal)
@@ -153,7 +158,8 @@ static __attribute__((noinline, unused)) void env_report(struct env *e, const ch
 		 "\"VCPU\":{\"total\":4,\"allocation_ratio\":4.0},\"PCPU\":{\"total\":4},"
 		 "\"MEMORY_MB\":{\"total\":16384,\"reserved\":512},\"DISK_GB\":{\"total\":100},"
 		 "\"numa\":[{\"node\":0,\"pcpus\":2,\"memory_mb\":8192},"
-		 "{\"node\":1,\"pcpus\":2,\"memory_mb\":8192%s}]},\"steal_pct\":%g}",
+		 "{\"node\":1,\"pcpus\":2,\"memory_mb\":8192%s}]},\"steal_pct\":%g,"
+		 "\"box_key\":\"" TEST_HOST_BOX_PUB "\"}",
 		 host, pages ? ",\"hugepages\":{\"2048\":{\"total\":2048,\"free\":2048}}" : "", steal);
 	assert_null(env_send(e, "host.report", NULL, json));
 }

@@ -32,6 +32,7 @@ static void host_init(struct sched_host *h, char *name)
 	h->name = (char *)name;
 	h->az = (char *)"az1";
 	h->last_report_ms = NOW;
+	h->has_box_key = true; /* builds' secrets can be sealed to it */
 	h->vcpu_total = 8;
 	h->vcpu_ratio = 4.0;
 	h->pcpu_total = 4;

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "core/crypto.h"
 #include "model/model.h"
 #include "sched_test.h"
 
@@ -47,6 +48,24 @@ static void test_boot_build_spec(void **state)
 	b = env_msg(&e, "instance.build", 0);
 	assert_non_null(b);
 	assert_string_equal(b->topic, "stratus.host.h1");
+	/* the secrets travel sealed to h1's key only: no clear field, and the
+	 * box opens with h1's private key alone */
+	assert_null(json_object_get(b->body, "user_data"));
+	assert_null(json_object_get(b->body, "ssh_keys"));
+	assert_null(json_object_get(b->body, "metadata"));
+	assert_non_null(json_string_value(json_object_get(b->body, "sealed")));
+	{
+		unsigned char priv[CRYPTO_KEY_LEN], other[CRYPTO_KEY_LEN], pub[CRYPTO_KEY_LEN];
+
+		assert_int_equal(crypto_x25519_keygen(pub, other), 0);
+		assert_int_equal(bus_open_sealed(b->body, bus_build_secret_fields, other,
+						 BUS_SEAL_BUILD), -EBADMSG);
+		assert_non_null(json_object_get(b->body, "sealed")); /* unchanged */
+		assert_int_equal(crypto_key_from_text(TEST_HOST_BOX_PRIV, priv), 0);
+		assert_int_equal(bus_open_sealed(b->body, bus_build_secret_fields, priv,
+						 BUS_SEAL_BUILD), 0);
+		assert_null(json_object_get(b->body, "sealed"));
+	}
 	/* the build body is the instance spec plus request fields */
 	if (model_spec_parse(b->body, &spec) < 0)
 		fail_msg("spec: %s", err_msg());
@@ -73,6 +92,76 @@ static void test_boot_build_spec(void **state)
 	res = env_req(&e, "instance.boot", BOOT("web-1", "m1.small"));
 	assert_false(res_ok(res));
 	assert_string_equal(res_error(res), "instance web-1 already exists in project acme");
+	env_close(&e);
+}
+
+/* A boot whose secrets stratusctl sealed to the scheduler's box key: opened,
+ * placed, sealed again to the host; a tampered box and a host without a
+ * key are refused, naming why, with nothing placed. */
+static void test_sealed_boot(void **state)
+{
+	struct env e;
+	json_t *body, *res;
+	struct sched_msg *b;
+	char *text;
+	const char *box;
+
+	(void)state;
+	env_open(&e, NULL);
+	env_report(&e, "h1", false, 0);
+	body = json_loads("{\"project\":\"acme\",\"name\":\"s1\",\"flavor\":\"m1.small\","
+			  "\"image\":\"debian\",\"user_data\":\"I2Nsb3VkLWNvbmZpZwo=\","
+			  "\"metadata\":{\"role\":\"db\"}}", 0, NULL);
+	assert_int_equal(bus_seal_fields(body, bus_build_secret_fields, e.s->keys.box_pub,
+					 BUS_SEAL_BOOT), 0);
+	assert_null(json_object_get(body, "user_data"));
+	/* tampered: one byte of the ciphertext changed */
+	{
+		json_t *bad = json_deep_copy(body);
+		char *t = strdup(json_string_value(json_object_get(bad, "sealed")));
+
+		t[60] = t[60] == 'A' ? 'B' : 'A';
+		json_object_set_new(bad, "sealed", json_string(t));
+		free(t);
+		text = json_dumps(bad, JSON_COMPACT);
+		res = env_req(&e, "instance.boot", text);
+		free(text);
+		json_decref(bad);
+		assert_false(res_ok(res));
+		assert_non_null(strstr(res_error(res), "sealed: the box does not open"));
+		assert_null(env_msg(&e, "instance.build", 0));
+	}
+	text = json_dumps(body, JSON_COMPACT);
+	res = env_req(&e, "instance.boot", text);
+	free(text);
+	json_decref(body);
+	assert_true(res_ok(res));
+	b = env_msg(&e, "instance.build", 0);
+	assert_non_null(b);
+	box = json_string_value(json_object_get(b->body, "sealed"));
+	assert_non_null(box);
+	/* nothing of the user data in clear on the host topic */
+	text = json_dumps(b->body, JSON_COMPACT);
+	assert_null(strstr(text, "I2Nsb3VkLWNvbmZpZwo="));
+	assert_null(strstr(text, "\"db\""));
+	free(text);
+	{
+		unsigned char priv[CRYPTO_KEY_LEN];
+		struct instance_spec spec;
+
+		assert_int_equal(crypto_key_from_text(TEST_HOST_BOX_PRIV, priv), 0);
+		assert_int_equal(bus_open_sealed(b->body, bus_build_secret_fields, priv,
+						 BUS_SEAL_BUILD), 0);
+		assert_int_equal(model_spec_parse(b->body, &spec), 0);
+		assert_int_equal(spec.user_data_len, 14);
+		assert_int_equal(spec.n_metadata, 1);
+		model_spec_free(&spec);
+	}
+	/* a host that reports no key gets no build, and says why */
+	env_send(&e, "host.report", NULL, "{\"host\":\"h1\",\"inventory\":{}}");
+	res = env_req(&e, "instance.boot", BOOT("s2", "m1.small"));
+	assert_false(res_ok(res));
+	assert_non_null(strstr(res_error(res), "h1: no box_key in its report"));
 	env_close(&e);
 }
 
@@ -517,6 +606,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_boot_build_spec),
+		cmocka_unit_test(test_sealed_boot),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_over_quota),
 		cmocka_unit_test(test_duplicate_request),
