@@ -15,6 +15,7 @@ agent_env_up
 cat >>"$T/stratus.yaml" <<EOT
 scheduler:
   state_path: $T/scheduler.db
+  key_dir: $T/sched
   heartbeat_interval: 1s
   missed_heartbeats: 4
   flavors:

@@ -18,6 +18,7 @@ agent_env_up
 cat >>"$T/stratus.yaml" <<EOF
 scheduler:
   state_path: $T/scheduler.db
+  key_dir: $T/sched
   heartbeat_interval: 1s
   missed_heartbeats: 5
   flavors:

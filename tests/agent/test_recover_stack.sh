@@ -26,6 +26,7 @@ MD_PORT=$(free_port)
 cat >>"$T/stratus.yaml" <<EOF
 scheduler:
   state_path: $T/scheduler.db
+  key_dir: $T/sched
   heartbeat_interval: 1s
   missed_heartbeats: 4
   flavors:

@@ -26,6 +26,7 @@ sed -i "s|^broker: {address_file: $T/bus.addr, partitions: 2}|broker: {address_f
 cat >>"$T/stratus.yaml" <<YAML
 scheduler:
   state_path: $T/scheduler.db
+  key_dir: $T/sched
   heartbeat_interval: 1s
   metrics_listen: 127.0.0.1:$SCHED_M
   default_quotas: {instances: 1, cores: 4, ram_mb: 4096}

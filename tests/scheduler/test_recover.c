@@ -186,6 +186,7 @@ static void test_reannounce_reconciles(void **unused)
 	assert_string_equal(host_recovery(&e, "h1"), "stale");
 	snprintf(rep, sizeof(rep),
 		 "{\"host\":\"h1\",\"inventory\":{\"VCPU\":4,\"MEMORY_MB\":16384,\"DISK_GB\":100},"
+		 "\"box_key\":\"" TEST_HOST_BOX_PUB "\","
 		 "\"reannounce\":{\"reason\":\"broker moved\",\"instances\":["
 		 "{\"uuid\":\"%s\",\"state\":\"active\"},{\"uuid\":\"%s\",\"state\":\"active\"},"
 		 "{\"uuid\":\"%s\",\"state\":\"active\"}]}}", kept, del2, stranger);
