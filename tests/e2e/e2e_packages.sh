@@ -20,7 +20,8 @@
 #      and _stratus-bus exist, have no shell and own their state
 #      (/var/lib/stratus/scheduler); the config is a conffile; stratus-bus
 #      and stratus-scheduler run as their users and `stratusctl flavor
-#      list` answers through them, the scheduler's store owned by its user.
+#      list` answers through them, the scheduler's store owned by its user;
+#      stratus-metadata runs as its user, its lock in $RUNTIME_DIRECTORY.
 #   4. `dpkg -r` of every package keeps the edited conffile, the users and
 #      the scheduler's store; `dpkg -P` removes them: no stratus file, user,
 #      group or package is left.
@@ -217,6 +218,20 @@ run_phase checks --net '
 	echo "ok: stratusctl flavor list answered by stratus-scheduler (_stratus-scheduler) over stratus-bus (_stratus-bus)"
 	kill -TERM $sched $bus
 	wait $sched $bus
+
+	echo "== stratus-metadata as _stratus-metadata, its lock in its RuntimeDirectory"
+	install -d -o _stratus-metadata -g _stratus-metadata /run/stratus-metadata
+	echo "[]" >/tmp/instances.json
+	RUNTIME_DIRECTORY=/run/stratus-metadata $(as _stratus-metadata) stratus-metadata -c $C \
+		--instances /tmp/instances.json --listen 127.0.0.1:0 >/tmp/metadata.log 2>&1 &
+	md=$!
+	for _ in $(seq 50); do [ -s /run/stratus-metadata/metadata.pid ] && break; sleep 0.1; done
+	[ "$(cat /run/stratus-metadata/metadata.pid 2>/dev/null)" = $md ] ||
+		fail "stratus-metadata holds no lock /run/stratus-metadata/metadata.pid"
+	[ "$(uid_of $md)" = "$(id -u _stratus-metadata)" ] || fail "stratus-metadata does not run as _stratus-metadata"
+	kill -TERM $md
+	wait $md
+	echo "ok: stratus-metadata ran as _stratus-metadata (lock /run/stratus-metadata/metadata.pid)"
 
 	echo "== dpkg -r: the edited conffile, the users and the store stay"
 	echo "# edited by the operator" >>$C
