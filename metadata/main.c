@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bus/bus.h"
@@ -106,6 +107,7 @@ int main(int argc, char **argv)
 	struct prom_server *metrics = NULL;
 	sigset_t sigs;
 	_cleanup_free_ char *lock_path = NULL;
+	const char *rundir;
 	int argi, r, code = 1, lock_fd = -1;
 
 	if (take_opts(&argc, argv, &instances, &store, &listen) < 0)
@@ -136,8 +138,15 @@ int main(int argc, char **argv)
 				"(or metadata.instances / metadata.store)\n", o.prog);
 		goto out;
 	}
-	/* one metadata service per instance source */
-	if (asprintf(&lock_path, "%s.metadata.pid", instances ? instances : store) < 0) {
+	/* one metadata service per instance source; under systemd the lock is
+	 * in the unit's RuntimeDirectory= (the store's directory is read-only
+	 * to us there: ReadOnlyPaths=, the agent's) */
+	rundir = getenv("RUNTIME_DIRECTORY");
+	if (rundir && *rundir && !strchr(rundir, ':'))
+		r = asprintf(&lock_path, "%s/metadata.pid", rundir);
+	else
+		r = asprintf(&lock_path, "%s.metadata.pid", instances ? instances : store);
+	if (r < 0) {
 		lock_path = NULL;
 		goto out;
 	}
