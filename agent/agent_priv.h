@@ -127,6 +127,9 @@ void agent_emit_state(struct agent *a, const char *uuid, const char *project,
 		      json_t *extra);
 void agent_emit_result(struct agent *a, const char *request_id, bool ok, const char *error,
 		       json_t *data);
+/* A request.result with a ready BODY (taken), e.g. bus_result_sealed's;
+ * NULL: an error result saying the answer could not be sealed. */
+void agent_emit_result_body(struct agent *a, const char *request_id, json_t *body);
 void agent_emit_reschedule(struct agent *a, const char *uuid, const char *project,
 			   const char *reason, const char *request_id);
 

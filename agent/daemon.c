@@ -151,14 +151,39 @@ static int handle_build(struct agent *a, const struct bus_envelope *e, const cha
 	return 0;
 }
 
+/* The lines go back sealed to the requester when the scheduler sent its
+ * result key (sealed to this host); in the clear only without one. */
 static int handle_console(struct agent *a, const struct bus_envelope *e, const char *uuid)
 {
 	json_int_t lines = json_integer_value(json_object_get(e->body, "lines"));
+	json_t *body = json_deep_copy(e->body), *tail;
+	unsigned char *key = NULL;
+	const char *k64;
+	size_t klen = 0;
 
-	agent_emit_result(a, e->request_id, true, NULL,
-			  agent_console_tail(a, uuid,
-					     lines > 0 && lines < 10000 ? (long)lines
-									: AGENT_CONSOLE_DEFAULT_LINES));
+	if (!body || bus_open_sealed(body, bus_console_secret_fields, a->box_priv,
+				     BUS_SEAL_CONSOLE) < 0) {
+		agent_emit_result(a, e->request_id, false, body ? err_msg() : "out of memory", NULL);
+		json_decref(body);
+		return 0;
+	}
+	k64 = json_string_value(json_object_get(body, "result_key"));
+	if (k64 && (base64_decode(k64, BUS_KEY_LEN, &key, &klen) < 0 || klen != BUS_KEY_LEN)) {
+		agent_emit_result(a, e->request_id, false,
+				  "instance.console: result_key: expected 32 bytes in base64", NULL);
+		goto out;
+	}
+	tail = agent_console_tail(a, uuid, lines > 0 && lines < 10000 ? (long)lines
+								 : AGENT_CONSOLE_DEFAULT_LINES);
+	if (key)
+		agent_emit_result_body(a, e->request_id, bus_result_sealed(key, e->request_id, tail));
+	else
+		agent_emit_result(a, e->request_id, true, NULL, tail);
+out:
+	if (key)
+		explicit_bzero(key, klen);
+	free(key);
+	json_decref(body);
 	return 0;
 }
 

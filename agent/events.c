@@ -53,6 +53,15 @@ void agent_emit_result(struct agent *a, const char *request_id, bool ok, const c
 	emit(a, "request.result", request_id, b);
 }
 
+void agent_emit_result_body(struct agent *a, const char *request_id, json_t *body)
+{
+	if (!body) {
+		agent_emit_result(a, request_id, false, "cannot seal the answer", NULL);
+		return;
+	}
+	emit(a, "request.result", request_id, body);
+}
+
 void agent_emit_reschedule(struct agent *a, const char *uuid, const char *project,
 			   const char *reason, const char *request_id)
 {

@@ -153,8 +153,16 @@ int bus_envelope_set_auth(struct bus_envelope *e, json_t *auth);
 #define BUS_KEY_ID_LEN 16 /* hex digits of a key id */
 #define BUS_SEAL_BUILD "stratus build secrets" /* purpose: instance.build, to a host */
 #define BUS_SEAL_BOOT "stratus boot secrets"   /* purpose: instance.boot, to the scheduler */
+#define BUS_SEAL_CONSOLE "stratus console key" /* purpose: instance.console, to a host */
 /* The spec fields that travel sealed: user_data, ssh_keys, metadata. */
 extern const char *const bus_build_secret_fields[];
+/* instance.console's sealed field: result_key, the requester's result key
+ * (base64), with which the host seals the console lines it answers. */
+extern const char *const bus_console_secret_fields[];
+/* {ok: true, sealed: BASE64(ChaCha20-Poly1305(KEY, aad = RID, JSON of DATA))}:
+ * a request.result body only the credential whose result key is KEY opens
+ * (DATA taken, also on failure). NULL on failure. */
+json_t *bus_result_sealed(const unsigned char key[BUS_KEY_LEN], const char *rid, json_t *data);
 /* A key's id: the first 16 hex digits of SHA-256 of the public key. */
 void bus_key_id(const unsigned char pub[BUS_KEY_LEN], char out[BUS_KEY_ID_LEN + 1]);
 /* Sign E with the Ed25519 key pair PRIV, PUB (PUB names the key: given, not

@@ -121,6 +121,23 @@ int bus_envelope_ts_ms(const struct bus_envelope *e, int64_t *out)
 
 /* ---- sealed fields -------------------------------------------------------- */
 
+const char *const bus_console_secret_fields[] = { "result_key", NULL };
+
+json_t *bus_result_sealed(const unsigned char key[BUS_KEY_LEN], const char *rid, json_t *data)
+{
+	_cleanup_free_ char *text = json_dumps(data ? data : json_null(),
+					       JSON_COMPACT | JSON_ENCODE_ANY);
+	_cleanup_free_ unsigned char *ct = NULL;
+	_cleanup_free_ char *b64 = NULL;
+	size_t n;
+
+	json_decref(data);
+	if (!text || crypto_aead_seal(key, rid, strlen(rid), text, strlen(text), &ct, &n) < 0)
+		return NULL;
+	b64 = base64_encode(ct, n);
+	return b64 ? json_pack("{s:b, s:s}", "ok", true, "sealed", b64) : NULL;
+}
+
 int bus_seal_fields(json_t *body, const char *const *fields, const unsigned char rpk[BUS_KEY_LEN],
 		    const char *info)
 {

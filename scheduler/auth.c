@@ -431,24 +431,7 @@ int sched_auth_bind(struct sched_call *c, const struct sched_cred *cred)
 
 json_t *sched_result_sealed(const struct sched_call *c, json_t *data)
 {
-	_cleanup_free_ char *text = json_dumps(data ? data : json_null(),
-					       JSON_COMPACT | JSON_ENCODE_ANY);
-	unsigned char *ct = NULL;
-	char *b64 = NULL;
-	json_t *res = NULL;
-	size_t n;
-
-	json_decref(data);
-	if (!text || crypto_aead_seal(c->seal_key, c->rid, strlen(c->rid), text, strlen(text), &ct,
-				      &n) < 0)
-		goto out;
-	b64 = base64_encode(ct, n);
-	if (b64)
-		res = json_pack("{s:b, s:s}", "ok", true, "sealed", b64);
-out:
-	free(ct);
-	free(b64);
-	return res;
+	return bus_result_sealed(c->seal_key, c->rid, data);
 }
 
 /* ---- the credential requests ------------------------------------------- */

@@ -96,6 +96,28 @@ static const struct power_op power_ops[] = {
 	{ "instance.console", NULL },
 };
 
+/*
+ * A console is tenant data: the requester's result key travels sealed to the
+ * host, which seals the lines it answers with it (docs/bus.md "Sealed
+ * results"). In-process callers (no key) get the lines in the clear.
+ */
+static int seal_console_key(struct sched *s, const struct sched_call *c, const char *host,
+			    json_t *cmd)
+{
+	const struct sched_host *h = sched_host_find(s, host);
+	_cleanup_free_ char *b64 = NULL;
+
+	if (!c->seal_key)
+		return 0;
+	if (!h || !h->has_box_key)
+		return err_set(-ENOKEY, "host %s reported no box_key: its answer could not be "
+					"sealed to you", host);
+	b64 = base64_encode(c->seal_key, BUS_KEY_LEN);
+	if (!b64 || json_object_set_new(cmd, "result_key", json_string(b64)) < 0)
+		return err_set(-ENOMEM, "out of memory");
+	return bus_seal_fields(cmd, bus_console_secret_fields, h->box_key, BUS_SEAL_CONSOLE);
+}
+
 int sched_on_power(struct sched *s, struct sched_call *c)
 {
 	struct inst_row row = { 0 };
@@ -121,6 +143,12 @@ int sched_on_power(struct sched *s, struct sched_call *c)
 
 		if (cmd && lines && strcmp(c->type, "instance.console") == 0)
 			json_object_set(cmd, "lines", lines);
+		if (cmd && strcmp(c->type, "instance.console") == 0 &&
+		    (r = seal_console_key(s, c, row.host, cmd)) < 0) {
+			json_decref(cmd);
+			inst_row_free(&row);
+			return sched_reject(s, c, "instance %s: console: %s", row.name, err_msg());
+		}
 		r = sched_emit_host_cmd(c->out, row.host, c->type, c->rid, row.uuid, cmd);
 		/* the agent answers a console request with the log itself */
 		if (r == 0 && strcmp(c->type, "instance.console") != 0)

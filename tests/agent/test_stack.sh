@@ -99,6 +99,15 @@ printf 'boot line 1\nboot line 2\nlogin: web-1\n' >"$T/inst/$uuid.log"
 [ "$(ctl console web-1 --lines 2)" = "$(printf 'boot line 2\nlogin: web-1')" ] ||
 	fail "console --lines 2: $(ctl console web-1 --lines 2 2>&1)"
 ctl console web-1 | grep -q "boot line 1" || fail "console"
+# the console is tenant data: sealed to the credential that asked, so a
+# kcat consumer of stratus.events (any client of the broker) never reads it;
+# a member of another project cannot ask for it at all
+kcat -C -b "$(cat "$T/bus.addr")" -t stratus.events -o beginning -e -q >"$T/kcat-events.txt" 2>/dev/null
+grep -q '"request.result"' "$T/kcat-events.txt" || fail "kcat saw no results on stratus.events"
+for m in "boot line" "login: web-1"; do
+	grep -qF -- "$m" "$T/kcat-events.txt" && fail "stratus.events carries console line '$m' in clear"
+done
+grep -qF '"sealed"' "$T/kcat-events.txt" || fail "no sealed result on stratus.events"
 ctl console web-1 --lines 0 >"$T/lines.out" 2>&1; rc=$?
 [ $rc = 2 ] && grep -q -- "--lines: expected a count from 1 to 9999, got '0'" "$T/lines.out" ||
 	fail "console --lines 0: rc=$rc $(cat "$T/lines.out")"
