@@ -1,6 +1,8 @@
 /* Cryptography on OpenSSL 3 (core/crypto.h). */
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -124,10 +126,89 @@ int crypto_x25519_public(const unsigned char priv[CRYPTO_KEY_LEN],
 	return raw_public(EVP_PKEY_X25519, priv, pub);
 }
 
+/*
+ * Key objects cached per thread: OpenSSL derives the public point again
+ * each time a raw Ed25519 private key becomes an EVP_PKEY, which costs as
+ * much as the signature itself; a daemon signs with one key and verifies
+ * with a few. Freed when the thread exits (pthread key destructor).
+ */
+#define KEY_CACHE 4
+
+struct key_cache {
+	struct {
+		bool priv;
+		unsigned char raw[CRYPTO_KEY_LEN];
+		EVP_PKEY *k;
+	} e[KEY_CACHE];
+	unsigned next;
+};
+
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void cache_free(void *p)
+{
+	struct key_cache *c = p;
+
+	for (size_t i = 0; c && i < KEY_CACHE; i++) {
+		EVP_PKEY_free(c->e[i].k);
+		OPENSSL_cleanse(c->e[i].raw, sizeof(c->e[i].raw));
+	}
+	free(c);
+}
+
+static void cache_init(void)
+{
+	(void)pthread_key_create(&cache_key, cache_free);
+}
+
+/* The EVP_PKEY of a raw Ed25519 key (PRIV: private, else public), owned
+ * by this thread's cache; NULL when it is no valid key or on ENOMEM. */
+static EVP_PKEY *ed25519_key(const unsigned char raw[CRYPTO_KEY_LEN], bool priv)
+{
+	struct key_cache *c;
+	EVP_PKEY *k;
+	unsigned slot;
+
+	pthread_once(&cache_once, cache_init);
+	c = pthread_getspecific(cache_key);
+	if (!c) {
+		c = calloc(1, sizeof(*c));
+		if (c && pthread_setspecific(cache_key, c) != 0) {
+			free(c);
+			c = NULL;
+		}
+	}
+	for (size_t i = 0; c && i < KEY_CACHE; i++)
+		if (c->e[i].k && c->e[i].priv == priv && CRYPTO_memcmp(c->e[i].raw, raw, CRYPTO_KEY_LEN) == 0)
+			return c->e[i].k;
+	k = priv ? EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, raw, CRYPTO_KEY_LEN)
+		 : EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, raw, CRYPTO_KEY_LEN);
+	if (!k || !c)
+		return k; /* no cache: the caller frees it (see key_done) */
+	slot = c->next++ % KEY_CACHE;
+	EVP_PKEY_free(c->e[slot].k);
+	c->e[slot].k = k;
+	c->e[slot].priv = priv;
+	memcpy(c->e[slot].raw, raw, CRYPTO_KEY_LEN);
+	return k;
+}
+
+/* Free K unless this thread's cache holds it. */
+static void key_done(EVP_PKEY *k)
+{
+	struct key_cache *c = pthread_getspecific(cache_key);
+
+	for (size_t i = 0; c && i < KEY_CACHE; i++)
+		if (c->e[i].k == k)
+			return;
+	EVP_PKEY_free(k);
+}
+
 int crypto_ed25519_sign(const unsigned char priv[CRYPTO_KEY_LEN], const void *msg, size_t n,
 			unsigned char sig[CRYPTO_SIG_LEN])
 {
-	EVP_PKEY *k = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, priv, CRYPTO_KEY_LEN);
+	EVP_PKEY *k = ed25519_key(priv, true);
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	size_t len = CRYPTO_SIG_LEN;
 	int r = 0;
@@ -136,14 +217,14 @@ int crypto_ed25519_sign(const unsigned char priv[CRYPTO_KEY_LEN], const void *ms
 	    EVP_DigestSign(md, sig, &len, msg, n) != 1 || len != CRYPTO_SIG_LEN)
 		r = err_set(-EIO, "crypto: Ed25519 signing failed");
 	EVP_MD_CTX_free(md);
-	EVP_PKEY_free(k);
+	key_done(k);
 	return r;
 }
 
 int crypto_ed25519_verify(const unsigned char pub[CRYPTO_KEY_LEN], const void *msg, size_t n,
 			  const unsigned char sig[CRYPTO_SIG_LEN])
 {
-	EVP_PKEY *k = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pub, CRYPTO_KEY_LEN);
+	EVP_PKEY *k = ed25519_key(pub, false);
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	int r = 0;
 
@@ -152,7 +233,7 @@ int crypto_ed25519_verify(const unsigned char pub[CRYPTO_KEY_LEN], const void *m
 	else if (EVP_DigestVerify(md, sig, CRYPTO_SIG_LEN, msg, n) != 1)
 		r = err_set(-EBADMSG, "crypto: Ed25519 signature does not verify");
 	EVP_MD_CTX_free(md);
-	EVP_PKEY_free(k);
+	key_done(k);
 	return r;
 }
 
