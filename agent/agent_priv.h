@@ -190,8 +190,8 @@ void agent_dhcp_reconcile(struct agent *a);
 /*
  * netfilter.c: anti-spoofing filters on instance ports, nftables bridge
  * family (docs/agent.md "Port filters"). The port of an instance is the
- * tap AGENT_TAP_PREFIX + the first 12 hex digits of its uuid (the domain's
- * <target dev>), so its filter exists before the guest starts.
+ * tap AGENT_TAP_PREFIX + the first 8 and the last 4 hex digits of its uuid
+ * (the domain's <target dev>), so its filter exists before the guest starts.
  */
 #define AGENT_TAP_PREFIX "stx"
 #define AGENT_TAP_LEN 16 /* IFNAMSIZ */

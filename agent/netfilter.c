@@ -43,10 +43,13 @@ int agent_port_tap(const char *uuid, char out[AGENT_TAP_LEN])
 
 	if (!uuid || !uuid_valid(uuid))
 		return err_set(-EINVAL, "instance %s: not a uuid, no port name", uuid ? uuid : "");
+	/* the uuid's first 8 and last 4 hex digits: readable, and distinct for
+	 * uuids that share a prefix (the tests' structured ones) */
 	memcpy(out, AGENT_TAP_PREFIX, o);
-	for (const char *c = uuid; *c && o < AGENT_TAP_LEN - 1; c++)
-		if (*c != '-')
-			out[o++] = (char)tolower((unsigned char)*c);
+	for (int i = 0; i < 8; i++)
+		out[o++] = (char)tolower((unsigned char)uuid[i]);
+	for (int i = 32; i < 36; i++)
+		out[o++] = (char)tolower((unsigned char)uuid[i]);
 	out[o] = '\0';
 	return 0;
 }
@@ -358,7 +361,7 @@ int agent_filter_state_read(const char *nft, const char *table, struct agent_fil
 	r = run_nft(nft, args, NULL, &out);
 	if (r < 0) {
 		/* a missing table is a state (after a host restart), not an error */
-		if (strstr(err_msg(), "No such file or directory")) {
+		if (r == -EIO && strstr(err_msg(), "No such file or directory")) {
 			err_clear();
 			return 0;
 		}
@@ -551,8 +554,9 @@ static uint32_t port_mark(const struct agent *a)
 	return (uint32_t)a->cfg->network.port_mark;
 }
 
-/* A row whose port exists (or is about to): it has its address and MAC and
- * is past the build's network step. */
+/* A row whose port may exist (or is about to): it has its address and MAC,
+ * past the build's network step. In error or deleting too: its domain may
+ * still run until the cleanup that removes row and filter together. */
 static bool row_has_port(const struct store_instance *row)
 {
 	if (!row->mac || !row->address)
@@ -563,11 +567,11 @@ static bool row_has_port(const struct store_instance *row)
 	case INST_ACTIVE:
 	case INST_STOPPED:
 	case INST_REBOOTING:
+	case INST_DELETING:
+	case INST_ERROR:
 		return true;
 	case INST_SCHEDULING:
-	case INST_DELETING:
 	case INST_DELETED:
-	case INST_ERROR:
 	case INST_STATE_LAST:
 		break;
 	}
