@@ -6,8 +6,10 @@
  *
  *   table bridge stratus-<bridge>
  *     map ports      tap name -> jump port-<tap>
- *     chain input    hook input  (frames to the host: metadata, DHCP, DNS)
- *     chain forward  hook forward (frames to other ports)
+ *     chain prerouting  hook prerouting: every frame a port sends, before
+ *                    the bridge learns its source MAC (a spoofed frame
+ *                    must not move another port's MAC) and before it goes
+ *                    to the host (metadata, DHCP, DNS) or to another port
  *     chain port-<tap>  what this port may send; drops are counted per reason
  *
  * The text is generated from parsed values only (MAC and addresses through
@@ -214,11 +216,8 @@ int agent_filter_base_script(const char *table, struct strbuf *sb)
 			 "delete table bridge %1$s\n"
 			 "table bridge %1$s {\n"
 			 "\tmap ports {\n\t\ttype ifname : verdict\n\t}\n"
-			 "\tchain input {\n"
-			 "\t\ttype filter hook input priority -200; policy accept;\n"
-			 "\t\tiifname vmap @ports\n\t}\n"
-			 "\tchain forward {\n"
-			 "\t\ttype filter hook forward priority -200; policy accept;\n"
+			 "\tchain prerouting {\n"
+			 "\t\ttype filter hook prerouting priority -300; policy accept;\n"
 			 "\t\tiifname vmap @ports\n\t}\n"
 			 "}\n",
 			 table);
@@ -431,7 +430,7 @@ bool agent_filter_base_ok(const struct agent_filter_state *s)
 		    strcmp(json_string_value(json_object_get(m, "name")), "ports") == 0)
 			map = true;
 	}
-	return map && base_ok(s, "input") && base_ok(s, "forward");
+	return map && base_ok(s, "prerouting");
 }
 
 /* The map element of TAP: jumps to its chain? */
