@@ -232,6 +232,8 @@ struct agent_filter_state {
 int agent_filter_state_read(const char *nft, const char *table, struct agent_filter_state *s);
 void agent_filter_state_free(struct agent_filter_state *s);
 bool agent_filter_base_ok(const struct agent_filter_state *s);
+/* The same from one chain listing (cheap): what a build checks. */
+bool agent_filter_base_quick_ok(const char *nft, const char *table);
 /* The port's map element and chain are there with every rule, in order. */
 bool agent_filter_port_ok(const struct agent_filter_state *s, const char *tap);
 /* Taps that have a port chain in the table; *taps malloc'd, caller frees. */

@@ -692,25 +692,39 @@ int agent_filter_reconcile(struct agent *a)
 	return r;
 }
 
+/* The base chain is there with its vmap rule: one small listing (the whole
+ * table's is slow with many ports; reconcile reads that). */
+bool agent_filter_base_quick_ok(const char *nft, const char *table)
+{
+	const char *args[] = { "list", "chain", "bridge", table, "prerouting", NULL };
+	char *out = NULL;
+	bool ok;
+
+	if (run_nft(nft, args, NULL, &out) < 0) {
+		err_clear();
+		return false;
+	}
+	ok = strstr(out, "hook prerouting") && strstr(out, "iifname vmap @ports");
+	free(out);
+	return ok;
+}
+
 int agent_filter_apply(struct agent *a, const char *uuid, const char *mac, const char *address)
 {
 	char table[AGENT_FILTER_TABLE_MAX];
-	struct agent_filter_state st;
 	struct strbuf sb = { 0 };
 	struct agent_port p;
-	int r;
+	int r = 0;
 
 	if (!filtering(a, table))
 		return 0;
 	if ((r = agent_port_parse(uuid, mac, address, &p)) < 0)
 		return r;
 	pthread_mutex_lock(&a->filter_lock);
-	r = agent_filter_state_read(a->cfg->network.nft, table, &st);
-	if (r == 0 && !agent_filter_base_ok(&st)) {
+	if (!agent_filter_base_quick_ok(a->cfg->network.nft, table)) {
 		/* no table yet (or broken): build it with every port of the store */
 		r = filter_reconcile_locked(a, table, uuid);
 	}
-	agent_filter_state_free(&st);
 	if (r == 0)
 		r = agent_filter_port_script(table, &p, port_mark(a), &sb);
 	if (r == 0)
