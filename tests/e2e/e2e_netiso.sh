@@ -48,14 +48,19 @@ for _ in $(seq 50); do curl -s -o /dev/null http://169.254.169.254/healthz && br
 curl -s -o /dev/null http://169.254.169.254/healthz || fail "stratus-metadata: $(tail -n 3 "$T/metadata.log")"
 
 TABLE=stratus-$E2E_BRIDGE
-IPA=$E2E_NET.21 MACA=52:54:00:e2:00:21
+# the agent allocates the lowest free address (the metadata service finds
+# instances through the store's allocations): A, booted first, gets .10
+IPA=$E2E_NET.10
 UA=$(e2e_uuid 1) UB=$(e2e_uuid 2) UC=$(e2e_uuid 3)
 tap() { echo "stx$(echo "$1" | cut -c1-8)$(echo "$1" | cut -c33-36)"; }
-# boot UUID PROJECT MAC ADDRESS CMDLINE-EXTRA
+# boot UUID PROJECT CMDLINE-EXTRA; waits for active, sets $addr and $mac
 boot() {
 	send instance.build "$(tiny_spec "$1" ".project = \"$2\" | .seed = \"none\" |
-		.network = {mac: \"$3\", address: \"$4/24\", gateway: \"$E2E_NET.1\", dns: []} |
-		.image.cmdline += \" $5\"")"
+		.image.cmdline += \" $3\"")"
+	ev=$(wait_event ".body.uuid==\"$1\" and .body.state==\"active\"" "$E2E_WAIT") ||
+		fail "$1 not active: $(grep "$1" "$EVENTS" | tail -n 1)"
+	addr=$(echo "$ev" | jq -r .body.address | cut -d/ -f1)
+	mac=$(echo "$ev" | jq -r .body.mac)
 }
 drops() { "$B/stratus-agent" port-filter drops --bridge "$E2E_BRIDGE" "$1" | sed -n "s/^$2 //p"; }
 a_reachable() {
@@ -63,18 +68,18 @@ a_reachable() {
 	ip neigh show "$IPA" dev "$E2E_BRIDGE" | grep -q "lladdr $MACA"
 }
 
-boot "$UA" a "$MACA" "$IPA" "stratus.ip=$IPA/24 stratus.gw=$E2E_NET.1"
-wait_event ".body.uuid==\"$UA\" and .body.state==\"active\"" "$E2E_WAIT" >/dev/null || fail "A not active"
+boot "$UA" a "stratus.ip=$IPA/24 stratus.gw=$E2E_NET.1"
+[ "$addr" = "$IPA" ] || fail "A got $addr, not $IPA"
+MACA=$mac
 virsh -c qemu:///system dumpxml "stratus-$UA" | grep -q "<target dev='$(tap "$UA")'/>" ||
 	fail "A's NIC is not on its filtered port $(tap "$UA")"
 guest_console_wait "$T/inst/$UA.log" "STRATUS-GUEST: (metadata-service|ready)" "$E2E_WAIT" || fail "A did not boot"
 grep -q "STRATUS-GUEST: metadata-service uuid=$UA" "$T/inst/$UA.log" ||
-	fail "A did not get its own metadata: $(grep STRATUS-GUEST "$T/inst/$UA.log" | tail -n 3)"
+	fail "A did not get its own metadata: $(grep STRATUS-GUEST "$T/inst/$UA.log" | tail -n 3); metadata: $(tail -n 3 "$T/metadata.log")"
 a_reachable || fail "the host cannot reach A"
 
 # B claims A's address
-boot "$UB" b 52:54:00:e2:00:22 "$E2E_NET.22" "stratus.ip=$IPA/24 stratus.gw=$E2E_NET.1"
-wait_event ".body.uuid==\"$UB\" and .body.state==\"active\"" "$E2E_WAIT" >/dev/null || fail "B not active"
+boot "$UB" b "stratus.ip=$IPA/24 stratus.gw=$E2E_NET.1"
 guest_console_wait "$T/inst/$UB.log" "STRATUS-GUEST: ready" "$E2E_WAIT" || fail "B did not boot"
 grep -q "uuid=$UA" "$T/inst/$UB.log" && fail "B got A's metadata with A's address"
 grep -q "STRATUS-GUEST: metadata-service unreachable" "$T/inst/$UB.log" ||
@@ -84,8 +89,7 @@ grep -q "STRATUS-GUEST: metadata-service unreachable" "$T/inst/$UB.log" ||
 a_reachable || fail "A lost its traffic to B's claim"
 
 # C claims A's address and A's MAC
-boot "$UC" b 52:54:00:e2:00:23 "$E2E_NET.23" "stratus.mac=$MACA stratus.ip=$IPA/24 stratus.gw=$E2E_NET.1"
-wait_event ".body.uuid==\"$UC\" and .body.state==\"active\"" "$E2E_WAIT" >/dev/null || fail "C not active"
+boot "$UC" b "stratus.mac=$MACA stratus.ip=$IPA/24 stratus.gw=$E2E_NET.1"
 guest_console_wait "$T/inst/$UC.log" "STRATUS-GUEST: ready" "$E2E_WAIT" || fail "C did not boot"
 grep -q "STRATUS-GUEST: nic .* mac=$MACA (stratus.mac)" "$T/inst/$UC.log" || fail "C did not take A's MAC"
 grep -q "uuid=$UA" "$T/inst/$UC.log" && fail "C got A's metadata with A's MAC and address"
