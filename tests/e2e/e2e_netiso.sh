@@ -64,7 +64,7 @@ boot() {
 }
 drops() { "$B/stratus-agent" port-filter drops --bridge "$E2E_BRIDGE" "$1" | sed -n "s/^$2 //p"; }
 a_reachable() {
-	ping -c 2 -W 2 "$IPA" >/dev/null 2>&1 || return 1
+	busybox ping -c 2 -W 2 "$IPA" >/dev/null 2>&1 || return 1
 	ip neigh show "$IPA" dev "$E2E_BRIDGE" | grep -q "lladdr $MACA"
 }
 
