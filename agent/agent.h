@@ -16,6 +16,9 @@
 
 #include "core/core.h"
 
+enum agent_filter { AGENT_FILTER_NFTABLES, AGENT_FILTER_NONE, AGENT_FILTER_LAST };
+extern const char *const agent_filter_names[];
+
 /* agent.network: the instances' network on this host. */
 struct agent_net_config {
 	char *cidr;          /* 10.77.0.0/24 */
@@ -29,6 +32,10 @@ struct agent_net_config {
 	/* dnsmasq's pid file: it gets SIGHUP when an entry is removed (dnsmasq
 	 * forgets removed entries only then); "" = none */
 	char *dhcp_pid_file;
+	/* anti-spoofing on every port (agent/netfilter.c): nftables or none */
+	enum agent_filter filter;
+	char *nft;       /* the nft binary */
+	long port_mark;  /* the mark of frames a port filter passed (metadata.port_mark) */
 	/* derived by agent_config_check: */
 	uint32_t first, last; /* host order */
 	int prefix;

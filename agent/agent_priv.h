@@ -2,6 +2,7 @@
 #ifndef STRATUS_AGENT_PRIV_H
 #define STRATUS_AGENT_PRIV_H
 
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -42,6 +43,8 @@ struct agent_metrics {
 	uint64_t builds_ok, builds_failed, commands, rejected_fits;
 	uint64_t reannounces;  /* re-announces after a broker change */
 	uint64_t refused;          /* commands refused at the edge (signature, age, seal) */
+	uint64_t filters_applied, filters_restored; /* port filters (netfilter.c) */
+	uint64_t filter_ports;                      /* ports filtered at the last reconcile */
 	uint64_t hist[AGENT_HIST_BUCKETS + 1]; /* last: +Inf */
 	double hist_sum;
 	uint64_t hist_count;
@@ -86,6 +89,9 @@ struct agent {
 	bool q_closing;
 	pthread_t workers[AGENT_MAX_WORKERS];
 	int n_workers;
+
+	/* port filters: one nft transaction at a time (netfilter.c) */
+	pthread_mutex_t filter_lock;
 
 	/* metrics and samples, under m_lock */
 	pthread_mutex_t m_lock;
@@ -204,6 +210,70 @@ int agent_trust_open(struct agent *a);
 void agent_trust_close(struct agent *a);
 int agent_trust_check(struct agent *a, const struct bus_envelope *e, int64_t now_ms);
 int agent_trust_open_build(struct agent *a, json_t *body);
+/*
+ * netfilter.c: anti-spoofing filters on instance ports, nftables bridge
+ * family (docs/agent.md "Port filters"). The port of an instance is the
+ * tap AGENT_TAP_PREFIX + the first 8 and the last 4 hex digits of its uuid
+ * (the domain's <target dev>), so its filter exists before the guest starts.
+ */
+#define AGENT_TAP_PREFIX "stx"
+#define AGENT_TAP_LEN 16 /* IFNAMSIZ */
+#define AGENT_FILTER_TABLE_PREFIX "stratus-"
+#define AGENT_FILTER_TABLE_MAX 64
+struct agent_port {
+	char tap[AGENT_TAP_LEN];
+	unsigned char mac[6];
+	struct in_addr ip;
+	struct in6_addr ll6; /* the EUI-64 link-local address of mac */
+};
+/* The tap name of an instance; <0 with err_msg() when uuid is no uuid. */
+int agent_port_tap(const char *uuid, char out[AGENT_TAP_LEN]);
+/* Parse a port (address with or without /prefix). Refuses with err_msg()
+ * naming the instance: a bad or multicast/zero MAC, an address that is no
+ * IPv4 unicast address. *p untouched on failure. */
+int agent_port_parse(const char *uuid, const char *mac, const char *address,
+		     struct agent_port *p);
+/* "stratus-<bridge>"; <0 with err_msg() for "" or characters nft refuses. */
+int agent_filter_table(const char *bridge, char *out, size_t len);
+/* nft scripts, appended to sb: the table with its base chains (replacing
+ * any), one port's chain and map element (replacing its old one), the
+ * removal of a port (absent is fine). */
+int agent_filter_base_script(const char *table, struct strbuf *sb);
+int agent_filter_port_script(const char *table, const struct agent_port *p, uint32_t mark,
+			     struct strbuf *sb);
+int agent_filter_unport_script(const char *table, const char *tap, struct strbuf *sb);
+size_t agent_filter_port_rule_count(void);
+/* The comment (the reason) of port rule i into buf. */
+int agent_filter_port_rule_comment(size_t i, char *buf, size_t len);
+/* Run `NFT -f` on the script (one transaction). <0 with nft's message. */
+int agent_filter_run(const char *nft, const char *script);
+/* What the kernel holds (`nft -j list table`); present false: no table. */
+struct agent_filter_state {
+	bool present;
+	json_t *doc;
+};
+int agent_filter_state_read(const char *nft, const char *table, struct agent_filter_state *s);
+void agent_filter_state_free(struct agent_filter_state *s);
+bool agent_filter_base_ok(const struct agent_filter_state *s);
+/* The same from one chain listing (cheap): what a build checks. */
+bool agent_filter_base_quick_ok(const char *nft, const char *table);
+/* The port's map element and chain are there with every rule, in order. */
+bool agent_filter_port_ok(const struct agent_filter_state *s, const char *tap);
+/* Taps that have a port chain in the table; *taps malloc'd, caller frees. */
+int agent_filter_port_taps(const struct agent_filter_state *s, char (**taps)[AGENT_TAP_LEN],
+			   size_t *n);
+/* Packets the port's rule with comment REASON dropped ("spoof-ip" ...). */
+int agent_filter_drops(const struct agent_filter_state *s, const char *tap, const char *reason,
+		       uint64_t *packets);
+/* The agent's side (each does nothing with filter: none or no bridge):
+ * sysctl + nft check at start; apply before the guest starts (builds the
+ * table if it is missing); remove (logged, not fatal); reconcile: every
+ * port of the store checked, missing or changed ones restored (log line,
+ * stratus_agent_port_filters_restored_total), ports of no instance removed. */
+int agent_filter_init(struct agent *a);
+int agent_filter_apply(struct agent *a, const char *uuid, const char *mac, const char *address);
+void agent_filter_remove(struct agent *a, const char *uuid);
+int agent_filter_reconcile(struct agent *a);
 
 /* report.c */
 int agent_report(struct agent *a);

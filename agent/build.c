@@ -20,8 +20,9 @@ struct build_ctx {
 	struct store_instance row;
 	struct vmm_placement place;
 	bool placed, claimed, addr_allocated, dhcp_written, overlay_made, seed_made, defined;
+	bool filtered;
 	char *kernel_path, *initrd_path; /* cached, for direct kernel boot */
-	int64_t step_ms[8];
+	int64_t step_ms[9];
 };
 
 int agent_row_set_spec(struct store_instance *row, const struct instance_spec *spec)
@@ -154,6 +155,23 @@ static void undo_network(struct build_ctx *b)
 		store_address_release(b->a->store, b->spec->uuid);
 		b->addr_allocated = false;
 	}
+}
+
+/* ---- filter: the port's anti-spoofing rules, before the guest can send ---- */
+
+static int step_filter(struct build_ctx *b)
+{
+	const struct spec_network *sn = &b->spec->network;
+
+	b->filtered = true; /* undo removes even a half-applied filter */
+	return agent_filter_apply(b->a, b->spec->uuid, sn->mac, sn->address);
+}
+
+static void undo_filter(struct build_ctx *b)
+{
+	if (b->filtered)
+		agent_filter_remove(b->a, b->spec->uuid);
+	b->filtered = false;
 }
 
 /* ---- image: cached base + per-instance overlay ---------------------------- */
@@ -306,6 +324,7 @@ static const struct build_step {
 } steps[] = {
 	{ "claim", step_claim, undo_claim },
 	{ "network", step_network, undo_network },
+	{ "filter", step_filter, undo_filter },
 	{ "image", step_image, undo_image },
 	{ "seed", step_seed, undo_seed },
 	{ "define", step_define, undo_define },

@@ -24,6 +24,14 @@ static const struct cfg_field net_fields[] = {
 	{ .key = "dhcp_pid_file", .type = CFG_STRING,
 	  .offset = offsetof(struct agent_net_config, dhcp_pid_file), .def = "",
 	  .expected = "the pid file of the dnsmasq reading dhcp_hosts_dir, or \"\"" },
+	{ .key = "filter", .type = CFG_ENUM,
+	  .offset = CFG_ENUM_OFFSET(struct agent_net_config, filter), .names = agent_filter_names,
+	  .def = "nftables" },
+	{ .key = "nft", .type = CFG_STRING, .offset = offsetof(struct agent_net_config, nft),
+	  .def = "nft", .expected = "the nft program" },
+	{ .key = "port_mark", .type = CFG_INT,
+	  .offset = offsetof(struct agent_net_config, port_mark), .min = 1, .max = 0x7fffffff,
+	  .def = "21332" },
 	{ 0 },
 };
 

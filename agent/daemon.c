@@ -388,6 +388,8 @@ static int reconcile(struct agent *a, bool startup)
 	if (!vmm_connected(a->conn)) {
 		a->degraded = true;
 		agent_dhcp_reconcile(a); /* the store against a directory: no libvirt needed */
+		if (agent_filter_reconcile(a) < 0) /* nor for the port filters */
+			log_error("%s", err_msg());
 		return err_set(-ENOTCONN, "reconcile skipped: libvirtd is not reachable");
 	}
 	r = vmm_list_ours(a->conn, &c.doms, &c.n_doms);
@@ -417,6 +419,8 @@ static int reconcile(struct agent *a, bool startup)
 	vmm_domain_list_free(c.doms, c.n_doms);
 	/* after the rows: entries of builds cleaned up above go too */
 	agent_dhcp_reconcile(a);
+	if (agent_filter_reconcile(a) < 0)
+		log_error("%s", err_msg());
 	if (c.cleaned || c.queued || c.drifted)
 		log_info("reconcile done startup=%d cleaned=%u queued=%u drifted=%u", startup,
 			 c.cleaned, c.queued, c.drifted);
@@ -484,6 +488,7 @@ int agent_new(const struct agent_config *cfg, const struct bus_config *bus,
 	pthread_mutex_init(&a->usage_lock, NULL);
 	pthread_mutex_init(&a->q_lock, NULL);
 	pthread_mutex_init(&a->m_lock, NULL);
+	pthread_mutex_init(&a->filter_lock, NULL);
 	pthread_cond_init(&a->q_cond, NULL);
 	pthread_cond_init(&a->q_idle, NULL);
 
@@ -504,7 +509,7 @@ int agent_new(const struct agent_config *cfg, const struct bus_config *bus,
 	    (r = store_open(a->store_path, false, &a->store)) < 0 ||
 	    (r = vmm_topology_load(vmm->sysfs_root, &a->topo)) < 0 ||
 	    (r = vmm_usage_init(&a->usage, a->topo)) < 0 ||
-	    (r = img_cache_open(img, &a->images)) < 0)
+	    (r = img_cache_open(img, &a->images)) < 0 || (r = agent_filter_init(a)) < 0)
 		goto fail;
 	a->virt = vmm_accel_resolve(vmm->accel);
 	store_instance_foreach(a->store, claim_from_store_cb, a);
@@ -604,6 +609,7 @@ void agent_free(struct agent *a)
 	pthread_mutex_destroy(&a->usage_lock);
 	pthread_mutex_destroy(&a->q_lock);
 	pthread_mutex_destroy(&a->m_lock);
+	pthread_mutex_destroy(&a->filter_lock);
 	pthread_cond_destroy(&a->q_cond);
 	pthread_cond_destroy(&a->q_idle);
 	free(a);

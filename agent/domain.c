@@ -5,6 +5,7 @@
  * (tests/vmm/test_golden.sh) check what the agent really boots.
  */
 #define LOG_TAG "agent"
+#include <errno.h>
 #include <string.h>
 
 #include "agent/agent_priv.h"
@@ -26,7 +27,7 @@ char *agent_instance_path(struct agent *a, const char *uuid, const char *file)
 
 static void domain_params(const struct instance_spec *spec, const struct vmm_config *vc,
 			  enum vmm_virt virt, const struct agent_domain_files *f,
-			  struct vmm_domain_params *p)
+			  const char *tap, struct vmm_domain_params *p)
 {
 	*p = (struct vmm_domain_params){
 		.virt = virt,
@@ -35,6 +36,7 @@ static void domain_params(const struct instance_spec *spec, const struct vmm_con
 		.seed_path = f->seed,
 		.seed_format = f->seed ? VMM_SEED_ISO : VMM_SEED_NONE,
 		.bridge = vc->bridge && *vc->bridge ? vc->bridge : NULL,
+		.tap = tap && *tap ? tap : NULL, /* the port filter's name (netfilter.c) */
 		.console_log = f->console_log,
 		.kernel = f->kernel,
 		.initrd = f->initrd,
@@ -47,7 +49,10 @@ int agent_domain_xml(const struct instance_spec *spec, const struct vmm_placemen
 		     const struct agent_domain_files *f, char **xml)
 {
 	struct vmm_domain_params p;
+	char tap[AGENT_TAP_LEN] = "";
 
-	domain_params(spec, vc, virt, f, &p);
+	if (agent_port_tap(spec->uuid, tap) < 0)
+		return err_prefix(-EINVAL, "domain");
+	domain_params(spec, vc, virt, f, tap, &p);
 	return vmm_domain_xml(spec, pl, &p, xml);
 }

@@ -25,6 +25,7 @@ static const struct {
 	{ "render-domain", agent_cmd_render_domain, "the libvirt domain XML for an instance spec" },
 	{ "image", agent_cmd_image, "fetch, inspect, list and evict cached images" },
 	{ "seed", agent_cmd_seed, "build a cloud-init seed disk for an instance spec" },
+	{ "port-filter", agent_cmd_port_filter, "a port's anti-spoofing filter: render, drops" },
 };
 
 static struct log_config log_cfg;

@@ -27,6 +27,7 @@ void agent_cleanup_instance(struct agent *a, const struct store_instance *row)
 	if (img_overlay_delete(a->images, row->uuid) < 0)
 		log_warn("cleanup: overlay not removed instance=%s: %s", row->uuid, err_msg());
 	agent_dhcp_host_remove(a, row->uuid);
+	agent_filter_remove(a, row->uuid);
 	store_address_release(a->store, row->uuid);
 	if (row->placement_json) {
 		json_t *pj = json_loads(row->placement_json, 0, NULL);

@@ -335,6 +335,18 @@ char *agent_metrics_text(struct agent *a)
 		       "stale, or a seal that does not open.");
 	sb_printf(&sb, "stratus_commands_refused_total{host=\"%s\"} %llu\n", h,
 		  (unsigned long long)a->m.refused);
+	sb_metric_head(&sb, "stratus_agent_port_filters_applied_total", "counter",
+		       "Port filters applied by builds.");
+	sb_printf(&sb, "stratus_agent_port_filters_applied_total{host=\"%s\"} %llu\n", h,
+		  (unsigned long long)a->m.filters_applied);
+	sb_metric_head(&sb, "stratus_agent_port_filters_restored_total", "counter",
+		       "Port filters reconcile found missing or changed and restored.");
+	sb_printf(&sb, "stratus_agent_port_filters_restored_total{host=\"%s\"} %llu\n", h,
+		  (unsigned long long)a->m.filters_restored);
+	sb_metric_head(&sb, "stratus_agent_port_filters", "gauge",
+		       "Instance ports with a filter at the last reconcile.");
+	sb_printf(&sb, "stratus_agent_port_filters{host=\"%s\"} %llu\n", h,
+		  (unsigned long long)a->m.filter_ports);
 	sb_metric_head(&sb, "stratus_bus_rejected_messages_total", "counter",
 		       "Messages on this host's topic that did not validate.");
 	sb_printf(&sb, "stratus_bus_rejected_messages_total{host=\"%s\"} %llu\n", h,

@@ -13,7 +13,7 @@ struct http_server {
 int http_server_start(const struct http_server_conf *conf, struct http_server **out)
 {
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD;
-	struct MHD_OptionItem opts[8];
+	struct MHD_OptionItem opts[12];
 	size_t n = 0;
 	const union MHD_DaemonInfo *di;
 	struct http_server *s;
@@ -40,6 +40,16 @@ int http_server_start(const struct http_server_conf *conf, struct http_server **
 	if (conf->completed)
 		opts[n++] = (struct MHD_OptionItem){ MHD_OPTION_NOTIFY_COMPLETED,
 						     (intptr_t)conf->completed, conf->completed_cls };
+	if (conf->per_ip_limit)
+		opts[n++] = (struct MHD_OptionItem){ MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+						     (intptr_t)conf->per_ip_limit, NULL };
+	if (conf->notify_connection)
+		opts[n++] = (struct MHD_OptionItem){ MHD_OPTION_NOTIFY_CONNECTION,
+						     (intptr_t)conf->notify_connection,
+						     conf->notify_connection_cls };
+	if (conf->unescape)
+		opts[n++] = (struct MHD_OptionItem){ MHD_OPTION_UNESCAPE_CALLBACK,
+						     (intptr_t)conf->unescape, conf->unescape_cls };
 	opts[n++] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
 
 	s = calloc(1, sizeof(*s));

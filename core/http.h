@@ -33,6 +33,13 @@ struct http_server_conf {
 	unsigned conn_limit;        /* open connections at most; 0: MHD's default */
 	unsigned conn_timeout_s;    /* idle connections closed after; 0: MHD's default */
 	size_t conn_memory;         /* per connection (bounds a request head); 0: default */
+	unsigned per_ip_limit;      /* open connections per client address; 0: no cap */
+	/* called when a connection starts and closes (MHD_OPTION_NOTIFY_CONNECTION) */
+	MHD_NotifyConnectionCallback notify_connection; /* may be NULL */
+	void *notify_connection_cls;
+	/* percent-decoding of the URL (MHD_OPTION_UNESCAPE_CALLBACK); NULL: MHD's */
+	size_t (*unescape)(void *cls, struct MHD_Connection *c, char *s);
+	void *unescape_cls;
 };
 
 /*

@@ -32,6 +32,13 @@ const struct cfg_field md_config_fields[] = {
 	  .expected = "the path of the agent's store.db" },
 	{ .key = "metrics_listen", .type = CFG_STRING,
 	  .offset = offsetof(struct md_config, metrics_listen), .expected = "ADDR:PORT" },
+	{ .key = "port_mark", .type = CFG_INT, .offset = offsetof(struct md_config, port_mark),
+	  .min = 0, .max = 0x7fffffff, .def = "21332" },
+	{ .key = "header_timeout", .type = CFG_DURATION,
+	  .offset = offsetof(struct md_config, header_timeout_ms), .def = "10s" },
+	{ .key = "per_source_limit", .type = CFG_INT,
+	  .offset = offsetof(struct md_config, per_source_limit), .min = 1, .max = 65536,
+	  .def = "32" },
 	{ 0 },
 };
 
@@ -54,6 +61,10 @@ int md_config_check(const struct md_config *c)
 					"secret of at least 16 characters",
 			       cfg_where(c->shared_secret ? (const void *)&c->shared_secret
 							  : (const void *)&c->proxy));
+	if (c->header_timeout_ms < 0 || c->header_timeout_ms > 300000)
+		return err_set(-EINVAL, "%s: metadata.header_timeout: expected 0s (off) to 300s, "
+					"got %lldms",
+			       cfg_where(&c->header_timeout_ms), (long long)c->header_timeout_ms);
 	if (c->instances && c->store)
 		return err_set(-EINVAL, "%s: metadata.store: give instances or store, not both",
 			       cfg_where(&c->store));

@@ -29,20 +29,51 @@ static const char usage_extra[] =
 	"  --instances FILE     JSON array of instance specs (default: metadata.instances);\n"
 	"                       re-read on SIGHUP\n"
 	"  --store DB           the agent's SQLite store, read-only (default: metadata.store)\n"
-	"  --listen ADDR:PORT   listen address (default: metadata.listen)\n";
+	"  --listen ADDR:PORT   listen address (default: metadata.listen)\n"
+	"  --port-mark N        answer only connections with this mark, 0: any\n"
+	"                       (default: metadata.port_mark, 21332 = 0x5354)\n";
+
+/*
+ * Marks reach an accepted socket only with net.ipv4.tcp_fwmark_accept=1:
+ * without it every request would be refused, so set it or say why not.
+ */
+static int fwmark_accept_on(void)
+{
+	static const char path[] = "/proc/sys/net/ipv4/tcp_fwmark_accept";
+	char buf[8] = "";
+	FILE *f = fopen(path, "r");
+	bool on = f && fgets(buf, sizeof(buf), f) && buf[0] == '1';
+
+	if (f)
+		fclose(f);
+	if (on)
+		return 0;
+	f = fopen(path, "w");
+	if (!f || fputs("1\n", f) < 0 || fclose(f) != 0) {
+		int r = err_sys(-errno, "metadata.port_mark: needs net.ipv4.tcp_fwmark_accept=1 "
+					"(cannot set it; or set metadata.port_mark: 0 where no port "
+					"filters mark guest traffic)");
+
+		if (f)
+			fclose(f);
+		return r;
+	}
+	return 0;
+}
 
 /*
  * Take our own options out of argv (daemon_setup knows only the common
  * ones). Returns 0, or -EINVAL for a missing value.
  */
 static int take_opts(int *argc, char **argv, const char **instances, const char **store,
-		     const char **listen)
+		     const char **listen, const char **mark)
 {
 	static const struct {
 		const char *name;
 		size_t len;
-	} opts[] = { { "--instances", 11 }, { "--store", 7 }, { "--listen", 8 } };
-	const char **dsts[] = { instances, store, listen };
+	} opts[] = { { "--instances", 11 }, { "--store", 7 }, { "--listen", 8 },
+		     { "--port-mark", 11 } };
+	const char **dsts[] = { instances, store, listen, mark };
 	int o = 1;
 
 	for (int i = 1; i < *argc; i++) {
@@ -100,7 +131,7 @@ int main(int argc, char **argv)
 		.validate = validate,
 		.validate_ud = &md_cfg,
 	};
-	const char *instances = NULL, *store = NULL, *listen = NULL;
+	const char *instances = NULL, *store = NULL, *listen = NULL, *mark = NULL;
 	struct md_source *src = NULL;
 	struct md_service *svc = NULL;
 	struct md_http *http = NULL;
@@ -110,7 +141,7 @@ int main(int argc, char **argv)
 	const char *rundir;
 	int argi, r, code = 1, lock_fd = -1;
 
-	if (take_opts(&argc, argv, &instances, &store, &listen) < 0)
+	if (take_opts(&argc, argv, &instances, &store, &listen, &mark) < 0)
 		return 2;
 	r = daemon_setup(&o, argc, argv, &argi);
 	if (r > 0) {
@@ -128,6 +159,12 @@ int main(int argc, char **argv)
 	}
 	if (!listen)
 		listen = md_cfg.listen;
+	if (mark && parse_long(mark, 0, 0x7fffffff, &md_cfg.port_mark) < 0) {
+		fprintf(stderr, "%s: --port-mark: expected 0 to 2147483647, got '%s'\n", o.prog,
+			mark);
+		code = 2;
+		goto out;
+	}
 	if (instances && store) {
 		fprintf(stderr, "%s: give --instances or --store, not both\n", o.prog);
 		code = 2;
@@ -169,7 +206,8 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (md_http_start(svc, listen, md_cfg.threads, &http) < 0) {
+	if ((md_cfg.port_mark && !md_cfg.proxy && fwmark_accept_on() < 0) ||
+	    md_http_start(svc, listen, &md_cfg, &http) < 0) {
 		fprintf(stderr, "%s: %s\n", o.prog, err_msg());
 		goto out;
 	}
@@ -177,10 +215,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: %s\n", o.prog, err_msg());
 		goto out;
 	}
-	log_info("listening listen=%s port=%d source=%s tokens=%s proxy=%s threads=%ld",
+	log_info("listening listen=%s port=%d source=%s tokens=%s proxy=%s threads=%ld "
+		 "port_mark=%#lx header_timeout_ms=%lld per_source_limit=%ld",
 		 listen, md_http_port(http), instances ? instances : store,
 		 md_cfg.tokens == MD_TOKENS_REQUIRED ? "required" : "optional",
-		 md_cfg.proxy ? "on" : "off", md_cfg.threads);
+		 md_cfg.proxy ? "on" : "off", md_cfg.threads, md_cfg.port_mark,
+		 (long long)md_cfg.header_timeout_ms, md_cfg.per_source_limit);
 	for (;;) {
 		int sig = 0;
 

@@ -157,6 +157,11 @@ struct md_config {
 	char *instances;     /* JSON file of specs (the --instances default) */
 	char *store;         /* the agent's SQLite store (the --store default) */
 	char *metrics_listen; /* ADDR:PORT of /metrics (operators'); NULL = none */
+	/* direct mode: answer only connections whose SYN carries this mark, set
+	 * by the agent's port filters (agent.network.port_mark); 0 = off */
+	long port_mark;
+	int64_t header_timeout_ms; /* a request head must arrive within this */
+	long per_source_limit;     /* open connections per client address */
 };
 extern const struct cfg_field md_config_fields[];
 /* Cross-field checks after loading (proxy needs a secret ...). */
@@ -188,6 +193,7 @@ struct md_request {
 	const struct md_header *headers;
 	size_t n_headers;
 	const char *source; /* the peer's IP address, text */
+	unsigned mark;      /* the connection's mark (SO_MARK of the accepted socket) */
 	size_t body_len;    /* bytes of request body received */
 };
 
@@ -213,7 +219,8 @@ void md_service_handle(struct md_service *svc, const struct md_request *req,
 /* ---- HTTP (libmicrohttpd) ---------------------------------------------- */
 struct md_http;
 /* Listen on LISTEN ("ADDR:PORT", IPv4) with THREADS workers. */
-int md_http_start(struct md_service *svc, const char *listen, long threads,
+/* threads, header_timeout_ms and per_source_limit from CFG; 0s: off. */
+int md_http_start(struct md_service *svc, const char *listen, const struct md_config *cfg,
 		  struct md_http **out);
 /* The port actually bound (for ":0"). */
 int md_http_port(const struct md_http *h);

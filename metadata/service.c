@@ -30,6 +30,7 @@
 struct md_service {
 	enum md_tokens tokens;
 	bool proxy;
+	unsigned port_mark;
 	char *secret;
 	long rate, burst;
 	struct md_source *src;
@@ -121,6 +122,7 @@ int md_service_new(const struct md_config *cfg, struct md_source *src, struct md
 		return err_set(-ENOMEM, "out of memory");
 	svc->tokens = cfg->tokens;
 	svc->proxy = cfg->proxy;
+	svc->port_mark = (unsigned)cfg->port_mark;
 	svc->rate = cfg->rate_limit;
 	svc->burst = cfg->rate_burst > 0 ? cfg->rate_burst : 1;
 	svc->src = src;
@@ -306,7 +308,19 @@ static int identify(struct md_service *svc, const struct md_request *req,
 	}
 	if (!req->source)
 		return 404;
-	return svc->src->ops->lookup_addr(svc->src->impl, req->source, in) == 0 ? 0 : 404;
+	/* the port filters pass a guest's frames only from its own MAC and
+	 * address, and mark them: an unmarked connection came from no instance
+	 * port (a host on the bridge, another interface), whatever its address */
+	if (svc->port_mark && req->mark != svc->port_mark) {
+		log_warn("request refused source=%s mark=%#x: not from an instance port (want "
+			 "mark %#x)", req->source, req->mark, svc->port_mark);
+		return 404;
+	}
+	if (svc->src->ops->lookup_addr(svc->src->impl, req->source, in) < 0) {
+		log_info("request refused source=%s: no instance has this address", req->source);
+		return 404;
+	}
+	return 0;
 }
 
 static bool is_ec2_version(const char *v, size_t len)
@@ -450,7 +464,9 @@ void md_service_handle(struct md_service *svc, const struct md_request *req,
 		long ttl;
 		char *token;
 
-		if (!svc->proxy && header(req, "X-Forwarded-For")) {
+		/* a direct request that claims to be forwarded is someone
+		 * else's (OSSN-0074): refused, in either spelling (RFC 7239) */
+		if (!svc->proxy && (header(req, "X-Forwarded-For") || header(req, "Forwarded"))) {
 			fail(rep, 403);
 			goto out;
 		}

@@ -350,6 +350,11 @@ static void write_devices(struct xw *x, const struct instance_spec *spec,
 		start(x, "source");
 		attr(x, "bridge", pp->bridge);
 		end(x);
+		if (pp->tap) {
+			start(x, "target");
+			attr(x, "dev", pp->tap);
+			end(x);
+		}
 		start(x, "model");
 		attr(x, "type", "virtio");
 		end(x);

@@ -215,6 +215,7 @@ struct vmm_domain_params {
 	const char *seed_path;           /* cloud-init seed, attached read-only */
 	enum vmm_seed_format seed_format; /* ISO: IDE cdrom; RAW: virtio disk */
 	const char *bridge;              /* NULL: no NIC */
+	const char *tap;                 /* the NIC's host device name; NULL: libvirt's vnetN */
 	const char *console_log;         /* serial console file; NULL: pty only */
 	const char *kernel, *initrd, *cmdline; /* optional direct kernel boot */
 };

@@ -97,7 +97,9 @@ start() { # NAME CONFIG -> $port $pid
 
 # ---- 2. throughput and latency with wrk ---------------------------------
 # one HTTP thread for the service and one wrk thread: a core each
-printf 'metadata:\n  rate_limit: 0\n  threads: 1\n' >"$T/fast.yaml"
+# (64 connections from one source: above the default per_source_limit of 32;
+# loopback crosses no port filter: port_mark 0)
+printf 'metadata:\n  rate_limit: 0\n  threads: 1\n  port_mark: 0\n  per_source_limit: 128\n' >"$T/fast.yaml"
 start fast "$T/fast.yaml"
 svc_port=$port
 svc_pid=$pid
@@ -151,7 +153,7 @@ wait $svc_pid 2>/dev/null || true
 
 # ---- 3. 200 guests crawling at once -------------------------------------
 # the default service config (rate limit 100/s burst 200 per instance, 2 threads)
-printf 'metadata:\n  threads: 2\n' >"$T/default.yaml"
+printf 'metadata:\n  threads: 2\n  port_mark: 0\n' >"$T/default.yaml"
 start crawl "$T/default.yaml"
 t0=$(now_ms)
 out=$("$B/bench/metadata/crawl" "$port" 200 2) || true

@@ -14,7 +14,7 @@ n=0
 prev=""
 AGENT_ENV="STRATUS_FAULT=build:claim"
 agent_start
-for step in claim network image seed define start; do
+for step in claim network filter image seed define start; do
 	n=$((n + 1))
 	U=$(printf '%08d-0000-4000-8000-000000000000' $n)
 	send instance.build "$(spec "$U" '.flavor.extra_specs = {"hw:cpu_policy": "dedicated"} | .flavor.vcpus = 1')"

@@ -31,6 +31,7 @@ scheduler:
 metadata:
   listen: 127.0.0.1:$MD_PORT
   store: $T/state/agent.db
+  port_mark: 0
 EOF
 sed -i 's/^  host: hv1/  host: hv1\n  network: {cidr: 127.0.0.0\/8, range_start: 127.0.0.10, range_end: 127.0.0.20, gateway: 127.0.0.1}/' "$T/stratus.yaml" 2>/dev/null
 "$B/stratus-scheduler" -c "$T/stratus.yaml" >"$T/scheduler.log" 2>&1 &

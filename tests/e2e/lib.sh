@@ -80,6 +80,8 @@ e2e_bridge_down() {
 	[ -s "$T/e2e-bridge" ] || return 0
 	STRATUS_BRIDGE=$(cat "$T/e2e-bridge") STRATUS_HOST_STATE=$T/host \
 		sh "$STRATUS_TOP/deploy/host/prepare-host.sh" --undo >>"$T/prepare-host.log" 2>&1
+	# the agent's port filters outlive it by design; the test's bridge does not
+	nft delete table bridge "stratus-$(cat "$T/e2e-bridge")" 2>/dev/null
 	rm -f "$T/e2e-bridge"
 }
 

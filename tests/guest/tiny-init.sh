@@ -22,6 +22,8 @@
 # Kernel command line options (all optional):
 #   stratus.ip=ADDR/PREFIX stratus.gw=GW   configure the first NIC statically
 #   stratus.md=URL                          metadata base (default http://169.254.169.254)
+#   stratus.mac=MAC                         with stratus.ip: take this MAC first (the
+#                                           anti-spoofing tests' neighbour-MAC claim)
 PATH=/bin:/sbin
 export PATH
 
@@ -164,6 +166,11 @@ if addr=$(arg stratus.ip); then
 		[ "${d##*/}" = lo ] || { nic=${d##*/}; break; }
 	done
 	gw=$(arg stratus.gw)
+	if [ -n "$nic" ] && mac=$(arg stratus.mac); then
+		ip link set "$nic" down
+		ip link set "$nic" address "$mac" && say "nic $nic mac=$mac (stratus.mac)"
+		ip link set "$nic" up
+	fi
 	if [ -n "$nic" ] && ip addr add "$addr" dev "$nic"; then
 		[ -n "$gw" ] && ip route add default via "$gw" dev "$nic"
 		say "net $addr via ${gw:-none} dev=$nic"

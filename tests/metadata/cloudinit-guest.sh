@@ -74,7 +74,7 @@ for mode in $modes; do
 		;;
 	service|ec2)
 		# ec2: IMDSv2 tokens required, which cloud-init's EC2 datasource does
-		printf 'metadata:\n  tokens: %s\n' "$([ $mode = ec2 ] && echo required || echo optional)" >"$T/md.yaml"
+		printf 'metadata:\n  tokens: %s\n  port_mark: 0\n' "$([ $mode = ec2 ] && echo required || echo optional)" >"$T/md.yaml"
 		"$B/stratus-metadata" -c "$T/md.yaml" --listen 127.0.0.1:0 --instances "$T/instances.json" -d >"$T/md.log" 2>&1 &
 		mpid=$!
 		sleep 0.5

@@ -40,7 +40,7 @@ PYEOF
 start() {
 	name=$1
 	shift
-	"$B/stratus-metadata" --listen 127.0.0.1:0 "$@" >"$T/$name.log" 2>&1 &
+	"$B/stratus-metadata" --listen 127.0.0.1:0 --port-mark 0 "$@" >"$T/$name.log" 2>&1 &
 	pid=$!
 	pids="$pids $pid"
 	port=""
