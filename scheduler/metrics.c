@@ -44,6 +44,7 @@ static struct {
 	uint64_t no_host[SCHED_MAX_FILTERS + 1]; /* by the filter that turned most hosts away */
 	uint64_t host_rejections[SCHED_MAX_FILTERS];
 	uint64_t quota_refused[QUOTA_RESOURCE_LAST + 1];
+	uint64_t auth_refused[2]; /* [0] verify, [1] authorize */
 	/* sampled */
 	struct sched_stats stats;
 	long hosts_by_state[HS_LAST];
@@ -123,6 +124,13 @@ void sched_metrics_quota_refused(enum quota_resource over)
 		over = QUOTA_RESOURCE_LAST;
 	pthread_mutex_lock(&M.lock);
 	M.quota_refused[over]++;
+	pthread_mutex_unlock(&M.lock);
+}
+
+void sched_metrics_auth_refused(bool authorize)
+{
+	pthread_mutex_lock(&M.lock);
+	M.auth_refused[authorize]++;
 	pthread_mutex_unlock(&M.lock);
 }
 
@@ -225,6 +233,14 @@ static void write_counters(struct strbuf *sb)
 		sb_printf(sb, "stratus_scheduler_quota_refusals_total{resource=\"%s\"} %llu\n",
 			  q < QUOTA_RESOURCE_LAST ? quota_resource_names[q] : "unknown",
 			  (unsigned long long)M.quota_refused[q]);
+	prom_head(sb, "stratus_scheduler_auth_refusals_total", "counter",
+		  "Signed requests refused: stage verify (unsigned, unknown or revoked credential, "
+		  "bad signature, outside the window, replayed), authorize (another project, admin "
+		  "only).");
+	sb_printf(sb, "stratus_scheduler_auth_refusals_total{stage=\"verify\"} %llu\n",
+		  (unsigned long long)M.auth_refused[0]);
+	sb_printf(sb, "stratus_scheduler_auth_refusals_total{stage=\"authorize\"} %llu\n",
+		  (unsigned long long)M.auth_refused[1]);
 }
 
 static void write_gauges(struct strbuf *sb)

@@ -182,9 +182,13 @@ int sched_handle_envelope(struct sched *s, const struct bus_envelope *e, const c
 	c.stored = h->stored;
 	c.sealed = sealed_type(e->type);
 	r = sched_auth_verify(s, e, origin, now_ms, &cred);
+	if (r > 0)
+		sched_metrics_auth_refused(false);
 	if (r == 0) {
 		c.credential = cred.id;
 		r = sched_auth_bind(&c, &cred);
+		if (r > 0)
+			sched_metrics_auth_refused(true);
 	}
 	if (r < 0)
 		return r;

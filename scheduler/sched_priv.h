@@ -414,6 +414,9 @@ void sched_metrics_result(const char *type, const json_t *res);
 void sched_metrics_no_valid_host(const struct sched_ctx *c, struct sched_host *const *hosts,
 				 size_t n, const struct sched_req *r);
 void sched_metrics_quota_refused(enum quota_resource over);
+/* A signed request refused: by its signature, credential, time or replay
+ * (authorize false), or by what its credential may do (true). */
+void sched_metrics_auth_refused(bool authorize);
 
 /* ---- recovery (recover.c) ---------------------------------------------- */
 

@@ -39,6 +39,7 @@ metadata:
   listen: 127.0.0.1:$MD_PORT
   metrics_listen: 127.0.0.1:$MD_M
   store: $T/state/agent.db
+  port_mark: 0 # loopback: no port filters mark these connections
 YAML
 # stratus-bus was started before the key was there: start it again with it
 old=$(cat "$T/bus.pid")
@@ -66,6 +67,15 @@ grep -q "quota" "$T/quota.out" || fail "over quota: $(cat "$T/quota.out")"
 ctl quota set acme --instances 5 --ram-mb 2000000 >"$T/qset.out" 2>&1 || fail "quota set: $(cat "$T/qset.out")"
 ctl boot big --flavor m1.huge --image tiny --timeout 30 >"$T/nvh.out" 2>&1 && fail "huge boot accepted"
 grep -q "no valid host" "$T/nvh.out" || fail "no valid host: $(cat "$T/nvh.out")"
+# signature refusals: an unsigned request (what any client of the broker can
+# write), a member acting as an admin
+"$B/stratusctl" -c "$T/stratus.yaml" bus send instance.list '{"project":"acme"}' >/dev/null 2>&1 ||
+	fail "bus send"
+ctl credential create --project acme --role member --output "$T/member.cred" >/dev/null ||
+	fail "credential create"
+STRATUS_CREDENTIAL="$T/member.cred" ctl quota set acme --instances 9 >"$T/mq.out" 2>&1 &&
+	fail "a member's quota set was accepted"
+grep -q "admin only" "$T/mq.out" || fail "member quota set: $(cat "$T/mq.out")"
 
 # the metadata service: a guest (the instance's address), a token, a stranger
 "$B/stratus-metadata" -c "$T/stratus.yaml" >"$T/metadata.log" 2>&1 &
@@ -93,6 +103,8 @@ has() { # FILE REGEX
 has scheduler '^stratus_scheduler_requests_total\{type="instance.boot",outcome="ok"\} 1$'
 has scheduler '^stratus_scheduler_requests_total\{type="instance.boot",outcome="rejected"\} 2$'
 has scheduler '^stratus_scheduler_quota_refusals_total\{resource="instances"\} 1$'
+has scheduler '^stratus_scheduler_auth_refusals_total\{stage="verify"\} 1$'
+has scheduler '^stratus_scheduler_auth_refusals_total\{stage="authorize"\} 1$'
 has scheduler '^stratus_scheduler_no_valid_host_total\{reason="ram"\} 1$'
 has scheduler '^stratus_scheduler_host_rejections_total\{filter="ram"\} 1$'
 has scheduler '^stratus_scheduler_decision_duration_seconds_count 3$'
