@@ -121,11 +121,13 @@ ip netns del "$NS"
 ip neigh del "$IPA" dev "$E2E_BRIDGE" 2>/dev/null
 a_reachable || fail "A's traffic once the third machine is gone"
 
-# kill -9 of the agent, then a libvirtd restart: the filters stay
+# kill -9 of the agent, then a libvirtd restart while it is down: the filters
+# stay (nothing could have put them back), and the restarted agent finds them
 agent_kill 9
 [ "$(drops "$UB" spoof-arp-ip)" -ge 1 ] || fail "B's filter gone with the agent"
-agent_start
 libvirt_restart || fail "libvirtd restart"
+mv "$T/agent.log" "$T/agent.log.1" # agent_start waits for the new "agent running"
+agent_start
 sleep 3
 for u in "$UA" "$UB" "$UC"; do
 	"$B/stratus-agent" port-filter drops --bridge "$E2E_BRIDGE" "$u" >/dev/null ||
