@@ -84,9 +84,12 @@ void sched_broker_moved(struct sched *s, int64_t now_ms)
 		 s->n_hosts, (long long)window_ms(s));
 }
 
+/* Waiting for reports: a known host has not reported since the start, or
+ * no host is known yet (a first start beside its agents). */
 bool sched_warming(const struct sched *s, int64_t now_ms)
 {
-	return s->warm_until_ms && now_ms < s->warm_until_ms && stale_hosts(s) > 0;
+	return s->warm_until_ms && now_ms < s->warm_until_ms &&
+	       (s->n_hosts == 0 || stale_hosts(s) > 0);
 }
 
 bool sched_warmup_over(const struct sched *s, int64_t now_ms)

@@ -422,7 +422,8 @@ void sched_metrics_auth_refused(bool authorize);
 
 /* H has not reported since the start or the last broker move. */
 bool sched_host_stale(const struct sched *s, const struct sched_host *h);
-/* Boots wait now: in the warm-up window and some host is stale. */
+/* Boots wait now: in the warm-up window, and some host is stale or none is
+ * known yet. */
 bool sched_warming(const struct sched *s, int64_t now_ms);
 /* Keep C (a boot) durable until the warm-up ends; no answer yet. */
 int sched_defer(struct sched *s, struct sched_call *c);

@@ -25,7 +25,8 @@ for step in claim network filter image seed define start; do
 	[ "$(db "SELECT step FROM instances WHERE uuid='$U'")" = "$step" ] ||
 		fail "store does not show step $step: $(db "SELECT uuid, step, state FROM instances")"
 	case $step in
-	claim) next=network ;; network) next=image ;; image) next=seed ;; seed) next=define ;;
+	claim) next=network ;; network) next=filter ;; filter) next=image ;; image) next=seed ;;
+	seed) next=define ;;
 	define) next=start ;; *) next="" ;;
 	esac
 	AGENT_ENV=${next:+STRATUS_FAULT=build:$next}
