@@ -202,6 +202,9 @@ run_phase checks --net '
 	[ -s /run/stratus/bus.addr ] || fail "stratus-bus wrote no /run/stratus/bus.addr"
 	$(as _stratus-scheduler) stratus-scheduler -c $C >/tmp/scheduler.log 2>&1 &
 	sched=$!
+	# stratusctl signs with the admin credential the scheduler writes beside its
+	# store on first start (mode 0600, owned by its user; root reads it)
+	export STRATUS_CREDENTIAL=/var/lib/stratus/scheduler/admin.credential
 	ok=""
 	for _ in $(seq 100); do
 		if stratusctl flavor list >/tmp/flavors.out 2>/tmp/stratusctl.log; then ok=1; break; fi
@@ -221,6 +224,7 @@ run_phase checks --net '
 
 	echo "== stratus-metadata as _stratus-metadata, its lock in its RuntimeDirectory"
 	install -d -o _stratus-metadata -g _stratus-metadata /run/stratus-metadata
+	sysctl -q -w net.ipv4.tcp_fwmark_accept=1 # what the root ExecStartPre of the unit does
 	echo "[]" >/tmp/instances.json
 	RUNTIME_DIRECTORY=/run/stratus-metadata $(as _stratus-metadata) stratus-metadata -c $C \
 		--instances /tmp/instances.json --listen 127.0.0.1:0 >/tmp/metadata.log 2>&1 &
