@@ -102,12 +102,12 @@ tests: all $(TEST_BINS) $(TEST_HELPER_BINS)
 
 check: tests
 	@sh deps/install.sh $(DEPS_TEST)
-	@BUILD=$(BUILD) SANITIZE=$(SANITIZE) sh tests/run-tests.sh
+	@BUILD=$(BUILD) SANITIZE=$(SANITIZE) bash tests/run-tests.sh
 
 # End-to-end: real libvirtd and QEMU guests, through the bus (tests/e2e).
 e2e: tests
 	@sh deps/install.sh $(DEPS_TEST) deps/demo.txt
-	@BUILD=$(BUILD) SUITE=e2e sh tests/run-tests.sh
+	@BUILD=$(BUILD) SUITE=e2e bash tests/run-tests.sh
 
 benches: all $(BENCH_BINS)
 
@@ -153,6 +153,15 @@ install: all
 	done
 	[ -e $(DESTDIR)$(SYSCONFDIR)/stratus/stratus.yaml ] || \
 		install -m 0644 deploy/config/single-host.yaml $(DESTDIR)$(SYSCONFDIR)/stratus/stratus.yaml
+	# the console page's xterm.js (make console-web), agent.console.web_dir's default
+	if [ -s $(BUILD)/console/xterm.js ]; then \
+		install -d $(DESTDIR)$(SHAREDIR)/console && \
+		install -m 0644 $(BUILD)/console/* $(DESTDIR)$(SHAREDIR)/console/; \
+	fi
+
+# xterm.js for the console page, from the npm registry (tools/vendor-xterm.sh)
+console-web:
+	@sh tools/vendor-xterm.sh $(BUILD)/console
 
 # mandoc -Tlint on the man pages (tests/ops/test_man.sh checks them too)
 man:
@@ -161,7 +170,7 @@ man:
 clean:
 	rm -rf build build-san
 
-.PHONY: all deps tests check e2e bench benches clean demo demo-stop install man
+.PHONY: all deps tests check e2e bench benches clean demo demo-stop install man console-web
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -41,6 +41,14 @@ struct agent_net_config {
 	int prefix;
 };
 
+/* agent.console: the console proxy (agent/console.c). */
+struct agent_console_config {
+	char *listen;          /* ADDR:PORT, "" = no proxy */
+	char *advertise;       /* what clients are told to connect to; "" = listen */
+	int64_t token_ttl_ms;  /* a console token's lifetime */
+	char *web_dir;         /* xterm.js and xterm.css for the console page */
+};
+
 /* The agent's own keys. Paths of instance files and the bridge are the
  * vmm section's (vmm.instances_dir, vmm.console_log_dir, vmm.bridge), the
  * image cache the images section's. */
@@ -60,7 +68,10 @@ struct agent_config {
 	bool reap_orphans;           /* destroy running domains of ours the store does not know */
 	struct cfg_strlist scheduler_keys; /* Ed25519 public keys (base64 or files) commands need */
 	int64_t command_max_age_ms;  /* commands with an older ts are refused; 0 = no limit */
+	char *volume_dir;            /* volumes' files (made on the first volume.create) */
 	struct agent_net_config network;
+	char *migration_uri;         /* this host's libvirtd as other hosts reach it; "" = none */
+	struct agent_console_config console;
 };
 extern const struct cfg_field agent_config_fields[];
 /* Cross-field checks and derived values (address range inside the CIDR,

@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include "agent/agent.h"
+#include "agent/console.h"
 #include "store/store.h"
 #include "bus/bus.h"
 #include "model/model.h"
@@ -39,15 +40,22 @@ struct job {
 #define AGENT_HIST_BUCKETS 10
 extern const double agent_hist_bounds[AGENT_HIST_BUCKETS];
 
+/* Migration durations / downtimes (migrate.c). */
+#define AGENT_MIG_BUCKETS 10
+
 struct agent_metrics {
 	uint64_t builds_ok, builds_failed, commands, rejected_fits;
 	uint64_t reannounces;  /* re-announces after a broker change */
 	uint64_t refused;          /* commands refused at the edge (signature, age, seal) */
 	uint64_t filters_applied, filters_restored; /* port filters (netfilter.c) */
 	uint64_t filter_ports;                      /* ports filtered at the last reconcile */
+	uint64_t sg_applies, sg_restored, sg_ports; /* security groups (secgroup.c) */
 	uint64_t hist[AGENT_HIST_BUCKETS + 1]; /* last: +Inf */
 	double hist_sum;
 	uint64_t hist_count;
+	uint64_t migrations_ok, migrations_failed;
+	uint64_t mig_dur[AGENT_MIG_BUCKETS + 1], mig_down[AGENT_MIG_BUCKETS + 1];
+	double mig_dur_sum, mig_down_sum;
 };
 
 /* Per-instance sample kept between reports for rates and steal. */
@@ -92,6 +100,7 @@ struct agent {
 
 	/* port filters: one nft transaction at a time (netfilter.c) */
 	pthread_mutex_t filter_lock;
+	struct agent_sg *sg;       /* security groups (secgroup.c), under filter_lock */
 
 	/* metrics and samples, under m_lock */
 	pthread_mutex_t m_lock;
@@ -112,6 +121,13 @@ struct agent {
 	size_t n_sched_keys;
 	unsigned char box_priv[AGENT_KEY_LEN], box_pub[AGENT_KEY_LEN];
 	char box_pub_text[48];      /* base64, in every host report */
+	/* and its Ed25519 key pair (<state_dir>/host-sign.key) that signs
+	 * everything it publishes; the public part is the report's sign_key */
+	unsigned char sign_priv[AGENT_KEY_LEN], sign_pub[AGENT_KEY_LEN];
+	char sign_pub_text[48];
+
+	char *volume_dir;          /* agent.volume_dir: <uuid>.img files (volumes.c) */
+	struct agent_console *console; /* console tokens and proxy (agent/console.c) */
 
 	volatile sig_atomic_t stopping;
 };
@@ -124,6 +140,16 @@ int agent_enqueue(struct agent *a, const char *type, const char *uuid, const cha
 /* Queue instance.build for spec->uuid. The spec moves into the job: *spec
  * is emptied, and freed on failure too; the caller only forgets it. */
 int agent_enqueue_build(struct agent *a, const char *request_id, struct instance_spec *spec);
+/* The same for instance.rebuild (the spec of the rebuilt instance). */
+int agent_enqueue_rebuild(struct agent *a, const char *request_id, struct instance_spec *spec);
+/* The same for a job of TYPE that carries a spec (instance.migrate.prepare). */
+int agent_enqueue_spec(struct agent *a, const char *type, const char *request_id,
+		       struct instance_spec *spec);
+/* An operation accepted at the edge: ROW goes STATE at STEP for E's request
+ * (the row changed in memory too) and the request is pending, both durable
+ * before the offset is stored (rebuild.c, resize.c). */
+int agent_accept_row(struct agent *a, const struct bus_envelope *e, struct store_instance *row,
+		     enum instance_state state, const char *step);
 int agent_workers_start(struct agent *a);
 void agent_workers_stop(struct agent *a);
 
@@ -136,14 +162,61 @@ void agent_emit_result(struct agent *a, const char *request_id, bool ok, const c
 /* A request.result with a ready BODY (taken), e.g. bus_result_sealed's;
  * NULL: an error result saying the answer could not be sealed. */
 void agent_emit_result_body(struct agent *a, const char *request_id, json_t *body);
+/* Any event TYPE with BODY (taken), signed like the others. */
+void agent_emit_event(struct agent *a, const char *type, const char *request_id, json_t *body);
 void agent_emit_reschedule(struct agent *a, const char *uuid, const char *project,
 			   const char *reason, const char *request_id);
+
+/* A volume.state event for V (request_id may be NULL). */
+void agent_emit_volume(struct agent *a, const struct store_volume *v, const char *request_id);
+
+/* volumes.c: volume.create / delete / attach / detach (one handler for the
+ * four rows of daemon.c's table); the volumes of a deleted instance made
+ * available (agent_cleanup_instance); the reconcile of the volume rows
+ * against their files and the domains, and the files without a row. */
+int agent_volume_handle(struct agent *a, const struct bus_envelope *e, const char *uuid);
+void agent_volumes_instance_gone(struct agent *a, const char *instance);
+struct agent_volume_report {
+	unsigned records;    /* rows seen */
+	unsigned missing;    /* rows whose file is gone: error */
+	unsigned orphans;    /* files in volume_dir without a row: reported */
+	unsigned fixed;      /* rows an interrupted operation left, settled */
+	unsigned reattached; /* disks put back into their instance's domain */
+};
+int agent_volumes_reconcile(struct agent *a, bool startup, struct agent_volume_report *rep);
 
 /* build.c and ops.c: run in a worker; return 0 or <0 (already reported). */
 int agent_do_build(struct agent *a, struct job *j);
 int agent_do_delete(struct agent *a, struct job *j);
 int agent_do_power(struct agent *a, struct job *j);
 int agent_do_sync(struct agent *a, struct job *j);
+/* rebuild.c (issue 18): the command at the edge (signed already: opens the
+ * sealed secrets, parses the spec once, makes the intent durable), the
+ * worker's job, and reconcile of a rebuild interrupted by our death (rolled
+ * back: the old disk and spec back, the guest started again). */
+int agent_handle_rebuild(struct agent *a, const struct bus_envelope *e, const char *uuid);
+int agent_do_rebuild(struct agent *a, struct job *j);
+void agent_rebuild_reconcile(struct agent *a, const struct store_instance *row);
+/* Define the domain of SPEC on ROW's disk, seed and placement (the kernel
+ * and initrd of direct kernel boot acquired for it); started when START
+ * (rebuild.c, used by resize.c too). */
+int agent_define_domain(struct agent *a, const struct store_instance *row,
+			const struct instance_spec *spec, bool start);
+/* resize.c (issue 18): instance.resize at the edge (the new spec made once,
+ * the flavor before kept in <uuid>.resize.json), instance.resize.confirm
+ * and .revert at the edge, their jobs, and reconcile of a row left
+ * resizing or reverting by our death (back to the flavor before). */
+int agent_handle_resize(struct agent *a, const struct bus_envelope *e, const char *uuid);
+int agent_handle_resize_answer(struct agent *a, const struct bus_envelope *e, const char *uuid);
+int agent_do_resize(struct agent *a, struct job *j);
+int agent_do_resize_answer(struct agent *a, struct job *j);
+void agent_resize_reconcile(struct agent *a, const struct store_instance *row);
+/* snapshot.c (issue 18): instance.snapshot at the edge (intent durable),
+ * the worker's job (quiesce, copy, flatten, upload, `uploaded`), and at
+ * start the intent a kill -9 left (guest resumed, files removed, failed). */
+int agent_handle_snapshot(struct agent *a, const struct bus_envelope *e, const char *uuid);
+int agent_do_snapshot(struct agent *a, struct job *j);
+void agent_snapshot_reconcile(struct agent *a, const struct store_instance *row);
 /* Undo everything a build of this row made (domain, seed, overlay,
  * DHCP host entry, address, pCPUs, hugepages) and forget it. */
 void agent_cleanup_instance(struct agent *a, const struct store_instance *row);
@@ -159,6 +232,16 @@ int agent_row_set_spec(struct store_instance *row, const struct instance_spec *s
  * console log lives in console_log_dir, the rest in instances_dir):
  * malloc'd, caller frees; NULL when out of memory. */
 char *agent_instance_file(const struct vmm_config *vc, const char *uuid, const char *file);
+/* local_disks.c: the flavor's ephemeral and swap disks, beside the root
+ * disk as <uuid>.ephemeral0.qcow2 and <uuid>.swap.qcow2 (images/local.c
+ * formats them). create: each the flavor has is made when missing, kept
+ * when there (reboot, stop/start, a restarted build); fresh removes them
+ * first (rebuild: Nova gives a rebuilt server new local disks). remove:
+ * both, when there (the instance's cleanup). */
+#define AGENT_EPHEMERAL_SUFFIX ".ephemeral0.qcow2"
+#define AGENT_SWAP_SUFFIX ".swap.qcow2"
+int agent_local_disks_create(struct agent *a, const struct instance_spec *spec, bool fresh);
+void agent_local_disks_remove(struct agent *a, const char *uuid);
 char *agent_instance_path(struct agent *a, const char *uuid, const char *file);
 /* What the caller made for the instance (paths used as given). */
 struct agent_domain_files {
@@ -274,6 +357,43 @@ int agent_filter_init(struct agent *a);
 int agent_filter_apply(struct agent *a, const char *uuid, const char *mac, const char *address);
 void agent_filter_remove(struct agent *a, const char *uuid);
 int agent_filter_reconcile(struct agent *a);
+
+/* secgroup.c: security groups on the ports (docs/agent.md "Security groups").
+ * compile: PROJECTS (project -> secgroup.apply inputs) to the chain part
+ * and the members part of TABLE's script; script: both, as one nft -f. */
+int agent_sg_compile(const char *table, const json_t *projects, struct strbuf *chains,
+		     struct strbuf *sets, char (**taps)[AGENT_TAP_LEN], size_t *n_taps,
+		     char ***set_names, size_t *n_sets);
+int agent_sg_script(const char *table, const json_t *projects, struct strbuf *out);
+/* init: <state_dir>/secgroups.json loaded; update: one project's inputs
+ * replace its last (checked, saved; applied when APPLY); apply: the whole
+ * state to the kernel; forget: a deleted instance's port; reconcile: the
+ * kernel's chains checked and restored, stale ones removed. */
+int agent_sg_init(struct agent *a);
+void agent_sg_free(struct agent *a);
+int agent_sg_update(struct agent *a, const json_t *inputs, bool apply);
+int agent_sg_apply(struct agent *a);
+void agent_sg_forget(struct agent *a, const char *uuid);
+int agent_sg_reconcile(struct agent *a);
+/* Sign E (about to be published on stratus.metrics or stratus.events)
+ * with this host's signing key; 0 or a negative errno with err_msg(). */
+int agent_trust_sign(struct agent *a, struct bus_envelope *e);
+
+/* migrate.c (issue 15): the migration commands at the edge, their jobs,
+ * the restart of a `migrating` row (PW: its domain's power state here), the
+ * migration metrics (the caller holds m_lock). */
+int agent_on_migrate_prepare(struct agent *a, const struct bus_envelope *e, const char *uuid);
+int agent_on_migrate_perform(struct agent *a, const struct bus_envelope *e, const char *uuid);
+int agent_on_migrate_finish(struct agent *a, const struct bus_envelope *e, const char *uuid);
+int agent_do_migrate_prepare(struct agent *a, struct job *j);
+int agent_do_migrate_perform(struct agent *a, struct job *j);
+int agent_do_migrate_finish(struct agent *a, struct job *j);
+void agent_migrate_reconcile(struct agent *a, const struct store_instance *row, enum vmm_power pw);
+void agent_migration_metrics(struct agent *a, struct strbuf *sb);
+/* build.c: a migration's destination: the build's steps up to the seed,
+ * then this host's domain XML in *xml (malloc'd); undone on failure
+ * (-EALREADY: prepared before). */
+int agent_build_incoming(struct agent *a, struct job *j, char **xml);
 
 /* report.c */
 int agent_report(struct agent *a);

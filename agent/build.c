@@ -21,6 +21,7 @@ struct build_ctx {
 	struct vmm_placement place;
 	bool placed, claimed, addr_allocated, dhcp_written, overlay_made, seed_made, defined;
 	bool filtered;
+	bool incoming; /* a migration's destination: the address comes with the spec */
 	char *kernel_path, *initrd_path; /* cached, for direct kernel boot */
 	int64_t step_ms[9];
 };
@@ -68,6 +69,9 @@ static int step_claim(struct build_ctx *b)
 	r = vmm_fit(a->topo, a->vmm_cfg, &a->usage, b->spec, &b->place);
 	if (r == 0) {
 		b->placed = true;
+		r = vmm_cpu_fit(a->topo, a->vmm_cfg, a->virt, b->spec, &b->place);
+	}
+	if (r == 0) {
 		r = vmm_usage_claim(&a->usage, a->topo, &b->place);
 		if (r == 0)
 			b->claimed = true;
@@ -100,6 +104,72 @@ static void undo_claim(struct build_ctx *b)
 /* ---- network: an address from the host's range, a MAC derived from it,
  * and the DHCP host entry that hands the one to the other ---------------- */
 
+static void network_forget(struct spec_network *sn)
+{
+	free(sn->mac);
+	free(sn->address);
+	free(sn->gateway);
+	for (size_t i = 0; sn->dns && i < sn->n_dns; i++)
+		free(sn->dns[i]);
+	free(sn->dns);
+	memset(sn, 0, sizeof(*sn));
+}
+
+/*
+ * A build that asks for an address (an evacuated instance keeps the one it
+ * had, issue 15): taken, with its MAC, when it lies in this host's range
+ * with this host's prefix and is free; else forgotten, and the instance
+ * gets the lowest free one (the scheduler tells the user it changed).
+ */
+static int take_asked_address(struct build_ctx *b)
+{
+	const struct agent_net_config *n = &b->a->cfg->network;
+	struct spec_network *sn = &b->spec->network;
+	char addr[32];
+	const char *why = NULL;
+	struct in_addr in;
+	char *slash;
+	long plen = -1;
+	uint32_t want = 0;
+	int r;
+
+	snprintf(addr, sizeof(addr), "%s", sn->address ? sn->address : "");
+	slash = strchr(addr, '/');
+	if (slash)
+		*slash = '\0';
+	if (inet_pton(AF_INET, addr, &in) != 1 || !slash || parse_long(slash + 1, 1, 32, &plen) < 0)
+		why = "not an IPv4 address with a prefix";
+	else if ((want = ntohl(in.s_addr)) < n->first || want > n->last || plen != n->prefix)
+		why = "not in this host's range";
+	if (!why) {
+		r = store_address_allocate(b->a->store, b->spec->uuid, want, want, (int)plen, sn->mac,
+					   addr, sizeof(addr));
+		if (r == 0) {
+			b->addr_allocated = true;
+			/* this host's gateway and name servers */
+			free(sn->gateway);
+			sn->gateway = n->gateway ? strdup(n->gateway) : NULL;
+			for (size_t i = 0; sn->dns && i < sn->n_dns; i++)
+				free(sn->dns[i]);
+			free(sn->dns);
+			sn->n_dns = 0;
+			sn->dns = calloc(n->dns.n + 1, sizeof(char *));
+			if (!sn->dns || (n->gateway && !sn->gateway))
+				return err_set(-ENOMEM, "out of memory");
+			for (size_t i = 0; i < n->dns.n; i++) {
+				sn->dns[i] = strdup(n->dns.v[i]);
+				sn->n_dns = i + 1;
+			}
+			return 0;
+		}
+		why = "taken";
+	}
+	log_warn("build: asked-for address not taken instance=%s address=%s reason=\"%s\": a new "
+		 "one from the range", b->spec->uuid, sn->address ? sn->address : "", why);
+	network_forget(sn);
+	return 0;
+}
+
 static int step_network(struct build_ctx *b)
 {
 	struct agent *a = b->a;
@@ -110,7 +180,29 @@ static int step_network(struct build_ctx *b)
 	uint32_t ip;
 	int r;
 
-	if (!sn->present) {
+	if (sn->present && !b->incoming && !b->addr_allocated && (r = take_asked_address(b)) < 0)
+		return r;
+	if (sn->present && b->incoming) {
+		/* the address the instance has on its source: taken here too */
+		char *slash;
+		uint32_t want;
+		long plen;
+
+		snprintf(addr, sizeof(addr), "%s", sn->address);
+		slash = strchr(addr, '/');
+		if (slash)
+			*slash = '\0';
+		if (inet_pton(AF_INET, addr, &in) != 1)
+			return err_set(-EINVAL, "network.address '%s': not an IPv4 address", sn->address);
+		want = ntohl(in.s_addr);
+		if (!slash || parse_long(slash + 1, 1, 32, &plen) < 0)
+			plen = n->prefix;
+		r = store_address_allocate(a->store, b->spec->uuid, want, want, (int)plen, sn->mac,
+					   addr, sizeof(addr));
+		if (r < 0)
+			return err_prefix(r, "host %s: address %s", a->cfg->host, sn->address);
+		b->addr_allocated = true;
+	} else if (!sn->present) {
 		r = store_address_allocate(a->store, b->spec->uuid, n->first, n->last, n->prefix,
 						 NULL, addr, sizeof(addr));
 		if (r < 0)
@@ -163,8 +255,13 @@ static int step_filter(struct build_ctx *b)
 {
 	const struct spec_network *sn = &b->spec->network;
 
+	int r;
+
 	b->filtered = true; /* undo removes even a half-applied filter */
-	return agent_filter_apply(b->a, b->spec->uuid, sn->mac, sn->address);
+	r = agent_filter_apply(b->a, b->spec->uuid, sn->mac, sn->address);
+	if (r == 0)
+		r = agent_sg_apply(b->a); /* the port's security groups, before it starts */
+	return r;
 }
 
 static void undo_filter(struct build_ctx *b)
@@ -215,6 +312,8 @@ static int step_image(struct build_ctx *b)
 	b->overlay_made = true;
 	free(b->row.overlay_path);
 	b->row.overlay_path = overlay;
+	if (r == 0) /* the flavor's ephemeral and swap disks (undo_image removes them) */
+		r = agent_local_disks_create(a, b->spec, false);
 	return r;
 }
 
@@ -236,6 +335,7 @@ static void undo_image(struct build_ctx *b)
 			log_warn("overlay not removed instance=%s: %s", b->spec->uuid, err_msg());
 		b->overlay_made = false;
 	}
+	agent_local_disks_remove(b->a, b->spec->uuid);
 }
 
 /* ---- seed: the cloud-init seed disk from the one renderer ---------------- */
@@ -272,7 +372,8 @@ static void undo_seed(struct build_ctx *b)
 
 /* ---- define and start ------------------------------------------------------ */
 
-static int step_define(struct build_ctx *b)
+/* The domain XML of this host for the build (its placement, its paths). */
+static int render_xml(struct build_ctx *b, char **xml)
 {
 	struct agent *a = b->a;
 	char *console = agent_instance_path(a, b->spec->uuid, ".log");
@@ -283,16 +384,23 @@ static int step_define(struct build_ctx *b)
 		.kernel = b->kernel_path,
 		.initrd = b->initrd_path,
 	};
-	char *xml = NULL;
 	int r;
 
 	if (!console)
 		return err_set(-ENOMEM, "out of memory");
-	r = agent_domain_xml(b->spec, &b->place, a->vmm_cfg, a->virt, &f, &xml);
+	r = agent_domain_xml(b->spec, &b->place, a->vmm_cfg, a->virt, &f, xml);
 	free(console);
+	return r;
+}
+
+static int step_define(struct build_ctx *b)
+{
+	char *xml = NULL;
+	int r = render_xml(b, &xml);
+
 	if (r < 0)
 		return r;
-	r = vmm_define(a->conn, xml);
+	r = vmm_define(b->a->conn, xml);
 	free(xml);
 	if (r < 0)
 		return r;
@@ -395,6 +503,60 @@ int agent_do_build(struct agent *a, struct job *j)
 				   b.row.address ? b.row.address : "", "mac",
 				   b.row.mac ? b.row.mac : ""));
 out:
+	release_blobs(&b);
+	if (b.placed)
+		vmm_placement_free(&b.place);
+	store_instance_free(&b.row);
+	return r;
+}
+
+/*
+ * A migration's destination (issue 15): the build's steps up to the seed
+ * (claim on this host's topology, the source's address, filter, image and
+ * overlay at the same path, seed), durable after each like a build, then
+ * this host's domain XML instead of define and start: libvirt defines the
+ * domain here when the guest arrives. On failure every step is undone and
+ * the row deleted.
+ */
+int agent_build_incoming(struct agent *a, struct job *j, char **xml)
+{
+	struct build_ctx b = { .a = a, .j = j, .spec = j->spec, .incoming = true };
+	size_t i, n = 0;
+	int r;
+
+	while (n < ARRAY_SIZE(steps) && steps[n].run != step_define)
+		n++;
+	r = store_instance_get(a->store, j->uuid, &b.row);
+	if (r < 0)
+		return r;
+	if (b.row.state != INST_MIGRATING || strcmp(b.row.step ? b.row.step : "", "accepted") != 0) {
+		store_instance_free(&b.row);
+		return err_set(-EALREADY, "instance %s: already prepared", j->uuid);
+	}
+	for (i = 0; i < n; i++) {
+		r = steps[i].run(&b);
+		if (r < 0) {
+			err_prefix(r, "step %s", steps[i].name);
+			break;
+		}
+		r = save_row(&b, steps[i].name);
+		if (r < 0)
+			break;
+		agent_fault_point("incoming", steps[i].name);
+	}
+	if (r == 0)
+		r = render_xml(&b, xml);
+	if (r == 0)
+		r = save_row(&b, "prepared");
+	if (r < 0) {
+		char reason[1024];
+
+		snprintf(reason, sizeof(reason), "%s", err_msg());
+		for (size_t k = i < n ? i + 1 : i; k-- > 0;)
+			steps[k].undo(&b);
+		store_instance_delete(a->store, j->uuid);
+		r = err_set(r, "%s", reason);
+	}
 	release_blobs(&b);
 	if (b.placed)
 		vmm_placement_free(&b.place);

@@ -15,35 +15,55 @@
 int agent_cmd_host_info(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
 		{ "sysfs", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	const char *sysfs = NULL;
+	static const char usage[] = "usage: stratus-agent host-info [-c CONFIG] [--sysfs ROOT]\n";
+	struct vmm_config cfg = { 0 };
+	const struct cfg_section sections[] = {
+		{ .name = "vmm", .fields = vmm_config_fields, .dst = &cfg },
+		{ 0 },
+	};
+	const char *sysfs = NULL, *config = NULL;
 	struct vmm_topology *t = NULL;
 	json_t *j;
 	int c, r;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
 		switch (c) {
+		case 'c':
+			config = optarg;
+			break;
 		case 's':
 			sysfs = optarg;
 			break;
 		case 'h':
-			printf("usage: stratus-agent host-info [--sysfs ROOT]\n");
+			fputs(usage, stdout);
 			return 0;
 		default:
-			fprintf(stderr, "usage: stratus-agent host-info [--sysfs ROOT]\n");
+			fputs(usage, stderr);
 			return 2;
 		}
 	}
 	if (optind != argc) {
-		fprintf(stderr, "usage: stratus-agent host-info [--sysfs ROOT]\n");
+		fputs(usage, stderr);
 		return 2;
 	}
-	r = vmm_topology_load(sysfs, &t);
+	/* the PCI devices the config's vmm.pci_alias declares, with why a
+	 * device is unusable */
+	r = config ? cfg_load_file(config, sections) : vmm_config_init(&cfg);
+	if (r == 0)
+		r = vmm_config_check(&cfg);
+	if (r == 0)
+		r = vmm_topology_load(sysfs ? sysfs : cfg.sysfs_root, &t);
+	if (r == 0 && config)
+		r = vmm_pci_scan(sysfs ? sysfs : cfg.sysfs_root, &cfg, t);
+	vmm_config_free(&cfg);
 	if (r < 0) {
+		vmm_topology_free(t);
 		fprintf(stderr, "stratus-agent host-info: %s\n", err_msg());
 		return 1;
 	}
@@ -83,7 +103,13 @@ static int render_domain(const char *spec_path, const struct vmm_config *cfg, bo
 	r = vmm_topology_load(sysfs ? sysfs : cfg->sysfs_root, &t);
 	if (r < 0)
 		goto out;
+	r = vmm_pci_scan(sysfs ? sysfs : cfg->sysfs_root, cfg, t);
+	if (r < 0)
+		goto out;
 	r = vmm_fit(t, have_cfg ? cfg : NULL, NULL, &spec, &pl);
+	if (r < 0)
+		goto out;
+	r = vmm_cpu_fit(t, cfg, vmm_accel_resolve(cfg->accel), &spec, &pl);
 	if (r < 0)
 		goto out;
 	/* --cmdline stands for the image's cmdline (used with a kernel only) */
@@ -171,7 +197,7 @@ int agent_cmd_render_domain(int argc, char **argv)
 		return 2;
 	}
 	r = config ? cfg_load_file(config, sections) : vmm_config_init(&cfg);
-	if (r < 0)
+	if (r < 0 || (r = vmm_config_check(&cfg)) < 0)
 		goto fail;
 	if (accel) {
 		for (cfg.accel = 0; cfg.accel < VMM_ACCEL_LAST; cfg.accel++)

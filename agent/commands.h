@@ -22,5 +22,6 @@ int agent_cmd_image(int argc, char **argv);
 int agent_cmd_seed(int argc, char **argv);
 /* port-filter render|drops ...: a port's nftables filter (agent/cmd_filter.c) */
 int agent_cmd_port_filter(int argc, char **argv);
+int agent_cmd_secgroup(int argc, char **argv);
 
 #endif

@@ -1,5 +1,6 @@
 /* The agent: section. */
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
@@ -32,6 +33,21 @@ static const struct cfg_field net_fields[] = {
 	{ .key = "port_mark", .type = CFG_INT,
 	  .offset = offsetof(struct agent_net_config, port_mark), .min = 1, .max = 0x7fffffff,
 	  .def = "21332" },
+	{ 0 },
+};
+
+static const struct cfg_field console_fields[] = {
+	{ .key = "listen", .type = CFG_STRING,
+	  .offset = offsetof(struct agent_console_config, listen), .def = "",
+	  .expected = "ADDR:PORT for the console proxy, or \"\" for none" },
+	{ .key = "advertise", .type = CFG_STRING,
+	  .offset = offsetof(struct agent_console_config, advertise), .def = "",
+	  .expected = "HOST:PORT clients reach the proxy at, or \"\" for the listen address" },
+	{ .key = "token_ttl", .type = CFG_DURATION,
+	  .offset = offsetof(struct agent_console_config, token_ttl_ms), .def = "30s" },
+	{ .key = "web_dir", .type = CFG_STRING,
+	  .offset = offsetof(struct agent_console_config, web_dir),
+	  .def = "/usr/local/share/stratus/console" },
 	{ 0 },
 };
 
@@ -70,8 +86,15 @@ const struct cfg_field agent_config_fields[] = {
 	  .offset = offsetof(struct agent_config, scheduler_keys) },
 	{ .key = "command_max_age", .type = CFG_DURATION,
 	  .offset = offsetof(struct agent_config, command_max_age_ms), .def = "1h" },
+	{ .key = "migration_uri", .type = CFG_STRING, .offset = offsetof(struct agent_config, migration_uri),
+	  .def = "", .expected = "a libvirt URI like qemu+tcp://10.0.0.12/system" },
+	{ .key = "volume_dir", .type = CFG_STRING,
+	  .offset = offsetof(struct agent_config, volume_dir), .def = "/var/lib/stratus/volumes",
+	  .expected = "a directory" },
 	{ .key = "network", .type = CFG_SECTION, .offset = offsetof(struct agent_config, network),
 	  .sub = net_fields },
+	{ .key = "console", .type = CFG_SECTION, .offset = offsetof(struct agent_config, console),
+	  .sub = console_fields },
 	{ 0 },
 };
 
@@ -136,6 +159,14 @@ int agent_config_check(struct agent_config *c)
 			       "%s: agent.network.dhcp_hosts_dir: expected an absolute directory path "
 			       "(or \"\" for none), got '%s'",
 			       cfg_where(&n->dhcp_hosts_dir), n->dhcp_hosts_dir);
+	if (c->console.listen && *c->console.listen) {
+		struct sockaddr_in sa;
+
+		if (net_addr_port_parse(c->console.listen, 1, 65535, 0, &sa) < 0)
+			return err_set(-EINVAL, "%s: agent.console.listen: expected ADDR:PORT (an "
+				       "IPv4 address, a port from 1 to 65535) or \"\", got '%s'",
+				       cfg_where(&c->console.listen), c->console.listen);
+	}
 	n->prefix = (int)plen;
 	if (!c->host) {
 		char h[256];

@@ -122,6 +122,11 @@ static int handle_build(struct agent *a, const struct bus_envelope *e, const cha
 		return 0;
 	}
 	r = model_spec_parse(body, &spec);
+	/* the project's groups on this host with this port: kept for the
+	 * build's filter step (applied before the guest starts) */
+	if (r == 0 && json_is_object(json_object_get(body, "secgroups")) &&
+	    agent_sg_update(a, json_object_get(body, "secgroups"), false) < 0)
+		r = err_prefix(-EINVAL, "instance %s: secgroups", uuid);
 	json_decref(body);
 	if (r < 0) {
 		char msg[1024];
@@ -151,6 +156,21 @@ static int handle_build(struct agent *a, const struct bus_envelope *e, const cha
 	return 0;
 }
 
+/* secgroup.apply: the project's groups on this host, applied now; the
+ * outcome goes back as request.result (docs/bus.md). */
+static int handle_secgroup(struct agent *a, const struct bus_envelope *e)
+{
+	int r = agent_sg_update(a, e->body, true);
+
+	if (r < 0) {
+		log_warn("security groups refused request=%s: %s", e->request_id, err_msg());
+		agent_emit_result(a, e->request_id, false, err_msg(), NULL);
+		return 0;
+	}
+	agent_emit_result(a, e->request_id, true, NULL, NULL);
+	return 0;
+}
+
 /* The lines go back sealed to the requester when the scheduler sent its
  * result key (sealed to this host); in the clear only without one. */
 static int handle_console(struct agent *a, const struct bus_envelope *e, const char *uuid)
@@ -173,8 +193,22 @@ static int handle_console(struct agent *a, const struct bus_envelope *e, const c
 				  "instance.console: result_key: expected 32 bytes in base64", NULL);
 		goto out;
 	}
-	tail = agent_console_tail(a, uuid, lines > 0 && lines < 10000 ? (long)lines
-								 : AGENT_CONSOLE_DEFAULT_LINES);
+	if (json_is_true(json_object_get(body, "attach"))) {
+		/* a token only travels sealed both ways */
+		if (!key) {
+			agent_emit_result(a, e->request_id, false, "instance.console: attach: "
+					  "the token can only be answered sealed (no result_key)", NULL);
+			goto out;
+		}
+		tail = agent_console_grant(a, uuid, body);
+		if (!tail) {
+			agent_emit_result(a, e->request_id, false, err_msg(), NULL);
+			goto out;
+		}
+	} else {
+		tail = agent_console_tail(a, uuid, lines > 0 && lines < 10000 ? (long)lines
+									 : AGENT_CONSOLE_DEFAULT_LINES);
+	}
 	if (key)
 		agent_emit_result_body(a, e->request_id, bus_result_sealed(key, e->request_id, tail));
 	else
@@ -229,11 +263,23 @@ static const struct {
 	int (*handle)(struct agent *a, const struct bus_envelope *e, const char *uuid);
 } handlers[] = {
 	{ "instance.build", handle_build },
+	{ "instance.rebuild", agent_handle_rebuild },
 	{ "instance.console", handle_console },
 	{ "instance.delete", handle_delete },
 	{ "instance.stop", handle_power },
 	{ "instance.start", handle_power },
 	{ "instance.reboot", handle_power },
+	{ "instance.migrate.prepare", agent_on_migrate_prepare },
+	{ "instance.migrate.perform", agent_on_migrate_perform },
+	{ "instance.migrate.finish", agent_on_migrate_finish },
+	{ "instance.resize", agent_handle_resize },
+	{ "instance.resize.confirm", agent_handle_resize_answer },
+	{ "instance.resize.revert", agent_handle_resize_answer },
+	{ "volume.create", agent_volume_handle },
+	{ "volume.delete", agent_volume_handle },
+	{ "volume.attach", agent_volume_handle },
+	{ "volume.detach", agent_volume_handle },
+	{ "instance.snapshot", agent_handle_snapshot },
 };
 
 int agent_handle_message(void *opaque, const struct bus_message *m)
@@ -256,6 +302,8 @@ int agent_handle_message(void *opaque, const struct bus_message *m)
 		snprintf(why, sizeof(why), "%s", err_msg());
 		return refuse(a, e, why);
 	}
+	if (strcmp(e->type, "secgroup.apply") == 0) /* a project's, not one instance's */
+		return handle_secgroup(a, e);
 	uuid = body_uuid(e);
 	if (!uuid || !uuid_valid(uuid)) {
 		agent_emit_result(a, e->request_id, false, "body.uuid: missing or not a UUID", NULL);
@@ -355,6 +403,8 @@ static int reconcile_row(const struct store_instance *row, void *ud)
 	case INST_ACTIVE:
 	case INST_STOPPED:
 	case INST_REBOOTING: {
+		if (c->startup) /* a snapshot a kill -9 interrupted (snapshot.c) */
+			agent_snapshot_reconcile(a, row);
 		bool drift = (row->state == INST_STOPPED) != (pw != VMM_POWER_RUNNING &&
 							      pw != VMM_POWER_PAUSED) ||
 			     pw == VMM_POWER_NONE;
@@ -371,6 +421,30 @@ static int reconcile_row(const struct store_instance *row, void *ud)
 		}
 		break;
 	}
+	case INST_REBUILDING:
+		/* a worker owns it; at start, interrupted by our death: roll back */
+		if (c->startup) {
+			agent_rebuild_reconcile(a, row);
+			c->cleaned++;
+		}
+		break;
+	case INST_MIGRATING:
+		/* at start only: later, the migration's jobs own it */
+		if (c->startup)
+			agent_migrate_reconcile(a, row, pw);
+		break;
+	case INST_RESIZING:
+	case INST_REVERTING:
+		/* a worker owns it; at start, interrupted by our death: back to
+		 * the flavor before */
+		if (c->startup) {
+			agent_resize_reconcile(a, row);
+			c->cleaned++;
+		}
+		break;
+	case INST_VERIFY_RESIZE:
+		/* waits for confirm or revert; its power is not corrected meanwhile */
+		break;
 	case INST_SCHEDULING:
 	case INST_DELETED:
 	case INST_ERROR:
@@ -396,6 +470,8 @@ static int reconcile(struct agent *a, bool startup)
 	if (r < 0)
 		return r;
 	r = store_instance_foreach(a->store, reconcile_row, &c);
+	if (r == 0)
+		r = agent_volumes_reconcile(a, startup, NULL);
 	/* domains of ours that the store does not know (a build writes its row
 	 * before it defines, so a domain being built is never one of these) */
 	for (size_t i = 0; i < c.n_doms; i++) {
@@ -498,7 +574,8 @@ int agent_new(const struct agent_config *cfg, const struct bus_config *bus,
 		goto fail;
 	}
 	if (asprintf(&a->source, "agent/%s", cfg->host) < 0 ||
-	    asprintf(&a->store_path, "%s/agent.db", cfg->state_dir) < 0) {
+	    asprintf(&a->store_path, "%s/agent.db", cfg->state_dir) < 0 ||
+	    !(a->volume_dir = strdup(cfg->volume_dir))) {
 		r = err_set(-ENOMEM, "out of memory");
 		goto fail;
 	}
@@ -508,10 +585,17 @@ int agent_new(const struct agent_config *cfg, const struct bus_config *bus,
 	    (r = agent_trust_open(a)) < 0 ||
 	    (r = store_open(a->store_path, false, &a->store)) < 0 ||
 	    (r = vmm_topology_load(vmm->sysfs_root, &a->topo)) < 0 ||
+	    (r = vmm_pci_scan(vmm->sysfs_root, vmm, a->topo)) < 0 ||
 	    (r = vmm_usage_init(&a->usage, a->topo)) < 0 ||
-	    (r = img_cache_open(img, &a->images)) < 0 || (r = agent_filter_init(a)) < 0)
+	    (r = img_cache_open(img, &a->images)) < 0 || (r = agent_filter_init(a)) < 0 ||
+	    (r = agent_sg_init(a)) < 0)
 		goto fail;
 	a->virt = vmm_accel_resolve(vmm->accel);
+	a->console = agent_console_tokens_new(cfg->console.token_ttl_ms);
+	if (!a->console) {
+		r = err_set(-ENOMEM, "out of memory");
+		goto fail;
+	}
 	store_instance_foreach(a->store, claim_from_store_cb, a);
 	if ((r = vmm_open(vmm->uri, on_vmm_event, a, &a->conn)) < 0) {
 		err_prefix(r, "libvirt %s", vmm->uri ? vmm->uri : "qemu:///system");
@@ -551,7 +635,7 @@ int agent_run(struct agent *a)
 	int r;
 
 	next_reconcile = time_mono_ms() + a->cfg->reconcile_interval_ms;
-	if (agent_http_start(a) < 0) {
+	if (agent_http_start(a) < 0 || agent_console_start(a) < 0) {
 		log_error("%s", err_msg());
 		return -1;
 	}
@@ -595,6 +679,7 @@ void agent_free(struct agent *a)
 	bus_consumer_free(a->cons);
 	agent_workers_stop(a);
 	agent_http_stop(a);
+	agent_console_free(a->console); /* before the libvirt connection goes */
 	bus_producer_free(a->prod); /* flushes */
 	vmm_close(a->conn);          /* running guests are left alone */
 	img_cache_close(a->images);
@@ -606,9 +691,11 @@ void agent_free(struct agent *a)
 	free(a->topic);
 	free(a->source);
 	free(a->store_path);
+	free(a->volume_dir);
 	pthread_mutex_destroy(&a->usage_lock);
 	pthread_mutex_destroy(&a->q_lock);
 	pthread_mutex_destroy(&a->m_lock);
+	agent_sg_free(a);
 	pthread_mutex_destroy(&a->filter_lock);
 	pthread_cond_destroy(&a->q_cond);
 	pthread_cond_destroy(&a->q_idle);

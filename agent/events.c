@@ -17,9 +17,16 @@ static void emit(struct agent *a, const char *type, const char *request_id, json
 		log_error("event %s not sent: %s", type, err_msg());
 		return;
 	}
-	if (bus_produce(a->prod, BUS_TOPIC_EVENTS, NULL, e) < 0)
+	if (agent_trust_sign(a, e) < 0)
+		log_error("event %s not signed, not sent: %s", type, err_msg());
+	else if (bus_produce(a->prod, BUS_TOPIC_EVENTS, NULL, e) < 0)
 		log_error("event %s not queued: %s", type, err_msg());
 	bus_envelope_free(e);
+}
+
+void agent_emit_event(struct agent *a, const char *type, const char *request_id, json_t *body)
+{
+	emit(a, type, request_id, body);
 }
 
 void agent_emit_state(struct agent *a, const char *uuid, const char *project,
@@ -71,4 +78,19 @@ void agent_emit_reschedule(struct agent *a, const char *uuid, const char *projec
 
 	log_warn("reschedule requested instance=%s reason=\"%s\"", uuid, reason ? reason : "");
 	emit(a, "instance.reschedule", request_id, b);
+}
+
+void agent_emit_volume(struct agent *a, const struct store_volume *v, const char *request_id)
+{
+	json_t *b = json_pack("{s:s, s:s, s:s, s:s}", "uuid", v->uuid, "project",
+			      v->project ? v->project : "unknown", "host", a->cfg->host, "state",
+			      v->state);
+
+	if (b && v->instance)
+		json_object_set_new(b, "instance", json_string(v->instance));
+	if (b && v->reason)
+		json_object_set_new(b, "reason", json_string(v->reason));
+	log_info("volume state volume=%s state=%s%s%s", v->uuid, v->state,
+		 v->reason ? " reason=" : "", v->reason ? v->reason : "");
+	emit(a, "volume.state", request_id, b);
 }

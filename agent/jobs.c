@@ -14,11 +14,19 @@ static const struct {
 	int (*run)(struct agent *a, struct job *j);
 } job_table[] = {
 	{ "instance.build", agent_do_build },
+	{ "instance.rebuild", agent_do_rebuild }, /* issue 18: agent/rebuild.c */
 	{ "instance.delete", agent_do_delete },
 	{ "instance.stop", agent_do_power },
 	{ "instance.start", agent_do_power },
 	{ "instance.reboot", agent_do_power },
 	{ "instance.sync", agent_do_sync }, /* internal: power drift seen by an event */
+	{ "instance.migrate.prepare", agent_do_migrate_prepare },
+	{ "instance.migrate.perform", agent_do_migrate_perform },
+	{ "instance.migrate.finish", agent_do_migrate_finish },
+	{ "instance.resize", agent_do_resize }, /* issue 18: agent/resize.c */
+	{ "instance.resize.confirm", agent_do_resize_answer },
+	{ "instance.resize.revert", agent_do_resize_answer },
+	{ "instance.snapshot", agent_do_snapshot }, /* issue 18: agent/snapshot.c */
 };
 
 static void job_free(struct job *j)
@@ -69,7 +77,8 @@ int agent_enqueue(struct agent *a, const char *type, const char *uuid, const cha
 {
 	struct job *j;
 
-	if (strcmp(type, "instance.build") == 0) /* only with its spec: agent_enqueue_build */
+	if (strcmp(type, "instance.build") == 0 || strcmp(type, "instance.rebuild") == 0)
+		/* only with its spec: agent_enqueue_build / agent_enqueue_rebuild */
 		return err_set(-EINVAL, "instance.build queued without its spec instance=%s", uuid);
 	j = job_new(type, uuid, request_id);
 	if (!j)
@@ -78,9 +87,26 @@ int agent_enqueue(struct agent *a, const char *type, const char *uuid, const cha
 	return enqueue(a, j);
 }
 
-int agent_enqueue_build(struct agent *a, const char *request_id, struct instance_spec *spec)
+int agent_accept_row(struct agent *a, const struct bus_envelope *e, struct store_instance *row,
+		     enum instance_state state, const char *step)
 {
-	struct job *j = job_new("instance.build", spec->uuid, request_id);
+	int r;
+
+	free(row->step);
+	free(row->request_id);
+	row->step = strdup(step);
+	row->request_id = strdup(e->request_id);
+	row->state = state;
+	r = store_instance_put(a->store, row);
+	if (r == 0)
+		r = store_request_put(a->store, e->request_id, row->uuid, e->type, NULL);
+	return r;
+}
+
+int agent_enqueue_spec(struct agent *a, const char *type, const char *request_id,
+		       struct instance_spec *spec)
+{
+	struct job *j = job_new(type, spec->uuid, request_id);
 
 	if (j)
 		j->spec = malloc(sizeof(*j->spec));
@@ -93,6 +119,16 @@ int agent_enqueue_build(struct agent *a, const char *request_id, struct instance
 	*j->spec = *spec; /* moved: the job owns it now */
 	memset(spec, 0, sizeof(*spec));
 	return enqueue(a, j);
+}
+
+int agent_enqueue_build(struct agent *a, const char *request_id, struct instance_spec *spec)
+{
+	return agent_enqueue_spec(a, "instance.build", request_id, spec);
+}
+
+int agent_enqueue_rebuild(struct agent *a, const char *request_id, struct instance_spec *spec)
+{
+	return agent_enqueue_spec(a, "instance.rebuild", request_id, spec);
 }
 
 static bool uuid_busy(struct agent *a, const char *uuid)

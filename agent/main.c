@@ -26,6 +26,7 @@ static const struct {
 	{ "image", agent_cmd_image, "fetch, inspect, list and evict cached images" },
 	{ "seed", agent_cmd_seed, "build a cloud-init seed disk for an instance spec" },
 	{ "port-filter", agent_cmd_port_filter, "a port's anti-spoofing filter: render, drops" },
+	{ "secgroup", agent_cmd_secgroup, "the security groups nft script: render" },
 };
 
 static struct log_config log_cfg;
@@ -78,7 +79,9 @@ static int run_daemon(void)
 
 static int validate(void *ud)
 {
-	return agent_config_check(ud);
+	int r = agent_config_check(ud);
+
+	return r < 0 ? r : vmm_config_check(&vmm_cfg);
 }
 
 int main(int argc, char **argv)

@@ -555,7 +555,7 @@ static uint32_t port_mark(const struct agent *a)
 
 /* A row whose port may exist (or is about to): it has its address and MAC,
  * past the build's network step. In error or deleting too: its domain may
- * still run until the cleanup that removes row and filter together. */
+ * still run until the cleanup that removes the row, then the filter. */
 static bool row_has_port(const struct store_instance *row)
 {
 	if (!row->mac || !row->address)
@@ -568,6 +568,11 @@ static bool row_has_port(const struct store_instance *row)
 	case INST_REBOOTING:
 	case INST_DELETING:
 	case INST_ERROR:
+	case INST_REBUILDING:
+	case INST_MIGRATING:
+	case INST_RESIZING:
+	case INST_VERIFY_RESIZE:
+	case INST_REVERTING:
 		return true;
 	case INST_SCHEDULING:
 	case INST_DELETED:
@@ -688,8 +693,8 @@ int agent_filter_reconcile(struct agent *a)
 	r = filter_reconcile_locked(a, table, NULL);
 	pthread_mutex_unlock(&a->filter_lock);
 	if (r < 0)
-		err_prefix(r, "port filter reconcile");
-	return r;
+		return err_prefix(r, "port filter reconcile");
+	return agent_sg_reconcile(a); /* the security groups on top (secgroup.c) */
 }
 
 /* The base chain is there with its vmap rule: one small listing (the whole
@@ -760,6 +765,7 @@ void agent_filter_remove(struct agent *a, const char *uuid)
 	if (r < 0)
 		log_warn("port filter not removed instance=%s port=%s: %s (reconcile retries)", uuid,
 			 tap, err_msg());
+	agent_sg_forget(a, uuid); /* and its security group chains */
 }
 
 int agent_filter_init(struct agent *a)

@@ -24,10 +24,27 @@ void agent_cleanup_instance(struct agent *a, const struct store_instance *row)
 		unlink(p);
 		free(p);
 	}
+	if ((p = agent_instance_path(a, row->uuid, ".nvram"))) { /* UEFI images */
+		unlink(p);
+		free(p);
+	}
+	/* a rebuild's kept old disk and spec (agent/rebuild.c) */
+	if ((p = agent_instance_path(a, row->uuid, ".qcow2.prev"))) {
+		unlink(p);
+		free(p);
+	}
+	if ((p = agent_instance_path(a, row->uuid, ".rebuild.json"))) {
+		unlink(p);
+		free(p);
+	}
+	agent_local_disks_remove(a, row->uuid); /* the flavor's ephemeral and swap */
+	if ((p = agent_instance_path(a, row->uuid, ".resize.json"))) { /* agent/resize.c */
+		unlink(p);
+		free(p);
+	}
 	if (img_overlay_delete(a->images, row->uuid) < 0)
 		log_warn("cleanup: overlay not removed instance=%s: %s", row->uuid, err_msg());
 	agent_dhcp_host_remove(a, row->uuid);
-	agent_filter_remove(a, row->uuid);
 	store_address_release(a->store, row->uuid);
 	if (row->placement_json) {
 		json_t *pj = json_loads(row->placement_json, 0, NULL);
@@ -42,6 +59,11 @@ void agent_cleanup_instance(struct agent *a, const struct store_instance *row)
 		json_decref(pj);
 	}
 	store_instance_delete(a->store, row->uuid);
+	/* the filter after the row: reconcile restores the filter of every row
+	 * it finds, and would put it back between the two (a crash between them
+	 * leaves a filter of no instance, which reconcile removes) */
+	agent_filter_remove(a, row->uuid);
+	agent_volumes_instance_gone(a, row->uuid); /* the files stay: available again */
 }
 
 int agent_do_delete(struct agent *a, struct job *j)

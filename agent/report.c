@@ -5,8 +5,10 @@
  */
 #define LOG_TAG "agent"
 #include <errno.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/statvfs.h>
 
@@ -123,9 +125,24 @@ static int sum_usage(const struct store_instance *row, void *ud)
 	u->vcpus += (long)json_integer_value(json_object_get(f, "vcpus"));
 	u->ram_mb += (long)json_integer_value(json_object_get(f, "ram_mb"));
 	u->disk_gb += (long)json_integer_value(json_object_get(f, "disk_gb"));
+	/* the local disks too, as the scheduler claims them (swap in whole GB) */
+	u->disk_gb += (long)json_integer_value(json_object_get(f, "ephemeral_gb"));
+	u->disk_gb += ((long)json_integer_value(json_object_get(f, "swap_mb")) + 1023) / 1024;
 	u->n++;
 	json_decref(spec);
 	return 0;
+}
+
+/* The declared PCI devices with their NUMA node, IOMMU group, whether
+ * usable (and why not) and the instance holding each (docs/agent.md). */
+static json_t *pci_inventory(struct agent *a)
+{
+	json_t *j;
+
+	pthread_mutex_lock(&a->usage_lock);
+	j = vmm_pci_to_json(a->topo, &a->usage);
+	pthread_mutex_unlock(&a->usage_lock);
+	return j;
 }
 
 static json_t *inventory(struct agent *a)
@@ -179,14 +196,60 @@ static json_t *inventory(struct agent *a)
 						      hp));
 	}
 	pthread_mutex_unlock(&a->usage_lock);
-	return json_pack("{s:{s:i, s:i, s:f}, s:{s:i}, s:{s:I, s:i, s:f}, s:{s:i}, s:o}", "VCPU",
+	return json_pack("{s:{s:i, s:i, s:f}, s:{s:i}, s:{s:I, s:i, s:f}, s:{s:i}, s:o, s:o}", "VCPU",
 			 "total", vmm_cpuset_count(&shared), "reserved",
 			 (int)a->cfg->reserved_host_cpus, "allocation_ratio",
 			 a->cfg->cpu_allocation_ratio, "PCPU", "total", vmm_cpuset_count(&dedicated),
 			 "MEMORY_MB", "total", (json_int_t)(mem_kib / 1024), "reserved",
 			 (int)a->cfg->reserved_host_memory_mb, "allocation_ratio",
 			 a->cfg->ram_allocation_ratio, "DISK_GB", "total", (int)disk_gb, "numa",
-			 numa);
+			 numa, "pci_devices", pci_inventory(a));
+}
+
+/*
+ * A signed envelope carries no real numbers (docs/bus.md "canonical
+ * form"): every real member "K": X of V (objects, also inside arrays)
+ * becomes "K_milli": round(X * 1000), which the scheduler reads back.
+ */
+static int reals_to_milli(json_t *v)
+{
+	const char *k;
+	json_t *x, *reals = NULL;
+	void *tmp;
+	size_t i;
+	int r = 0;
+
+	if (json_is_array(v)) {
+		json_array_foreach(v, i, x)
+			if ((r = reals_to_milli(x)) < 0)
+				return r;
+		return 0;
+	}
+	if (!json_is_object(v))
+		return 0;
+	reals = json_object();
+	if (!reals)
+		return -ENOMEM;
+	json_object_foreach_safe(v, tmp, k, x) {
+		if (json_is_real(x)) {
+			char name[128];
+			int n = snprintf(name, sizeof(name), "%s_milli", k);
+
+			if (n < 0 || (size_t)n >= sizeof(name)) {
+				r = -EINVAL;
+				break;
+			}
+			json_object_set_new(reals, name,
+					    json_integer((json_int_t)llround(json_real_value(x) * 1000.0)));
+			json_object_del(v, k);
+		} else if ((r = reals_to_milli(x)) < 0) {
+			break;
+		}
+	}
+	if (r == 0 && json_object_update(v, reals) < 0)
+		r = -ENOMEM;
+	json_decref(reals);
+	return r;
 }
 
 /* The report, with EXTRA's members added (taken; may be NULL). */
@@ -218,9 +281,21 @@ static int report_send(struct agent *a, json_t *extra)
 		return err_set(-ENOMEM, "host report: out of memory");
 	/* the key the scheduler seals this host's builds' secrets to */
 	json_object_set_new(body, "box_key", json_string(a->box_pub_text));
+	/* the key the envelope is signed with, that the scheduler pins */
+	json_object_set_new(body, "sign_key", json_string(a->sign_pub_text));
+	r = reals_to_milli(body);
+	if (r < 0) {
+		json_decref(body);
+		return err_set(r, "host report: fractional values: %s", strerror(-r));
+	}
 	r = bus_envelope_new("host.report", BUS_TC_METRICS, a->source, NULL, body, &e);
 	if (r < 0)
 		return r;
+	r = agent_trust_sign(a, e);
+	if (r < 0) {
+		bus_envelope_free(e);
+		return err_prefix(r, "host report: signing");
+	}
 	r = bus_produce(a->prod, BUS_TOPIC_METRICS, a->cfg->host, e);
 	bus_envelope_free(e);
 	return r;
@@ -281,6 +356,68 @@ static void sb_metric_head(struct strbuf *sb, const char *name, const char *type
 	sb_printf(sb, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* The console proxy's counters (agent/console.c). */
+static void agent_console_metrics(struct agent *a, struct strbuf *sb)
+{
+	struct agent_console_stats cs;
+	const char *h = a->cfg->host;
+
+	agent_console_stats(a->console, &cs);
+	sb_metric_head(sb, "stratus_console_refused_total", "counter",
+		       "Console connections refused, by reason: unknown, reused, expired token, "
+		       "token for another instance or project.");
+	for (int r = 0; r < CONSOLE_REFUSED_LAST; r++)
+		sb_printf(sb, "stratus_console_refused_total{host=\"%s\",reason=\"%s\"} %llu\n", h,
+			  agent_console_refusal_names[r], (unsigned long long)cs.refused[r]);
+	sb_metric_head(sb, "stratus_console_tokens_issued_total", "counter",
+		       "Console tokens this host accepted from the scheduler.");
+	sb_printf(sb, "stratus_console_tokens_issued_total{host=\"%s\"} %llu\n", h,
+		  (unsigned long long)cs.tokens_issued);
+	sb_metric_head(sb, "stratus_console_sessions_total", "counter",
+		       "Console sessions opened through the proxy.");
+	sb_printf(sb, "stratus_console_sessions_total{host=\"%s\"} %llu\n", h,
+		  (unsigned long long)cs.sessions);
+	sb_metric_head(sb, "stratus_console_connections", "gauge",
+		       "Connections to the console proxy open now.");
+	sb_printf(sb, "stratus_console_connections{host=\"%s\"} %llu\n", h,
+		  (unsigned long long)cs.sessions_active);
+}
+
+/* The host's one-number metrics: a row per series; a row without a type
+ * is one more series of the metric above it (another label). */
+struct host_counter {
+	const char *name, *type, *help, *label;
+	size_t off; /* its uint64_t in struct agent_metrics */
+};
+#define HC(name, type, help, label, field) \
+	{ name, type, help, label, offsetof(struct agent_metrics, field) }
+static const struct host_counter host_counters[] = {
+	HC("stratus_builds_total", "counter", "Builds finished, by result.", ",result=\"ok\"",
+	   builds_ok),
+	HC("stratus_builds_total", NULL, NULL, ",result=\"failed\"", builds_failed),
+	HC("stratus_commands_total", "counter", "Commands received on this host's topic.", "",
+	   commands),
+	HC("stratus_agent_reannounces_total", "counter",
+	   "Times the agent re-announced its host and instances after a broker change.", "",
+	   reannounces),
+	HC("stratus_commands_refused_total", "counter",
+	   "Commands refused at the edge: unsigned, untrusted key, bad signature, stale, or a "
+	   "seal that does not open.", "", refused),
+	HC("stratus_agent_port_filters_applied_total", "counter", "Port filters applied by builds.",
+	   "", filters_applied),
+	HC("stratus_agent_port_filters_restored_total", "counter",
+	   "Port filters reconcile found missing or changed and restored.", "", filters_restored),
+	HC("stratus_agent_port_filters", "gauge", "Instance ports with a filter at the last reconcile.",
+	   "", filter_ports),
+	HC("stratus_agent_secgroup_applies_total", "counter",
+	   "Security group transactions applied (secgroup.c).", "", sg_applies),
+	HC("stratus_agent_secgroup_restored_total", "counter",
+	   "Security group chains reconcile found missing or changed and restored.", "", sg_restored),
+	HC("stratus_agent_secgroup_ports", "gauge", "Instance ports with security group chains.", "",
+	   sg_ports),
+};
+#undef HC
+
 char *agent_metrics_text(struct agent *a)
 {
 	struct strbuf sb = { .max = 16u << 20 };
@@ -317,36 +454,18 @@ char *agent_metrics_text(struct agent *a)
 	sb_printf(&sb, "stratus_build_duration_seconds_sum{host=\"%s\"} %.6f\n", h, a->m.hist_sum);
 	sb_printf(&sb, "stratus_build_duration_seconds_count{host=\"%s\"} %llu\n", h,
 		  (unsigned long long)a->m.hist_count);
-	sb_metric_head(&sb, "stratus_builds_total", "counter", "Builds finished, by result.");
-	sb_printf(&sb, "stratus_builds_total{host=\"%s\",result=\"ok\"} %llu\n", h,
-		  (unsigned long long)a->m.builds_ok);
-	sb_printf(&sb, "stratus_builds_total{host=\"%s\",result=\"failed\"} %llu\n", h,
-		  (unsigned long long)a->m.builds_failed);
-	sb_metric_head(&sb, "stratus_commands_total", "counter",
-		       "Commands received on this host's topic.");
-	sb_printf(&sb, "stratus_commands_total{host=\"%s\"} %llu\n", h,
-		  (unsigned long long)a->m.commands);
-	sb_metric_head(&sb, "stratus_agent_reannounces_total", "counter",
-		       "Times the agent re-announced its host and instances after a broker change.");
-	sb_printf(&sb, "stratus_agent_reannounces_total{host=\"%s\"} %llu\n", h,
-		  (unsigned long long)a->m.reannounces);
-	sb_metric_head(&sb, "stratus_commands_refused_total", "counter",
-		       "Commands refused at the edge: unsigned, untrusted key, bad signature, "
-		       "stale, or a seal that does not open.");
-	sb_printf(&sb, "stratus_commands_refused_total{host=\"%s\"} %llu\n", h,
-		  (unsigned long long)a->m.refused);
-	sb_metric_head(&sb, "stratus_agent_port_filters_applied_total", "counter",
-		       "Port filters applied by builds.");
-	sb_printf(&sb, "stratus_agent_port_filters_applied_total{host=\"%s\"} %llu\n", h,
-		  (unsigned long long)a->m.filters_applied);
-	sb_metric_head(&sb, "stratus_agent_port_filters_restored_total", "counter",
-		       "Port filters reconcile found missing or changed and restored.");
-	sb_printf(&sb, "stratus_agent_port_filters_restored_total{host=\"%s\"} %llu\n", h,
-		  (unsigned long long)a->m.filters_restored);
-	sb_metric_head(&sb, "stratus_agent_port_filters", "gauge",
-		       "Instance ports with a filter at the last reconcile.");
-	sb_printf(&sb, "stratus_agent_port_filters{host=\"%s\"} %llu\n", h,
-		  (unsigned long long)a->m.filter_ports);
+	agent_migration_metrics(a, &sb);
+	for (size_t i = 0; i < ARRAY_SIZE(host_counters); i++) {
+		const struct host_counter *c = &host_counters[i];
+		uint64_t v;
+
+		memcpy(&v, (const char *)&a->m + c->off, sizeof(v));
+		if (c->type)
+			sb_metric_head(&sb, c->name, c->type, c->help);
+		sb_printf(&sb, "%s{host=\"%s\"%s} %llu\n", c->name, h, c->label,
+			  (unsigned long long)v);
+	}
+	agent_console_metrics(a, &sb);
 	sb_metric_head(&sb, "stratus_bus_rejected_messages_total", "counter",
 		       "Messages on this host's topic that did not validate.");
 	sb_printf(&sb, "stratus_bus_rejected_messages_total{host=\"%s\"} %llu\n", h,
@@ -363,6 +482,7 @@ char *agent_metrics_text(struct agent *a)
 		{ "stratus_instance_disk_written_bytes_total", "counter", "Bytes written to disks." },
 		{ "stratus_instance_network_receive_bytes_total", "counter", "Bytes received." },
 		{ "stratus_instance_network_transmit_bytes_total", "counter", "Bytes sent." },
+		{ "stratus_instance_vcpus", "gauge", "vCPUs the instance's domain has." },
 	};
 	for (size_t m = 0; m < ARRAY_SIZE(inst_metrics); m++) {
 		sb_metric_head(&sb, inst_metrics[m].name, inst_metrics[m].type, inst_metrics[m].help);
@@ -377,7 +497,8 @@ char *agent_metrics_text(struct agent *a)
 			case 3: v = (double)s->rd_bytes; break;
 			case 4: v = (double)s->wr_bytes; break;
 			case 5: v = (double)s->rx_bytes; break;
-			default: v = (double)s->tx_bytes; break;
+			case 6: v = (double)s->tx_bytes; break;
+			default: v = (double)s->n_vcpus; break;
 			}
 			sb_printf(&sb, "%s{host=\"%s\",instance=\"%s\"} %.9g\n", inst_metrics[m].name, h,
 				  s->uuid, v);

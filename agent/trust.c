@@ -4,7 +4,10 @@
  * key of agent.scheduler_keys and its ts lies within
  * agent.command_max_age; a build's secrets arrive sealed to this host's
  * X25519 key (<state_dir>/host-box.key, created on first start, 0600),
- * whose public part travels in every host report.
+ * whose public part travels in every host report. Everything the agent
+ * publishes is signed with its Ed25519 key (<state_dir>/host-sign.key,
+ * created the same way, its public part beside it in host-sign.pub); the
+ * public part is the report's sign_key, which the scheduler pins.
  */
 #define LOG_TAG "agent"
 #include <errno.h>
@@ -17,29 +20,56 @@
 /* One agent.scheduler_keys entry: base64 key text, or a file holding it. */
 static int load_sched_key(const char *entry, size_t i, unsigned char key[AGENT_KEY_LEN])
 {
-	_cleanup_free_ char *text = NULL;
-	size_t len;
+	char what[64];
+
+	snprintf(what, sizeof(what), "agent.scheduler_keys[%zu]", i);
+	return crypto_key_from_entry(what, entry, "scheduler-sign.pub", key);
+}
+
+/* <DIR>/<NAME>: loaded, or created with GEN on first start (mode 0600). */
+static int host_key(const char *dir, const char *name, const char *what,
+		    int (*gen)(unsigned char *pub, unsigned char *priv),
+		    int (*pub_of)(const unsigned char *priv, unsigned char *pub),
+		    unsigned char priv[AGENT_KEY_LEN], unsigned char pub[AGENT_KEY_LEN])
+{
+	_cleanup_free_ char *path = NULL;
 	int r;
 
-	if (crypto_key_from_text(entry, key) == 0)
-		return 0;
-	if (entry[0] != '/' && entry[0] != '.')
-		return err_set(-EINVAL, "agent.scheduler_keys[%zu]: '%.60s' is neither a base64 "
-			       "Ed25519 public key nor a file path", i, entry);
-	r = read_file(entry, 4096, &text, &len);
+	if (asprintf(&path, "%s/%s", dir, name) < 0)
+		return err_set(-ENOMEM, "out of memory");
+	r = crypto_key_load(path, priv);
+	if (r == -ENOENT) {
+		r = gen(pub, priv);
+		if (r == 0)
+			r = crypto_key_save(path, priv);
+		if (r == 0)
+			log_info("created the host's %s key file=%s", what, path);
+	} else if (r == 0) {
+		r = pub_of(priv, pub);
+	}
 	if (r < 0)
-		return err_prefix(r, "agent.scheduler_keys[%zu]", i);
-	text[strcspn(text, "\r\n")] = '\0';
-	if (crypto_key_from_text(text, key) < 0)
-		return err_set(-EINVAL, "agent.scheduler_keys[%zu]: %s: expected one line of base64 "
-			       "(a 32-byte Ed25519 public key, as in scheduler-sign.pub)", i, entry);
+		return err_prefix(r, "host %s key %s", what, path);
 	return 0;
+}
+
+/* <state_dir>/host-sign.pub (0644): for the scheduler's host_keys. */
+static int write_sign_pub(const struct agent *a)
+{
+	_cleanup_free_ char *path = NULL;
+	char text[64];
+	size_t n;
+	int r;
+
+	if (asprintf(&path, "%s/host-sign.pub", a->cfg->state_dir) < 0)
+		return err_set(-ENOMEM, "out of memory");
+	n = (size_t)snprintf(text, sizeof(text), "%s\n", a->sign_pub_text);
+	r = write_file_atomic(path, text, n, 0644);
+	return r < 0 ? err_prefix(r, "host signing key %s", path) : 0;
 }
 
 int agent_trust_open(struct agent *a)
 {
 	const struct cfg_strlist *keys = &a->cfg->scheduler_keys;
-	_cleanup_free_ char *path = NULL;
 	int r;
 
 	if (keys->n) {
@@ -60,22 +90,16 @@ int agent_trust_open(struct agent *a)
 	if (!keys->n)
 		log_warn("agent.scheduler_keys is empty: every command on %s will be refused",
 			 a->topic);
-	if (asprintf(&path, "%s/host-box.key", a->cfg->state_dir) < 0)
-		return err_set(-ENOMEM, "out of memory");
-	r = crypto_key_load(path, a->box_priv);
-	if (r == -ENOENT) {
-		r = crypto_x25519_keygen(a->box_pub, a->box_priv);
-		if (r == 0)
-			r = crypto_key_save(path, a->box_priv);
-		if (r == 0)
-			log_info("created the host's box key file=%s", path);
-	} else if (r == 0) {
-		r = crypto_x25519_public(a->box_priv, a->box_pub);
-	}
+	r = host_key(a->cfg->state_dir, "host-box.key", "box", crypto_x25519_keygen,
+		     crypto_x25519_public, a->box_priv, a->box_pub);
+	if (r == 0)
+		r = host_key(a->cfg->state_dir, "host-sign.key", "signing", crypto_ed25519_keygen,
+			     crypto_ed25519_public, a->sign_priv, a->sign_pub);
 	if (r < 0)
-		return err_prefix(r, "host box key %s", path);
+		return r;
 	crypto_key_to_text(a->box_pub, a->box_pub_text);
-	return 0;
+	crypto_key_to_text(a->sign_pub, a->sign_pub_text);
+	return write_sign_pub(a);
 }
 
 void agent_trust_close(struct agent *a)
@@ -84,6 +108,12 @@ void agent_trust_close(struct agent *a)
 	a->sched_keys = NULL;
 	a->n_sched_keys = 0;
 	explicit_bzero(a->box_priv, sizeof(a->box_priv));
+	explicit_bzero(a->sign_priv, sizeof(a->sign_priv));
+}
+
+int agent_trust_sign(struct agent *a, struct bus_envelope *e)
+{
+	return bus_envelope_sign(e, a->sign_priv, a->sign_pub);
 }
 
 int agent_trust_check(struct agent *a, const struct bus_envelope *e, int64_t now_ms)

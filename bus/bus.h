@@ -156,9 +156,14 @@ int bus_envelope_set_auth(struct bus_envelope *e, json_t *auth);
 #define BUS_SEAL_CONSOLE "stratus console key" /* purpose: instance.console, to a host */
 /* The spec fields that travel sealed: user_data, ssh_keys, metadata. */
 extern const char *const bus_build_secret_fields[];
-/* instance.console's sealed field: result_key, the requester's result key
- * (base64), with which the host seals the console lines it answers. */
+/* instance.console's sealed fields: result_key, the requester's result key
+ * (base64), with which the host seals the console lines (or the console
+ * token) it answers; token, the one-time console token of an attach. */
 extern const char *const bus_console_secret_fields[];
+/* The states of a volume in volume.state events: creating, available,
+ * attaching, in-use, detaching, deleting, error, and deleted (gone: its
+ * last event). NULL-terminated. */
+extern const char *const bus_volume_state_names[];
 /* {ok: true, sealed: BASE64(ChaCha20-Poly1305(KEY, aad = RID, JSON of DATA))}:
  * a request.result body only the credential whose result key is KEY opens
  * (DATA taken, also on failure). NULL on failure. */
@@ -170,7 +175,21 @@ void bus_key_id(const unsigned char pub[BUS_KEY_LEN], char out[BUS_KEY_ID_LEN + 
  * "sig": base64 of the signature over bus_envelope_canonical}. */
 int bus_envelope_sign(struct bus_envelope *e, const unsigned char priv[BUS_KEY_LEN],
 		      const unsigned char pub[BUS_KEY_LEN]);
-/* 0 when E is signed by one of the N public KEYS; -EPERM with err_msg()
+/*
+ * Sign the N envelopes V (a batch the scheduler sends at once) with one
+ * Ed25519 signature (docs/bus.md "Signed commands", batch form): the leaf
+ * of each is SHA-256(0x00 || its canonical bytes), a node SHA-256(0x01 ||
+ * left || right), an odd last node goes up unchanged; the signature covers
+ * BUS_BATCH_DOMAIN || 0x00 || N (4 bytes, big endian) || the root. Each
+ * envelope's auth = {"key": ID, "sig": ..., "batch": "I/N", "path":
+ * base64 of the sibling hashes from the leaf up}. A batch of one is signed
+ * as bus_envelope_sign does. More than BUS_BATCH_LEAVES: several batches.
+ */
+#define BUS_BATCH_DOMAIN "stratus envelope batch v1"
+#define BUS_BATCH_LEAVES 256
+int bus_envelopes_sign(struct bus_envelope **v, size_t n, const unsigned char priv[BUS_KEY_LEN],
+		       const unsigned char pub[BUS_KEY_LEN]);
+/* 0 when E is signed (alone or in a batch) by one of the N public KEYS; -EPERM with err_msg()
  * naming the reason: unsigned, unknown key, bad signature. */
 int bus_envelope_verify(const struct bus_envelope *e, const unsigned char (*keys)[BUS_KEY_LEN],
 			size_t n);
@@ -184,6 +203,11 @@ int bus_seal_fields(json_t *body, const char *const *fields, const unsigned char
 /* The reverse with the private key RSK: body.sealed opened and merged back
  * (only FIELDS, none also in clear); no "sealed": 0, BODY unchanged. On
  * error (-EBADMSG: tampered or another key) BODY is unchanged. */
+/* bus_seal_fields through a sealer (core/crypto.h: one ephemeral pair per
+ * epoch, the key to each recipient kept), for its purpose. */
+struct crypto_sealer;
+int bus_seal_fields_with(json_t *body, const char *const *fields, struct crypto_sealer *sl,
+			 const unsigned char rpk[BUS_KEY_LEN]);
 int bus_open_sealed(json_t *body, const char *const *fields, const unsigned char rsk[BUS_KEY_LEN],
 		    const char *info);
 
@@ -237,6 +261,9 @@ typedef void (*bus_delivery_fn)(void *opaque, const char *topic, int32_t partiti
  */
 int bus_producer_new(const struct bus_config *cfg, struct bus_producer **out);
 void bus_producer_set_delivery_cb(struct bus_producer *p, bus_delivery_fn fn, void *opaque);
+/* Learn TOPIC's partitions and leaders now, so that the first message to it
+ * leaves at once (stratusctl: one request per run). */
+int bus_producer_prepare(struct bus_producer *p, const char *topic);
 
 /*
  * Queue E for TOPIC (NULL: the topic of E's class when it has one fixed

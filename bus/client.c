@@ -186,6 +186,33 @@ fail:
 	return r;
 }
 
+int bus_producer_prepare(struct bus_producer *p, const char *topic)
+{
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_topic_t *rkt;
+	rd_kafka_resp_err_t err;
+	int r = 0;
+
+	pthread_rwlock_rdlock(&p->lock);
+	rkt = rd_kafka_topic_new(p->rk, topic, NULL);
+	if (!rkt) {
+		r = err_set(-EINVAL, "topic %s: %s", topic, rd_kafka_err2str(rd_kafka_last_error()));
+		goto out;
+	}
+	/* the answer fills the handle's cache: the first produce needs no
+	 * metadata round of its own (librdkafka looks for unknown topics on a
+	 * one-second timer) */
+	err = rd_kafka_metadata(p->rk, 0, rkt, &md, 5000);
+	if (err)
+		r = err_set(-EIO, "topic %s: no metadata: %s", topic, rd_kafka_err2str(err));
+	else
+		rd_kafka_metadata_destroy(md);
+	rd_kafka_topic_destroy(rkt);
+out:
+	pthread_rwlock_unlock(&p->lock);
+	return r;
+}
+
 void bus_producer_set_delivery_cb(struct bus_producer *p, bus_delivery_fn fn, void *opaque)
 {
 	p->on_delivery = fn;
@@ -387,9 +414,17 @@ static int observe_assign(rd_kafka_t *rk, const char *const *topics, bool from_e
 			}
 			if (!parts)
 				parts = rd_kafka_topic_partition_list_new(8);
-			for (int p = 0; p < md->topics[0].partition_cnt; p++)
+			for (int p = 0; p < md->topics[0].partition_cnt; p++) {
+				int64_t lo = RD_KAFKA_OFFSET_BEGINNING, hi = RD_KAFKA_OFFSET_END;
+
+				/* the end as an offset now, not OFFSET_END resolved
+				 * later: what is produced after this call is seen */
+				if (from_end && rd_kafka_query_watermark_offsets(
+							rk, topics[i], p, &lo, &hi, 5000))
+					hi = RD_KAFKA_OFFSET_END;
 				rd_kafka_topic_partition_list_add(parts, topics[i], p)->offset =
-					from_end ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
+					from_end ? hi : RD_KAFKA_OFFSET_BEGINNING;
+			}
 			rd_kafka_metadata_destroy(md);
 			md = NULL;
 		}

@@ -56,22 +56,170 @@ int bus_envelope_sign(struct bus_envelope *e, const unsigned char priv[BUS_KEY_L
 	return bus_envelope_set_auth(e, auth); /* takes auth */
 }
 
+/* ---- batches: one signature over a tree of envelopes -------------------- */
+
+#define HASH_LEN 32
+
+static int leaf_hash(const struct bus_envelope *e, unsigned char out[HASH_LEN])
+{
+	_cleanup_free_ char *canon = NULL;
+	size_t len;
+	int r = bus_envelope_canonical(e, &canon, &len);
+
+	return r < 0 ? r : crypto_sha256_2("\0", 1, canon, len, out);
+}
+
+static int node_hash(const unsigned char *l, const unsigned char *rt, unsigned char out[HASH_LEN])
+{
+	unsigned char lr[2 * HASH_LEN];
+
+	memcpy(lr, l, HASH_LEN);
+	memcpy(lr + HASH_LEN, rt, HASH_LEN);
+	return crypto_sha256_2("\1", 1, lr, sizeof(lr), out);
+}
+
+/* What a batch's signature covers: domain, 0, N big endian, root. */
+static void batch_message(size_t n, const unsigned char root[HASH_LEN],
+			  unsigned char msg[sizeof(BUS_BATCH_DOMAIN) + 4 + HASH_LEN])
+{
+	memcpy(msg, BUS_BATCH_DOMAIN, sizeof(BUS_BATCH_DOMAIN)); /* with its 0 */
+	msg += sizeof(BUS_BATCH_DOMAIN);
+	for (int i = 0; i < 4; i++)
+		msg[i] = (unsigned char)(n >> (8 * (3 - i)));
+	memcpy(msg + 4, root, HASH_LEN);
+}
+
+/* One batch of 2..BUS_BATCH_LEAVES envelopes. */
+static int sign_batch(struct bus_envelope **v, size_t n, const unsigned char priv[BUS_KEY_LEN],
+		      const char *kid)
+{
+	/* every level, leaves first: n + ceil(n / 2) + ... < 2n + one per level */
+	unsigned char (*t)[HASH_LEN] = calloc(2 * n + 16, HASH_LEN);
+	unsigned char msg[sizeof(BUS_BATCH_DOMAIN) + 4 + HASH_LEN], sig[CRYPTO_SIG_LEN];
+	_cleanup_free_ char *sig64 = NULL;
+	size_t at = 0, m = n;
+	int r = t ? 0 : err_set(-ENOMEM, "out of memory");
+
+	for (size_t i = 0; r == 0 && i < n; i++)
+		if ((r = bus_envelope_set_auth(v[i], NULL)) == 0)
+			r = leaf_hash(v[i], t[i]);
+	for (; r == 0 && m > 1; at += m, m = (m + 1) / 2) {
+		for (size_t i = 0; r == 0 && i + 1 < m; i += 2)
+			r = node_hash(t[at + i], t[at + i + 1], t[at + m + i / 2]);
+		if (m % 2) /* the odd last node goes up unchanged */
+			memcpy(t[at + m + m / 2], t[at + m - 1], HASH_LEN);
+	}
+	if (r == 0) {
+		batch_message(n, t[at], msg);
+		r = crypto_ed25519_sign(priv, msg, sizeof(msg), sig);
+	}
+	if (r == 0 && !(sig64 = base64_encode(sig, sizeof(sig))))
+		r = err_set(-ENOMEM, "out of memory");
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		unsigned char path[16 * HASH_LEN];
+		_cleanup_free_ char *path64 = NULL;
+		char pos[32];
+		size_t np = 0, k = i;
+		json_t *auth;
+
+		for (at = 0, m = n; m > 1; at += m, m = (m + 1) / 2, k /= 2)
+			if ((k ^ 1) < m)
+				memcpy(path + HASH_LEN * np++, t[at + (k ^ 1)], HASH_LEN);
+		snprintf(pos, sizeof(pos), "%zu/%zu", i, n);
+		path64 = base64_encode(path, np * HASH_LEN);
+		auth = path64 ? json_pack("{s:s, s:s, s:s, s:s}", "key", kid, "sig", sig64, "batch",
+					  pos, "path", path64) : NULL;
+		r = auth ? bus_envelope_set_auth(v[i], auth) : err_set(-ENOMEM, "out of memory");
+	}
+	free(t);
+	return r;
+}
+
+int bus_envelopes_sign(struct bus_envelope **v, size_t n, const unsigned char priv[BUS_KEY_LEN],
+		       const unsigned char pub[BUS_KEY_LEN])
+{
+	char kid[BUS_KEY_ID_LEN + 1];
+	int r = 0;
+
+	bus_key_id(pub, kid);
+	for (size_t at = 0; r == 0 && at < n; at += BUS_BATCH_LEAVES) {
+		size_t k = n - at < BUS_BATCH_LEAVES ? n - at : BUS_BATCH_LEAVES;
+
+		r = k == 1 ? bus_envelope_sign(v[at], priv, pub) : sign_batch(v + at, k, priv, kid);
+	}
+	return r < 0 ? err_prefix(r, "signing a batch of %zu envelopes", n) : 0;
+}
+
+/* "I/N" with I < N <= BUS_BATCH_LEAVES. */
+static int batch_pos(const char *s, size_t *i, size_t *n)
+{
+	long a, b;
+	char *end;
+
+	errno = 0;
+	a = strtol(s, &end, 10);
+	if (end == s || *end != '/' || errno)
+		return -EINVAL;
+	s = end + 1;
+	b = strtol(s, &end, 10);
+	if (end == s || *end || errno || a < 0 || b < 2 || a >= b || b > BUS_BATCH_LEAVES)
+		return -EINVAL;
+	*i = (size_t)a;
+	*n = (size_t)b;
+	return 0;
+}
+
+/* The batch root of E from its leaf and auth.path (-EPERM: malformed). */
+static int batch_root(const struct bus_envelope *e, const char *pos, const char *path64,
+		      size_t *n_out, unsigned char root[HASH_LEN])
+{
+	_cleanup_free_ unsigned char *path = NULL;
+	unsigned char h[HASH_LEN];
+	size_t i, n, m, len = 0, used = 0;
+	int r;
+
+	if (batch_pos(pos, &i, &n) < 0)
+		return err_set(-EPERM, "auth.batch '%.20s': expected I/N, 0 <= I < N, "
+			       "2 <= N <= %d", pos, BUS_BATCH_LEAVES);
+	if (base64_decode(path64, 16 * HASH_LEN, &path, &len) < 0 || len % HASH_LEN)
+		return err_set(-EPERM, "auth.path: not base64 of 32-byte hashes");
+	r = leaf_hash(e, h);
+	for (m = n; r == 0 && m > 1; m = (m + 1) / 2, i /= 2) {
+		if ((i ^ 1) >= m)
+			continue; /* the odd last node: up unchanged */
+		if (used + HASH_LEN > len)
+			return err_set(-EPERM, "auth.path: too short for position %s", pos);
+		r = i & 1 ? node_hash(path + used, h, h) : node_hash(h, path + used, h);
+		used += HASH_LEN;
+	}
+	if (r < 0)
+		return r;
+	if (used != len)
+		return err_set(-EPERM, "auth.path: too long for position %s", pos);
+	memcpy(root, h, HASH_LEN);
+	*n_out = n;
+	return 0;
+}
+
 int bus_envelope_verify(const struct bus_envelope *e, const unsigned char (*keys)[BUS_KEY_LEN],
 			size_t n)
 {
 	const char *kid = json_string_value(json_object_get(e->auth, "key"));
 	const char *sig64 = json_string_value(json_object_get(e->auth, "sig"));
+	const char *pos = json_string_value(json_object_get(e->auth, "batch"));
+	const char *path64 = json_string_value(json_object_get(e->auth, "path"));
+	unsigned char msg[sizeof(BUS_BATCH_DOMAIN) + 4 + HASH_LEN], root[HASH_LEN];
 	_cleanup_free_ unsigned char *sig = NULL;
 	_cleanup_free_ char *canon = NULL;
-	size_t sig_len = 0, len;
+	size_t sig_len = 0, len, leaves = 0;
 	int r;
 
 	if (!e->auth)
 		return err_set(-EPERM, "unsigned: commands on %s<host> must carry the scheduler's "
 			       "signature (auth.key, auth.sig)", BUS_TOPIC_HOST_PREFIX);
-	if (!kid || !sig64)
-		return err_set(-EPERM, "auth: expected the strings key and sig (a scheduler "
-			       "signature), got another auth object");
+	if (!kid || !sig64 || !pos != !path64)
+		return err_set(-EPERM, "auth: expected the strings key and sig (and batch with "
+			       "path: a scheduler signature), got another auth object");
 	for (size_t i = 0; i < n; i++) {
 		char id[BUS_KEY_ID_LEN + 1];
 
@@ -82,10 +230,19 @@ int bus_envelope_verify(const struct bus_envelope *e, const unsigned char (*keys
 		    sig_len != CRYPTO_SIG_LEN)
 			return err_set(-EPERM, "auth.sig: not a base64 Ed25519 signature (key %s)",
 				       kid);
-		r = bus_envelope_canonical(e, &canon, &len);
+		if (pos) {
+			r = batch_root(e, pos, path64, &leaves, root);
+			if (r < 0)
+				return r;
+			batch_message(leaves, root, msg);
+			r = crypto_ed25519_verify(keys[i], msg, sizeof(msg), sig);
+		} else {
+			r = bus_envelope_canonical(e, &canon, &len);
+			if (r < 0)
+				return r;
+			r = crypto_ed25519_verify(keys[i], canon, len, sig);
+		}
 		if (r < 0)
-			return r;
-		if (crypto_ed25519_verify(keys[i], canon, len, sig) < 0)
 			return err_set(-EPERM, "bad signature by key %s: the envelope was changed "
 				       "after signing, or forged", kid);
 		return 0;
@@ -121,7 +278,7 @@ int bus_envelope_ts_ms(const struct bus_envelope *e, int64_t *out)
 
 /* ---- sealed fields -------------------------------------------------------- */
 
-const char *const bus_console_secret_fields[] = { "result_key", NULL };
+const char *const bus_console_secret_fields[] = { "result_key", "token", NULL };
 
 json_t *bus_result_sealed(const unsigned char key[BUS_KEY_LEN], const char *rid, json_t *data)
 {
@@ -138,8 +295,9 @@ json_t *bus_result_sealed(const unsigned char key[BUS_KEY_LEN], const char *rid,
 	return b64 ? json_pack("{s:b, s:s}", "ok", true, "sealed", b64) : NULL;
 }
 
-int bus_seal_fields(json_t *body, const char *const *fields, const unsigned char rpk[BUS_KEY_LEN],
-		    const char *info)
+/* BODY's FIELDS sealed: through SL when given, else a box of its own. */
+static int seal_fields(json_t *body, const char *const *fields, struct crypto_sealer *sl,
+		       const unsigned char rpk[BUS_KEY_LEN], const char *info)
 {
 	_cleanup_free_ unsigned char *box = NULL;
 	_cleanup_free_ char *text = NULL, *b64 = NULL;
@@ -164,9 +322,11 @@ int bus_seal_fields(json_t *body, const char *const *fields, const unsigned char
 	if (!text)
 		return err_set(-ENOMEM, "out of memory");
 	len = strlen(text);
-	r = crypto_box_seal(rpk, info, text, len, &box, &box_len);
+	r = sl ? crypto_sealer_seal(sl, rpk, text, len, &box, &box_len)
+	       : crypto_box_seal(rpk, info, text, len, &box, &box_len);
+	explicit_bzero(text, len);
 	if (r < 0)
-		return err_prefix(r, "sealing %s", info);
+		return err_prefix(r, "sealing %s", info ? info : "secrets");
 	b64 = base64_encode(box, box_len);
 	if (!b64)
 		return err_set(-ENOMEM, "out of memory");
@@ -174,6 +334,18 @@ int bus_seal_fields(json_t *body, const char *const *fields, const unsigned char
 		json_object_del(body, fields[i]);
 	json_object_set_new(body, "sealed", json_string(b64));
 	return 0;
+}
+
+int bus_seal_fields(json_t *body, const char *const *fields, const unsigned char rpk[BUS_KEY_LEN],
+		    const char *info)
+{
+	return seal_fields(body, fields, NULL, rpk, info);
+}
+
+int bus_seal_fields_with(json_t *body, const char *const *fields, struct crypto_sealer *sl,
+			 const unsigned char rpk[BUS_KEY_LEN])
+{
+	return seal_fields(body, fields, sl, rpk, NULL);
 }
 
 int bus_open_sealed(json_t *body, const char *const *fields, const unsigned char rsk[BUS_KEY_LEN],

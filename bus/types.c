@@ -307,6 +307,7 @@ static int walk(const struct field *fields, const json_t *obj, const char *path)
 
 static const char *const seed_kinds[] = { "nocloud", "configdrive", "none", NULL };
 static const char *const disk_formats[] = { "qcow2", "raw", NULL };
+static const char *const image_visibilities[] = { "public", "private", NULL };
 
 static const struct field ssh_key_fields[] = {
 	REQ("name", FK_NAME),
@@ -328,6 +329,8 @@ static const struct field boot_fields[] = {
 	OPT_ENUM("seed", seed_kinds),
 	OPT("availability_zone", FK_NAME),
 	OPT("sealed", FK_NAME), /* user_data, ssh_keys, metadata sealed to the scheduler */
+	OPT("security_groups", FK_STRLIST), /* names; default ["default"] */
+	OPT("volume", FK_NAME), /* attach this volume: placed on its host */
 	{ 0 },
 };
 
@@ -337,10 +340,43 @@ static const struct field instance_ref_fields[] = {
 	{ 0 },
 };
 
+static const struct field rebuild_fields[] = {
+	REQ("project", FK_NAME),
+	REQ("instance", FK_NAME), /* name or uuid */
+	OPT("image", FK_NAME),    /* default: the instance's */
+	OPT("user_data", FK_USER_DATA), /* default: the instance's */
+	OPT("sealed", FK_NAME),   /* user_data sealed to the scheduler */
+	{ 0 },
+};
+
+/* resize (issue 18): the new flavor by name; the host gets its definition */
+static const struct field resize_fields[] = {
+	REQ("project", FK_NAME),
+	REQ("instance", FK_NAME), /* name or uuid */
+	REQ("flavor", FK_NAME),
+	{ 0 },
+};
+
+static const struct field resize_flavor_fields[] = {
+	REQ("name", FK_NAME),
+	REQ("vcpus", FK_POSINT),
+	REQ("ram_mb", FK_POSINT),
+	REQ("disk_gb", FK_NONNEG),
+	OPT("extra_specs", FK_STRMAP),
+	{ 0 },
+};
+
+static const struct field resize_host_fields[] = {
+	REQ("uuid", FK_UUID),
+	{ .name = "flavor", .kind = FK_OBJECT, .req = true, .sub = resize_flavor_fields },
+	{ 0 },
+};
+
 static const struct field console_fields[] = {
 	REQ("project", FK_NAME),
 	REQ("instance", FK_NAME),
 	OPT("lines", FK_POSINT), /* the last lines of the console log */
+	OPT("attach", FK_BOOL),  /* a one-time token for the console proxy instead */
 	{ 0 },
 };
 
@@ -369,6 +405,8 @@ static const struct field flavor_fields[] = {
 	REQ("vcpus", FK_POSINT),
 	REQ("ram_mb", FK_POSINT),
 	REQ("disk_gb", FK_NONNEG),
+	OPT("ephemeral_gb", FK_NONNEG), /* bounds: scheduler/config.c flavor_nums */
+	OPT("swap_mb", FK_NONNEG),
 	OPT("extra_specs", FK_STRMAP),
 	{ 0 },
 };
@@ -378,6 +416,11 @@ static const char *const role_names[] = { "member", "admin", NULL };
 static const struct field credential_create_fields[] = {
 	REQ("project", FK_NAME),
 	REQ_ENUM("role", role_names),
+	{ 0 },
+};
+
+static const struct field host_name_fields[] = {
+	REQ("host", FK_NAME),
 	{ 0 },
 };
 
@@ -392,6 +435,89 @@ static const struct field image_add_fields[] = {
 	REQ("checksum", FK_NAME),
 	REQ_ENUM("disk_format", disk_formats),
 	OPT("min_disk_gb", FK_NONNEG),
+	OPT("properties", FK_STRMAP), /* Glance names: hw_firmware_type ... (model) */
+	OPT_ENUM("visibility", image_visibilities), /* private: of body.project */
+	{ 0 },
+};
+
+/* security groups (scheduler/secgroup_requests.c; rules: model/secgroup.c) */
+static const struct field secgroup_create_fields[] = {
+	REQ("project", FK_NAME),
+	REQ("name", FK_NAME),
+	OPT("description", FK_STRING),
+	{ 0 },
+};
+
+static const struct field secgroup_ref_fields[] = {
+	REQ("project", FK_NAME),
+	REQ("group", FK_NAME), /* name or id */
+	{ 0 },
+};
+
+static const struct field secgroup_rule_add_fields[] = {
+	REQ("project", FK_NAME),
+	REQ("group", FK_NAME),
+	REQ("direction", FK_NAME),
+	OPT("ethertype", FK_NAME),
+	OPT("protocol", FK_NAME),
+	OPT("port_range_min", FK_NONNEG),
+	OPT("port_range_max", FK_NONNEG),
+	OPT("remote_ip_prefix", FK_NAME),
+	OPT("remote_group", FK_NAME),
+	{ 0 },
+};
+
+static const struct field secgroup_rule_delete_fields[] = {
+	REQ("project", FK_NAME),
+	REQ("id", FK_UUID),
+	{ 0 },
+};
+
+static const struct field sg_port_fields[] = {
+	REQ("uuid", FK_UUID),
+	REQ("groups", FK_STRLIST),
+	{ 0 },
+};
+
+static const struct field sg_group_fields[] = {
+	REQ("id", FK_UUID),
+	REQ("name", FK_NAME),
+	REQ("rules", FK_ANY), /* each checked by model_sg_rule_parse at the agent */
+	{ 0 },
+};
+
+static const struct field secgroup_apply_fields[] = {
+	REQ("project", FK_NAME),
+	REQ_SUB("ports", FK_ARRAY, sg_port_fields),
+	REQ_SUB("groups", FK_ARRAY, sg_group_fields),
+	REQ("members", FK_OBJECT),
+	{ 0 },
+};
+
+static const struct field image_share_fields[] = {
+	REQ("name", FK_NAME),
+	REQ("with", FK_NAME), /* the project it is (un)shared with */
+	{ 0 },
+};
+
+static const struct field volume_create_fields[] = {
+	REQ("project", FK_NAME),
+	REQ("name", FK_NAME),
+	REQ("size_gb", FK_POSINT),
+	OPT("host", FK_NAME), /* admin only */
+	{ 0 },
+};
+
+static const struct field volume_ref_fields[] = {
+	REQ("project", FK_NAME),
+	REQ("volume", FK_NAME), /* name or uuid */
+	{ 0 },
+};
+
+static const struct field volume_attach_fields[] = {
+	REQ("project", FK_NAME),
+	REQ("volume", FK_NAME),
+	REQ("instance", FK_NAME),
 	{ 0 },
 };
 
@@ -409,6 +535,127 @@ static const struct field uuid_fields[] = {
 static const struct field console_host_fields[] = {
 	REQ("uuid", FK_UUID),
 	OPT("lines", FK_POSINT),
+	OPT("attach", FK_BOOL),     /* remember the sealed token, answer how to use it */
+	OPT("project", FK_NAME),    /* attach: the instance's project, bound to the token */
+	OPT("sealed", FK_STRING),   /* result_key and token, sealed to the host */
+	{ 0 },
+};
+
+/* live migration (issue 15) */
+static const char *const migrate_phases[] = { "prepared", "failed", "progress", "completed",
+					      "started", "done", "aborted", NULL };
+static const char *const migrate_outcomes[] = { "commit", "abort", NULL };
+static const char *const migrate_actions[] = { "abort", "pause", "postcopy", NULL };
+static const struct field migrate_fields[] = {
+	REQ("project", FK_NAME),
+	REQ("instance", FK_NAME),
+	OPT("host", FK_NAME), /* the destination; absent: the scheduler picks */
+	{ 0 },
+};
+static const struct field migrate_prepare_fields[] = {
+	REQ("migration", FK_UUID),
+	REQ("source_host", FK_NAME),
+	OPT("sealed", FK_NAME),
+	{ 0 },
+};
+static const struct field migrate_limits_fields[] = {
+	REQ("downtime_ms", FK_POSINT),
+	REQ("downtime_steps", FK_POSINT),
+	REQ("downtime_delay_ms", FK_NONNEG),
+	REQ("completion_timeout_ms", FK_NONNEG),
+	REQ_ENUM("timeout_action", migrate_actions),
+	REQ("auto_converge", FK_BOOL),
+	OPT("data_gb", FK_NONNEG),
+	{ 0 },
+};
+static const struct field migrate_perform_fields[] = {
+	REQ("uuid", FK_UUID),
+	REQ("migration", FK_UUID),
+	REQ("dest_host", FK_NAME),
+	REQ("dest_uri", FK_NAME),
+	REQ("domain_xml", FK_NAME),
+	REQ_SUB("limits", FK_OBJECT, migrate_limits_fields),
+	{ 0 },
+};
+static const struct field migrate_finish_fields[] = {
+	REQ("uuid", FK_UUID),
+	REQ("migration", FK_UUID),
+	REQ_ENUM("outcome", migrate_outcomes),
+	{ 0 },
+};
+static const struct field migration_fields[] = {
+	REQ("uuid", FK_UUID),
+	REQ("migration", FK_UUID),
+	REQ_ENUM("phase", migrate_phases),
+	OPT("host", FK_NAME),   /* the agent speaking (absent: the scheduler) */
+	OPT("source", FK_NAME),
+	OPT("dest", FK_NAME),
+	OPT("step", FK_NAME),   /* failed / aborted: prepare or perform */
+	OPT("error", FK_STRING),
+	OPT("domain_xml", FK_STRING), /* prepared: the destination's domain */
+	OPT("dest_uri", FK_STRING),   /* prepared: its libvirt URI */
+	OPT("memory_processed", FK_NONNEG),
+	OPT("memory_remaining", FK_NONNEG),
+	OPT("memory_total", FK_NONNEG),
+	OPT("disk_processed", FK_NONNEG),
+	OPT("disk_remaining", FK_NONNEG),
+	OPT("disk_total", FK_NONNEG),
+	OPT("total_ms", FK_NONNEG),
+	OPT("downtime_ms", FK_NONNEG),
+	{ 0 },
+};
+static const struct field host_maint_fields[] = {
+	REQ("host", FK_NAME),
+	OPT("reason", FK_STRING),
+	{ 0 },
+};
+
+static const struct field volume_host_create_fields[] = {
+	REQ("uuid", FK_UUID),
+	REQ("project", FK_NAME),
+	REQ("name", FK_NAME),
+	REQ("size_gb", FK_POSINT),
+	{ 0 },
+};
+
+static const struct field volume_host_attach_fields[] = {
+	REQ("uuid", FK_UUID),
+	REQ("instance", FK_UUID),
+	{ 0 },
+};
+
+/* snapshots (issue 18): stratusctl snapshot NAME IMAGE_NAME */
+static const char *const snapshot_phases[] = { "started", "progress", "uploaded", "registered",
+					       "failed", NULL };
+static const struct field snapshot_fields[] = {
+	REQ("project", FK_NAME),
+	REQ("instance", FK_NAME), /* name or uuid */
+	REQ("name", FK_NAME),     /* the new image's */
+	{ 0 },
+};
+static const struct field snapshot_host_fields[] = {
+	REQ("uuid", FK_UUID),
+	REQ("snapshot", FK_UUID),
+	REQ("name", FK_NAME),
+	{ 0 },
+};
+static const struct field snapshot_event_fields[] = {
+	REQ("uuid", FK_UUID),
+	REQ("snapshot", FK_UUID),
+	REQ("project", FK_NAME),
+	REQ_ENUM("phase", snapshot_phases),
+	OPT("name", FK_NAME),
+	OPT("host", FK_NAME),
+	OPT("step", FK_NAME),      /* failed: quiesce, copy, flatten, upload, register */
+	OPT("error", FK_STRING),
+	OPT("bytes", FK_NONNEG),   /* progress: uploaded so far */
+	OPT("total", FK_NONNEG),
+	OPT("url", FK_STRING),     /* uploaded: where the store serves it */
+	OPT("checksum", FK_STRING),
+	OPT("size", FK_NONNEG),
+	OPT("quiesce", FK_STRING), /* "quiesced by guest agent" or "paused N ms" */
+	OPT("pause_ms", FK_NONNEG),
+	OPT("image", FK_OBJECT),   /* registered: the image record */
 	{ 0 },
 };
 
@@ -418,6 +665,19 @@ static const struct field state_fields[] = {
 	REQ("project", FK_NAME),
 	OPT("host", FK_STRING),
 	REQ_ENUM("state", instance_state_names),
+	OPT("reason", FK_STRING),
+	{ 0 },
+};
+
+const char *const bus_volume_state_names[] = { "creating", "available", "attaching", "in-use",
+					       "detaching", "deleting", "error", "deleted", NULL };
+
+static const struct field volume_state_fields[] = {
+	REQ("uuid", FK_UUID),
+	REQ("project", FK_NAME),
+	REQ("host", FK_NAME),
+	REQ_ENUM("state", bus_volume_state_names),
+	OPT("instance", FK_UUID),
 	OPT("reason", FK_STRING),
 	{ 0 },
 };
@@ -446,6 +706,7 @@ static const struct field host_report_fields[] = {
 	OPT("usage", FK_OBJECT),
 	OPT("reannounce", FK_OBJECT), /* after a broker change: {reason, instances} */
 	OPT("box_key", FK_NAME), /* the host's X25519 public key, base64 */
+	OPT("sign_key", FK_NAME), /* the host's Ed25519 public key, base64: signs its envelopes */
 	{ 0 },
 };
 
@@ -510,22 +771,63 @@ static const struct bus_type types[] = {
 	{ "image.list", BUS_TC_API, no_fields, NULL },
 	{ "image.add", BUS_TC_API, image_add_fields, NULL },
 	{ "image.remove", BUS_TC_API, name_fields, NULL },
+	{ "image.share", BUS_TC_API, image_share_fields, NULL },
+	{ "instance.rebuild", BUS_TC_API, rebuild_fields, NULL },
+	{ "image.unshare", BUS_TC_API, image_share_fields, NULL },
 	{ "host.list", BUS_TC_API, no_fields, NULL },
+	{ "host.forget", BUS_TC_API, host_name_fields, NULL },
 	{ "credential.create", BUS_TC_API, credential_create_fields, NULL },
 	{ "credential.list", BUS_TC_API, no_fields, NULL },
 	{ "credential.revoke", BUS_TC_API, credential_id_fields, NULL },
 	{ "scheduler.keys", BUS_TC_API, no_fields, NULL },
+	{ "secgroup.create", BUS_TC_API, secgroup_create_fields, NULL },
+	{ "secgroup.list", BUS_TC_API, project_fields, NULL },
+	{ "secgroup.show", BUS_TC_API, secgroup_ref_fields, NULL },
+	{ "secgroup.delete", BUS_TC_API, secgroup_ref_fields, NULL },
+	{ "secgroup.rule.add", BUS_TC_API, secgroup_rule_add_fields, NULL },
+	{ "secgroup.rule.delete", BUS_TC_API, secgroup_rule_delete_fields, NULL },
+	{ "instance.migrate", BUS_TC_API, migrate_fields, NULL },
+	{ "host.disable", BUS_TC_API, host_maint_fields, NULL },
+	{ "host.enable", BUS_TC_API, host_maint_fields, NULL },
+	{ "host.drain", BUS_TC_API, host_maint_fields, NULL },
+	{ "host.evacuate", BUS_TC_API, host_maint_fields, NULL },
+	{ "volume.create", BUS_TC_API, volume_create_fields, NULL },
+	{ "volume.list", BUS_TC_API, project_fields, NULL },
+	{ "volume.show", BUS_TC_API, volume_ref_fields, NULL },
+	{ "volume.delete", BUS_TC_API, volume_ref_fields, NULL },
+	{ "volume.attach", BUS_TC_API, volume_attach_fields, NULL },
+	{ "volume.detach", BUS_TC_API, volume_ref_fields, NULL },
+	{ "instance.resize", BUS_TC_API, resize_fields, NULL },
+	{ "instance.resize.confirm", BUS_TC_API, instance_ref_fields, NULL },
+	{ "instance.resize.revert", BUS_TC_API, instance_ref_fields, NULL },
+	{ "instance.snapshot", BUS_TC_API, snapshot_fields, NULL },
 	/* commands: stratus.host.<host>, key = instance uuid */
 	{ "instance.build", BUS_TC_HOST, build_fields, check_build },
+	{ "instance.rebuild", BUS_TC_HOST, build_fields, check_build }, /* the rebuilt spec */
 	{ "instance.delete", BUS_TC_HOST, uuid_fields, NULL },
 	{ "instance.stop", BUS_TC_HOST, uuid_fields, NULL },
 	{ "instance.start", BUS_TC_HOST, uuid_fields, NULL },
 	{ "instance.reboot", BUS_TC_HOST, uuid_fields, NULL },
 	{ "instance.console", BUS_TC_HOST, console_host_fields, NULL },
+	{ "secgroup.apply", BUS_TC_HOST, secgroup_apply_fields, NULL },
+	{ "instance.migrate.prepare", BUS_TC_HOST, migrate_prepare_fields, check_build },
+	{ "instance.migrate.perform", BUS_TC_HOST, migrate_perform_fields, NULL },
+	{ "instance.migrate.finish", BUS_TC_HOST, migrate_finish_fields, NULL },
+	{ "volume.create", BUS_TC_HOST, volume_host_create_fields, NULL },
+	{ "volume.delete", BUS_TC_HOST, uuid_fields, NULL },
+	{ "volume.attach", BUS_TC_HOST, volume_host_attach_fields, NULL },
+	{ "volume.detach", BUS_TC_HOST, uuid_fields, NULL },
+	{ "instance.resize", BUS_TC_HOST, resize_host_fields, NULL }, /* the new flavor */
+	{ "instance.resize.confirm", BUS_TC_HOST, uuid_fields, NULL },
+	{ "instance.resize.revert", BUS_TC_HOST, uuid_fields, NULL },
+	{ "instance.snapshot", BUS_TC_HOST, snapshot_host_fields, NULL },
 	/* events: stratus.events, key = instance uuid (request id when none) */
 	{ "instance.state", BUS_TC_EVENTS, state_fields, NULL },
 	{ "request.result", BUS_TC_EVENTS, result_fields, check_result },
 	{ "instance.reschedule", BUS_TC_EVENTS, reschedule_fields, NULL },
+	{ "instance.migration", BUS_TC_EVENTS, migration_fields, NULL },
+	{ "volume.state", BUS_TC_EVENTS, volume_state_fields, NULL },
+	{ "image.snapshot", BUS_TC_EVENTS, snapshot_event_fields, NULL },
 	/* reports: stratus.metrics, key = host */
 	{ "host.report", BUS_TC_METRICS, host_report_fields, NULL },
 };

@@ -19,7 +19,8 @@ struct cli_common {
 	bool no_wait;
 };
 
-enum { CLI_OPT_PROJECT = 1000, CLI_OPT_TIMEOUT, CLI_OPT_NO_WAIT, CLI_OPT_HELP, CLI_OPT_LINES };
+enum { CLI_OPT_PROJECT = 1000, CLI_OPT_TIMEOUT, CLI_OPT_NO_WAIT, CLI_OPT_HELP, CLI_OPT_LINES,
+       CLI_OPT_ATTACH, CLI_OPT_URL };
 
 /* ---- the credential (cli/credential.c) ---------------------------------- */
 
@@ -40,6 +41,11 @@ int cli_credential_sign(const struct cli_credential *cred, struct bus_envelope *
 int cli_credential_open(const struct cli_credential *cred, const char *rid, const char *sealed,
 			json_t **out);
 
+/* ---- the interactive console (cli/console.c) ---------------------------- */
+/* Attach the terminal to the console proxy named in data (the host's
+ * sealed answer: uuid, address, token) until Ctrl-]. Returns an exit code. */
+int cli_console_attach(struct cli_ctx *ctx, const char *name, const json_t *data);
+
 /* ---- a session with the scheduler --------------------------------------- */
 
 struct cli_watch {
@@ -49,6 +55,9 @@ struct cli_watch {
 	json_t *result;        /* the request.result body, once seen */
 	json_t *states;        /* instance.state bodies of watched uuids */
 	json_t *uuids;         /* object: uuid -> true */
+	json_t *migrations;    /* instance.migration bodies (when want_migrations) */
+	bool want_migrations;  /* migrate, host drain: every one, filtered by the caller */
+	json_t *snapshots;     /* image.snapshot bodies (when the caller sets an array) */
 	const struct cli_credential *cred; /* opens sealed results */
 };
 
@@ -81,6 +90,20 @@ int cli_request(struct cli_session *ss, const char *type, json_t *body, json_t *
  * a table (cols/heads; none when cols is NULL) or JSON. */
 int cli_request_print(struct cli_ctx *ctx, const struct cli_common *co, const char *type,
 		      json_t *body, const char *const *cols, const char *const *heads);
+
+/* cli/instance.c: follow instance UUID (shown as NAME, STATE on HOST now
+ * when STATE is not NULL) until a state of WANT ("active|stopped": any of
+ * them); progress printed unless --json. CLI_OK, CLI_ERROR (error, or a
+ * rolled_back state: printed), CLI_TIMEOUT. */
+int cli_follow(struct cli_session *ss, const char *project, const char *uuid, const char *name,
+	       const char *state, const char *host, const char *want);
+/* STATE is WANT or one of WANT's "a|b" names. */
+bool cli_state_wanted(const char *state, const char *want);
+
+/* cli/migrate.c: host drain NAME: the request, then each migration's end. */
+int cli_host_drain(struct cli_ctx *ctx, const struct cli_common *co, const char *host);
+/* host evacuate NAME (down): the request, then each instance active or failed. */
+int cli_host_evacuate(struct cli_ctx *ctx, const struct cli_common *co, const char *host);
 
 /* ---- output -------------------------------------------------------------- */
 

@@ -35,6 +35,21 @@ static void target_set(char **dst, const char *v)
 	}
 }
 
+bool cli_state_wanted(const char *state, const char *want)
+{
+	size_t n = strlen(state);
+
+	for (const char *p = want; p && *p;) {
+		const char *bar = strchr(p, '|');
+		size_t len = bar ? (size_t)(bar - p) : strlen(p);
+
+		if (len == n && strncmp(p, state, n) == 0)
+			return true;
+		p = bar ? bar + 1 : NULL;
+	}
+	return false;
+}
+
 /* One state seen for T: print progress, return 1 done ok, -1 error, 0 on. */
 static int target_update(struct cli_ctx *ctx, struct target *t, const char *state,
 			 const char *host, const char *reason, const char *want)
@@ -53,7 +68,7 @@ static int target_update(struct cli_ctx *ctx, struct target *t, const char *stat
 			printf("%s: %s\n", t->name, state);
 		fflush(stdout);
 	}
-	if (strcmp(state, want) == 0) {
+	if (cli_state_wanted(state, want)) {
 		t->done = true;
 		return 1;
 	}
@@ -98,6 +113,16 @@ static int wait_states(struct cli_session *ss, const char *project, struct targe
 
 				if (tg[i].done || strcmp(tg[i].uuid, u) != 0)
 					continue;
+				if (json_is_true(json_object_get(st, "rolled_back"))) {
+					/* a rebuild the host undid: back as before, and failed */
+					const char *why = json_string_value(json_object_get(st, "reason"));
+
+					cli_error(ss->ctx, "%s: %s", tg[i].name, why ? why : "rolled back");
+					tg[i].done = true;
+					left--;
+					rc = CLI_ERROR;
+					continue;
+				}
 				r = target_update(ss->ctx, &tg[i],
 						  json_string_value(json_object_get(st, "state")),
 						  json_string_value(json_object_get(st, "host")),
@@ -161,7 +186,8 @@ static void targets_free(struct target *tg, size_t n)
 static const char boot_usage[] =
 	"boot NAME --flavor F --image I [--user-data FILE] [--key FILE]... [--meta K=V]...\n"
 	"       [--count N] [--group G [--group-policy affinity|anti-affinity]] [--az Z]\n"
-	"       [--seed nocloud|configdrive|none] [--no-wait] [--project P] [--timeout S]";
+	"       [--seed nocloud|configdrive|none] [--security-group G]... [--volume V] [--no-wait]\n"
+	"       [--project P] [--timeout S]";
 
 static int read_key(struct cli_ctx *ctx, const char *path, json_t *keys)
 {
@@ -182,7 +208,8 @@ static int read_key(struct cli_ctx *ctx, const char *path, json_t *keys)
 	return 0;
 }
 
-enum { O_FLAVOR = 2000, O_IMAGE, O_UD, O_KEY, O_META, O_COUNT, O_GROUP, O_GPOL, O_AZ, O_SEED };
+enum { O_FLAVOR = 2000, O_IMAGE, O_UD, O_KEY, O_META, O_COUNT, O_GROUP, O_GPOL, O_AZ, O_SEED,
+       O_SECGROUP, O_VOLUME };
 
 /* A boot request as its options build it. */
 struct boot_req {
@@ -203,6 +230,17 @@ static int boot_opt(struct cli_ctx *ctx, int c, char **argv, struct boot_req *b)
 	case O_GPOL: json_object_set_new(b->body, "server_group_policy", json_string(optarg)); break;
 	case O_AZ: json_object_set_new(b->body, "availability_zone", json_string(optarg)); break;
 	case O_SEED: json_object_set_new(b->body, "seed", json_string(optarg)); break;
+	case O_SECGROUP: {
+		json_t *g = json_object_get(b->body, "security_groups");
+
+		if (!g) {
+			g = json_array();
+			json_object_set_new(b->body, "security_groups", g);
+		}
+		json_array_append_new(g, json_string(optarg));
+		break;
+	}
+	case O_VOLUME: json_object_set_new(b->body, "volume", json_string(optarg)); break;
 	case O_COUNT:
 		if (parse_long(optarg, 1, 100, &count) < 0)
 			return cli_usage_error(ctx, boot_usage, "--count: expected 1 to 100, got '%s'",
@@ -260,6 +298,8 @@ static int boot_parse(struct cli_ctx *ctx, int argc, char **argv, struct boot_re
 		{ "group-policy", required_argument, NULL, O_GPOL },
 		{ "az", required_argument, NULL, O_AZ },
 		{ "seed", required_argument, NULL, O_SEED },
+		{ "security-group", required_argument, NULL, O_SECGROUP },
+		{ "volume", required_argument, NULL, O_VOLUME },
 		{ "no-wait", no_argument, NULL, CLI_OPT_NO_WAIT },
 		CLI_COMMON_OPTS,
 		{ 0 },
@@ -383,6 +423,113 @@ int cli_boot(struct cli_ctx *ctx, int argc, char **argv)
 	return rc;
 }
 
+int cli_follow(struct cli_session *ss, const char *project, const char *uuid, const char *name,
+	       const char *state, const char *host, const char *want)
+{
+	struct target t = { 0 };
+	int rc = CLI_OK;
+
+	snprintf(t.uuid, sizeof(t.uuid), "%s", uuid);
+	t.name = strdup(name);
+	if (!t.name)
+		return CLI_ERROR;
+	if (state && target_update(ss->ctx, &t, state, host, NULL, want) < 0)
+		rc = CLI_ERROR;
+	if (!t.done)
+		rc = wait_states(ss, project, &t, 1, want);
+	free(t.name);
+	free(t.state);
+	free(t.host);
+	return rc;
+}
+
+/* ---- rebuild (issue 18) ------------------------------------------------ */
+
+static const char rebuild_usage[] =
+	"rebuild NAME|UUID [--image I] [--user-data FILE] [--project P] [--timeout S] [--no-wait]";
+
+/* Send instance.rebuild (the user data sealed to the scheduler, as a
+ * boot's), then follow the instance: rebuilding, then active. */
+int cli_rebuild(struct cli_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "image", required_argument, NULL, O_IMAGE },
+		{ "user-data", required_argument, NULL, O_UD },
+		{ "no-wait", no_argument, NULL, CLI_OPT_NO_WAIT },
+		CLI_COMMON_OPTS,
+		{ 0 },
+	};
+	struct cli_common co = { .project = cli_default_project(), .timeout_s = 600 };
+	const char *image = NULL, *ud_path = NULL;
+	_cleanup_free_ char *ud = NULL, *b64 = NULL;
+	struct target t = { 0 };
+	struct cli_session ss;
+	json_t *body, *data = NULL;
+	size_t len = 0;
+	int c, rc;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		int r = cli_common_opt(ctx, c, &co);
+
+		if (r < 0)
+			return CLI_USAGE;
+		if (r == 0)
+			continue;
+		if (c == CLI_OPT_HELP) {
+			printf("usage: %s %s\n", ctx->prog, rebuild_usage);
+			return CLI_OK;
+		}
+		if (c == O_IMAGE)
+			image = optarg;
+		else if (c == O_UD)
+			ud_path = optarg;
+		else
+			return cli_usage_error(ctx, rebuild_usage, "unknown option %s", argv[optind - 1]);
+	}
+	if (argc - optind != 1)
+		return cli_usage_error(ctx, rebuild_usage, "rebuild: one instance name or uuid is "
+				       "required");
+	if (ud_path && read_file(ud_path, 64 * 1024, &ud, &len) < 0) {
+		cli_error(ctx, "--user-data %s: %s", ud_path, err_msg());
+		return CLI_ERROR;
+	}
+	if (ud && !(b64 = base64_encode((unsigned char *)ud, len))) {
+		cli_error(ctx, "--user-data %s: out of memory", ud_path);
+		return CLI_ERROR;
+	}
+	body = json_pack("{s:s, s:s}", "project", co.project, "instance", argv[optind]);
+	if (body && image)
+		json_object_set_new(body, "image", json_string(image));
+	if (body && b64)
+		json_object_set_new(body, "user_data", json_string(b64));
+	rc = cli_session_open(&ss, ctx, co.timeout_s);
+	if (rc == CLI_OK)
+		rc = boot_seal(&ss, body);
+	if (rc == CLI_OK)
+		rc = cli_request(&ss, "instance.rebuild", body, &data);
+	if (rc == CLI_OK) {
+		snprintf(t.uuid, sizeof(t.uuid), "%s", json_string_value(json_object_get(data, "uuid")));
+		t.name = strdup(argv[optind]);
+		if (!co.no_wait && t.name) {
+			target_update(ctx, &t, "rebuilding",
+				      json_string_value(json_object_get(data, "host")), NULL, "active");
+			rc = wait_states(&ss, co.project, &t, 1, "active");
+		} else if (!ctx->json) {
+			printf("%s: rebuild requested\n", argv[optind]);
+		}
+		if (ctx->json)
+			cli_print_json(data);
+	}
+	cli_session_close(&ss);
+	free(t.name);
+	free(t.state);
+	free(t.host);
+	json_decref(data);
+	json_decref(body);
+	return rc;
+}
+
 /* ---- commands on one instance ------------------------------------------ */
 
 struct instance_op {
@@ -405,6 +552,8 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 	static const struct option opts[] = {
 		{ "no-wait", no_argument, NULL, CLI_OPT_NO_WAIT },
 		{ "lines", required_argument, NULL, CLI_OPT_LINES },
+		{ "attach", no_argument, NULL, CLI_OPT_ATTACH },
+		{ "url", no_argument, NULL, CLI_OPT_URL },
 		CLI_COMMON_OPTS,
 		{ 0 },
 	};
@@ -414,6 +563,7 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 	json_t *body = NULL, *data = NULL;
 	char usage[160];
 	long nlines = 0;
+	bool attach = false, url = false;
 	int c, rc;
 
 	for (size_t i = 0; i < ARRAY_SIZE(instance_ops); i++)
@@ -423,7 +573,7 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	snprintf(usage, sizeof(usage), "%s NAME|UUID [--project P] [--timeout S]%s", op->cmd,
 		 op->want ? " [--no-wait]" :
-		 strcmp(op->cmd, "console") == 0 ? " [--lines N]" : "");
+		 strcmp(op->cmd, "console") == 0 ? " [--lines N | --attach | --url]" : "");
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		int r = cli_common_opt(ctx, c, &co);
@@ -443,13 +593,22 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 						   optarg);
 			continue;
 		}
+		if ((c == CLI_OPT_ATTACH || c == CLI_OPT_URL) && strcmp(op->cmd, "console") == 0) {
+			*(c == CLI_OPT_ATTACH ? &attach : &url) = true;
+			continue;
+		}
 		return cli_usage_error(ctx, usage, "unknown option %s", argv[optind - 1]);
 	}
 	if (argc - optind != 1)
 		return cli_usage_error(ctx, usage, "%s: one instance name or uuid is required", op->cmd);
+	if ((attach || url) && (nlines > 0 || (attach && url)))
+		return cli_usage_error(ctx, usage, "%s", "console: --lines, --attach and --url "
+				       "exclude each other");
 	body = json_pack("{s:s, s:s}", "project", co.project, "instance", argv[optind]);
 	if (body && nlines > 0)
 		json_object_set_new(body, "lines", json_integer(nlines));
+	if (body && (attach || url))
+		json_object_set_new(body, "attach", json_true());
 	rc = cli_session_open(&ss, ctx, co.timeout_s);
 	if (rc == CLI_OK)
 		rc = cli_request(&ss, op->type, body, &data);
@@ -473,6 +632,15 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 					printf("fault         %s: %s\n", k, json_string_value(v));
 			}
 		}
+	} else if (rc == CLI_OK && (attach || url)) {
+		/* the host's answer: {"uuid", "address", "token", "expires_in", "url"} */
+		if (ctx->json)
+			cli_print_json(data);
+		else if (url)
+			printf("%s\n", json_string_value(json_object_get(data, "url")) ?
+					       json_string_value(json_object_get(data, "url")) : "");
+		else
+			rc = cli_console_attach(ctx, argv[optind], data);
 	} else if (rc == CLI_OK && strcmp(op->cmd, "console") == 0) {
 		/* the agent's answer: {"lines": ["...", ...]} */
 		json_t *lines = json_object_get(data, "lines"), *ln;

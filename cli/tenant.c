@@ -77,6 +77,12 @@ static int on_event(void *opaque, const struct bus_message *m)
 
 		if (u && json_object_get(w->uuids, u))
 			json_array_append(w->states, e->body);
+	} else if (strcmp(e->type, "instance.migration") == 0 && w->want_migrations) {
+		/* also those that come with the answer, before the caller knows
+		 * the uuids to follow */
+		json_array_append(w->migrations, e->body);
+	} else if (strcmp(e->type, "image.snapshot") == 0 && w->snapshots) {
+		json_array_append(w->snapshots, e->body); /* cli/snapshot.c filters */
 	}
 	return 0;
 }
@@ -90,7 +96,6 @@ int cli_session_open(struct cli_session *ss, struct cli_ctx *ctx, long timeout_s
 {
 	static const char *const topics[] = { BUS_TOPIC_EVENTS, NULL };
 	struct bus_consumer_opts o = { .observe = true, .from_end = true, .topics = topics };
-	int64_t warm;
 
 	memset(ss, 0, sizeof(*ss));
 	ss->ctx = ctx;
@@ -102,15 +107,15 @@ int cli_session_open(struct cli_session *ss, struct cli_ctx *ctx, long timeout_s
 	ss->deadline_ms = time_mono_ms() + timeout_s * 1000;
 	ss->w.states = json_array();
 	ss->w.uuids = json_object();
+	ss->w.migrations = json_array();
+	/* the observer starts at the end of stratus.events as it is now (before
+	 * we ask), and stratus.api is known before the request is queued */
 	if (bus_producer_new(&ctx->bus, &ss->prod) < 0 ||
+	    bus_producer_prepare(ss->prod, BUS_TOPIC_API) < 0 ||
 	    bus_consumer_new(&ctx->bus, &o, &ss->obs) < 0) {
 		cli_error(ctx, "%s", err_msg());
 		return CLI_ERROR;
 	}
-	/* let the observer find the end of stratus.events before we ask */
-	warm = time_mono_ms() + 300;
-	while (time_mono_ms() < warm)
-		cli_session_poll(ss, 50);
 	return CLI_OK;
 }
 
@@ -122,6 +127,7 @@ void cli_session_close(struct cli_session *ss)
 	json_decref(ss->w.late_error);
 	json_decref(ss->w.states);
 	json_decref(ss->w.uuids);
+	json_decref(ss->w.migrations);
 }
 
 static int send_request(struct cli_session *ss, const char *type, const char *rid, json_t *body)

@@ -17,6 +17,7 @@
 /* cli/instance.c */
 int cli_boot(struct cli_ctx *ctx, int argc, char **argv);
 int cli_delete(struct cli_ctx *ctx, int argc, char **argv);
+int cli_rebuild(struct cli_ctx *ctx, int argc, char **argv); /* issue 18 */
 int cli_stop(struct cli_ctx *ctx, int argc, char **argv);
 int cli_start(struct cli_ctx *ctx, int argc, char **argv);
 int cli_reboot(struct cli_ctx *ctx, int argc, char **argv);
@@ -26,9 +27,20 @@ int cli_show(struct cli_ctx *ctx, int argc, char **argv);
 /* cli/catalog.c */
 int cli_quota(struct cli_ctx *ctx, int argc, char **argv);
 int cli_flavor(struct cli_ctx *ctx, int argc, char **argv);
+int cli_secgroup(struct cli_ctx *ctx, int argc, char **argv); /* cli/secgroup.c */
 int cli_image(struct cli_ctx *ctx, int argc, char **argv);
 int cli_host(struct cli_ctx *ctx, int argc, char **argv);
+/* cli/resize.c (issue 18) */
+int cli_resize(struct cli_ctx *ctx, int argc, char **argv);
+int cli_resize_confirm(struct cli_ctx *ctx, int argc, char **argv);
+int cli_resize_revert(struct cli_ctx *ctx, int argc, char **argv);
+/* cli/migrate.c */
+int cli_migrate(struct cli_ctx *ctx, int argc, char **argv);
 /* cli/credential.c */
 int cli_credential(struct cli_ctx *ctx, int argc, char **argv);
+/* cli/snapshot.c (issue 18) */
+int cli_snapshot(struct cli_ctx *ctx, int argc, char **argv);
+/* cli/volume.c */
+int cli_volume(struct cli_ctx *ctx, int argc, char **argv);
 
 #endif

@@ -45,6 +45,29 @@ int crypto_sha256(const void *data, size_t n, unsigned char out[32])
 	return 0;
 }
 
+/* SHA-256 fetched once: an implicit fetch per call costs more than a
+ * short message's hash (OpenSSL 3). */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+int crypto_sha256_2(const void *a, size_t na, const void *b, size_t nb, unsigned char out[32])
+{
+	EVP_MD_CTX *c;
+	int ok;
+
+	pthread_once(&sha256_once, sha256_fetch);
+	c = sha256_md ? EVP_MD_CTX_new() : NULL;
+	ok = c && EVP_DigestInit_ex(c, sha256_md, NULL) == 1 && EVP_DigestUpdate(c, a, na) == 1 &&
+	     (nb == 0 || EVP_DigestUpdate(c, b, nb) == 1) && EVP_DigestFinal_ex(c, out, NULL) == 1;
+	EVP_MD_CTX_free(c);
+	return ok ? 0 : err_set(-EIO, "crypto: SHA-256 failed");
+}
+
 int crypto_hkdf_sha256(const void *ikm, size_t ikm_len, const void *salt, size_t salt_len,
 		       const char *info, unsigned char out[CRYPTO_KEY_LEN])
 {
@@ -396,6 +419,157 @@ int crypto_box_open(const unsigned char rsk[CRYPTO_KEY_LEN], const char *info, c
 	return r;
 }
 
+/* ---- a sealer: one ephemeral pair per epoch ---------------------------- */
+
+struct sealer_entry {
+	unsigned char rpk[CRYPTO_KEY_LEN];
+	unsigned char key[CRYPTO_KEY_LEN];
+	bool used;
+};
+
+struct crypto_sealer {
+	const char *info;
+	int64_t max_age_ns;
+	long max_boxes;
+	unsigned char epk[CRYPTO_KEY_LEN], esk[CRYPTO_KEY_LEN];
+	bool have_pair;
+	int64_t epoch_ns;             /* when the pair was made */
+	long boxes;                   /* sealed in this epoch */
+	struct sealer_entry *tab;     /* open addressing, cap a power of two */
+	size_t cap, n;
+};
+
+#define SEALER_MIN_CAP 64
+
+static void sealer_wipe(struct crypto_sealer *sl)
+{
+	if (sl->tab)
+		OPENSSL_cleanse(sl->tab, sl->cap * sizeof(*sl->tab));
+	OPENSSL_cleanse(sl->esk, sizeof(sl->esk));
+	sl->n = 0;
+	sl->boxes = 0;
+	sl->have_pair = false;
+}
+
+int crypto_sealer_new(const char *info, int64_t max_age_ms, long max_boxes,
+		      struct crypto_sealer **out)
+{
+	struct crypto_sealer *sl = calloc(1, sizeof(*sl));
+
+	if (!sl || !(sl->tab = calloc(SEALER_MIN_CAP, sizeof(*sl->tab)))) {
+		free(sl);
+		return err_set(-ENOMEM, "out of memory");
+	}
+	sl->info = info;
+	sl->max_age_ns = max_age_ms * 1000000;
+	sl->max_boxes = max_boxes;
+	sl->cap = SEALER_MIN_CAP;
+	*out = sl;
+	return 0;
+}
+
+void crypto_sealer_free(struct crypto_sealer *sl)
+{
+	if (!sl)
+		return;
+	sealer_wipe(sl);
+	free(sl->tab);
+	free(sl);
+}
+
+/* The slot of RPK (public keys are uniform: their first bytes hash them). */
+static struct sealer_entry *sealer_slot(struct sealer_entry *tab, size_t cap,
+					const unsigned char rpk[CRYPTO_KEY_LEN])
+{
+	uint64_t h;
+	size_t i;
+
+	memcpy(&h, rpk, sizeof(h));
+	for (i = (size_t)h & (cap - 1); tab[i].used; i = (i + 1) & (cap - 1))
+		if (memcmp(tab[i].rpk, rpk, CRYPTO_KEY_LEN) == 0)
+			break;
+	return &tab[i];
+}
+
+static int sealer_grow(struct crypto_sealer *sl)
+{
+	size_t cap = sl->cap * 2;
+	struct sealer_entry *tab = calloc(cap, sizeof(*tab));
+
+	if (!tab)
+		return err_set(-ENOMEM, "out of memory");
+	for (size_t i = 0; i < sl->cap; i++)
+		if (sl->tab[i].used)
+			*sealer_slot(tab, cap, sl->tab[i].rpk) = sl->tab[i];
+	OPENSSL_cleanse(sl->tab, sl->cap * sizeof(*sl->tab));
+	free(sl->tab);
+	sl->tab = tab;
+	sl->cap = cap;
+	return 0;
+}
+
+/* The box key to RPK in this epoch (a new epoch when the last is over). */
+static int sealer_key(struct crypto_sealer *sl, const unsigned char rpk[CRYPTO_KEY_LEN],
+		      const unsigned char **key)
+{
+	int64_t now = time_mono_ns();
+	struct sealer_entry *e;
+	int r;
+
+	if (sl->have_pair && (now - sl->epoch_ns >= sl->max_age_ns || sl->boxes >= sl->max_boxes))
+		sealer_wipe(sl);
+	if (!sl->have_pair) {
+		r = crypto_x25519_keygen(sl->epk, sl->esk);
+		if (r < 0)
+			return r;
+		sl->have_pair = true;
+		sl->epoch_ns = now;
+	}
+	e = sealer_slot(sl->tab, sl->cap, rpk);
+	if (!e->used) {
+		if (2 * (sl->n + 1) > sl->cap) {
+			r = sealer_grow(sl);
+			if (r < 0)
+				return r;
+			e = sealer_slot(sl->tab, sl->cap, rpk);
+		}
+		r = box_key(sl->esk, rpk, sl->epk, rpk, sl->info, e->key);
+		if (r < 0)
+			return r;
+		memcpy(e->rpk, rpk, CRYPTO_KEY_LEN);
+		e->used = true;
+		sl->n++;
+	}
+	*key = e->key;
+	return 0;
+}
+
+int crypto_sealer_seal(struct crypto_sealer *sl, const unsigned char rpk[CRYPTO_KEY_LEN],
+		       const void *pt, size_t n, unsigned char **out, size_t *out_len)
+{
+	const unsigned char *key = NULL;
+	unsigned char *ct = NULL, *buf;
+	size_t ct_len = 0;
+	int r = sealer_key(sl, rpk, &key);
+
+	if (r == 0)
+		r = crypto_aead_seal(key, sl->info, strlen(sl->info), pt, n, &ct, &ct_len);
+	if (r < 0)
+		return r;
+	buf = malloc(CRYPTO_KEY_LEN + ct_len);
+	if (!buf) {
+		free(ct);
+		return err_set(-ENOMEM, "out of memory");
+	}
+	memcpy(buf, sl->epk, CRYPTO_KEY_LEN);
+	memcpy(buf + CRYPTO_KEY_LEN, ct, ct_len);
+	free(ct);
+	sl->boxes++;
+	*out = buf;
+	*out_len = CRYPTO_KEY_LEN + ct_len;
+	return 0;
+}
+
 /* ---- key files and text ------------------------------------------------ */
 
 void crypto_key_to_text(const unsigned char key[CRYPTO_KEY_LEN], char buf[45])
@@ -416,6 +590,28 @@ int crypto_key_from_text(const char *text, unsigned char key[CRYPTO_KEY_LEN])
 	memcpy(key, raw, CRYPTO_KEY_LEN);
 	OPENSSL_cleanse(raw, len);
 	free(raw);
+	return 0;
+}
+
+int crypto_key_from_entry(const char *what, const char *entry, const char *seen_in,
+			  unsigned char key[CRYPTO_KEY_LEN])
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	int r;
+
+	if (crypto_key_from_text(entry, key) == 0)
+		return 0;
+	if (entry[0] != '/' && entry[0] != '.')
+		return err_set(-EINVAL, "%s: '%.60s' is neither a base64 Ed25519 public key nor a "
+			       "file path", what, entry);
+	r = read_file(entry, 4096, &text, &len);
+	if (r < 0)
+		return err_prefix(r, "%s", what);
+	text[strcspn(text, "\r\n")] = '\0';
+	if (crypto_key_from_text(text, key) < 0)
+		return err_set(-EINVAL, "%s: %s: expected one line of base64 (a 32-byte Ed25519 "
+			       "public key, as in %s)", what, entry, seen_in);
 	return 0;
 }
 

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define CRYPTO_KEY_LEN 32     /* Ed25519 and X25519 keys, AEAD keys */
 #define CRYPTO_SIG_LEN 64     /* Ed25519 signature */
@@ -32,6 +33,8 @@ int crypto_hmac_sha256(const void *key, size_t key_len, const void *data, size_t
 		       unsigned char mac[CRYPTO_MAC_LEN]);
 /* SHA-256 of DATA. */
 int crypto_sha256(const void *data, size_t n, unsigned char out[32]);
+/* SHA-256 of A || B (B may be NULL when NB is 0). */
+int crypto_sha256_2(const void *a, size_t na, const void *b, size_t nb, unsigned char out[32]);
 /* HKDF-SHA256 (RFC 5869) of IKM with SALT (may be NULL) and INFO: one key. */
 int crypto_hkdf_sha256(const void *ikm, size_t ikm_len, const void *salt, size_t salt_len,
 		       const char *info, unsigned char out[CRYPTO_KEY_LEN]);
@@ -74,6 +77,26 @@ int crypto_box_open(const unsigned char rsk[CRYPTO_KEY_LEN], const char *info, c
 		    size_t n, unsigned char **out, size_t *out_len);
 
 /*
+ * A sender that seals many boxes (the scheduler sealing builds to hosts):
+ * the same format as crypto_box_seal, opened by crypto_box_open, but the
+ * ephemeral key pair is one per epoch instead of one per box, and the box
+ * key of each recipient is derived once per epoch and kept: a box costs
+ * one AEAD instead of two X25519 operations. An epoch ends after MAX_AGE_MS
+ * or MAX_BOXES boxes (the nonces stay random 96-bit ones under each key);
+ * its secret key and derived keys are then wiped and a new pair made. The
+ * ephemeral secret never leaves memory. INFO is the purpose of every box
+ * (a string constant the sealer keeps a pointer to).
+ */
+struct crypto_sealer;
+/* *out: a new sealer; caller frees with crypto_sealer_free. */
+int crypto_sealer_new(const char *info, int64_t max_age_ms, long max_boxes,
+		      struct crypto_sealer **out);
+void crypto_sealer_free(struct crypto_sealer *sl);
+/* crypto_box_seal to RPK through SL's epoch (the same *out). */
+int crypto_sealer_seal(struct crypto_sealer *sl, const unsigned char rpk[CRYPTO_KEY_LEN],
+		       const void *pt, size_t n, unsigned char **out, size_t *out_len);
+
+/*
  * A key file: the 32 raw key bytes as one line of base64 (44 characters).
  * load: -ENOENT when missing, -EPERM when group or others may read it
  * (mode must be 0600 or stricter), -EINVAL when malformed.
@@ -85,5 +108,10 @@ int crypto_key_save(const char *path, const unsigned char key[CRYPTO_KEY_LEN]);
  * (-EINVAL unless exactly 32 bytes). */
 void crypto_key_to_text(const unsigned char key[CRYPTO_KEY_LEN], char buf[45]);
 int crypto_key_from_text(const char *text, unsigned char key[CRYPTO_KEY_LEN]);
+/* A configured public key: base64 text, or the path (starting with / or .)
+ * of a file holding it on its first line. Errors name the setting WHAT
+ * ("agent.scheduler_keys[0]") and say where such a key is found (SEEN_IN). */
+int crypto_key_from_entry(const char *what, const char *entry, const char *seen_in,
+			  unsigned char key[CRYPTO_KEY_LEN]);
 
 #endif

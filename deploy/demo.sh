@@ -111,17 +111,23 @@ prepare_host() {
 }
 
 guest_image() {
-	say "guest image: Debian 12 with cloud-init (built once, then cached)"
-	out=$(sh "$TOP/tests/guest/build-debian.sh") || die "guest image build failed"
-	eval "$(echo "$out" | grep -E '^(image|kernel|initrd|cmdline)=')"
-	[ -n "${image:-}" ] || die "guest image: no image path in the builder's output"
-	IMG_DIR=$(dirname "$image")
+	say "guest images: Debian 12 with cloud-init, GRUB-booted (debian-12) and direct-kernel (debian-12-direct), built once, then cached"
+	out=$(sh "$TOP/tests/guest/build-cloudimg.sh") || die "guest image build failed"
+	image=$(echo "$out" | sed -n 's/^image=//p')
+	[ -n "$image" ] || die "guest image: no image path in the builder's output"
+	# the direct-kernel build the GRUB image was made from (its latest links)
+	deb=$(dirname "$(dirname "$image")")/../debian12
+	kernel=$(readlink -f "$deb/vmlinuz") initrd=$(readlink -f "$deb/initrd.img")
+	direct=$(readlink -f "$deb/debian12.qcow2")
+	IMG_DIR=$(cd "$(dirname "$(dirname "$(dirname "$image")")")" && pwd) # .../guest: both builds
 	sum() { echo "sha256:$(sha256sum "$1" | cut -d' ' -f1)"; }
-	IMAGE_LINE="url=http://127.0.0.1:$IMG_PORT/$(basename "$image") checksum=$(sum "$image") disk_format=qcow2 min_disk_gb=2 kernel=http://127.0.0.1:$IMG_PORT/$(basename "$kernel") kernel_checksum=$(sum "$kernel") initrd=http://127.0.0.1:$IMG_PORT/$(basename "$initrd") initrd_checksum=$(sum "$initrd") cmdline=$(echo "$cmdline" | sed 's/ /%20/g')"
+	url() { echo "http://127.0.0.1:$IMG_PORT/${1#"$IMG_DIR"/}"; }
+	IMAGE_LINE="url=$(url "$image") checksum=$(sum "$image") disk_format=qcow2 min_disk_gb=2"
+	DIRECT_IMAGE_LINE="url=$(url "$direct") checksum=$(sum "$direct") disk_format=qcow2 min_disk_gb=2 kernel=$(url "$kernel") kernel_checksum=$(sum "$kernel") initrd=$(url "$initrd") initrd_checksum=$(sum "$initrd") cmdline=root=/dev/vda%20console=ttyS0"
 }
 
 serve_images() {
-	say "serving the image over HTTP on 127.0.0.1:$IMG_PORT (deploy/host/serve-images.sh)"
+	say "serving the image over HTTP on 127.0.0.1:$IMG_PORT, snapshots uploaded to its snapshots/ (deploy/host/serve-images.sh)"
 	sh deploy/host/serve-images.sh start "$IMG_DIR" "$IMG_PORT" || die "cannot serve the images"
 }
 
@@ -134,7 +140,7 @@ write_config() {
 		shared="0"
 		dedicated=""
 	fi
-	sed -e "s|@DEMO@|$DEMO|g" -e "s|@HOST@|$(hostname -s)|g" -e "s|@IMAGE_LINE@|$IMAGE_LINE|" \
+	sed -e "s|@DEMO@|$DEMO|g" -e "s|@IMG_PORT@|$IMG_PORT|g" -e "s|@HOST@|$(hostname -s)|g" -e "s|@IMAGE_LINE@|$IMAGE_LINE|" -e "s|@DIRECT_IMAGE_LINE@|$DIRECT_IMAGE_LINE|" \
 		-e "s|@DEDICATED@|$dedicated|" -e "s|@SHARED@|$shared|" \
 		deploy/demo/stratus.yaml.in >"$DEMO/stratus.yaml.new"
 	for d in stratus-bus stratus-scheduler stratus-metadata stratus-agent; do

@@ -133,6 +133,14 @@ int img_index_begin(struct img_cache *c)
 	int r;
 
 	pthread_mutex_lock(&c->index_mu);
+	if (c->pending) {
+		/* committed, its write in flight: the flock is ours already */
+		c->index = json_deep_copy(c->pending);
+		if (c->index)
+			return 0;
+		pthread_mutex_unlock(&c->index_mu);
+		return err_set(-ENOMEM, "image index: out of memory");
+	}
 	while (flock(c->lock_fd, LOCK_EX) < 0) {
 		if (errno != EINTR) {
 			r = err_sys(-errno, "%s: lock", c->lock_path);
@@ -148,13 +156,60 @@ int img_index_begin(struct img_cache *c)
 	return r;
 }
 
-/* Write the index back when save, and let go. Returns r or the write error. */
-int img_index_end(struct img_cache *c, bool save, int r)
+/* A commit waiting for the write that carries it (on its thread's stack). */
+struct img_index_waiter {
+	uint64_t gen;
+	bool done;
+	int r;
+	char msg[256];
+	struct img_index_waiter *next;
+};
+
+/* The write of generation gen ended with w (index_mu held): tell the
+ * waiters it carried; a failed write fails every commit not yet written,
+ * since each was made on top of the ones before. */
+static void index_written(struct img_cache *c, uint64_t gen, int w)
 {
-	if (save && c->index) {
-		char *text = json_dumps(c->index, JSON_INDENT(1) | JSON_SORT_KEYS);
+	struct img_index_waiter **pp = &c->index_waiters;
+
+	while (*pp) {
+		struct img_index_waiter *x = *pp;
+
+		if (x->gen <= gen || w < 0) {
+			x->done = true;
+			x->r = w;
+			if (w < 0)
+				snprintf(x->msg, sizeof(x->msg), "%s", err_msg());
+			*pp = x->next;
+		} else {
+			pp = &x->next;
+		}
+	}
+	if (w < 0 || c->index_gen == gen) {
+		/* the file is the truth again (a failed write: the old one) */
+		json_decref(c->pending);
+		c->pending = NULL;
+		flock(c->lock_fd, LOCK_UN);
+	}
+	pthread_cond_broadcast(&c->index_cv);
+}
+
+/* Until the waiter's commit is in the file: write pending ourselves, or
+ * wait for the write in flight (index_mu held, released while writing). */
+static int index_wait_written(struct img_cache *c, struct img_index_waiter *me)
+{
+	while (!me->done) {
+		uint64_t gen = c->index_gen;
+		char *text;
 		int w;
 
+		if (c->index_writing) {
+			pthread_cond_wait(&c->index_cv, &c->index_mu);
+			continue;
+		}
+		c->index_writing = true;
+		text = json_dumps(c->pending, JSON_INDENT(1) | JSON_SORT_KEYS);
+		pthread_mutex_unlock(&c->index_mu);
 		if (!text) {
 			w = err_set(-ENOMEM, "image index: cannot serialise");
 		} else {
@@ -163,14 +218,38 @@ int img_index_end(struct img_cache *c, bool save, int r)
 				err_prefix(w, "image index");
 		}
 		free(text);
-		if (w < 0 && r >= 0)
-			r = w;
+		pthread_mutex_lock(&c->index_mu);
+		c->index_writing = false;
+		index_written(c, gen, w);
 	}
-	json_decref(c->index);
+	if (me->r < 0)
+		err_set(me->r, "%s", me->msg);
+	return me->r;
+}
+
+/* Write the index back when save, and let go. Returns r or the write error. */
+int img_index_end(struct img_cache *c, bool save, int r)
+{
+	struct img_index_waiter me = { 0 };
+
+	if (!save || !c->index) {
+		json_decref(c->index);
+		c->index = NULL;
+		if (!c->pending)
+			flock(c->lock_fd, LOCK_UN);
+		pthread_mutex_unlock(&c->index_mu);
+		return r;
+	}
+	json_decref(c->pending);
+	c->pending = c->index;
 	c->index = NULL;
-	flock(c->lock_fd, LOCK_UN);
+	me.gen = ++c->index_gen;
+	me.next = c->index_waiters;
+	c->index_waiters = &me;
+	int w = index_wait_written(c, &me);
+
 	pthread_mutex_unlock(&c->index_mu);
-	return r;
+	return w < 0 && r >= 0 ? w : r;
 }
 
 json_t *img_index_images(struct img_cache *c)
@@ -268,8 +347,9 @@ static int copy_config(struct img_config *dst, const struct img_config *src)
 	dst->cache_dir = xstrdup(src->cache_dir);
 	dst->ca_file = xstrdup(src->ca_file);
 	dst->qemu_img = xstrdup(src->qemu_img ? src->qemu_img : "qemu-img");
+	dst->store_url = xstrdup(src->store_url);
 	if (img_url_filter_copy(&dst->url_filter, &src->url_filter) < 0 || !dst->cache_dir ||
-	    !dst->qemu_img || (src->ca_file && !dst->ca_file))
+	    !dst->qemu_img || (src->ca_file && !dst->ca_file) || (src->store_url && !dst->store_url))
 		return err_set(-ENOMEM, "out of memory");
 	return 0;
 }
@@ -416,6 +496,7 @@ int img_cache_open(const struct img_config *cfg, struct img_cache **out)
 		return err_set(-ENOMEM, "out of memory");
 	c->lock_fd = -1;
 	pthread_mutex_init(&c->index_mu, NULL);
+	pthread_cond_init(&c->index_cv, NULL);
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->cv, NULL);
 	r = copy_config(&c->cfg, cfg);
@@ -496,6 +577,7 @@ void img_cache_close(struct img_cache *c)
 	free(c->partial_dir);
 	img_config_free(&c->cfg);
 	pthread_mutex_destroy(&c->index_mu);
+	pthread_cond_destroy(&c->index_cv);
 	pthread_mutex_destroy(&c->mu);
 	pthread_cond_destroy(&c->cv);
 	free(c);

@@ -124,6 +124,7 @@ const struct cfg_field img_config_fields[] = {
 	{ F("qemu_img", CFG_STRING, qemu_img), .def = "qemu-img",
 	  .expected = "the qemu-img program" },
 	{ F("url_filter", CFG_SECTION, url_filter), .sub = img_url_filter_fields },
+	{ F("store_url", CFG_STRING, store_url), .expected = "the image store's http(s) URL" },
 	{ 0 },
 };
 

@@ -41,6 +41,10 @@ static void curl_init(void)
  * the file (from the page cache) up to `avail`: receiving and writing
  * overlap with hashing, which would otherwise cost as much as the
  * transfer itself. The digest covers exactly the bytes [0, hashed).
+ * The same thread starts the writeback of what it hashed
+ * (sync_file_range, which blocks while the disk's queue is full): the
+ * thread that receives never waits for the disk, and the final fsync
+ * has little left to write.
  */
 struct hasher {
 	pthread_t thread;
@@ -51,6 +55,7 @@ struct hasher {
 	EVP_MD_CTX *md;
 	uint64_t avail;   /* bytes in the file that may be hashed */
 	uint64_t hashed;  /* bytes hashed */
+	uint64_t flushed; /* writeback started up to here (hashing thread) */
 	bool stop;
 	int err;
 };
@@ -93,6 +98,14 @@ static void *hasher_main(void *arg)
 		pthread_mutex_lock(&h->mu);
 		h->hashed = to;
 		pthread_cond_broadcast(&h->cv);
+		if (to - h->flushed >= WRITEBACK_EVERY) {
+			uint64_t at = h->flushed;
+
+			h->flushed = to;
+			pthread_mutex_unlock(&h->mu);
+			sync_file_range(h->fd, (off_t)at, (off_t)(to - at), SYNC_FILE_RANGE_WRITE);
+			pthread_mutex_lock(&h->mu);
+		}
 	}
 out:
 	pthread_cond_broadcast(&h->cv);
@@ -159,7 +172,6 @@ struct xfer {
 	EVP_MD_CTX *md;
 	const EVP_MD *type;
 	struct hasher h;
-	uint64_t flushed;        /* writeback started up to here */
 	uint64_t offset;         /* bytes written (and fed to the hasher) */
 	uint64_t attempt_start;  /* offset when this attempt began */
 	uint64_t range_from;     /* Range asked for in this attempt (0: none) */
@@ -187,11 +199,10 @@ static int restart(struct xfer *x)
 	if (ftruncate(x->fd, 0) < 0)
 		return -errno;
 	pthread_mutex_lock(&x->h.mu);
-	x->h.avail = x->h.hashed = 0;
+	x->h.avail = x->h.hashed = x->h.flushed = 0;
 	x->h.err = 0;
 	pthread_mutex_unlock(&x->h.mu);
 	x->offset = 0;
-	x->flushed = 0;
 	return md_init(x) < 0 ? -EIO : 0;
 }
 
@@ -286,12 +297,6 @@ static size_t on_write(char *p, size_t sz, size_t n, void *ud)
 	}
 	x->offset += len;
 	hasher_feed(&x->h, x->offset);
-	/* Start writeback as we go, so the final fsync has little left. */
-	if (x->offset - x->flushed >= WRITEBACK_EVERY) {
-		sync_file_range(x->fd, (off_t)x->flushed, (off_t)(x->offset - x->flushed),
-				SYNC_FILE_RANGE_WRITE);
-		x->flushed = x->offset;
-	}
 	return len;
 }
 
@@ -515,7 +520,9 @@ static int part_open(struct xfer *x, const char *name)
 	if (st.st_size > 0) {
 		/* Resume: hash what the partial file already holds. */
 		x->offset = (uint64_t)st.st_size;
-		x->flushed = x->offset;
+		pthread_mutex_lock(&x->h.mu);
+		x->h.flushed = x->offset; /* written before: not ours to push out */
+		pthread_mutex_unlock(&x->h.mu);
 		hasher_feed(&x->h, x->offset);
 		if (digest_matches(x)) /* complete already: a crash before the rename */
 			return 1;

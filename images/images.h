@@ -104,6 +104,7 @@ struct img_config {
 	bool allow_file_urls;        /* allow_file_urls: accept file:// URLs */
 	char *qemu_img;              /* qemu_img: path of qemu-img */
 	struct img_url_filter url_filter; /* url_filter: checked before and during fetches */
+	char *store_url;             /* store_url: snapshots are PUT under it (issue 18) */
 };
 extern const struct cfg_field img_config_fields[];
 /* Fill cfg with the defaults of img_config_fields (no file). */
@@ -197,6 +198,24 @@ int img_overlay_create(struct img_cache *c, const struct img_ref *ref,
 /* Delete the instance's overlay and drop its reference. 0 when the
  * instance has none (idempotent). */
 int img_overlay_delete(struct img_cache *c, const char *instance_uuid);
+/* Grow the qcow2 disk at PATH to DISK_GB GiB with qemu-img resize (a
+ * resize, issue 18). A disk that is that large or larger already is left
+ * alone (never shrunk; *grown false). size: its virtual size in bytes. */
+int img_overlay_grow(struct img_cache *c, const char *path, uint64_t disk_gb, bool *grown);
+int img_overlay_size(const char *path, uint64_t *bytes);
+
+/*
+ * The flavor's local disks (images/local.c): a blank qcow2 of BYTES at
+ * PATH, formatted on the host as Nova does: EPHEMERAL an ext4 labelled
+ * ephemeral0, SWAP a swap area labelled swap (mkfs.ext4, mkswap, then
+ * images.qemu_img convert; no loop device, no mount). Idempotent: an
+ * existing PATH is kept as it is (the guest's data). The caller removes
+ * the file with the instance.
+ */
+enum img_local_kind { IMG_LOCAL_EPHEMERAL, IMG_LOCAL_SWAP, IMG_LOCAL_LAST };
+extern const char *const img_local_kind_names[];
+int img_local_disk_create(struct img_cache *c, const char *instance_uuid, const char *path,
+			  uint64_t bytes, enum img_local_kind kind);
 
 struct img_entry {
 	char *checksum;          /* "sha256:HEX" */
@@ -226,5 +245,38 @@ struct img_evict_stats {
 int img_evict(struct img_cache *c, uint64_t budget, struct img_evict_stats *st);
 /* Remove .part files older than max_age_ms that no download holds. */
 int img_sweep_partials(struct img_cache *c, int64_t max_age_ms, unsigned *removed);
+
+/* ---- snapshots into the image store (images/snapshot.c) ------------------- */
+
+/* Copy SRC to DST (created 0600, must not exist): the instance's overlay
+ * while its guest is quiesced. DST removed on failure. */
+int img_snapshot_copy(const char *src, const char *dst);
+/* `qemu-img convert -O qcow2 SRC DST`: SRC and its backing chain into one
+ * standalone qcow2. DST removed on failure. */
+int img_flatten(const struct img_config *cfg, const char *src, const char *dst);
+
+struct img_upload {
+	const char *name;        /* for progress and messages */
+	const char *path;        /* the local file */
+	const char *url;         /* where it goes: http(s), PUT */
+	img_progress_fn progress; /* may be NULL; non-zero cancels */
+	void *ud;
+};
+struct img_uploaded {
+	uint64_t size;
+	char checksum[144];      /* "sha256:HEX" of what was sent and is served */
+	unsigned attempts;
+};
+/*
+ * PUT u->path to u->url (hashed while it streams), then verify what the
+ * store serves: HEAD size and GET sha256 equal to what was sent. A failed
+ * attempt starts again from the first byte, at most cfg->retries more
+ * times (retry_backoff doubling up to retry_backoff_max). err_msg() names
+ * the URL and the step (PUT, HEAD, GET, checksum). *out only on success.
+ */
+int img_upload(const struct img_config *cfg, const struct img_upload *u,
+	       struct img_uploaded *out);
+/* DELETE URL from the store (gone already: 0). */
+int img_store_delete(const struct img_config *cfg, const char *url);
 
 #endif

@@ -85,7 +85,12 @@ int img_qcow2_overlay_write(int fd, const char *base, enum img_format base_fmt, 
  * Every index operation takes index_mu then the index.lock flock, re-reads
  * index.json, changes it and writes it back before letting go
  * (img_index_begin .. img_index_end), so the agent and an operator's
- * `stratus-agent image ...` can share one cache. Pins, flights and download
+ * `stratus-agent image ...` can share one cache. Writes are group
+ * committed: img_index_end(save) returns once the index file holds the
+ * change (written and fsynced), but the threads that commit while one
+ * write is in flight share the next write; meanwhile the process keeps
+ * the flock and the next transaction starts from the committed copy in
+ * memory (pending) instead of the file. Pins, flights and download
  * slots are per process, under mu (lock order: index_mu, then mu; a .part
  * flock may be held when the index is taken, never the other way round).
  */
@@ -112,6 +117,11 @@ struct img_cache {
 	int lock_fd;
 	pthread_mutex_t index_mu;
 	json_t *index;         /* valid between img_index_begin and img_index_end */
+	json_t *pending;       /* committed, not yet in the file (flock held) */
+	uint64_t index_gen;    /* commits counted */
+	bool index_writing;    /* a thread writes pending (index_mu released) */
+	pthread_cond_t index_cv; /* an index write finished */
+	struct img_index_waiter *index_waiters; /* commits waiting for a write */
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;     /* a flight landed, a download slot freed */

@@ -268,3 +268,62 @@ int img_overlay_delete(struct img_cache *c, const char *instance_uuid)
 	json_object_del(json_object_get(e, "users"), instance_uuid);
 	return img_index_end(c, true, 0);
 }
+
+/* ---- growing an overlay (resize, issue 18) -------------------------------- */
+
+/* The virtual size in a qcow2 header (bytes 24..31, big endian). */
+static int qcow2_size(const char *path, uint64_t *out)
+{
+	unsigned char h[32];
+	uint64_t v = 0;
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return err_sys(-errno, "disk %s", path);
+	n = pread(fd, h, sizeof(h), 0);
+	close(fd);
+	if (n != (ssize_t)sizeof(h) || memcmp(h, "QFI\xfb", 4) != 0)
+		return err_set(-EINVAL, "disk %s: not a qcow2 file", path);
+	for (int i = 24; i < 32; i++)
+		v = v << 8 | h[i];
+	*out = v;
+	return 0;
+}
+
+int img_overlay_size(const char *path, uint64_t *bytes)
+{
+	return qcow2_size(path, bytes);
+}
+
+int img_overlay_grow(struct img_cache *c, const char *path, uint64_t disk_gb, bool *grown)
+{
+	char size[32], *out = NULL, *file = NULL;
+	uint64_t have = 0;
+	int r;
+
+	*grown = false;
+	if (disk_gb == 0 || disk_gb > UINT64_MAX / GIB)
+		return disk_gb ? err_set(-EINVAL, "disk %s: %" PRIu64 " GiB is too large", path,
+					 disk_gb) : 0;
+	r = qcow2_size(path, &have);
+	if (r < 0 || have >= disk_gb * GIB)
+		return r; /* never shrunk: qcow2 cannot give back what a guest wrote */
+	snprintf(size, sizeof(size), "%" PRIu64, (uint64_t)(disk_gb * GIB));
+	file = strdup(path);
+	if (!file)
+		return err_set(-ENOMEM, "out of memory");
+	char *const argv[] = { c->cfg.qemu_img, "resize", "-q", "-f", "qcow2", file, size, NULL };
+
+	r = img_run(argv, &out);
+	free(file);
+	if (r < 0)
+		r = err_prefix(r, "disk %s: growing to %" PRIu64 " GiB", path, disk_gb);
+	else if (r > 0)
+		r = err_set(-EIO, "disk %s: qemu-img resize to %" PRIu64 " GiB exited %d: %s", path,
+			    disk_gb, r, out ? out : "");
+	else
+		*grown = true;
+	free(out);
+	return r;
+}

@@ -193,8 +193,9 @@ static void yw_seq(struct yw *w, bool start)
 		yw_event(w, &ev, yaml_sequence_end_event_initialize(&ev));
 }
 
-/* Finish the document and emit it as PATH. */
-static int yw_finish(struct yw *w, struct md_emit *e, const char *path)
+/* Finish the document and emit it as PATH, after the line PREFIX (or none). */
+static int yw_finish_after(struct yw *w, struct md_emit *e, const char *path,
+			   const char *prefix)
 {
 	yaml_event_t ev;
 	int r;
@@ -208,6 +209,18 @@ static int yw_finish(struct yw *w, struct md_emit *e, const char *path)
 		sb_free(&w->sb);
 		return err_set(-EINVAL, "%s: YAML emitter failed", path);
 	}
+	if (prefix) {
+		struct strbuf all = { .max = w->sb.max + 64 };
+
+		if (sb_printf(&all, "%s\n", prefix) < 0 ||
+		    sb_append(&all, w->sb.buf ? w->sb.buf : "", w->sb.len) < 0) {
+			sb_free(&all);
+			sb_free(&w->sb);
+			return err_set(-ENOMEM, "out of memory");
+		}
+		sb_free(&w->sb);
+		w->sb = all;
+	}
 	size_t len = w->sb.len;
 	char *text = sb_steal(&w->sb);
 
@@ -215,6 +228,11 @@ static int yw_finish(struct yw *w, struct md_emit *e, const char *path)
 		return err_set(-ENOMEM, "out of memory");
 	r = emit_take(e, path, (unsigned char *)text, len);
 	return r;
+}
+
+static int yw_finish(struct yw *w, struct md_emit *e, const char *path)
+{
+	return yw_finish_after(w, e, path, NULL);
 }
 
 /* ---- facts derived from the spec (shared by all three datasources) ----- */
@@ -257,12 +275,13 @@ int md_guest_address(const struct instance_spec *s, char out[INET_ADDRSTRLEN])
 static int r_nocloud_meta_data(const struct instance_spec *s, struct md_emit *e,
 			       const char *path)
 {
+	char iid[MODEL_INSTANCE_ID_LEN];
 	struct yw w;
 
 	yw_begin(&w);
 	yw_map(&w, true);
 	yw_str(&w, "instance-id");
-	yw_str(&w, s->uuid);
+	yw_str(&w, model_instance_id(s, iid, sizeof(iid))); /* new after a rebuild */
 	yw_str(&w, "local-hostname");
 	yw_str(&w, s->hostname);
 	if (s->n_ssh_keys) {
@@ -292,11 +311,56 @@ static int r_user_data(const struct instance_spec *s, struct md_emit *e, const c
 	return emit_copy(e, path, s->user_data, s->user_data_len);
 }
 
-/* No vendor data source yet: an empty document (cloud-init: nothing to do). */
+/* The flavor's local disks as the guest sees them (vdb, vdc; sdb, sdc on
+ * hw_disk_bus=scsi): model_local_disk_devs, as the domain XML names them. */
+static int local_disk_devs(const struct instance_spec *s, char eph[MODEL_DEV_LEN],
+			   char swap[MODEL_DEV_LEN])
+{
+	struct model_image_props props = { .disk_bus = MODEL_BUS_VIRTIO };
+
+	if (model_image_props_parse(s->image.name, s->image.properties, s->image.n_properties,
+				    &props) < 0)
+		props.disk_bus = MODEL_BUS_VIRTIO; /* the agent refuses such an image anyway */
+	return model_local_disk_devs(&s->flavor, props.disk_bus, eph, swap);
+}
+
+/*
+ * NoCloud's vendor data. Without local disks: empty (nothing to do). With
+ * them: cloud-init's NoCloud datasource cannot map the names "ephemeral0"
+ * and "swap" to devices (that is the EC2 block-device-mapping, which only
+ * the OpenStack and EC2 datasources read), so its default mounts
+ * ([ephemeral0, /mnt], [swap, none, swap]) would be skipped: the vendor
+ * data names the devices with device_aliases, and user data may still
+ * override mounts as on OpenStack.
+ */
 static int r_vendor_data(const struct instance_spec *s, struct md_emit *e, const char *path)
 {
-	(void)s;
-	return emit_str(e, path, "");
+	char eph[MODEL_DEV_LEN], swap[MODEL_DEV_LEN];
+	struct yw w;
+
+	if (local_disk_devs(s, eph, swap) == 0)
+		return emit_str(e, path, "");
+	yw_begin(&w);
+	yw_map(&w, true);
+	yw_str(&w, "device_aliases");
+	yw_map(&w, true);
+	if (*eph) {
+		char dev[16];
+
+		snprintf(dev, sizeof(dev), "/dev/%s", eph);
+		yw_str(&w, "ephemeral0");
+		yw_str(&w, dev);
+	}
+	if (*swap) {
+		char dev[16];
+
+		snprintf(dev, sizeof(dev), "/dev/%s", swap);
+		yw_str(&w, "swap");
+		yw_str(&w, dev);
+	}
+	yw_map(&w, false);
+	yw_map(&w, false);
+	return yw_finish_after(&w, e, path, "#cloud-config");
 }
 
 /* Network config version 2: match by MAC, static address, default route,
@@ -459,7 +523,10 @@ static int r_os_vendor_data(const struct instance_spec *s, struct md_emit *e, co
 
 static int r_ec2_instance_id(const struct instance_spec *s, struct md_emit *e, const char *path)
 {
-	return emit_str(e, path, s->uuid); /* the same id every datasource reports */
+	char iid[MODEL_INSTANCE_ID_LEN];
+
+	/* the same id NoCloud reports (a new one after each rebuild) */
+	return emit_str(e, path, model_instance_id(s, iid, sizeof(iid)));
 }
 
 static int r_ec2_hostname(const struct instance_spec *s, struct md_emit *e, const char *path)
@@ -547,6 +614,31 @@ static int r_ec2_bdm_root(const struct instance_spec *s, struct md_emit *e, cons
 	return emit_str(e, path, "/dev/vda");
 }
 
+/* block-device-mapping/ephemeral0 and /swap: only when the flavor has them
+ * (cloud-init's default mounts look them up by these names). */
+static int r_ec2_bdm_ephemeral0(const struct instance_spec *s, struct md_emit *e,
+				const char *path)
+{
+	char eph[MODEL_DEV_LEN], swap[MODEL_DEV_LEN], dev[16];
+
+	local_disk_devs(s, eph, swap);
+	if (!*eph)
+		return 0;
+	snprintf(dev, sizeof(dev), "/dev/%s", eph);
+	return emit_str(e, path, dev);
+}
+
+static int r_ec2_bdm_swap(const struct instance_spec *s, struct md_emit *e, const char *path)
+{
+	char eph[MODEL_DEV_LEN], swap[MODEL_DEV_LEN], dev[16];
+
+	local_disk_devs(s, eph, swap);
+	if (!*swap)
+		return 0;
+	snprintf(dev, sizeof(dev), "/dev/%s", swap);
+	return emit_str(e, path, dev);
+}
+
 /*
  * dynamic/instance-identity/document: EC2's identity document (JSON), which
  * cloud-init's EC2 datasource fetches on AWS-like platforms. No region
@@ -561,7 +653,10 @@ static int r_ec2_identity(const struct instance_spec *s, struct md_emit *e, cons
 	if (r < 0 && r != -ENOENT)
 		return r;
 	ami_id(s, ami);
-	j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "instanceId", s->uuid,
+	char iid[MODEL_INSTANCE_ID_LEN];
+
+	j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "instanceId",
+		      model_instance_id(s, iid, sizeof(iid)),
 		      "instanceType", s->flavor.name, "imageId", ami, "availabilityZone",
 		      s->availability_zone, "region", s->availability_zone, "accountId", s->project,
 		      "architecture", "x86_64", "version", "2017-09-30");
@@ -643,7 +738,9 @@ static const struct md_doc ec2_docs[] = {
 	{ "meta-data/ami-id", HT, 0, r_ec2_ami_id },
 	{ "meta-data/ami-launch-index", HT, 0, r_ec2_launch_index },
 	{ "meta-data/block-device-mapping/ami", HT, 0, r_ec2_bdm_ami },
+	{ "meta-data/block-device-mapping/ephemeral0", HT, 0, r_ec2_bdm_ephemeral0 },
 	{ "meta-data/block-device-mapping/root", HT, 0, r_ec2_bdm_root },
+	{ "meta-data/block-device-mapping/swap", HT, 0, r_ec2_bdm_swap },
 	{ "meta-data/hostname", HT, 0, r_ec2_hostname },
 	{ "meta-data/instance-id", HT, 0, r_ec2_instance_id },
 	{ "meta-data/instance-type", HT, 0, r_ec2_instance_type },

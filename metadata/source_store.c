@@ -109,6 +109,11 @@ static bool servable(enum instance_state s)
 	case INST_ACTIVE:
 	case INST_STOPPED:
 	case INST_REBOOTING:
+	case INST_REBUILDING: /* its new guest asks during the rebuild */
+	case INST_MIGRATING:
+	case INST_RESIZING: /* the same guest, a new flavor */
+	case INST_VERIFY_RESIZE:
+	case INST_REVERTING:
 		return true;
 	case INST_SCHEDULING:
 	case INST_DELETING:

@@ -22,6 +22,11 @@ const char *const instance_state_names[] = {
 	[INST_DELETING] = "deleting",
 	[INST_DELETED] = "deleted",
 	[INST_ERROR] = "error",
+	[INST_REBUILDING] = "rebuilding",
+	[INST_MIGRATING] = "migrating",
+	[INST_RESIZING] = "resizing",
+	[INST_VERIFY_RESIZE] = "verify_resize",
+	[INST_REVERTING] = "reverting",
 	[INST_STATE_LAST] = NULL,
 };
 
@@ -279,6 +284,10 @@ static int parse_flavor(json_t *root, struct spec_flavor *f)
 	    (r = get_int(o, "vcpus", "flavor.vcpus", true, 1, 1024, &f->vcpus)) < 0 ||
 	    (r = get_int(o, "ram_mb", "flavor.ram_mb", true, 16, 16L << 20, &f->ram_mb)) < 0 ||
 	    (r = get_int(o, "disk_gb", "flavor.disk_gb", true, 0, 1L << 16, &f->disk_gb)) < 0 ||
+	    (r = get_int(o, "ephemeral_gb", "flavor.ephemeral_gb", false, 0, SPEC_EPHEMERAL_GB_MAX,
+			 &f->ephemeral_gb)) < 0 ||
+	    (r = get_int(o, "swap_mb", "flavor.swap_mb", false, 0, SPEC_SWAP_MB_MAX,
+			 &f->swap_mb)) < 0 ||
 	    (r = get_kv_object(o, "extra_specs", "flavor.extra_specs", 64, 255, &f->extra_specs,
 			       &f->n_extra_specs)) < 0)
 		return r;
@@ -342,6 +351,13 @@ static int parse_image(json_t *root, struct spec_image *im)
 		return r;
 	if ((im->initrd.url || im->cmdline) && !im->kernel.url)
 		return bad("image.kernel", "missing (image.initrd and image.cmdline need a kernel)");
+	if ((r = get_kv_object(o, "properties", "image.properties", MODEL_PROP_LAST, 255,
+			       &im->properties, &im->n_properties)) < 0)
+		return r;
+	struct model_image_props props;
+
+	if ((r = model_image_props_parse(im->name, im->properties, im->n_properties, &props)) < 0)
+		return err_prefix(r, "image.properties");
 	return 0;
 }
 
@@ -449,7 +465,9 @@ static int parse_all(json_t *root, struct instance_spec *s)
 	    (r = get_str(root, "availability_zone", "availability_zone", false, 255,
 			 &s->availability_zone)) < 0 ||
 	    (r = get_int(root, "launch_index", "launch_index", false, 0, 100000,
-			 &s->launch_index)) < 0)
+			 &s->launch_index)) < 0 ||
+	    (r = get_int(root, "generation", "generation", false, 0, 1000000000,
+			 &s->generation)) < 0)
 		return r;
 	if (s->hostname && !valid_hostname(s->hostname))
 		return bad("hostname", "expected an RFC 1123 host name, got '%.253s'", s->hostname);
@@ -538,6 +556,18 @@ int model_spec_parse_file(const char *path, struct instance_spec *out)
 	return 0;
 }
 
+int model_spec_parse_text(const char *text, struct instance_spec *out)
+{
+	json_t *j = text ? json_loads(text, 0, NULL) : NULL;
+	int r;
+
+	if (!j)
+		return err_set(-EINVAL, "the stored spec does not parse");
+	r = model_spec_parse(j, out);
+	json_decref(j);
+	return r;
+}
+
 static json_t *kv_to_json(const struct spec_kv *kv, size_t n)
 {
 	json_t *o = json_object();
@@ -565,8 +595,14 @@ json_t *model_spec_to_json(const struct instance_spec *s)
 		      spec_seed_names[s->seed]);
 	if (!o)
 		return NULL;
-	json_t *img = json_object_get(o, "image");
+	if (s->generation > 0)
+		json_object_set_new(o, "generation", json_integer(s->generation));
+	json_t *img = json_object_get(o, "image"), *fl = json_object_get(o, "flavor");
 
+	if (s->flavor.ephemeral_gb) /* absent when 0: the form specs had before */
+		json_object_set_new(fl, "ephemeral_gb", json_integer(s->flavor.ephemeral_gb));
+	if (s->flavor.swap_mb)
+		json_object_set_new(fl, "swap_mb", json_integer(s->flavor.swap_mb));
 	if (s->image.name)
 		json_object_set_new(img, "name", json_string(s->image.name));
 	if (s->image.kernel.url)
@@ -577,6 +613,9 @@ json_t *model_spec_to_json(const struct instance_spec *s)
 							     "checksum", s->image.initrd.checksum));
 	if (s->image.cmdline)
 		json_object_set_new(img, "cmdline", json_string(s->image.cmdline));
+	if (s->image.n_properties)
+		json_object_set_new(img, "properties",
+				    kv_to_json(s->image.properties, s->image.n_properties));
 	keys = json_array();
 	for (size_t i = 0; i < s->n_ssh_keys; i++)
 		json_array_append_new(keys, json_pack("{s:s, s:s}", "name", s->ssh_keys[i].name,
@@ -630,6 +669,7 @@ void model_spec_free(struct instance_spec *s)
 	free(s->image.initrd.url);
 	free(s->image.initrd.checksum);
 	free(s->image.cmdline);
+	kv_free(s->image.properties, s->image.n_properties);
 	free(s->user_data);
 	for (size_t i = 0; i < s->n_ssh_keys; i++) {
 		free(s->ssh_keys[i].name);
@@ -811,4 +851,13 @@ int model_flavor_policy_parse(const struct spec_flavor *f, struct model_flavor_p
 	}
 	*out = p;
 	return 0;
+}
+
+const char *model_instance_id(const struct instance_spec *s, char *buf, size_t len)
+{
+	if (s->generation > 0)
+		snprintf(buf, len, "%s-r%ld", s->uuid, s->generation);
+	else
+		snprintf(buf, len, "%s", s->uuid);
+	return buf;
 }

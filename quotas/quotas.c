@@ -20,6 +20,8 @@ const char *const quota_resource_names[] = {
 	[QUOTA_RAM_MB] = "ram_mb",
 	[QUOTA_PCPUS] = "pcpus",
 	[QUOTA_HUGEPAGES_MB] = "hugepages_mb",
+	[QUOTA_VOLUMES] = "volumes",
+	[QUOTA_GIGABYTES] = "gigabytes",
 	[QUOTA_RESOURCE_LAST] = NULL,
 };
 
@@ -32,7 +34,7 @@ int quota_resource_parse(const char *name, enum quota_resource *out)
 		}
 	}
 	return err_set(-EINVAL, "unknown quota resource '%s' (expected instances, cores, ram_mb, "
-		       "pcpus or hugepages_mb)", name ? name : "");
+		       "pcpus, hugepages_mb, volumes or gigabytes)", name ? name : "");
 }
 
 #define QF(name, idx, d)                                                                   \
@@ -48,6 +50,8 @@ const struct cfg_field quota_default_fields[] = {
 	QF("ram_mb", QUOTA_RAM_MB, "51200"),
 	QF("pcpus", QUOTA_PCPUS, "20"),
 	QF("hugepages_mb", QUOTA_HUGEPAGES_MB, "51200"),
+	QF("volumes", QUOTA_VOLUMES, "10"),      /* Cinder's defaults */
+	QF("gigabytes", QUOTA_GIGABYTES, "1000"),
 	{ 0 },
 };
 
@@ -55,14 +59,23 @@ enum {
 	ST_LIMITS_GET,
 	ST_USAGE_GET,
 	ST_USAGE_ADD,
+	ST_VUSAGE_ADD,
+	ST_VALLOC_PUT,
+	ST_VALLOC_GET,
+	ST_VALLOC_DEL,
 	ST_LAST
 };
 
 static const char *const stmt_sql[ST_LAST] = {
-	[ST_LIMITS_GET] = "SELECT instances, cores, ram_mb, pcpus, hugepages_mb "
-			  "FROM quota_limits WHERE project = ?1",
-	[ST_USAGE_GET] = "SELECT instances, cores, ram_mb, pcpus, hugepages_mb "
-			 "FROM quota_usage WHERE project = ?1",
+	/* one row always (NULL: no value); columns in enum quota_resource order */
+	[ST_LIMITS_GET] = "SELECT l.instances, l.cores, l.ram_mb, l.pcpus, l.hugepages_mb, "
+			  "v.volumes, v.gigabytes FROM (SELECT ?1 AS p) "
+			  "LEFT JOIN quota_limits l ON l.project = p "
+			  "LEFT JOIN quota_volume_limits v ON v.project = p",
+	[ST_USAGE_GET] = "SELECT u.instances, u.cores, u.ram_mb, u.pcpus, u.hugepages_mb, "
+			 "v.volumes, v.gigabytes FROM (SELECT ?1 AS p) "
+			 "LEFT JOIN quota_usage u ON u.project = p "
+			 "LEFT JOIN quota_volume_usage v ON v.project = p",
 	[ST_USAGE_ADD] = "INSERT INTO quota_usage(project, instances, cores, ram_mb, pcpus, "
 			 "hugepages_mb) VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
 			 "ON CONFLICT(project) DO UPDATE SET "
@@ -70,6 +83,14 @@ static const char *const stmt_sql[ST_LAST] = {
 			 "cores = cores + excluded.cores, ram_mb = ram_mb + excluded.ram_mb, "
 			 "pcpus = pcpus + excluded.pcpus, "
 			 "hugepages_mb = hugepages_mb + excluded.hugepages_mb",
+	[ST_VUSAGE_ADD] = "INSERT INTO quota_volume_usage(project, volumes, gigabytes) "
+			  "VALUES (?1, ?2, ?3) ON CONFLICT(project) DO UPDATE SET "
+			  "volumes = volumes + excluded.volumes, "
+			  "gigabytes = gigabytes + excluded.gigabytes",
+	[ST_VALLOC_PUT] = "INSERT INTO volume_allocations(uuid, project, gigabytes) "
+			  "VALUES (?1, ?2, ?3)",
+	[ST_VALLOC_GET] = "SELECT project, gigabytes FROM volume_allocations WHERE uuid = ?1",
+	[ST_VALLOC_DEL] = "DELETE FROM volume_allocations WHERE uuid = ?1",
 };
 
 static const char schema_sql[] =
@@ -85,7 +106,20 @@ static const char schema_sql[] =
 	" instances INTEGER NOT NULL, cores INTEGER NOT NULL, ram_mb INTEGER NOT NULL,"
 	" pcpus INTEGER NOT NULL, hugepages_mb INTEGER NOT NULL,"
 	" disk_gb INTEGER NOT NULL DEFAULT 0, numa_node INTEGER NOT NULL DEFAULT -1,"
-	" page_kb INTEGER NOT NULL DEFAULT 0, pages INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;";
+	" page_kb INTEGER NOT NULL DEFAULT 0, pages INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS quota_volume_limits ("
+	" project TEXT PRIMARY KEY, volumes INTEGER, gigabytes INTEGER) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS quota_volume_usage ("
+	" project TEXT PRIMARY KEY, volumes INTEGER NOT NULL DEFAULT 0,"
+	" gigabytes INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS volume_allocations ("
+	" uuid TEXT PRIMARY KEY, project TEXT NOT NULL, gigabytes INTEGER NOT NULL) WITHOUT ROWID;";
+
+/* The table holding resource I's limit column. */
+static const char *limits_table(int i)
+{
+	return i >= QUOTA_VOLUMES ? "quota_volume_limits" : "quota_limits";
+}
 
 struct quota_store {
 	sqlite3 *db;
@@ -136,7 +170,7 @@ int quota_store_open(sqlite3 *db, const struct quota_amounts *defaults, struct q
 	return 0;
 }
 
-/* Read one row of five amounts for PROJECT; absent row = 0 (*found false). */
+/* Read one row of the amounts for PROJECT; NULL = the default (limits) or 0. */
 static int read_row(struct quota_store *q, int st, const char *project, struct quota_amounts *a,
 		    bool null_is_default)
 {
@@ -188,20 +222,24 @@ int quota_limits_set(struct quota_store *q, const char *project, const struct qu
 	sqlite3_stmt *s = NULL;
 	int r = 0;
 
-	if (sqlite3_prepare_v2(q->db, "INSERT OR IGNORE INTO quota_limits(project) VALUES (?1)", -1,
-			       &s, NULL) != SQLITE_OK)
-		return db_error(q->db, "setting limits");
-	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) != SQLITE_DONE)
-		r = db_error(q->db, "setting limits");
-	sqlite3_finalize(s);
+	for (int t = 0; r == 0 && t < 2; t++) {
+		if (sqlite3_prepare_v2(q->db, t ? "INSERT OR IGNORE INTO quota_volume_limits(project) "
+						  "VALUES (?1)"
+						: "INSERT OR IGNORE INTO quota_limits(project) VALUES (?1)",
+				       -1, &s, NULL) != SQLITE_OK)
+			return db_error(q->db, "setting limits");
+		sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
+		if (sqlite3_step(s) != SQLITE_DONE)
+			r = db_error(q->db, "setting limits");
+		sqlite3_finalize(s);
+	}
 	for (int i = 0; r == 0 && i < QUOTA_RESOURCE_LAST; i++) {
 		_cleanup_free_ char *sql = NULL;
 
 		if (set->v[i] < QUOTA_UNLIMITED)
 			continue;
 		/* the column name comes from our own table, never from input */
-		if (asprintf(&sql, "UPDATE quota_limits SET %s = ?2 WHERE project = ?1",
+		if (asprintf(&sql, "UPDATE %s SET %s = ?2 WHERE project = ?1", limits_table(i),
 			     quota_resource_names[i]) < 0)
 			return err_set(-ENOMEM, "out of memory");
 		if (sqlite3_prepare_v2(q->db, sql, -1, &s, NULL) != SQLITE_OK)
@@ -222,10 +260,20 @@ static int usage_add(struct quota_store *q, const char *project, const struct qu
 	int r = 0;
 
 	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
-	for (int i = 0; i < QUOTA_RESOURCE_LAST; i++)
+	for (int i = 0; i < QUOTA_VOLUMES; i++)
 		sqlite3_bind_int64(s, 2 + i, sign * a->v[i]);
 	if (sqlite3_step(s) != SQLITE_DONE)
 		r = db_error(q->db, "updating usage");
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	if (r < 0 || (a->v[QUOTA_VOLUMES] == 0 && a->v[QUOTA_GIGABYTES] == 0))
+		return r;
+	s = q->st[ST_VUSAGE_ADD];
+	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, sign * a->v[QUOTA_VOLUMES]);
+	sqlite3_bind_int64(s, 3, sign * a->v[QUOTA_GIGABYTES]);
+	if (sqlite3_step(s) != SQLITE_DONE)
+		r = db_error(q->db, "updating volume usage");
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);
 	return r;
@@ -272,6 +320,9 @@ int quota_usage_rebuild(struct quota_store *q)
 		"INSERT INTO quota_usage(project, instances, cores, ram_mb, pcpus, hugepages_mb) "
 		"SELECT project, SUM(instances), SUM(cores), SUM(ram_mb), SUM(pcpus), "
 		"SUM(hugepages_mb) FROM allocations GROUP BY project;"
+		"DELETE FROM quota_volume_usage;"
+		"INSERT INTO quota_volume_usage(project, volumes, gigabytes) "
+		"SELECT project, COUNT(*), SUM(gigabytes) FROM volume_allocations GROUP BY project;"
 		"COMMIT;";
 	char *emsg = NULL;
 
@@ -285,6 +336,67 @@ int quota_usage_rebuild(struct quota_store *q)
 	return 0;
 }
 
+/* Run statement ST with uuid (and project, gb when PROJECT) bound; 0 / <0. */
+static int valloc_step(struct quota_store *q, int st, const char *uuid, const char *project,
+		       long gb)
+{
+	sqlite3_stmt *s = q->st[st];
+	int r = 0;
+
+	sqlite3_bind_text(s, 1, uuid, -1, SQLITE_STATIC);
+	if (project) {
+		sqlite3_bind_text(s, 2, project, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 3, gb);
+	}
+	if (sqlite3_step(s) != SQLITE_DONE)
+		r = db_error(q->db, "writing a volume allocation");
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return r;
+}
+
+int quota_volume_claim(struct quota_store *q, const char *project, const char *uuid, long gb,
+		       enum quota_resource *over)
+{
+	struct quota_amounts req = { { 0 } };
+	int r;
+
+	req.v[QUOTA_VOLUMES] = 1;
+	req.v[QUOTA_GIGABYTES] = gb;
+	r = quota_claim(q, project, &req, over);
+	if (r == 0)
+		r = valloc_step(q, ST_VALLOC_PUT, uuid, project, gb);
+	return r;
+}
+
+int quota_volume_release(struct quota_store *q, const char *uuid)
+{
+	struct quota_amounts amt = { { 0 } };
+	sqlite3_stmt *s = q->st[ST_VALLOC_GET];
+	char *project = NULL;
+	int rc, r = 0;
+
+	sqlite3_bind_text(s, 1, uuid, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		project = strdup((const char *)sqlite3_column_text(s, 0));
+		amt.v[QUOTA_VOLUMES] = 1;
+		amt.v[QUOTA_GIGABYTES] = (long)sqlite3_column_int64(s, 1);
+		if (!project)
+			r = err_set(-ENOMEM, "out of memory");
+	} else if (rc != SQLITE_DONE) {
+		r = db_error(q->db, "reading a volume allocation");
+	}
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	if (r == 0 && project)
+		r = valloc_step(q, ST_VALLOC_DEL, uuid, NULL, 0);
+	if (r == 0 && project)
+		r = usage_add(q, project, &amt, -1);
+	free(project);
+	return r;
+}
+
 void quota_amounts_for(struct quota_amounts *out, long vcpus, long ram_mb, bool dedicated,
 		       bool hugepages)
 {
@@ -293,4 +405,6 @@ void quota_amounts_for(struct quota_amounts *out, long vcpus, long ram_mb, bool 
 	out->v[QUOTA_RAM_MB] = ram_mb;
 	out->v[QUOTA_PCPUS] = dedicated ? vcpus : 0;
 	out->v[QUOTA_HUGEPAGES_MB] = hugepages ? ram_mb : 0;
+	out->v[QUOTA_VOLUMES] = 0;
+	out->v[QUOTA_GIGABYTES] = 0;
 }

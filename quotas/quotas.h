@@ -29,13 +29,19 @@ enum quota_resource {
 	QUOTA_RAM_MB,
 	QUOTA_PCPUS,
 	QUOTA_HUGEPAGES_MB,
+	QUOTA_VOLUMES,   /* volumes of the project (any state but deleted) */
+	QUOTA_GIGABYTES, /* their sizes, in GB */
 	QUOTA_RESOURCE_LAST
 };
-/* "instances", "cores", "ram_mb", "pcpus", "hugepages_mb"; NULL-terminated. */
+/* "instances", "cores", "ram_mb", "pcpus", "hugepages_mb", "volumes",
+ * "gigabytes"; NULL-terminated. */
 extern const char *const quota_resource_names[];
 int quota_resource_parse(const char *name, enum quota_resource *out);
 
 #define QUOTA_UNLIMITED (-1L)
+/* The resources an instance's allocation holds (the first ones of the enum;
+ * the volume ones follow). */
+#define QUOTA_INSTANCE_RESOURCES QUOTA_VOLUMES
 
 /* One amount per resource: a limit, a usage or a request. */
 struct quota_amounts {
@@ -54,6 +60,12 @@ extern const struct cfg_field quota_default_fields[];
  *   allocations(uuid PK, project, host, instances, cores, ram_mb, pcpus,
  *       hugepages_mb, disk_gb, numa_node, page_kb, pages): the durable
  *       record of every claim (the scheduler fills in the host part).
+ *   quota_volume_limits(project PK, volumes, gigabytes) and
+ *   quota_volume_usage(project PK, volumes, gigabytes): the same for the
+ *       volume resources (tables of their own: the instance ones keep
+ *       their columns);
+ *   volume_allocations(uuid PK, project, gigabytes): one row per volume,
+ *       the durable record of a volume claim.
  * DEFAULTS is copied. *out: quota_store_free() (before closing db).
  */
 struct quota_store;
@@ -81,6 +93,15 @@ int quota_release(struct quota_store *q, const char *project, const struct quota
 /* Recompute every project's usage from the allocations table (one
  * transaction of its own). */
 int quota_usage_rebuild(struct quota_store *q);
+
+/*
+ * A volume's claim, inside the caller's write transaction: quota_claim of
+ * volumes 1 and gigabytes GB, and its volume_allocations row (uuid). The
+ * release takes both back; a uuid without a row is no error (0).
+ */
+int quota_volume_claim(struct quota_store *q, const char *project, const char *uuid, long gb,
+		       enum quota_resource *over);
+int quota_volume_release(struct quota_store *q, const char *uuid);
 
 /* The request of one instance: instances 1, cores vcpus, ram_mb, and
  * pcpus / hugepages_mb when the flavor asks for them. */

@@ -42,8 +42,10 @@ const char *const sched_role_names[] = {
 
 /* Request types only an admin may send. */
 static const char *const admin_types[] = {
-	"quota.set",	    "flavor.add",	 "flavor.remove",     "image.add", "image.remove",
+	"quota.set",	    "flavor.add",	 "flavor.remove",     "image.add",
 	"host.list",	    "credential.create", "credential.list",   "credential.revoke",
+	"host.forget",	    "instance.migrate",	 "host.disable",      "host.enable", "host.drain",
+	"host.evacuate",
 };
 
 enum auth_stmt { AST_CRED_GET, AST_SEEN_GET, AST_SEEN_PUT, AST_SEEN_PRUNE, AST_LAST };

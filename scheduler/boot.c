@@ -11,15 +11,13 @@
 
 #define SCHED_MAX_COUNT 100 /* instances per boot request */
 
-static char *catalog_names(const struct sched *s, bool flavors)
+static char *flavor_names(const struct sched *s)
 {
 	struct strbuf sb = { .max = 16 * 1024 };
-	size_t n = flavors ? s->n_flavors : s->n_images;
 
-	for (size_t i = 0; i < n; i++)
-		sb_printf(&sb, "%s%s", i ? ", " : "",
-			  flavors ? s->flavors[i].name : s->images[i].name);
-	if (!n)
+	for (size_t i = 0; i < s->n_flavors; i++)
+		sb_printf(&sb, "%s%s", i ? ", " : "", s->flavors[i].name);
+	if (!s->n_flavors)
 		sb_printf(&sb, "none");
 	return sb_steal(&sb);
 }
@@ -106,8 +104,11 @@ struct boot {
 	size_t n_placed;              /* claimed in memory, undone unless committed */
 	size_t max_alt, *pick;        /* the host and its alternates */
 	json_t *list;                 /* data.instances of the result */
+	json_t *sgs;                  /* the security group names of every instance */
 	bool in_tx;
 	char ts[RFC3339_STRLEN];
+	char vol_uuid[UUID_STRLEN];   /* boot --volume: the volume, "" = none */
+	char *vol_host;               /* and its host */
 };
 
 /* Roll the transaction back and take the claims back. */
@@ -162,16 +163,18 @@ static int step_catalog(struct boot *b)
 {
 	const char *fname = sched_jstr(b->c->body, "flavor"), *iname = sched_jstr(b->c->body, "image");
 	const struct sched_flavor *f = sched_flavor_find(b->s, fname);
-	const struct sched_image *im = sched_image_find(b->s, iname);
+	/* another project's private image is "not found", as one that is not there */
+	const struct sched_image *im = sched_image_lookup(b->s, iname, b->project, b->c->admin);
 
 	if (!f) {
-		_cleanup_free_ char *known = catalog_names(b->s, true);
+		_cleanup_free_ char *known = flavor_names(b->s);
 
 		return answered(sched_reject(b->s, b->c, "flavor '%s' not found (known: %s)", fname,
 					     known ? known : "?"));
 	}
 	if (!im) {
-		_cleanup_free_ char *known = catalog_names(b->s, false);
+		_cleanup_free_ char *known = sched_image_names(b->s, b->project,
+								      b->c->admin);
 
 		return answered(sched_reject(b->s, b->c, "image '%s' not found (known: %s)", iname,
 					     known ? known : "?"));
@@ -190,7 +193,10 @@ static int step_catalog(struct boot *b)
 	b->req.flavor = f;
 	b->req.image = im;
 	b->req.az = b->az;
-	b->req.disk_gb = f->disk_gb > im->min_disk_gb ? f->disk_gb : im->min_disk_gb;
+	/* the root (at least the image's min_disk), then the ephemeral and
+	 * swap disks, as Nova's DISK_GB: swap_mb in whole GB, rounded up */
+	b->req.disk_gb = (f->disk_gb > im->min_disk_gb ? f->disk_gb : im->min_disk_gb) +
+			 f->ephemeral_gb + (f->swap_mb + 1023) / 1024;
 	quota_amounts_for(&b->one, f->vcpus, f->ram_mb, f->dedicated,
 			  f->page_kb != SCHED_PAGE_SMALL);
 	for (int i = 0; i < QUOTA_RESOURCE_LAST; i++)
@@ -252,6 +258,20 @@ static int step_group(struct boot *b)
 		return r;
 	b->req.group_policy = pol;
 	return sched_group_hosts(b->s, b->project, b->group, &b->ghosts);
+}
+
+/* The security groups: known in the project (default created on first use). */
+static int step_secgroups(struct boot *b)
+{
+	int r = sched_sg_boot_groups(b->s, b->project, b->c->body, &b->sgs);
+
+	if (r == 1) {
+		_cleanup_free_ char *msg = strdup(err_msg());
+
+		boot_rollback(b);
+		return answered(sched_reject(b->s, b->c, "%s", msg ? msg : "security_groups"));
+	}
+	return r;
 }
 
 static int step_quota(struct boot *b)
@@ -336,11 +356,15 @@ static int place_one(struct boot *b, long i)
 	alts_text = alts ? json_dumps(alts, JSON_COMPACT) : NULL;
 	json_decref(alts);
 	spec = spec_new(p->uuid, p->name, b->project, i, b->f, b->im, b->c->body);
+	if (spec) /* the instance spec carries its groups */
+		json_object_set(spec, "security_groups", b->sgs);
 	p->spec = spec ? json_dumps(spec, JSON_COMPACT) : NULL;
 	p->spec_json = spec;
 	if (!alts_text || !p->spec)
 		return err_set(-ENOMEM, "out of memory");
 	r = insert_instance(b, p, alts_text);
+	if (r == 0)
+		r = sched_sg_add_members(s, b->project, p->uuid, b->sgs);
 	if (r == 0)
 		r = sched_alloc_insert(s, p->uuid, b->project, p->host->name, &b->one, b->req.disk_gb,
 				       &p->fit);
@@ -363,6 +387,29 @@ static int step_place(struct boot *b)
 }
 
 /* The outcome stored with the effect, committed, then answered. */
+/* boot --volume: the volume's host only (resolved before placing) */
+static int step_volume(struct boot *b)
+{
+	const char *ref = sched_jstr(b->c->body, "volume");
+	int r;
+
+	if (!ref)
+		return 0;
+	r = sched_volume_for_boot(b->s, b->c, ref, b->count, b->vol_uuid, &b->vol_host);
+	if (r != 0)
+		return r < 0 ? r : BOOT_ANSWERED;
+	b->req.volume_host = b->vol_host;
+	return 0;
+}
+
+/* ... and reserved for the instance in the boot's transaction */
+static int step_reserve(struct boot *b)
+{
+	if (!b->vol_uuid[0])
+		return 0;
+	return sched_volume_reserve(b->s, b->vol_uuid, b->placed[0].uuid);
+}
+
 static int step_commit(struct boot *b)
 {
 	json_t *res = sched_result_new(true, NULL, json_pack("{s:O}", "instances", b->list));
@@ -394,8 +441,11 @@ static int step_send(struct boot *b)
 			 p->uuid, p->name, b->project, p->host->name, b->c->rid);
 		r = sched_emit_state(b->c->out, b->c->rid, p->uuid, b->project, p->host->name,
 				     "scheduling", NULL);
+		/* with the security groups of its host: filtered before it starts */
 		if (r == 0)
-			r = sched_send_build_json(b->c->out, p->host, json_incref(p->spec_json),
+			r = sched_sg_build_inputs(b->s, b->project, p->host->name, p->spec_json);
+		if (r == 0)
+			r = sched_send_build_json(b->s, b->c->out, p->host, json_incref(p->spec_json),
 						  b->c->rid, 1, &p->fit);
 	}
 	b->s->stats.decisions += (uint64_t)b->count;
@@ -408,12 +458,15 @@ static const struct boot_step {
 } boot_steps[] = {
 	{ "request", step_request },   /* required fields, count */
 	{ "catalog", step_catalog },   /* flavor, image, user data, group policy */
+	{ "volume", step_volume },     /* boot --volume: on the volume's host only */
 	{ "wait", step_wait },         /* warm-up: stale hosts, the boot waits */
 	{ "names", step_names },       /* NAME or NAME-1..N, free in the project */
 	{ "begin", step_begin },       /* the transaction (a savepoint in a batch) */
 	{ "group", step_group },       /* the server group: policy and members' hosts */
+	{ "secgroups", step_secgroups }, /* the security groups, known in the project */
 	{ "quota", step_quota },       /* the project's quota claim */
 	{ "place", step_place },       /* per instance: host, claim, rows */
+	{ "reserve", step_reserve },   /* the volume: attaching to the instance */
 	{ "commit", step_commit },     /* outcome stored, commit, request.result */
 	{ "send", step_send },         /* instance.state and instance.build */
 };
@@ -429,7 +482,9 @@ static void boot_free(struct boot *b)
 	free(b->placed);
 	free(b->pick);
 	json_decref(b->list);
+	json_decref(b->sgs);
 	sched_strvec_free(&b->ghosts);
+	free(b->vol_host);
 }
 
 int sched_on_boot(struct sched *s, struct sched_call *c)
@@ -459,7 +514,8 @@ int sched_resend_builds(struct sched *s, const struct sched_strvec *uuids, struc
 		    (h = sched_host_find(s, a.host)) != NULL) {
 			log_info("build sent again instance=%s host=%s attempt=%ld", row.uuid, h->name,
 				 row.attempts);
-			r = sched_send_build(out, h, row.spec, row.request_id, row.attempts, &a.fit);
+			r = sched_sg_send_build(s, out, h, row.spec, row.project, row.request_id,
+						row.attempts, &a.fit);
 		}
 		free(a.host);
 		inst_row_free(&row);

@@ -1,6 +1,6 @@
 /*
- * The catalog requests: flavor.list / add / remove, image.list / add /
- * remove (the catalogs themselves live in the state, see state.c).
+ * The catalog requests: flavor.list / add / remove, image.add (image.list,
+ * remove, share: image_access.c; the catalogs live in the state, state.c).
  */
 #define LOG_TAG "scheduler"
 #include <errno.h>
@@ -16,15 +16,6 @@ int sched_on_flavor_list(struct sched *s, struct sched_call *c)
 
 	for (size_t i = 0; arr && i < s->n_flavors; i++)
 		json_array_append_new(arr, sched_flavor_to_json(&s->flavors[i]));
-	return sched_accept(s, c, NULL, arr);
-}
-
-int sched_on_image_list(struct sched *s, struct sched_call *c)
-{
-	json_t *arr = json_array();
-
-	for (size_t i = 0; arr && i < s->n_images; i++)
-		json_array_append_new(arr, sched_image_to_json(&s->images[i]));
 	return sched_accept(s, c, NULL, arr);
 }
 
@@ -52,10 +43,16 @@ int sched_on_flavor_add(struct sched *s, struct sched_call *c)
 
 int sched_on_image_add(struct sched *s, struct sched_call *c)
 {
+	const char *vis = sched_jstr(c->body, "visibility");
+	bool private = vis && strcmp(vis, "private") == 0;
 	struct sched_image im;
+	char name[256];
 	json_t *data;
 	int r;
 
+	if (vis && !private && strcmp(vis, "public") != 0)
+		return sched_reject(s, c, "image.add: visibility: expected public or private, got '%s'",
+				    vis);
 	if (sched_image_from_json(c->body, &im) < 0)
 		return sched_reject(s, c, "image.add: %s", err_msg());
 	if (sched_image_find(s, im.name)) {
@@ -74,14 +71,24 @@ int sched_on_image_add(struct sched *s, struct sched_call *c)
 		}
 	}
 	data = sched_image_to_json(&im);
+	snprintf(name, sizeof(name), "%s", im.name);
 	r = sched_catalog_add_image(s, &im);
+	/* private: owned by the project the admin names (or its own) */
+	if (r == 0)
+		r = sched_image_set_owner(s, name, private ? c->project : NULL);
 	if (r < 0) {
 		json_decref(data);
 		return r;
 	}
+	if (data) {
+		json_object_set_new(data, "visibility", json_string(private ? "private" : "public"));
+		if (private && c->project)
+			json_object_set_new(data, "owner", json_string(c->project));
+	}
 	return sched_accept(s, c, NULL, data);
 }
 
+/* flavor.remove (image.remove: image_access.c, it checks owners and users) */
 static int catalog_remove(struct sched *s, struct sched_call *c, bool flavor)
 {
 	const char *name = sched_jstr(c->body, "name");
@@ -102,8 +109,4 @@ int sched_on_flavor_remove(struct sched *s, struct sched_call *c)
 	return catalog_remove(s, c, true);
 }
 
-int sched_on_image_remove(struct sched *s, struct sched_call *c)
-{
-	return catalog_remove(s, c, false);
-}
 

@@ -24,11 +24,13 @@ int sched_alloc_get(struct sched *s, const char *uuid, struct sched_alloc *out)
 
 		out->host = h ? strdup((const char *)h) : NULL;
 		for (int i = 0; i < QUOTA_RESOURCE_LAST; i++)
-			out->amt.v[i] = (long)sqlite3_column_int64(q, 2 + i);
+			out->amt.v[i] = i < QUOTA_INSTANCE_RESOURCES
+					? (long)sqlite3_column_int64(q, 2 + i) : 0;
 		out->disk_gb = (long)sqlite3_column_int64(q, 7);
 		out->fit.node = sqlite3_column_int(q, 8);
 		out->fit.page_kb = (long)sqlite3_column_int64(q, 9);
 		out->fit.pages = (long)sqlite3_column_int64(q, 10);
+		out->fit.n_pci = 0;
 	} else if (rc == SQLITE_DONE) {
 		ret = err_set(-ENOENT, "instance %s has no allocation", uuid);
 	} else {
@@ -36,6 +38,8 @@ int sched_alloc_get(struct sched *s, const char *uuid, struct sched_alloc *out)
 	}
 	sqlite3_reset(q);
 	sqlite3_clear_bindings(q);
+	if (ret == 0)
+		ret = sched_pci_rows_get(s, uuid, &out->fit);
 	return ret;
 }
 
@@ -52,17 +56,19 @@ int sched_alloc_insert(struct sched *s, const char *uuid, const char *project, c
 			const struct quota_amounts *amt, long disk_gb, const struct sched_fit *fit)
 {
 	sqlite3_stmt *q = s->st[SST_ALLOC_INSERT];
+	int r;
 
 	sqlite3_bind_text(q, 1, uuid, -1, SQLITE_STATIC);
 	sqlite3_bind_text(q, 2, project, -1, SQLITE_STATIC);
 	sqlite3_bind_text(q, 3, host, -1, SQLITE_STATIC);
-	for (int i = 0; i < QUOTA_RESOURCE_LAST; i++)
+	for (int i = 0; i < QUOTA_INSTANCE_RESOURCES; i++)
 		sqlite3_bind_int64(q, 4 + i, amt->v[i]);
 	sqlite3_bind_int64(q, 9, disk_gb);
 	sqlite3_bind_int(q, 10, fit->node);
 	sqlite3_bind_int64(q, 11, fit->page_kb);
 	sqlite3_bind_int64(q, 12, fit->pages);
-	return sched_db_step_done(s, SST_ALLOC_INSERT, "writing an allocation");
+	r = sched_db_step_done(s, SST_ALLOC_INSERT, "writing an allocation");
+	return r < 0 ? r : sched_pci_rows_put(s, uuid, host, fit);
 }
 
 /* ---- server groups ----------------------------------------------------- */

@@ -26,6 +26,26 @@ static const char *const sync_names[] = {
 	[SCHED_SYNC_NORMAL] = "normal", [SCHED_SYNC_FULL] = "full", [SCHED_SYNC_LAST] = NULL,
 };
 
+#define MOFF(f) offsetof(struct sched_migrate_config, f)
+static const struct cfg_field migration_fields[] = {
+	{ .key = "downtime", .type = CFG_DURATION, .offset = MOFF(downtime_ms), .def = "500ms" },
+	{ .key = "downtime_steps", .type = CFG_INT, .offset = MOFF(downtime_steps), .min = 1,
+	  .max = 60, .def = "10" },
+	{ .key = "downtime_delay", .type = CFG_DURATION, .offset = MOFF(downtime_delay_ms),
+	  .def = "75s" },
+	{ .key = "completion_timeout", .type = CFG_DURATION, .offset = MOFF(completion_timeout_ms),
+	  .def = "800s" },
+	{ .key = "timeout_action", .type = CFG_ENUM,
+	  .offset = CFG_ENUM_OFFSET(struct sched_migrate_config, timeout_action),
+	  .names = sched_migrate_action_names, .def = "abort" },
+	{ .key = "auto_converge", .type = CFG_BOOL, .offset = MOFF(auto_converge), .def = "true" },
+	{ .key = "prepare_timeout", .type = CFG_DURATION, .offset = MOFF(prepare_timeout_ms),
+	  .def = "300s" },
+	{ .key = "drain_concurrency", .type = CFG_INT, .offset = MOFF(drain_concurrency), .min = 1,
+	  .max = 64, .def = "2" },
+	{ 0 },
+};
+
 #define OFF(f) offsetof(struct sched_config, f)
 #define DBL(k, f, lo, hi, d) \
 	{ .key = (k), .type = CFG_DOUBLE, .offset = OFF(f), .dmin = (lo), .dmax = (hi), .def = (d) }
@@ -68,14 +88,19 @@ const struct cfg_field sched_config_fields[] = {
 	  .sub = quota_default_fields },
 	{ .key = "flavors", .type = CFG_MAP, .offset = OFF(flavors) },
 	{ .key = "images", .type = CFG_MAP, .offset = OFF(images) },
+	{ .key = "host_keys", .type = CFG_MAP, .offset = OFF(host_keys) },
 	{ .key = "metrics_listen", .type = CFG_STRING, .offset = OFF(metrics_listen),
 	  .expected = "ADDR:PORT" },
 	{ .key = "request_window", .type = CFG_DURATION, .offset = OFF(request_window_ms),
 	  .def = "300s" },
 	{ .key = "admin_credential", .type = CFG_STRING, .offset = OFF(admin_credential),
 	  .expected = "a file path" },
+	{ .key = "resize_confirm_window", .type = CFG_DURATION,
+	  .offset = OFF(resize_confirm_window_ms), .def = "0s" },
 	{ .key = "image_url_filter", .type = CFG_SECTION, .offset = OFF(image_url_filter),
 	  .sub = img_url_filter_fields },
+	{ .key = "migration", .type = CFG_SECTION, .offset = OFF(migration),
+	  .sub = migration_fields },
 	{ 0 },
 };
 
@@ -186,7 +211,8 @@ static int flavor_derive(struct sched_flavor *f)
 	size_t n = f->extra_specs.n;
 	struct spec_kv *kv = calloc(n ? n : 1, sizeof(*kv));
 	struct spec_flavor sf = { .name = f->name, .vcpus = f->vcpus, .ram_mb = f->ram_mb,
-				  .disk_gb = f->disk_gb, .extra_specs = kv, .n_extra_specs = n };
+				  .disk_gb = f->disk_gb, .ephemeral_gb = f->ephemeral_gb,
+				  .swap_mb = f->swap_mb, .extra_specs = kv, .n_extra_specs = n };
 	struct model_flavor_policy pol;
 	enum model_flavor_spec bad = MODEL_SPEC_LAST;
 	int r;
@@ -196,9 +222,16 @@ static int flavor_derive(struct sched_flavor *f)
 	for (size_t i = 0; i < n; i++)
 		kv[i] = (struct spec_kv){ f->extra_specs.keys[i], f->extra_specs.vals[i] };
 	r = model_flavor_policy_parse(&sf, &pol, &bad);
-	free(kv);
-	if (r < 0)
+	if (r < 0) {
+		free(kv);
 		return policy_error(f, bad, r);
+	}
+	r = model_flavor_hw_parse(&sf, &f->hw); /* pci_passthrough:alias, hw:cpu_* */
+	free(kv);
+	if (r == 0)
+		r = sched_migration_specs_check(f); /* migration:* (migrate.c) */
+	if (r < 0)
+		return r;
 	f->dedicated = pol.cpu == MODEL_CPU_DEDICATED;
 	f->page_kb = page_kb(pol.page);
 	return 0;
@@ -213,16 +246,20 @@ struct num_field {
 	size_t offset;
 	long min;
 	bool required;
+	long max; /* 0: 2^40 */
 };
 
 static const struct num_field flavor_nums[] = {
-	{ "vcpus", offsetof(struct sched_flavor, vcpus), 1, true },
-	{ "ram_mb", offsetof(struct sched_flavor, ram_mb), 1, true },
-	{ "disk_gb", offsetof(struct sched_flavor, disk_gb), 0, false },
+	{ "vcpus", offsetof(struct sched_flavor, vcpus), 1, true, 0 },
+	{ "ram_mb", offsetof(struct sched_flavor, ram_mb), 1, true, 0 },
+	{ "disk_gb", offsetof(struct sched_flavor, disk_gb), 0, false, 0 },
+	{ "ephemeral_gb", offsetof(struct sched_flavor, ephemeral_gb), 0, false,
+	  SPEC_EPHEMERAL_GB_MAX },
+	{ "swap_mb", offsetof(struct sched_flavor, swap_mb), 0, false, SPEC_SWAP_MB_MAX },
 };
 
 static const struct num_field image_nums[] = {
-	{ "min_disk_gb", offsetof(struct sched_image, min_disk_gb), 0, false },
+	{ "min_disk_gb", offsetof(struct sched_image, min_disk_gb), 0, false, 0 },
 };
 
 static const struct num_field *num_find(const struct num_field *t, size_t n, const char *key)
@@ -234,13 +271,21 @@ static const struct num_field *num_find(const struct num_field *t, size_t n, con
 }
 
 /* One "key=value" word of a catalog line into a JSON integer. */
+static long num_max(const struct num_field *nf)
+{
+	return nf->max ? nf->max : 1L << 40;
+}
+
 static int word_long(const char *entry, const struct num_field *nf, const char *v, json_t *obj)
 {
 	long n;
 
-	if (parse_long(v, nf->min, 1L << 40, &n) < 0)
+	if (parse_long(v, nf->min, num_max(nf), &n) < 0 && !nf->max)
 		return err_set(-EINVAL, "%s: %s: expected an integer of at least %ld, got '%s'",
 			       entry, nf->key, nf->min, v);
+	if (parse_long(v, nf->min, num_max(nf), &n) < 0)
+		return err_set(-EINVAL, "%s: %s: expected an integer from %ld to %ld, got '%s'",
+			       entry, nf->key, nf->min, nf->max, v);
 	json_object_set_new(obj, nf->key, json_integer(n));
 	return 0;
 }
@@ -334,6 +379,15 @@ static int cmdline_unescape(const char *entry, const char *v, char **out)
 	return *out ? 0 : err_set(-ENOMEM, "out of memory");
 }
 
+/* "hw_firmware_type, os_secure_boot, ..." (a static buffer) */
+static const char *image_props_list(void)
+{
+	static char list[256];
+
+	names_join(list, sizeof(list), model_image_prop_keys, 0, MODEL_PROP_LAST, ", ");
+	return list;
+}
+
 static int image_word(void *ctx, const char *k, const char *v)
 {
 	struct line_words *w = ctx;
@@ -367,10 +421,24 @@ static int image_word(void *ctx, const char *k, const char *v)
 			return err_set(-ENOMEM, "out of memory");
 		return 0;
 	}
+	for (int i = 0; i < MODEL_PROP_LAST; i++) {
+		json_t *props = json_object_get(w->obj, "properties");
+
+		if (strcmp(model_image_prop_keys[i], k) != 0)
+			continue;
+		if (!props) {
+			props = json_object();
+			json_object_set_new(w->obj, "properties", props);
+		}
+		if (!props || json_object_set_new(props, k, json_string(v)) < 0)
+			return err_set(-ENOMEM, "out of memory");
+		return 0;
+	}
 	for (size_t i = 0; i < ARRAY_SIZE(image_words); i++)
 		keys[i] = image_words[i].word;
 	names_join(list, sizeof(list), keys, 0, ARRAY_SIZE(image_words), " or ");
-	return err_set(-EINVAL, "%s: unknown key '%s' (expected %s)", w->entry, k, list);
+	return err_set(-EINVAL, "%s: unknown key '%s' (expected %s, or an image property: %s)",
+		       w->entry, k, list, image_props_list());
 }
 
 /* A flavor line must give every required number: "vcpus and ram_mb are required". */
@@ -451,9 +519,11 @@ static int json_long(const json_t *o, const char *entry, const struct num_field 
 		return 0;
 	}
 	if (!json_is_integer(v) || json_integer_value(v) < nf->min ||
-	    json_integer_value(v) > (1L << 40))
-		return err_set(-EINVAL, "%s: %s: expected an integer of at least %ld", entry,
-			       nf->key, nf->min);
+	    json_integer_value(v) > num_max(nf))
+		return nf->max ? err_set(-EINVAL, "%s: %s: expected an integer from %ld to %ld",
+					 entry, nf->key, nf->min, nf->max)
+			       : err_set(-EINVAL, "%s: %s: expected an integer of at least %ld",
+					 entry, nf->key, nf->min);
 	*(long *)(void *)((char *)obj + nf->offset) = (long)json_integer_value(v);
 	return 0;
 }
@@ -463,6 +533,7 @@ int sched_flavor_from_json(const json_t *o, struct sched_flavor *out)
 	struct sched_flavor f = { 0 };
 	const char *name = json_string_value(json_object_get(o, "name"));
 	json_t *es = json_object_get(o, "extra_specs");
+	_cleanup_free_ char *entry = NULL;
 	const char *k;
 	json_t *v;
 	int r = 0;
@@ -472,8 +543,12 @@ int sched_flavor_from_json(const json_t *o, struct sched_flavor *out)
 	f.name = strdup(name);
 	if (!f.name)
 		return err_set(-ENOMEM, "out of memory");
+	if (asprintf(&entry, "flavor %s", name) < 0) {
+		r = err_set(-ENOMEM, "out of memory");
+		goto fail;
+	}
 	for (size_t i = 0; r == 0 && i < ARRAY_SIZE(flavor_nums); i++)
-		r = json_long(o, "flavor", &flavor_nums[i], &f);
+		r = json_long(o, entry, &flavor_nums[i], &f);
 	if (r < 0)
 		goto fail;
 	if (es && !json_is_object(es)) {
@@ -504,11 +579,18 @@ json_t *sched_flavor_to_json(const struct sched_flavor *f)
 {
 	json_t *es = json_object();
 
+	json_t *o;
+
 	for (size_t i = 0; es && i < f->extra_specs.n; i++)
 		json_object_set_new(es, f->extra_specs.keys[i], json_string(f->extra_specs.vals[i]));
-	return json_pack("{s:s, s:I, s:I, s:I, s:o}", "name", f->name, "vcpus",
-			 (json_int_t)f->vcpus, "ram_mb", (json_int_t)f->ram_mb, "disk_gb",
-			 (json_int_t)f->disk_gb, "extra_specs", es ? es : json_object());
+	o = json_pack("{s:s, s:I, s:I, s:I, s:o}", "name", f->name, "vcpus", (json_int_t)f->vcpus,
+		      "ram_mb", (json_int_t)f->ram_mb, "disk_gb", (json_int_t)f->disk_gb,
+		      "extra_specs", es ? es : json_object());
+	if (o && f->ephemeral_gb) /* absent when 0, as before they existed */
+		json_object_set_new(o, "ephemeral_gb", json_integer(f->ephemeral_gb));
+	if (o && f->swap_mb)
+		json_object_set_new(o, "swap_mb", json_integer(f->swap_mb));
+	return o;
 }
 
 /* ---- images ------------------------------------------------------------ */
@@ -526,6 +608,7 @@ void sched_image_free(struct sched_image *i)
 	free(i->initrd_url);
 	free(i->initrd_checksum);
 	free(i->cmdline);
+	cfg_map_free(&i->properties);
 	memset(i, 0, sizeof(*i));
 }
 
@@ -579,6 +662,34 @@ static int set_str(char **dst, const char *v)
 	return 0;
 }
 
+/* The image's "properties" object: strings with Glance's names and
+ * values (model_image_props_parse says which). */
+static int image_properties(const json_t *o, struct sched_image *i)
+{
+	json_t *props = json_object_get(o, "properties"), *v;
+	_cleanup_free_ struct spec_kv *kv = NULL;
+	struct model_image_props parsed;
+	const char *k;
+
+	if (!props)
+		return 0;
+	if (!json_is_object(props))
+		return err_set(-EINVAL, "image %s: properties: expected an object of strings",
+			       i->name);
+	json_object_foreach(props, k, v) {
+		if (!json_is_string(v))
+			return err_set(-EINVAL, "image %s: %s: expected a string", i->name, k);
+		if (map_add(&i->properties, k, json_string_value(v)) < 0)
+			return err_set(-ENOMEM, "out of memory");
+	}
+	kv = calloc(i->properties.n + 1, sizeof(*kv));
+	if (!kv)
+		return err_set(-ENOMEM, "out of memory");
+	for (size_t j = 0; j < i->properties.n; j++)
+		kv[j] = (struct spec_kv){ i->properties.keys[j], i->properties.vals[j] };
+	return model_image_props_parse(i->name, kv, i->properties.n, &parsed);
+}
+
 int sched_image_parse(const char *name, const char *text, struct sched_image *out)
 {
 	json_t *o = NULL;
@@ -629,6 +740,8 @@ int sched_image_from_json(const json_t *o, struct sched_image *out)
 	if (r == 0 && cl)
 		r = set_str(&i.cmdline, cl);
 	if (r == 0)
+		r = image_properties(o, &i);
+	if (r == 0)
 		r = image_check(&i);
 	if (r < 0) {
 		sched_image_free(&i);
@@ -652,6 +765,14 @@ json_t *sched_image_to_json(const struct sched_image *i)
 							   "checksum", i->initrd_checksum));
 	if (o && i->cmdline)
 		json_object_set_new(o, "cmdline", json_string(i->cmdline));
+	if (o && i->properties.n) {
+		json_t *props = json_object();
+
+		for (size_t k = 0; props && k < i->properties.n; k++)
+			json_object_set_new(props, i->properties.keys[k],
+					    json_string(i->properties.vals[k]));
+		json_object_set_new(o, "properties", props);
+	}
 	return o;
 }
 
@@ -678,5 +799,7 @@ int sched_config_check(const struct sched_config *c)
 	if (c->request_window_ms < 1000 || c->request_window_ms > 86400000)
 		return err_set(-EINVAL, "scheduler.request_window: expected 1s to 24h, got %lld ms",
 			       (long long)c->request_window_ms);
+	if (sched_pins_check_config(c) < 0)
+		return err_prefix(-EINVAL, "%s", cfg_where(&c->host_keys));
 	return sched_metrics_check(c);
 }

@@ -18,7 +18,8 @@ int sched_on_state(struct sched *s, struct sched_call *c)
 	struct inst_row row = { 0 };
 	struct sched_alloc a = { 0 };
 	enum instance_state state;
-	bool have_alloc = false;
+	bool have_alloc = false, was_rebuilding, was_building;
+	char was[32];
 	int r;
 
 	if (!uuid || !st || instance_state_parse(st, &state) < 0)
@@ -28,16 +29,30 @@ int sched_on_state(struct sched *s, struct sched_call *c)
 	r = sched_inst_get(s, uuid, &row);
 	if (r < 0)
 		return r == -ENOENT ? 0 : r;
+	if (state == INST_DELETED && host && row.host && strcmp(host, row.host) != 0 &&
+	    sched_evacuation_cleaned(s, uuid, host) < 0) {
+		/* an evacuated instance's stale copy, gone from its old host */
+		inst_row_free(&row);
+		return -EIO;
+	}
 	if (strcmp(row.state, "deleted") == 0 || strcmp(row.state, st) == 0 ||
-	    (host && row.host && strcmp(host, row.host) != 0)) {
-		/* terminal, no change, or from a host the instance has left */
+	    (host && row.host && strcmp(host, row.host) != 0) ||
+	    sched_resize_stale(s, uuid, row.state, state, c->rid)) {
+		/* terminal, no change, from a host the instance has left, or not
+		 * the answer to the resize (or revert) under way */
 		inst_row_free(&row);
 		return 0;
 	}
+	was_rebuilding = strcmp(row.state, "rebuilding") == 0;
+	snprintf(was, sizeof(was), "%s", row.state);
+	was_building = strcmp(row.state, "building") == 0 || strcmp(row.state, "scheduling") == 0;
 	free(row.state);
 	free(row.reason);
 	row.state = strdup(st);
 	row.reason = reason ? strdup(reason) : NULL;
+	if (state == INST_ACTIVE && !reason && was_building && row.host)
+		/* its first start after an evacuation says what was lost */
+		row.reason = sched_evacuation_note(s, uuid, row.host, sched_jstr(c->body, "address"));
 	if (!row.state) {
 		inst_row_free(&row);
 		return err_set(-ENOMEM, "out of memory");
@@ -55,6 +70,12 @@ int sched_on_state(struct sched *s, struct sched_call *c)
 				r = quota_release(s->quotas, row.project, &a.amt);
 		}
 	}
+	if (r == 0 && was_rebuilding && state != INST_REBUILDING)
+		/* failed or rolled back: the host has the old disk and spec again */
+		r = sched_rebuild_settle(s, uuid, state == INST_ERROR ||
+					 json_is_true(json_object_get(c->body, "rolled_back")));
+	if (r == 0) /* resize.c: verify_resize waits, the rest undoes a resize */
+		r = sched_resize_settle(s, uuid, was, state, c->now_ms);
 	if (r == 0)
 		r = sched_inst_update(s, &row);
 	if (r == 0)
@@ -68,8 +89,17 @@ int sched_on_state(struct sched *s, struct sched_call *c)
 			sched_alloc_release(s, &a);
 		if (h && state == INST_ACTIVE)
 			h->recent_failures = 0;
+		/* the address its host gave it: a migration's destination takes it */
+		if (state == INST_ACTIVE &&
+		    sched_port_record(s, uuid, sched_jstr(c->body, "mac"),
+				      sched_jstr(c->body, "address")) < 0)
+			log_warn("instance=%s: %s", uuid, err_msg());
 		log_info("instance state instance=%s host=%s state=%s", uuid,
 			 row.host ? row.host : "-", st);
+		/* its address joins (or leaves) its groups' member sets */
+		r = sched_sg_on_state(s, c, uuid, row.project, state);
+		if (r == 0)
+			r = sched_volumes_instance_state(s, c, uuid, row.host, st);
 	}
 	free(a.host);
 	inst_row_free(&row);
@@ -134,7 +164,9 @@ static int alloc_move(struct sched *s, const char *uuid, const struct sched_host
 	sqlite3_bind_int(q, 3, fit->node);
 	sqlite3_bind_int64(q, 4, fit->page_kb);
 	sqlite3_bind_int64(q, 5, fit->pages);
-	return sched_db_step_done(s, SST_ALLOC_MOVE, "moving an allocation");
+	if (sched_db_step_done(s, SST_ALLOC_MOVE, "moving an allocation") < 0)
+		return -EIO;
+	return sched_pci_rows_put(s, uuid, to->name, fit);
 }
 
 int sched_on_reschedule(struct sched *s, struct sched_call *c)
@@ -245,7 +277,8 @@ int sched_on_reschedule(struct sched *s, struct sched_call *c)
 			r = sched_emit_state(c->out, row.request_id, uuid, row.project, to->name,
 				       "scheduling", NULL);
 			if (r == 0)
-				r = sched_send_build(c->out, to, row.spec, row.request_id, row.attempts, &fit);
+				r = sched_sg_send_build(s, c->out, to, row.spec, row.project,
+							row.request_id, row.attempts, &fit);
 		} else {
 			log_warn("instance failed instance=%s reason=\"%s\"", uuid, reason);
 			r = sched_emit_state(c->out, row.request_id, uuid, row.project, NULL, "error",

@@ -10,6 +10,8 @@
  *                  "numa": [{"node": 0, "pcpus": 2, "memory_mb": 8192,
  *                            "hugepages": {"2048": {"total": 512, "free": 512}}}]},
  *    "usage": {"VCPU": 3, "MEMORY_MB": 2048}, "steal_pct": 1.5}
+ * A signed report (every agent's) carries no reals: "K_milli": 1500 stands
+ * for "K": 1.5 (agent/report.c reals_to_milli).
  * An inventory class may also be a bare integer (its total). What is
  * claimed on the host is the scheduler's own record (allocations), not
  * the report's usage, which is kept for display.
@@ -68,6 +70,20 @@ static bool report_box_key(const json_t *report, unsigned char key[BUS_KEY_LEN])
 	return text && crypto_key_from_text(text, key) == 0;
 }
 
+/* O's fractional K: K_milli / 1000 as signed reports carry it, else K. */
+static double jmilli(const json_t *o, const char *k, double def)
+{
+	char name[64];
+	const json_t *m;
+
+	if (snprintf(name, sizeof(name), "%s_milli", k) < (int)sizeof(name)) {
+		m = json_object_get(o, name);
+		if (json_is_integer(m))
+			return (double)json_integer_value(m) / 1000.0;
+	}
+	return jdouble(json_object_get(o, k), def);
+}
+
 /* One inventory class: a bare total, or {total, reserved, allocation_ratio}. */
 static void inv_class(const json_t *inv, const char *cls, long *total, long *reserved,
 		      double *ratio)
@@ -84,7 +100,7 @@ static void inv_class(const json_t *inv, const char *cls, long *total, long *res
 	if (reserved)
 		*reserved = jlong(json_object_get(c, "reserved"), *reserved);
 	if (ratio)
-		*ratio = jdouble(json_object_get(c, "allocation_ratio"), *ratio);
+		*ratio = jmilli(c, "allocation_ratio", *ratio);
 }
 
 /* Claimed pages of SIZE on node N of the old state (kept across reports). */
@@ -123,6 +139,7 @@ static int apply_numa(struct sched_host *h, const json_t *numa)
 		if (i >= SCHED_MAX_NUMA)
 			break;
 		n = &h->numa[i];
+		n->id = (int)jlong(json_object_get(node, "node"), (long)i);
 		n->pcpu_total = jlong(json_object_get(node, "pcpus"), 0);
 		n->memory_mb = jlong(json_object_get(node, "memory_mb"), 0);
 		n->pcpu_used = (int)i < old_n ? old[i].pcpu_used : 0;
@@ -151,7 +168,9 @@ int sched_host_apply_report(struct sched_host *h, const json_t *report,
 	const json_t *inv = json_object_get(report, "inventory");
 	const json_t *usage = json_object_get(report, "usage");
 	const char *az = json_string_value(json_object_get(report, "availability_zone"));
-	const json_t *steal = json_object_get(report, "steal_pct");
+	double steal = jmilli(report, "steal_pct", -1.0);
+	bool has_steal = json_is_number(json_object_get(report, "steal_pct")) ||
+			 json_is_integer(json_object_get(report, "steal_pct_milli"));
 
 	if (!json_is_object(report))
 		return err_set(-EINVAL, "host report: expected an object");
@@ -174,6 +193,7 @@ int sched_host_apply_report(struct sched_host *h, const json_t *report,
 		inv_class(inv, "MEMORY_MB", &h->ram_total, &h->ram_reserved, &h->ram_ratio);
 		inv_class(inv, "DISK_GB", &h->disk_total, &h->disk_reserved, NULL);
 		apply_numa(h, json_object_get(inv, "numa"));
+		sched_pci_apply_report(h, json_object_get(inv, "pci_devices"));
 	}
 	if (json_is_object(usage)) {
 		h->reported_vcpu_used = jlong(json_object_get(usage, "VCPU"), h->reported_vcpu_used);
@@ -182,8 +202,8 @@ int sched_host_apply_report(struct sched_host *h, const json_t *report,
 	}
 	h->degraded = json_is_true(json_object_get(report, "degraded"));
 	h->has_box_key = report_box_key(report, h->box_key);
-	if (json_is_number(steal)) {
-		double v = json_number_value(steal);
+	if (has_steal) {
+		double v = steal;
 
 		if (v < 0)
 			v = 0;

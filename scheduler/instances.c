@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/crypto.h"
 #include "scheduler/sched_priv.h"
 
 
@@ -118,6 +119,37 @@ static int seal_console_key(struct sched *s, const struct sched_call *c, const c
 	return bus_seal_fields(cmd, bus_console_secret_fields, h->box_key, BUS_SEAL_CONSOLE);
 }
 
+/*
+ * console --attach: a one-time token for this instance of this project
+ * (32 random bytes, base64url). It travels sealed to the host, which holds
+ * it for agent.console.token_ttl and answers the requester sealed (the
+ * token never crosses the bus in the clear, hence no in-process callers).
+ */
+static int console_token(const struct sched_call *c, const struct inst_row *row, json_t *cmd)
+{
+	unsigned char raw[32];
+	_cleanup_free_ char *b64 = NULL;
+	size_t w = 0;
+
+	if (!c->seal_key)
+		return err_set(-EINVAL, "attach needs a sealed request (a result key)");
+	if (crypto_random(raw, sizeof(raw)) < 0)
+		return err_set(-EIO, "no random bytes for a console token");
+	b64 = base64_encode(raw, sizeof(raw));
+	explicit_bzero(raw, sizeof(raw));
+	if (!b64)
+		return err_set(-ENOMEM, "out of memory");
+	for (size_t i = 0; b64[i] && b64[i] != '='; i++)
+		b64[w++] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : b64[i];
+	b64[w] = '\0';
+	if (json_object_set_new(cmd, "attach", json_true()) < 0 ||
+	    json_object_set_new(cmd, "project", json_string(row->project)) < 0 ||
+	    json_object_set_new(cmd, "token", json_string(b64)) < 0)
+		return err_set(-ENOMEM, "out of memory");
+	explicit_bzero(b64, w);
+	return 0;
+}
+
 int sched_on_power(struct sched *s, struct sched_call *c)
 {
 	struct inst_row row = { 0 };
@@ -144,10 +176,19 @@ int sched_on_power(struct sched *s, struct sched_call *c)
 		if (cmd && lines && strcmp(c->type, "instance.console") == 0)
 			json_object_set(cmd, "lines", lines);
 		if (cmd && strcmp(c->type, "instance.console") == 0 &&
+		    json_is_true(json_object_get(c->body, "attach")) &&
+		    (r = console_token(c, &row, cmd)) < 0) {
+			json_decref(cmd);
+			r = sched_reject(s, c, "instance %s: console: %s", row.name, err_msg());
+			inst_row_free(&row); /* after the message that names it */
+			return r;
+		}
+		if (cmd && strcmp(c->type, "instance.console") == 0 &&
 		    (r = seal_console_key(s, c, row.host, cmd)) < 0) {
 			json_decref(cmd);
-			inst_row_free(&row);
-			return sched_reject(s, c, "instance %s: console: %s", row.name, err_msg());
+			r = sched_reject(s, c, "instance %s: console: %s", row.name, err_msg());
+			inst_row_free(&row); /* after the message that names it */
+			return r;
 		}
 		r = sched_emit_host_cmd(c->out, row.host, c->type, c->rid, row.uuid, cmd);
 		/* the agent answers a console request with the log itself */

@@ -87,29 +87,23 @@ static void follow_moves(struct loop *l)
 	sched_broker_moved(l->s, time_wall_ms());
 }
 
-/* Send what the handlers produced (after their commit). */
+/* Send what the handlers produced (after their commit): the commands to
+ * hosts signed together, one signature per batch. */
 static int send_out(struct loop *l)
 {
-	int r = 0;
+	_cleanup_free_ struct bus_envelope **v = calloc(l->out.n ? l->out.n : 1, sizeof(*v));
+	int r = v ? sched_out_envelopes(l->s, &l->out, v) : err_set(-ENOMEM, "out of memory");
 
-	for (size_t i = 0; i < l->out.n; i++) {
+	if (r < 0) { /* a bug of ours, not a reason to stop: say so loudly */
+		log_error("not sent: %zu messages: %s", l->out.n, err_msg());
+		r = 0;
+	}
+	for (size_t i = 0; v && i < l->out.n; i++) {
 		struct sched_msg *m = &l->out.v[i];
-		struct bus_envelope *e = NULL;
 
-		/* commands to hosts are signed there */
-		r = sched_msg_envelope(l->s, m, &e);
-		if (r < 0) {
-			/* a bug of ours, not a reason to stop: say so loudly */
-			log_error("not sent type=%s topic=%s: %s", m->type, m->topic, err_msg());
-			r = 0;
-			continue;
-		}
-		r = bus_produce(l->prod, m->topic, m->key, e);
-		bus_envelope_free(e);
-		if (r < 0) {
+		if (r == 0 && v[i] && (r = bus_produce(l->prod, m->topic, m->key, v[i])) < 0)
 			log_error("produce type=%s topic=%s: %s", m->type, m->topic, err_msg());
-			break;
-		}
+		bus_envelope_free(v[i]);
 	}
 	sched_out_clear(&l->out);
 	return r;
@@ -241,6 +235,29 @@ static int recover(struct loop *l)
 	return end_batch(l);
 }
 
+/* A periodic piece of work in a batch of its own, when DUE says it is due:
+ * resizes past scheduler.resize_confirm_window confirmed, migrations whose
+ * destination never answered the prepare aborted, snapshots of hosts that
+ * went down abandoned. */
+static int periodic(struct loop *l, bool (*due)(struct sched *, int64_t),
+		    int (*work)(struct sched *, int64_t, struct sched_out *), const char *what)
+{
+	int64_t now = time_wall_ms();
+	int r;
+
+	if (sched_in_batch(l->s) || !due(l->s, now))
+		return 0;
+	r = sched_batch_begin(l->s);
+	if (r == 0)
+		r = work(l->s, now, &l->out);
+	if (r < 0) {
+		log_error("%s failed, stopping: %s", what, err_msg());
+		l->fatal = true;
+		return r;
+	}
+	return end_batch(l);
+}
+
 static int run(struct sched *s)
 {
 	static const char *const topics[] = { BUS_TOPIC_API, BUS_TOPIC_EVENTS, BUS_TOPIC_METRICS,
@@ -270,6 +287,8 @@ static int run(struct sched *s)
 		goto out;
 	/* builds that were claimed but maybe never sent */
 	r = sched_resume(s, &l.out);
+	if (r == 0) /* and migrations' prepares */
+		r = sched_migration_resume(s, time_wall_ms(), &l.out);
 	if (r == 0)
 		r = send_out(&l);
 	if (r < 0)
@@ -305,6 +324,13 @@ static int run(struct sched *s)
 			sched_tick(s, time_wall_ms());
 			sched_metrics_sample(s, time_wall_ms(), bus_consumer_lag(l.cons));
 			last_tick = now;
+			if (periodic(&l, sched_resize_due, sched_resize_autoconfirm,
+				     "resize auto-confirm") < 0 ||
+			    periodic(&l, sched_migration_overdue, sched_migration_timeouts,
+				     "migration timeouts") < 0 ||
+			    periodic(&l, sched_snapshot_orphaned, sched_snapshot_abandon,
+				     "snapshots of hosts down") < 0)
+				break;
 		}
 		if (recover(&l) < 0)
 			break;

@@ -45,6 +45,7 @@ static struct {
 	uint64_t host_rejections[SCHED_MAX_FILTERS];
 	uint64_t quota_refused[QUOTA_RESOURCE_LAST + 1];
 	uint64_t auth_refused[2]; /* [0] verify, [1] authorize */
+	uint64_t refused[SCHED_REFUSED_LAST]; /* hosts' reports and events, by reason */
 	/* sampled */
 	struct sched_stats stats;
 	long hosts_by_state[HS_LAST];
@@ -131,6 +132,15 @@ void sched_metrics_auth_refused(bool authorize)
 {
 	pthread_mutex_lock(&M.lock);
 	M.auth_refused[authorize]++;
+	pthread_mutex_unlock(&M.lock);
+}
+
+void sched_metrics_refused(enum sched_refusal why)
+{
+	if ((int)why <= 0 || why >= SCHED_REFUSED_LAST)
+		return;
+	pthread_mutex_lock(&M.lock);
+	M.refused[why]++;
 	pthread_mutex_unlock(&M.lock);
 }
 
@@ -241,6 +251,12 @@ static void write_counters(struct strbuf *sb)
 		  (unsigned long long)M.auth_refused[0]);
 	sb_printf(sb, "stratus_scheduler_auth_refusals_total{stage=\"authorize\"} %llu\n",
 		  (unsigned long long)M.auth_refused[1]);
+	prom_head(sb, "stratus_scheduler_refused_total", "counter",
+		  "Host reports and events refused: unsigned, signed by a key not pinned for the "
+		  "host, tampered, from a host not the instance's, or from a host with no pin.");
+	for (int w = SCHED_REFUSED_NONE + 1; w < SCHED_REFUSED_LAST; w++)
+		sb_printf(sb, "stratus_scheduler_refused_total{reason=\"%s\"} %llu\n",
+			  sched_refusal_names[w], (unsigned long long)M.refused[w]);
 }
 
 static void write_gauges(struct strbuf *sb)

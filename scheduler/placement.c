@@ -69,7 +69,15 @@ static bool node_fit(const struct sched_numa *n, long need_pcpus, long page_kb, 
 	return false;
 }
 
-bool sched_numa_fit(const struct sched_host *h, const struct sched_req *r, struct sched_fit *out)
+/* Node index N may hold the request's PCI devices (when its policy binds them to the node). */
+static bool pci_ok(const struct sched_host *h, const struct sched_req *r, int n)
+{
+	const struct model_flavor_hw *hw = &r->flavor->hw;
+
+	return !hw->n_pci || hw->pci_numa == MODEL_PCI_NUMA_PREFERRED || sched_pci_node_ok(h, r, n);
+}
+
+static bool numa_place(const struct sched_host *h, const struct sched_req *r, struct sched_fit *out)
 {
 	const struct sched_flavor *f = r->flavor;
 	long need_pcpus = f->dedicated ? f->vcpus : 0;
@@ -82,7 +90,7 @@ bool sched_numa_fit(const struct sched_host *h, const struct sched_req *r, struc
 	for (int n = 0; n < h->n_numa; n++) {
 		long page = f->page_kb == SCHED_PAGE_ANY ? SCHED_PAGE_LARGE : f->page_kb;
 
-		if (node_fit(&h->numa[n], need_pcpus, page, f->ram_mb, &fit)) {
+		if (node_fit(&h->numa[n], need_pcpus, page, f->ram_mb, &fit) && pci_ok(h, r, n)) {
 			fit.node = n;
 			*out = fit;
 			return true;
@@ -95,7 +103,8 @@ bool sched_numa_fit(const struct sched_host *h, const struct sched_req *r, struc
 			return true;
 		}
 		for (int n = 0; n < h->n_numa; n++) {
-			if (node_fit(&h->numa[n], need_pcpus, SCHED_PAGE_SMALL, f->ram_mb, &fit)) {
+			if (node_fit(&h->numa[n], need_pcpus, SCHED_PAGE_SMALL, f->ram_mb, &fit) &&
+			    pci_ok(h, r, n)) {
 				fit.node = n;
 				*out = fit;
 				return true;
@@ -103,6 +112,19 @@ bool sched_numa_fit(const struct sched_host *h, const struct sched_req *r, struc
 		}
 	}
 	return false;
+}
+
+/* The NUMA part and the PCI devices (scheduler/pci.c) that go with it. */
+bool sched_numa_fit(const struct sched_host *h, const struct sched_req *r, struct sched_fit *out)
+{
+	struct sched_fit fit;
+
+	if (!numa_place(h, r, &fit))
+		return false;
+	if (r->flavor->hw.n_pci && !sched_pci_plan(h, r, &fit, NULL, 0))
+		return false;
+	*out = fit;
+	return true;
 }
 
 /* ---- filters ----------------------------------------------------------- */
@@ -124,6 +146,18 @@ static bool f_host_up(const struct sched_ctx *c, const struct sched_host *h,
 	return false;
 }
 
+static bool f_enabled(const struct sched_ctx *c, const struct sched_host *h,
+		      const struct sched_req *r, char *why, size_t whylen)
+{
+	(void)c;
+	(void)r;
+	if (!h->disabled)
+		return true;
+	WHY("%s by an operator (stratusctl host enable %s)", h->draining ? "draining" : "disabled",
+	    h->name);
+	return false;
+}
+
 static bool f_retry(const struct sched_ctx *c, const struct sched_host *h,
 		    const struct sched_req *r, char *why, size_t whylen)
 {
@@ -141,6 +175,17 @@ static bool f_az(const struct sched_ctx *c, const struct sched_host *h,
 	if (!r->az || (h->az && strcmp(h->az, r->az) == 0))
 		return true;
 	WHY("availability zone %s, not %s", h->az ? h->az : "(none)", r->az);
+	return false;
+}
+
+/* boot --volume: the volume's host, no other (a volume is local to it). */
+static bool f_volume_host(const struct sched_ctx *c, const struct sched_host *h,
+			  const struct sched_req *r, char *why, size_t whylen)
+{
+	(void)c;
+	if (!r->volume_host || strcmp(h->name, r->volume_host) == 0)
+		return true;
+	WHY("the volume is on host %s", r->volume_host);
 	return false;
 }
 
@@ -194,21 +239,53 @@ static bool f_numa(const struct sched_ctx *c, const struct sched_host *h,
 		WHY("NUMA: no node has %s%ld MB of %s pages free", r->flavor->dedicated ? "the pCPUs and " : "",
 		    r->flavor->ram_mb,
 		    r->flavor->page_kb == 2048 ? "2MB" : r->flavor->page_kb == 1048576 ? "1GB" : "huge");
+	else if (r->flavor->hw.n_pci && r->flavor->hw.pci_numa != MODEL_PCI_NUMA_PREFERRED)
+		WHY("NUMA: no node has %ld dedicated pCPUs free together with the PCI devices "
+		    "(hw:pci_numa_affinity_policy=%s)", r->flavor->vcpus,
+		    model_pci_numa_names[r->flavor->hw.pci_numa]);
 	else
 		WHY("NUMA: no node has %ld dedicated pCPUs free", r->flavor->vcpus);
 	return false;
 }
 
+/* The devices of pci_passthrough:alias, anywhere on the host (numa_fit
+ * then places them with the NUMA part). */
+static bool f_pci(const struct sched_ctx *c, const struct sched_host *h,
+		  const struct sched_req *r, char *why, size_t whylen)
+{
+	struct sched_fit any = { .node = -1 };
+	struct sched_req loose = *r;
+	struct sched_flavor fl;
+
+	(void)c;
+	if (!r->flavor->hw.n_pci)
+		return true;
+	/* counted without the NUMA binding: numa_fit says when the node lacks them */
+	fl = *r->flavor;
+	fl.dedicated = false;
+	fl.page_kb = SCHED_PAGE_SMALL;
+	loose.flavor = &fl;
+	return sched_pci_plan(h, &loose, &any, why, whylen);
+}
+
 static bool f_disk(const struct sched_ctx *c, const struct sched_host *h,
 		   const struct sched_req *r, char *why, size_t whylen)
 {
-	long free_gb = sched_host_disk_cap(h) - h->disk_used;
+	/* the host's volumes are files on its disk too (volumes.c) */
+	long free_gb = sched_host_disk_cap(h) - h->disk_used - h->vol_gb;
 
 	(void)c;
 	if (free_gb >= r->disk_gb)
 		return true;
-	WHY("disk: needs %ld GB (flavor %ld, image min_disk %ld), %ld GB free", r->disk_gb,
-	    r->flavor->disk_gb, r->image ? r->image->min_disk_gb : 0, free_gb);
+	if (r->flavor->ephemeral_gb || r->flavor->swap_mb) {
+		WHY("disk: needs %ld GB (flavor %ld + ephemeral %ld + swap %ld MB, image min_disk "
+		    "%ld), %ld GB free (%ld GB of volumes)", r->disk_gb, r->flavor->disk_gb,
+		    r->flavor->ephemeral_gb, r->flavor->swap_mb,
+		    r->image ? r->image->min_disk_gb : 0, free_gb, h->vol_gb);
+		return false;
+	}
+	WHY("disk: needs %ld GB (flavor %ld, image min_disk %ld), %ld GB free (%ld GB of volumes)",
+	    r->disk_gb, r->flavor->disk_gb, r->image ? r->image->min_disk_gb : 0, free_gb, h->vol_gb);
 	return false;
 }
 
@@ -263,13 +340,16 @@ static bool f_box_key(const struct sched_ctx *c, const struct sched_host *h,
 /* Cheapest and most selective first. Config keys: docs/scheduler.md. */
 const struct sched_filter sched_filters[] = {
 	{ "host_up", f_host_up },
+	{ "enabled", f_enabled },
 	{ "box_key", f_box_key },
 	{ "retry", f_retry },
 	{ "availability_zone", f_az },
+	{ "volume_host", f_volume_host },
 	{ "ram", f_ram },
 	{ "vcpu", f_vcpu },
 	{ "pcpu", f_pcpu },
 	{ "disk", f_disk },
+	{ "pci_devices", f_pci },
 	{ "numa_fit", f_numa },
 	{ "server_group", f_server_group },
 	{ "steal", f_steal },
@@ -466,6 +546,8 @@ void sched_host_adjust(struct sched_host *h, long sign, long vcpus, long pcpus, 
 	h->ram_used += sign * ram_mb;
 	h->disk_used += sign * disk_gb;
 	h->instances += sign;
+	if (f)
+		sched_pci_adjust(h, sign, f);
 	if (f && f->node >= 0 && f->node < h->n_numa) {
 		struct sched_numa *n = &h->numa[f->node];
 

@@ -125,6 +125,7 @@ int sched_on_host_list(struct sched *s, struct sched_call *c)
 			"recent_failures", (json_int_t)h->recent_failures);
 
 		if (o) {
+			json_object_set_new(o, "volumes_gb", json_integer(h->vol_gb));
 			json_object_set_new(o, "last_report_ms",
 					    json_integer(h->last_report_ms ? c->now_ms - h->last_report_ms
 									   : -1));
@@ -133,6 +134,9 @@ int sched_on_host_list(struct sched *s, struct sched_call *c)
 					    json_string(sched_host_stale(s, h) ? "stale"
 							: h->reannounced_ms && h->reannounced_ms >= s->epoch_ms
 							? "re-announced" : "-"));
+			json_object_set_new(o, "maintenance",
+					    json_string(h->draining ? "draining"
+							: h->disabled ? "disabled" : "-"));
 			json_object_set_new(o, "reannounced_ms",
 					    json_integer(h->reannounced_ms ? c->now_ms - h->reannounced_ms
 									   : -1));
@@ -149,7 +153,7 @@ int sched_on_report(struct sched *s, struct sched_call *c)
 	struct sched_host *h;
 	_cleanup_free_ char *text = NULL;
 	sqlite3_stmt *q = s->st[SST_HOST_PUT];
-	bool first;
+	bool first, was_down;
 
 	if (!name) {
 		log_warn("host.report without a host name: skipped");
@@ -159,6 +163,7 @@ int sched_on_report(struct sched *s, struct sched_call *c)
 	if (!h)
 		return err_set(-ENOMEM, "out of memory");
 	first = h->last_report_ms == 0;
+	was_down = !first && !sched_host_up(h, s->cfg, c->now_ms);
 	if (sched_host_apply_report(h, c->body, s->cfg, c->now_ms) < 0) {
 		log_warn("host report skipped host=%s error=\"%s\"", name, err_msg());
 		return 0;
@@ -172,6 +177,9 @@ int sched_on_report(struct sched *s, struct sched_call *c)
 		if (r < 0)
 			return r;
 	}
+	/* back after being down: copies of instances evacuated meanwhile go */
+	if ((first || was_down) && sched_evacuation_comeback(s, c, h->name) < 0)
+		return -EIO;
 	text = json_dumps(c->body, JSON_COMPACT);
 	if (!text)
 		return err_set(-ENOMEM, "out of memory");

@@ -140,15 +140,15 @@ int sched_emit_host_cmd(struct sched_out *out, const char *host, const char *typ
 }
 
 /* instance.build: the spec (reference taken) + where it goes + request fields. */
-int sched_send_build_json(struct sched_out *out, const struct sched_host *h, json_t *b,
-			   const char *rid, long attempt, const struct sched_fit *fit)
+int sched_send_build_json(struct sched *s, struct sched_out *out, const struct sched_host *h,
+			  json_t *b, const char *rid, long attempt, const struct sched_fit *fit)
 {
 	const char *uuid;
 
 	if (!b)
 		return err_set(-EIO, "instance spec in the state database does not parse");
 	/* the spec is ours to change: the stored text or our own copy */
-	if (sched_seal_build(h, b) < 0) {
+	if (sched_seal_build(s, h, b) < 0) {
 		/* placement keeps such hosts out; a stored build to one stays
 		 * `scheduling` rather than travel in clear */
 		log_error("build not sent instance=%s: %s",
@@ -166,10 +166,11 @@ int sched_send_build_json(struct sched_out *out, const struct sched_host *h, jso
 	return sched_emit_host_cmd(out, h->name, "instance.build", rid, uuid ? uuid : "", b);
 }
 
-int sched_send_build(struct sched_out *out, const struct sched_host *h, const char *spec_text,
-		      const char *rid, long attempt, const struct sched_fit *fit)
+int sched_send_build(struct sched *s, struct sched_out *out, const struct sched_host *h,
+		     const char *spec_text, const char *rid, long attempt,
+		     const struct sched_fit *fit)
 {
-	return sched_send_build_json(out, h, json_loads(spec_text, 0, NULL), rid, attempt, fit);
+	return sched_send_build_json(s, out, h, json_loads(spec_text, 0, NULL), rid, attempt, fit);
 }
 
 /* ---- messages out ------------------------------------------------------ */

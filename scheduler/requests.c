@@ -33,6 +33,7 @@ struct handler {
 /* Types whose data is a tenant's: sealed to the credential that asked. */
 static const char *const sealed_types[] = {
 	"instance.show", "instance.list", "credential.create", "credential.list",
+	"volume.show", "volume.list",
 };
 
 static bool sealed_type(const char *type)
@@ -61,14 +62,42 @@ static const struct handler handlers[] = {
 	{ "image.list", sched_on_image_list, false },
 	{ "image.add", sched_on_image_add, true },
 	{ "image.remove", sched_on_image_remove, true },
+	{ "image.share", sched_on_image_share, true },
+	{ "image.unshare", sched_on_image_unshare, true },
+	{ "instance.rebuild", sched_on_rebuild, true },
 	{ "host.list", sched_on_host_list, false },
+	{ "host.forget", sched_on_host_forget, true },
 	{ "credential.create", sched_on_credential_create, true },
 	{ "credential.list", sched_on_credential_list, false },
 	{ "credential.revoke", sched_on_credential_revoke, true },
 	{ "scheduler.keys", sched_on_keys, false },
+	{ "secgroup.create", sched_on_sg_create, true },
+	{ "secgroup.list", sched_on_sg_list, false },
+	{ "secgroup.show", sched_on_sg_show, false },
+	{ "secgroup.delete", sched_on_sg_delete, true },
+	{ "secgroup.rule.add", sched_on_sg_rule_add, true },
+	{ "secgroup.rule.delete", sched_on_sg_rule_delete, true },
+	{ "instance.migrate", sched_on_migrate, true },
+	{ "host.disable", sched_on_host_disable, true },
+	{ "host.enable", sched_on_host_disable, true },
+	{ "host.drain", sched_on_host_drain, true },
+	{ "host.evacuate", sched_on_host_evacuate, true },
+	{ "volume.create", sched_on_volume_create, true },
+	{ "volume.list", sched_on_volume_list, false },
+	{ "volume.show", sched_on_volume_show, false },
+	{ "volume.delete", sched_on_volume_delete, true },
+	{ "volume.attach", sched_on_volume_attach, true },
+	{ "volume.detach", sched_on_volume_detach, true },
+	{ "instance.resize", sched_on_resize, true },
+	{ "instance.resize.confirm", sched_on_resize_confirm, true },
+	{ "instance.resize.revert", sched_on_resize_revert, true },
+	{ "instance.snapshot", sched_on_snapshot, true },
 	/* agents' events on stratus.events */
 	{ "instance.state", sched_on_state, false },
 	{ "instance.reschedule", sched_on_reschedule, false },
+	{ "instance.migration", sched_on_migration, false },
+	{ "volume.state", sched_on_volume_state, false },
+	{ "image.snapshot", sched_on_snapshot_event, false },
 	/* reports on stratus.metrics */
 	{ "host.report", sched_on_report, false },
 };
@@ -176,6 +205,12 @@ int sched_handle_envelope(struct sched *s, const struct bus_envelope *e, const c
 	struct sched_cred cred;
 	int r;
 
+	if (h && e->tc != BUS_TC_API) {
+		/* a host's report or event: signed by its pinned key (pins.c) */
+		r = sched_pins_check(s, e, now_ms);
+		if (r != 0)
+			return r < 0 ? r : 0;
+	}
 	if (!h || e->tc != BUS_TC_API)
 		return sched_handle(s, e->type, e->request_id[0] ? e->request_id : NULL, e->body,
 				    now_ms, out);

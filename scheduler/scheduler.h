@@ -30,6 +30,21 @@ extern const char *const sched_policy_names[];
 enum sched_sync { SCHED_SYNC_NORMAL, SCHED_SYNC_FULL, SCHED_SYNC_LAST };
 
 /* The `scheduler:` config section. */
+/* scheduler.migration (issue 15): Nova's live-migration settings, the
+ * defaults of every migration; flavors override them with migration:*
+ * extra specs (docs/scheduler.md "Migration"). */
+struct sched_migrate_config {
+	int64_t downtime_ms;           /* live_migration_downtime */
+	long downtime_steps;           /* live_migration_downtime_steps */
+	int64_t downtime_delay_ms;     /* live_migration_downtime_delay, per GiB */
+	int64_t completion_timeout_ms; /* live_migration_completion_timeout, per GiB */
+	int timeout_action;            /* abort, pause, postcopy */
+	bool auto_converge;            /* live_migration_permit_auto_converge */
+	int64_t prepare_timeout_ms;    /* a destination silent this long: aborted */
+	long drain_concurrency;        /* host drain: migrations at once */
+};
+extern const char *const sched_migrate_action_names[];
+
 struct sched_config {
 	char *state_path;                 /* SQLite file */
 	char *key_dir;                    /* the scheduler's keys; "" = state_path's directory */
@@ -54,10 +69,13 @@ struct sched_config {
 	struct quota_amounts default_quotas;
 	struct cfg_map flavors;           /* name -> "vcpus=2 ram_mb=1024 disk_gb=4 hw:...=..." */
 	struct cfg_map images;            /* name -> "url=... checksum=... disk_format=qcow2 ..." */
+	struct cfg_map host_keys;         /* host -> its Ed25519 public key (base64 or .pub file) */
 	char *metrics_listen;             /* ADDR:PORT of /metrics; NULL = none */
 	int64_t request_window_ms;        /* signed requests: timestamp window, replay memory */
 	char *admin_credential;           /* the bootstrap admin credential file (NULL: beside state) */
 	struct img_url_filter image_url_filter; /* image add: URLs pass it (images/urlfilter.c) */
+	struct sched_migrate_config migration;
+	int64_t resize_confirm_window_ms; /* auto-confirm of a resize; 0 = never */
 };
 extern const struct cfg_field sched_config_fields[];
 void sched_config_free(struct sched_config *c);
@@ -88,6 +106,13 @@ struct bus_envelope;
  * topic. *out: bus_envelope_free(). */
 int sched_msg_envelope(const struct sched *s, const struct sched_msg *m,
 		       struct bus_envelope **out);
+/* The envelopes of all OUT's messages into V[0 .. out->n - 1] (each:
+ * bus_envelope_free()), those that need the scheduler's signature signed
+ * together: one Ed25519 signature per batch (bus_envelopes_sign). A message
+ * whose envelope cannot be made gets NULL, its error logged (a bug of
+ * ours, not a reason to stop). On failure to sign: every V[i] NULL. */
+int sched_out_envelopes(const struct sched *s, const struct sched_out *out,
+			struct bus_envelope **v);
 /* `stratus-scheduler keys`: create the keys if missing, print their public
  * parts and files (sign_key, key_id, box_key, ...) on F. */
 int sched_keys_print(const struct sched_config *cfg, FILE *f);
@@ -157,8 +182,28 @@ void sched_broker_moved(struct sched *s, int64_t now_ms);
 bool sched_warmup_over(const struct sched *s, int64_t now_ms);
 int sched_warmup_end(struct sched *s, int64_t now_ms, struct sched_out *out);
 
+/* migration.prepare_timeout: is a migration still `preparing` after it?
+ * sched_migration_timeouts aborts those (step prepare: the guest stays on
+ * its source, the destination's claim is released), inside the caller's
+ * batch, adding their messages to OUT. */
+bool sched_migration_overdue(struct sched *s, int64_t now_ms);
+int sched_migration_timeouts(struct sched *s, int64_t now_ms, struct sched_out *out);
+/* At start: the prepare of every migration still `preparing` sent again
+ * (it may have died with the previous process before the broker had it). */
+int sched_migration_resume(struct sched *s, int64_t now_ms, struct sched_out *out);
+
 /* Liveness: log hosts that went down or came back since the last tick. */
 void sched_tick(struct sched *s, int64_t now_ms);
+/* Resizes waiting longer than scheduler.resize_confirm_window (0: never)
+ * are confirmed, as by instance.resize.confirm (run inside a batch): due
+ * says whether any is, autoconfirm confirms them (how many, or <0). */
+bool sched_resize_due(struct sched *s, int64_t now_ms);
+int sched_resize_autoconfirm(struct sched *s, int64_t now_ms, struct sched_out *out);
+/* Snapshots in progress on a host that is down (or forgotten): abandoned
+ * (image.snapshot failed, step host; the name free again), inside a batch.
+ * Never while the scheduler waits for its hosts' first reports. */
+bool sched_snapshot_orphaned(struct sched *s, int64_t now_ms);
+int sched_snapshot_abandon(struct sched *s, int64_t now_ms, struct sched_out *out);
 
 /* Counters for logs and the benchmark. */
 struct sched_stats {
@@ -167,6 +212,7 @@ struct sched_stats {
 	uint64_t no_valid_host;
 	uint64_t over_quota;
 	uint64_t hosts_scanned;   /* hosts run through the filters */
+	uint64_t migrations;      /* live migrations completed */
 	size_t hosts;
 	size_t hosts_up;
 };

@@ -12,6 +12,11 @@
  *   server_groups(project, name, policy)
  *   credentials(id PK, project, role, sign_key, result_key, created, revoked)
  *   api_seen(envelope_id PK, origin, ts_ms)     the replay window (auth.c)
+ *   migrations(uuid PK, migration, project, source, dest, phase, numa_node,
+ *              page_kb, pages, started_ms, request_id)  moving (migrate.c)
+ *   instance_ports(uuid PK, mac, address)       addresses hosts gave
+ *   host_maint(name PK, disabled, reason, updated_ms, draining),
+ *   drain_skip(host, uuid, ts_ms)               host maintenance (maint.c)
  */
 #define LOG_TAG "scheduler"
 #include <errno.h>
@@ -20,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/crypto.h"
 #include "scheduler/sched_priv.h"
 
 static const char schema_sql[] =
@@ -53,7 +59,21 @@ static const char schema_sql[] =
 	/* auth.c: envelope ids of signed requests within the window */
 	"CREATE TABLE IF NOT EXISTS api_seen ("
 	" envelope_id TEXT PRIMARY KEY, origin TEXT, ts_ms INTEGER NOT NULL) WITHOUT ROWID;"
-	"CREATE INDEX IF NOT EXISTS api_seen_ts ON api_seen(ts_ms);";
+	"CREATE INDEX IF NOT EXISTS api_seen_ts ON api_seen(ts_ms);"
+	/* migrate.c (issue 15): instances moving, and the addresses hosts gave */
+	"CREATE TABLE IF NOT EXISTS migrations ("
+	" uuid TEXT PRIMARY KEY, migration TEXT NOT NULL, project TEXT NOT NULL,"
+	" source TEXT NOT NULL, dest TEXT NOT NULL, phase TEXT NOT NULL,"
+	" numa_node INTEGER NOT NULL, page_kb INTEGER NOT NULL, pages INTEGER NOT NULL,"
+	" started_ms INTEGER NOT NULL, request_id TEXT);"
+	"CREATE TABLE IF NOT EXISTS instance_ports ("
+	" uuid TEXT PRIMARY KEY, mac TEXT NOT NULL, address TEXT NOT NULL);"
+	/* maint.c: hosts an operator disabled */
+	"CREATE TABLE IF NOT EXISTS host_maint ("
+	" name TEXT PRIMARY KEY, disabled INTEGER NOT NULL, reason TEXT, updated_ms INTEGER,"
+	" draining INTEGER NOT NULL DEFAULT 0);"
+	"CREATE TABLE IF NOT EXISTS drain_skip ("
+	" host TEXT NOT NULL, uuid TEXT NOT NULL, ts_ms INTEGER, PRIMARY KEY(host, uuid));";
 
 #define INST_COLS "uuid, project, name, state, host, flavor, image, server_group, request_id, " \
 		  "spec, alternates, faults, attempts, reason, created, updated, az"
@@ -371,6 +391,7 @@ struct sched_host *sched_host_get(struct sched *s, const char *name)
 	h->vcpu_ratio = s->cfg->cpu_allocation_ratio;
 	h->ram_ratio = s->cfg->ram_allocation_ratio;
 	h->ram_reserved = s->cfg->reserved_host_memory_mb;
+	h->vol_gb = sched_volumes_gb_on(s, name);
 	s->hosts[s->n_hosts++] = h;
 	p = name_hash(name) & (s->ht_cap - 1);
 	while (s->ht[p])
@@ -385,6 +406,7 @@ static void host_free(struct sched_host *h)
 		return;
 	free(h->name);
 	free(h->az);
+	free(h->pci);
 	free(h);
 }
 
@@ -627,7 +649,11 @@ static int load_hosts(struct sched *s)
 		return r;
 	if (sqlite3_prepare_v2(s->db,
 			       "SELECT host, cores, pcpus, ram_mb, disk_gb, numa_node, page_kb, pages "
-			       "FROM allocations WHERE host IS NOT NULL",
+			       "FROM allocations WHERE host IS NOT NULL UNION ALL "
+			       /* an instance migrating holds room on its destination too */
+			       "SELECT m.dest, a.cores, a.pcpus, a.ram_mb, a.disk_gb, m.numa_node, "
+			       "m.page_kb, m.pages FROM migrations m JOIN allocations a "
+			       "ON a.uuid = m.uuid",
 			       -1, &q, NULL) != SQLITE_OK)
 		return db_err(s, "loading allocations");
 	while (r == 0 && sqlite3_step(q) == SQLITE_ROW) {
@@ -645,7 +671,7 @@ static int load_hosts(struct sched *s)
 				  (long)sqlite3_column_int64(q, 4), &fit);
 	}
 	sqlite3_finalize(q);
-	return r;
+	return r < 0 ? r : sched_pci_load(s);
 }
 
 /*
@@ -690,6 +716,7 @@ void sched_close(struct sched *s)
 {
 	if (!s)
 		return;
+	crypto_sealer_free(s->build_sealer);
 	if (s->ckpt_started) {
 		pthread_mutex_lock(&s->ckpt_mu);
 		s->ckpt_stop = true;
@@ -700,6 +727,9 @@ void sched_close(struct sched *s)
 		pthread_cond_destroy(&s->ckpt_cv);
 	}
 	sched_auth_close(s);
+	sched_pins_close(s);
+	sched_stmts_close(s);
+	sched_sg_close(s);
 	for (int i = 0; i < SST_LAST; i++)
 		sqlite3_finalize(s->st[i]);
 	quota_store_free(s->quotas);
@@ -762,6 +792,10 @@ int sched_open(const struct sched_config *cfg, struct sched **out)
 	r = sched_keys_open(cfg, &s->keys);
 	if (r == 0)
 		r = quota_store_open(s->db, &cfg->default_quotas, &s->quotas);
+	if (r == 0)
+		r = sched_pci_open(s); /* after allocations: its trigger is on them */
+	if (r == 0)
+		r = sched_volumes_open(s);
 	if (r < 0)
 		goto fail;
 	for (int i = 0; i < SST_LAST; i++) {
@@ -775,9 +809,19 @@ int sched_open(const struct sched_config *cfg, struct sched **out)
 	if (r == 0)
 		r = sched_auth_open(s);
 	if (r == 0)
+		r = sched_pins_open(s);
+	if (r == 0)
+		r = sched_sg_open(s);
+	if (r == 0)
+		r = sched_image_access_open(s);
+	if (r == 0)
 		r = load_catalogs(s);
 	if (r == 0)
 		r = load_hosts(s);
+	if (r == 0)
+		r = sched_resize_open(s); /* after the hosts: the old flavors' claims */
+	if (r == 0)
+		r = sched_maint_load(s);
 	if (r < 0)
 		goto fail;
 	pthread_mutex_init(&s->ckpt_mu, NULL);

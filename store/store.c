@@ -80,6 +80,17 @@ static const char *const migrations[] = {
 	"CREATE TABLE requests ("
 	"  request_id TEXT PRIMARY KEY, uuid TEXT, type TEXT, outcome_json TEXT,"
 	"  ts_ms INTEGER NOT NULL);",
+	/* issue 15: one row per instance moving in or out of this host */
+	"CREATE TABLE migrations ("
+	"  uuid TEXT PRIMARY KEY, migration TEXT NOT NULL, role TEXT NOT NULL,"
+	"  peer TEXT NOT NULL, phase TEXT NOT NULL, dest_uri TEXT, domain_xml TEXT,"
+	"  request_id TEXT, params_json TEXT, updated_ms INTEGER NOT NULL);",
+	/* volumes (issue 19): one row per volume file in agent.volume_dir */
+	"CREATE TABLE volumes ("
+	"  uuid TEXT PRIMARY KEY, project TEXT NOT NULL, name TEXT NOT NULL,"
+	"  size_gb INTEGER NOT NULL, path TEXT NOT NULL, state TEXT NOT NULL,"
+	"  instance TEXT, reason TEXT, created_ms INTEGER NOT NULL,"
+	"  updated_ms INTEGER NOT NULL);",
 };
 
 static int db_err(struct store *st, int rc, const char *what)
@@ -590,6 +601,244 @@ int store_request_foreach_pending(struct store *st,
 	}
 	if (r == 0 && rc != SQLITE_DONE)
 		r = db_err(st, rc, "list pending requests");
+	sqlite3_finalize(q);
+	return r;
+}
+
+/* ---- migrations (issue 15) ------------------------------------------------- */
+
+void store_migration_free(struct store_migration *m)
+{
+	if (!m)
+		return;
+	free(m->migration);
+	free(m->role);
+	free(m->peer);
+	free(m->phase);
+	free(m->dest_uri);
+	free(m->domain_xml);
+	free(m->request_id);
+	free(m->params_json);
+	memset(m, 0, sizeof(*m));
+}
+
+int store_migration_put(struct store *st, const struct store_migration *m)
+{
+	STORE_LOCKED(st);
+
+	static const char sql[] = "INSERT OR REPLACE INTO migrations (uuid, migration, role, peer,"
+				  " phase, dest_uri, domain_xml, request_id, params_json, updated_ms)"
+				  " VALUES (?,?,?,?,?,?,?,?,?,?)";
+	sqlite3_stmt *q = NULL;
+	int rc;
+
+	if (stmt_cached(st, sql, &q) != SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "prepare");
+	bind_text(q, 1, m->uuid);
+	bind_text(q, 2, m->migration);
+	bind_text(q, 3, m->role);
+	bind_text(q, 4, m->peer);
+	bind_text(q, 5, m->phase);
+	bind_text(q, 6, m->dest_uri);
+	bind_text(q, 7, m->domain_xml);
+	bind_text(q, 8, m->request_id);
+	bind_text(q, 9, m->params_json);
+	sqlite3_bind_int64(q, 10, time_wall_ms());
+	rc = sqlite3_step(q);
+	stmt_done(st, q);
+	return rc == SQLITE_DONE ? 0 : db_err(st, rc, "record migration");
+}
+
+int store_migration_get(struct store *st, const char *uuid, struct store_migration *out)
+{
+	STORE_LOCKED(st);
+
+	static const char sql[] = "SELECT uuid, migration, role, peer, phase, dest_uri, domain_xml,"
+				  " request_id, params_json FROM migrations WHERE uuid = ?";
+	sqlite3_stmt *q = NULL;
+	int rc, r = 0;
+
+	if (stmt_cached(st, sql, &q) != SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "prepare");
+	bind_text(q, 1, uuid);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		struct store_migration m = { 0 };
+		const unsigned char *u = sqlite3_column_text(q, 0);
+
+		snprintf(m.uuid, sizeof(m.uuid), "%s", u ? (const char *)u : "");
+		m.migration = col_dup(q, 1);
+		m.role = col_dup(q, 2);
+		m.peer = col_dup(q, 3);
+		m.phase = col_dup(q, 4);
+		m.dest_uri = col_dup(q, 5);
+		m.domain_xml = col_dup(q, 6);
+		m.request_id = col_dup(q, 7);
+		m.params_json = col_dup(q, 8);
+		if (!m.migration || !m.role || !m.peer || !m.phase) {
+			store_migration_free(&m);
+			r = err_set(-ENOMEM, "out of memory");
+		} else {
+			*out = m;
+		}
+	} else if (rc == SQLITE_DONE) {
+		r = err_set(-ENOENT, "instance %s: no migration in the store", uuid);
+	} else {
+		r = db_err(st, rc, "read migration");
+	}
+	stmt_done(st, q);
+	return r;
+}
+
+int store_migration_delete(struct store *st, const char *uuid)
+{
+	STORE_LOCKED(st);
+
+	static const char sql[] = "DELETE FROM migrations WHERE uuid = ?";
+	sqlite3_stmt *q = NULL;
+	int rc;
+
+	if (stmt_cached(st, sql, &q) != SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "prepare");
+	bind_text(q, 1, uuid);
+	rc = sqlite3_step(q);
+	stmt_done(st, q);
+	return rc == SQLITE_DONE ? 0 : db_err(st, rc, "delete migration");
+}
+
+/* ---- volumes --------------------------------------------------------------- */
+
+#define VOLUME_COLS "uuid, project, name, size_gb, path, state, instance, reason, created_ms, " \
+		    "updated_ms"
+
+static char *vcol(sqlite3_stmt *q, int i)
+{
+	const unsigned char *t = sqlite3_column_text(q, i);
+
+	return t ? strdup((const char *)t) : NULL;
+}
+
+static int row_to_volume(sqlite3_stmt *q, struct store_volume *v)
+{
+	memset(v, 0, sizeof(*v));
+	snprintf(v->uuid, sizeof(v->uuid), "%s", (const char *)sqlite3_column_text(q, 0));
+	v->project = vcol(q, 1);
+	v->name = vcol(q, 2);
+	v->size_gb = (long)sqlite3_column_int64(q, 3);
+	v->path = vcol(q, 4);
+	v->state = vcol(q, 5);
+	v->instance = vcol(q, 6);
+	v->reason = vcol(q, 7);
+	v->created_ms = sqlite3_column_int64(q, 8);
+	v->updated_ms = sqlite3_column_int64(q, 9);
+	if (!v->project || !v->name || !v->path || !v->state) {
+		store_volume_free(v);
+		return err_set(-ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+void store_volume_free(struct store_volume *v)
+{
+	if (!v)
+		return;
+	free(v->project);
+	free(v->name);
+	free(v->path);
+	free(v->state);
+	free(v->instance);
+	free(v->reason);
+	memset(v, 0, sizeof(*v));
+}
+
+int store_volume_put(struct store *st, const struct store_volume *v)
+{
+	STORE_LOCKED(st);
+
+	sqlite3_stmt *q = NULL;
+	int64_t now = time_wall_ms();
+	int rc;
+
+	if (sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO volumes(" VOLUME_COLS ") VALUES "
+				       "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+			       -1, &q, NULL) != SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "prepare");
+	sqlite3_bind_text(q, 1, v->uuid, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, v->project, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 3, v->name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(q, 4, v->size_gb);
+	sqlite3_bind_text(q, 5, v->path, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 6, v->state, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 7, v->instance, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 8, v->reason, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(q, 9, v->created_ms ? v->created_ms : now);
+	sqlite3_bind_int64(q, 10, now);
+	rc = sqlite3_step(q);
+	sqlite3_finalize(q);
+	return rc == SQLITE_DONE ? 0 : db_err(st, rc, "write volume");
+}
+
+int store_volume_get(struct store *st, const char *uuid, struct store_volume *out)
+{
+	STORE_LOCKED(st);
+
+	sqlite3_stmt *q = NULL;
+	int rc, r;
+
+	if (sqlite3_prepare_v2(st->db, "SELECT " VOLUME_COLS " FROM volumes WHERE uuid = ?1", -1,
+			       &q, NULL) != SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "prepare");
+	sqlite3_bind_text(q, 1, uuid, -1, SQLITE_STATIC);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW)
+		r = row_to_volume(q, out);
+	else if (rc == SQLITE_DONE)
+		r = err_set(-ENOENT, "volume %s: not on this host", uuid);
+	else
+		r = db_err(st, rc, "read volume");
+	sqlite3_finalize(q);
+	return r;
+}
+
+int store_volume_delete(struct store *st, const char *uuid)
+{
+	STORE_LOCKED(st);
+
+	sqlite3_stmt *q = NULL;
+	int rc;
+
+	if (sqlite3_prepare_v2(st->db, "DELETE FROM volumes WHERE uuid = ?1", -1, &q, NULL) !=
+	    SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "prepare");
+	sqlite3_bind_text(q, 1, uuid, -1, SQLITE_STATIC);
+	rc = sqlite3_step(q);
+	sqlite3_finalize(q);
+	return rc == SQLITE_DONE ? 0 : db_err(st, rc, "delete volume");
+}
+
+int store_volume_foreach(struct store *st, int (*fn)(const struct store_volume *v, void *ud),
+			 void *ud)
+{
+	STORE_LOCKED(st);
+
+	sqlite3_stmt *q = NULL;
+	int rc, r = 0;
+
+	if (sqlite3_prepare_v2(st->db, "SELECT " VOLUME_COLS " FROM volumes ORDER BY created_ms, "
+				       "uuid", -1, &q, NULL) != SQLITE_OK)
+		return db_err(st, SQLITE_ERROR, "prepare");
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		struct store_volume v;
+
+		if ((r = row_to_volume(q, &v)) < 0)
+			break;
+		r = fn(&v, ud);
+		store_volume_free(&v);
+		if (r)
+			break;
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = db_err(st, rc, "list volumes");
 	sqlite3_finalize(q);
 	return r;
 }

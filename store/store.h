@@ -16,7 +16,7 @@
 
 #include "model/model.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 struct store;
 
@@ -90,5 +90,46 @@ int store_request_foreach_pending(struct store *st,
 					int (*fn)(const char *request_id, const char *uuid,
 						  const char *type, void *ud),
 					void *ud);
+
+/*
+ * Migrations (issue 15): the durable record of an instance moving out of
+ * this host (role "source") or into it (role "dest"), so that a restart
+ * finishes or undoes it (docs/agent.md "Migration"). Strings malloc'd.
+ */
+struct store_migration {
+	char uuid[UUID_STRLEN];
+	char *migration;   /* the scheduler's migration id */
+	char *role;        /* "source" or "dest" */
+	char *peer;        /* the other host */
+	char *phase;       /* dest: preparing, prepared; source: performing, completed */
+	char *dest_uri;    /* source: the destination's libvirt URI */
+	char *domain_xml;  /* source: the destination's domain XML */
+	char *request_id;
+	char *params_json; /* source: the migration limits */
+};
+int store_migration_put(struct store *st, const struct store_migration *m);
+/* 0, -ENOENT (none for uuid) or another error; *out untouched on failure. */
+int store_migration_get(struct store *st, const char *uuid, struct store_migration *out);
+int store_migration_delete(struct store *st, const char *uuid);
+void store_migration_free(struct store_migration *m);
+/* One row of `volumes` (issue 19): a volume file of this host. Strings
+ * malloc'd (store_volume_free); instance and reason may be NULL. state is
+ * a volume state name (creating, available, attaching, in-use, detaching,
+ * deleting, error). */
+struct store_volume {
+	char uuid[UUID_STRLEN];
+	char *project, *name, *path, *state, *instance, *reason;
+	long size_gb;
+	int64_t created_ms, updated_ms;
+};
+void store_volume_free(struct store_volume *v);
+/* Insert or replace the whole row (created_ms 0: now). */
+int store_volume_put(struct store *st, const struct store_volume *v);
+/* -ENOENT ("volume U: not on this host") when unknown. */
+int store_volume_get(struct store *st, const char *uuid, struct store_volume *out);
+int store_volume_delete(struct store *st, const char *uuid);
+/* fn for each volume (by creation); stops at fn's non-zero and returns it. */
+int store_volume_foreach(struct store *st, int (*fn)(const struct store_volume *v, void *ud),
+			 void *ud);
 
 #endif

@@ -87,6 +87,13 @@ const struct cfg_field vmm_config_fields[] = {
 	  .def = "60s" },
 	{ .key = "sysfs_root", .type = CFG_STRING, .offset = F(sysfs_root), .def = "/sys",
 	  .expected = "a directory" },
+	{ .key = "cpu_mode", .type = CFG_STRING, .offset = F(cpu_mode), .def = "",
+	  .expected = "host-passthrough, host-model or custom" },
+	{ .key = "cpu_model", .type = CFG_STRING, .offset = F(cpu_model), .def = "",
+	  .expected = "a libvirt CPU model name" },
+	{ .key = "cpu_model_extra_flags", .type = CFG_STRING, .offset = F(cpu_model_extra_flags),
+	  .def = "", .expected = "CPU flags like vmx,+pcid,-hle" },
+	{ .key = "pci_alias", .type = CFG_MAP, .offset = F(pci_alias) },
 	{ 0 },
 };
 #undef F
@@ -113,6 +120,29 @@ void vmm_config_free(struct vmm_config *c)
 {
 	if (c)
 		cfg_free(vmm_config_fields, c);
+}
+
+int vmm_config_check(const struct vmm_config *c)
+{
+	struct model_cpu_choice cpu;
+	struct vmm_pci_alias a;
+	int r;
+
+	if ((r = vmm_cpu_config_parse(c, &cpu)) < 0) {
+		/* the line of the key the message names */
+		const void *at = &c->cpu_mode;
+
+		if (strstr(err_msg(), "vmm.cpu_model_extra_flags"))
+			at = &c->cpu_model_extra_flags;
+		else if (strstr(err_msg(), "vmm.cpu_model:"))
+			at = &c->cpu_model;
+
+		return err_prefix(r, "%s", cfg_where(at));
+	}
+	for (size_t i = 0; i < c->pci_alias.n; i++)
+		if ((r = vmm_pci_alias_parse(c->pci_alias.keys[i], c->pci_alias.vals[i], &a)) < 0)
+			return err_prefix(r, "%s", cfg_where(&c->pci_alias));
+	return 0;
 }
 
 enum vmm_virt vmm_accel_resolve_at(enum vmm_accel a, const char *kvm_dev, const char *cpuinfo)

@@ -390,6 +390,11 @@ static virConnectPtr conn_get(struct vmm_conn *c)
 	return conn;
 }
 
+virConnectPtr vmm_conn_get(struct vmm_conn *c)
+{
+	return conn_get(c);
+}
+
 /* The domain of uuid, or NULL: *r = -ENOENT (not defined) or another error. */
 static virDomainPtr dom_get(struct vmm_conn *c, const char *uuid, virConnectPtr *connp, int *r)
 {
@@ -413,6 +418,11 @@ static virDomainPtr dom_get(struct vmm_conn *c, const char *uuid, virConnectPtr 
 		}
 	}
 	return d;
+}
+
+virDomainPtr vmm_dom_lookup(struct vmm_conn *c, const char *uuid, virConnectPtr *connp, int *r)
+{
+	return dom_get(c, uuid, connp, r);
 }
 
 int vmm_define(struct vmm_conn *c, const char *xml)
@@ -747,6 +757,18 @@ int vmm_stats_collect(struct vmm_conn *c, struct vmm_dom_stats **out, size_t *n)
 		virDomainGetUUIDString(recs[i]->dom, s[k].uuid);
 		s[k].ts_ns = now;
 		vmm_stats_from_params(recs[i]->params, recs[i]->nparams, &s[k]);
+		if (s[k].n_vcpus == 0 || s[k].mem_actual_kib == 0) {
+			/* no vcpu/balloon stats (a domain off, the test driver): its definition */
+			virDomainInfo info;
+
+			if (virDomainGetInfo(recs[i]->dom, &info) == 0) {
+				if (s[k].n_vcpus == 0)
+					s[k].n_vcpus = info.nrVirtCpu < VMM_MAX_VCPU_STATS
+							       ? (int)info.nrVirtCpu : VMM_MAX_VCPU_STATS;
+				if (s[k].mem_actual_kib == 0)
+					s[k].mem_actual_kib = info.memory;
+			}
+		}
 		k++;
 	}
 	*out = s;
@@ -758,4 +780,14 @@ out:
 	free(s);
 	virConnectClose(conn);
 	return r;
+}
+
+virDomainPtr vmm_conn_domain(struct vmm_conn *c, const char *uuid, virConnectPtr *connp, int *r)
+{
+	return dom_get(c, uuid, connp, r);
+}
+
+void vmm_conn_intent(struct vmm_conn *c, const char *uuid)
+{
+	intent_add(c, uuid);
 }

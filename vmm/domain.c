@@ -120,26 +120,60 @@ static void write_metadata(struct xw *x, const struct instance_spec *spec)
 	end(x);
 }
 
+/* ---- the guest CPU model (vmm/cpu.c resolved it into p->cpu) ---- */
+
+/* <cpu>'s mode attributes and <model>. */
+static void write_cpu_mode(struct xw *x, const struct model_cpu_choice *c)
+{
+	switch (c->mode) {
+	case MODEL_CPU_MODE_HOST_PASSTHROUGH:
+		attr(x, "mode", "host-passthrough");
+		attr(x, "check", "none");
+		break;
+	case MODEL_CPU_MODE_HOST_MODEL:
+		attr(x, "mode", "host-model");
+		attr(x, "check", "partial");
+		break;
+	case MODEL_CPU_MODE_CUSTOM:
+		attr(x, "mode", "custom");
+		attr(x, "match", "exact");
+		attr(x, "check", "partial");
+		start(x, "model");
+		attr(x, "fallback", "forbid");
+		text(x, c->model);
+		end(x);
+		break;
+	case MODEL_CPU_MODE_DEFAULT:
+	case MODEL_CPU_MODE_LAST:
+		break; /* QEMU's own CPU (TCG) */
+	}
+}
+
+/* <feature policy='require|disable' name='vmx'/> per extra flag. */
+static void write_cpu_features(struct xw *x, const struct model_cpu_choice *c)
+{
+	for (int i = 0; i < c->n_flags; i++) {
+		start(x, "feature");
+		attr(x, "policy", c->flags[i].disable ? "disable" : "require");
+		attr(x, "name", c->flags[i].name);
+		end(x);
+	}
+}
+
 static void write_cpu_numa(struct xw *x, const struct vmm_placement *p, enum vmm_virt virt)
 {
 	int sockets = p->n_cells ? p->n_cells : 1;
 
+	(void)virt;
 	start(x, "cpu");
-	switch (virt) {
-	case VMM_VIRT_KVM:
-		attr(x, "mode", "host-passthrough");
-		attr(x, "check", "none");
-		break;
-	case VMM_VIRT_QEMU:
-	case VMM_VIRT_LAST:
-		break;
-	}
+	write_cpu_mode(x, &p->cpu);
 	start(x, "topology");
 	attrf(x, "sockets", "%d", sockets);
 	attr(x, "dies", "1");
 	attrf(x, "cores", "%d", p->vcpus / sockets);
 	attr(x, "threads", "1");
 	end(x);
+	write_cpu_features(x, &p->cpu);
 	if (p->n_cells) {
 		start(x, "numa");
 		for (int i = 0; i < p->n_cells; i++) {
@@ -238,14 +272,135 @@ static void write_sysinfo(struct xw *x, const struct instance_spec *spec)
 	end(x);
 }
 
+/* ---- the image's machine: firmware, machine type, buses, models ----------- */
+
+static const char *const machine_types[MODEL_MACHINE_LAST] = {
+	[MODEL_MACHINE_PC] = "pc",
+	[MODEL_MACHINE_Q35] = "q35",
+};
+
+/* UEFI: OVMF picked by libvirt from QEMU's firmware descriptors by the
+ * features asked; unsigned GRUB needs secure boot off (and no Microsoft
+ * keys enrolled), os_secure_boot=required asks for both. */
+static void write_firmware(struct xw *x, const struct vmm_domain_params *pp)
+{
+	const char *sb = pp->props.secure_boot == MODEL_SB_REQUIRED ? "yes" : "no";
+
+	if (pp->props.firmware != MODEL_FW_UEFI)
+		return;
+	start(x, "firmware");
+	start(x, "feature");
+	attr(x, "enabled", sb);
+	attr(x, "name", "enrolled-keys");
+	end(x);
+	start(x, "feature");
+	attr(x, "enabled", sb);
+	attr(x, "name", "secure-boot");
+	end(x);
+	end(x);
+	/* no <loader>: libvirt refuses its attributes beside autoselection */
+	if (pp->nvram_path)
+		elem(x, "nvram", pp->nvram_path);
+}
+
+/* <features>: ACPI, APIC; SMM for secure boot; Hyper-V enlightenments
+ * for Windows (as Nova sets them). */
+static void write_features(struct xw *x, const struct vmm_domain_params *pp)
+{
+	start(x, "features");
+	start(x, "acpi");
+	end(x);
+	start(x, "apic");
+	end(x);
+	if (pp->props.os_type == MODEL_OS_WINDOWS) {
+		static const char *const hv[] = { "relaxed", "vapic", "spinlocks" };
+
+		start(x, "hyperv");
+		attr(x, "mode", "custom");
+		for (size_t i = 0; i < ARRAY_SIZE(hv); i++) {
+			start(x, hv[i]);
+			attr(x, "state", "on");
+			if (strcmp(hv[i], "spinlocks") == 0)
+				attr(x, "retries", "8191");
+			end(x);
+		}
+		end(x);
+	}
+	if (pp->props.secure_boot == MODEL_SB_REQUIRED) {
+		start(x, "smm");
+		attr(x, "state", "on");
+		end(x);
+	}
+	end(x);
+}
+
+/* Windows keeps its clock in local time. */
+static void write_clock(struct xw *x, const struct vmm_domain_params *pp)
+{
+	start(x, "clock");
+	attr(x, "offset", pp->props.os_type == MODEL_OS_WINDOWS ? "localtime" : "utc");
+	end(x);
+}
+
+/* hw_qemu_guest_agent=yes: the virtio-serial channel qemu-guest-agent
+ * listens on (libvirt picks the host socket). */
+static void write_guest_agent(struct xw *x, const struct vmm_domain_params *pp)
+{
+	if (!pp->props.guest_agent)
+		return;
+	start(x, "channel");
+	attr(x, "type", "unix");
+	start(x, "target");
+	attr(x, "type", "virtio");
+	attr(x, "name", "org.qemu.guest_agent.0");
+	end(x);
+	end(x);
+}
+
+/* hw_disk_bus=scsi: one virtio-scsi controller for the root disk. */
+static void write_scsi_controller(struct xw *x, const struct vmm_domain_params *pp)
+{
+	if (pp->props.disk_bus != MODEL_BUS_SCSI)
+		return;
+	start(x, "controller");
+	attr(x, "type", "scsi");
+	attr(x, "index", "0");
+	attr(x, "model", "virtio-scsi");
+	end(x);
+}
+
+/* The root disk's target: vda on virtio-blk, sda on virtio-scsi. */
+static void write_root_target(struct xw *x, const struct vmm_domain_params *pp)
+{
+	bool scsi = pp->props.disk_bus == MODEL_BUS_SCSI;
+
+	start(x, "target");
+	attr(x, "dev", scsi ? "sda" : "vda");
+	attr(x, "bus", scsi ? "scsi" : "virtio");
+	end(x);
+}
+
+static const char *vif_model(const struct vmm_domain_params *pp)
+{
+	return pp->props.vif_model == MODEL_VIF_E1000 ? "e1000" : "virtio";
+}
+
+/* ---- end of the image's machine ------------------------------------------ */
+
 static void write_os(struct xw *x, const struct vmm_domain_params *pp)
 {
+	enum model_machine m = pp->props.machine < MODEL_MACHINE_LAST ? pp->props.machine
+								      : MODEL_MACHINE_PC;
+
 	start(x, "os");
+	if (pp->props.firmware == MODEL_FW_UEFI)
+		attr(x, "firmware", "efi");
 	start(x, "type");
 	attr(x, "arch", "x86_64");
-	attr(x, "machine", "pc");
+	attr(x, "machine", machine_types[m]);
 	text(x, "hvm");
 	end(x);
+	write_firmware(x, pp);
 	if (pp->kernel) {
 		elem(x, "kernel", pp->kernel);
 		if (pp->initrd)
@@ -270,6 +425,8 @@ static const struct seed_disk {
 	[VMM_SEED_ISO] = { "cdrom", "hda", "ide" },
 	[VMM_SEED_RAW] = { "disk", "vdb", "virtio" },
 };
+/* q35 has no IDE: its seed cdrom is on SATA (sdb: sda may be the root). */
+static const struct seed_disk seed_q35_cdrom = { "cdrom", "sdb", "sata" };
 
 static void write_seed(struct xw *x, const char *path, const struct seed_disk *d)
 {
@@ -292,9 +449,35 @@ static void write_seed(struct xw *x, const char *path, const struct seed_disk *d
 	end(x);
 }
 
+/* An ephemeral or swap disk: a plain qcow2 (no backing file) on the root's bus. */
+static void write_local_disk(struct xw *x, const char *path, const char *dev,
+			     const struct vmm_domain_params *pp)
+{
+	start(x, "disk");
+	attr(x, "type", "file");
+	attr(x, "device", "disk");
+	start(x, "driver");
+	attr(x, "name", "qemu");
+	attr(x, "type", "qcow2");
+	attr(x, "discard", "unmap");
+	end(x);
+	start(x, "source");
+	attr(x, "file", path);
+	end(x);
+	start(x, "backingStore");
+	end(x);
+	start(x, "target");
+	attr(x, "dev", dev);
+	attr(x, "bus", pp->props.disk_bus == MODEL_BUS_SCSI ? "scsi" : "virtio");
+	end(x);
+	end(x);
+}
+
 static void write_disks(struct xw *x, const struct instance_spec *spec,
 			const struct vmm_domain_params *pp)
 {
+	char eph[MODEL_DEV_LEN], swap[MODEL_DEV_LEN];
+	int n_local = model_local_disk_devs(&spec->flavor, pp->props.disk_bus, eph, swap);
 	const char *fmt = pp->disk_format ? pp->disk_format : "qcow2";
 
 	start(x, "disk");
@@ -322,23 +505,69 @@ static void write_disks(struct xw *x, const struct instance_spec *spec,
 		end(x);
 		end(x);
 	}
-	start(x, "target");
-	attr(x, "dev", "vda");
-	attr(x, "bus", "virtio");
+	write_root_target(x, pp);
 	end(x);
-	end(x);
+	if (pp->ephemeral_path && *eph)
+		write_local_disk(x, pp->ephemeral_path, eph, pp);
+	if (pp->swap_path && *swap)
+		write_local_disk(x, pp->swap_path, swap, pp);
 
 	if (pp->seed_path && (unsigned)pp->seed_format < VMM_SEED_LAST &&
-	    seed_disks[pp->seed_format].device)
-		write_seed(x, pp->seed_path, &seed_disks[pp->seed_format]);
-	(void)spec;
+	    seed_disks[pp->seed_format].device) {
+		const struct seed_disk *d = &seed_disks[pp->seed_format];
+		struct seed_disk moved;
+		char dev[MODEL_DEV_LEN];
+
+		if (pp->seed_format == VMM_SEED_ISO && pp->props.machine == MODEL_MACHINE_Q35)
+			d = &seed_q35_cdrom;
+		/* after the local disks of the same name space (vdb, sdb taken) */
+		if (n_local && (d->dev[0] == 'v' || (d->dev[0] == 's' &&
+						     pp->props.disk_bus == MODEL_BUS_SCSI))) {
+			snprintf(dev, sizeof(dev), "%.2s%c", d->dev, d->dev[2] + n_local);
+			moved = (struct seed_disk){ d->device, dev, d->bus };
+			d = &moved;
+		}
+		write_seed(x, pp->seed_path, d);
+	}
+	write_scsi_controller(x, pp);
+}
+
+/* ---- PCI passthrough (vmm/pci.c picked p->pci) ---- */
+
+/* <hostdev mode='subsystem' type='pci' managed='yes'>: libvirt detaches
+ * the device from its host driver, binds it to vfio-pci at start and
+ * gives it back at stop. */
+static void write_hostdevs(struct xw *x, const struct vmm_placement *p)
+{
+	for (int i = 0; i < p->n_pci; i++) {
+		unsigned dom, bus, slot, fn;
+
+		if (sscanf(p->pci[i].address, "%4x:%2x:%2x.%1x", &dom, &bus, &slot, &fn) != 4) {
+			x->err = -EINVAL;
+			return;
+		}
+		start(x, "hostdev");
+		attr(x, "mode", "subsystem");
+		attr(x, "type", "pci");
+		attr(x, "managed", "yes");
+		start(x, "source");
+		start(x, "address");
+		attrf(x, "domain", "0x%04x", dom);
+		attrf(x, "bus", "0x%02x", bus);
+		attrf(x, "slot", "0x%02x", slot);
+		attrf(x, "function", "0x%x", fn);
+		end(x);
+		end(x);
+		end(x);
+	}
 }
 
 static void write_devices(struct xw *x, const struct instance_spec *spec,
-			  const struct vmm_domain_params *pp)
+			  const struct vmm_placement *p, const struct vmm_domain_params *pp)
 {
 	start(x, "devices");
 	write_disks(x, spec, pp);
+	write_hostdevs(x, p);
 	if (pp->bridge) {
 		start(x, "interface");
 		attr(x, "type", "bridge");
@@ -356,10 +585,11 @@ static void write_devices(struct xw *x, const struct instance_spec *spec,
 			end(x);
 		}
 		start(x, "model");
-		attr(x, "type", "virtio");
+		attr(x, "type", vif_model(pp));
 		end(x);
 		end(x);
 	}
+	write_guest_agent(x, pp);
 	start(x, "serial");
 	attr(x, "type", "pty");
 	if (pp->console_log) {
@@ -438,20 +668,13 @@ int vmm_domain_xml(const struct instance_spec *spec, const struct vmm_placement 
 	write_tuning(&x, p);
 	write_sysinfo(&x, spec);
 	write_os(&x, pp);
-	start(&x, "features");
-	start(&x, "acpi");
-	end(&x);
-	start(&x, "apic");
-	end(&x);
-	end(&x);
+	write_features(&x, pp);
 	write_cpu_numa(&x, p, pp->virt);
-	start(&x, "clock");
-	attr(&x, "offset", "utc");
-	end(&x);
+	write_clock(&x, pp);
 	elem(&x, "on_poweroff", "destroy");
 	elem(&x, "on_reboot", "restart");
 	elem(&x, "on_crash", "destroy");
-	write_devices(&x, spec, pp);
+	write_devices(&x, spec, p, pp);
 	end(&x); /* domain */
 	if (!x.err && xmlTextWriterEndDocument(x.w) < 0)
 		x.err = -EIO;

@@ -62,7 +62,9 @@ int vmm_usage_init(struct vmm_host_usage *u, const struct vmm_topology *t)
 
 	n.cpu_owner = calloc((size_t)t->n_cpus, sizeof(*n.cpu_owner));
 	n.pages = calloc((size_t)t->n_nodes, sizeof(*n.pages));
-	if (!n.cpu_owner || !n.pages) {
+	n.n_pci = t->n_pci;
+	n.pci_owner = calloc(t->n_pci ? (size_t)t->n_pci : 1, sizeof(*n.pci_owner));
+	if (!n.cpu_owner || !n.pages || !n.pci_owner) {
 		vmm_usage_free(&n);
 		return err_set(-ENOMEM, "out of memory");
 	}
@@ -76,9 +78,11 @@ void vmm_usage_free(struct vmm_host_usage *u)
 		return;
 	free(u->cpu_owner);
 	free(u->pages);
+	free(u->pci_owner);
 	u->cpu_owner = NULL;
 	u->pages = NULL;
-	u->n_cpus = u->n_nodes = 0;
+	u->pci_owner = NULL;
+	u->n_cpus = u->n_nodes = u->n_pci = 0;
 }
 
 static bool cpu_free(const struct vmm_host_usage *u, int cpu)
@@ -121,6 +125,16 @@ int vmm_usage_claim(struct vmm_host_usage *u, const struct vmm_topology *t,
 			return err_set(-EBUSY, "instance %s: node%d has too few %s pages left", p->uuid,
 				       t->nodes[c->node].id, vmm_page_names[p->page]);
 	}
+	for (int i = 0; i < p->n_pci; i++) {
+		int d = p->pci[i].dev;
+
+		if (d >= 0 && d < u->n_pci && u->pci_owner[d][0])
+			return err_set(-EBUSY, "instance %s: PCI device %s is taken by instance %s",
+				       p->uuid, p->pci[i].address, u->pci_owner[d]);
+	}
+	for (int i = 0; i < p->n_pci; i++)
+		if (p->pci[i].dev >= 0 && p->pci[i].dev < u->n_pci)
+			snprintf(u->pci_owner[p->pci[i].dev], UUID_STRLEN, "%s", p->uuid);
 	for (int c = 0; c < VMM_MAX_CPUS; c++)
 		if (vmm_cpuset_has(&p->claimed, c))
 			snprintf(u->cpu_owner[c], UUID_STRLEN, "%s", p->uuid);
@@ -134,6 +148,12 @@ void vmm_usage_release(struct vmm_host_usage *u, const struct vmm_placement *p)
 	for (int c = 0; c < u->n_cpus; c++)
 		if (vmm_cpuset_has(&p->claimed, c) && strcmp(u->cpu_owner[c], p->uuid) == 0)
 			u->cpu_owner[c][0] = '\0';
+	for (int i = 0; i < p->n_pci; i++) {
+		int d = p->pci[i].dev;
+
+		if (d >= 0 && d < u->n_pci && strcmp(u->pci_owner[d], p->uuid) == 0)
+			u->pci_owner[d][0] = '\0';
+	}
 	for (int i = 0; i < p->n_cells; i++) {
 		const struct vmm_cell *c = &p->cells[i];
 		uint64_t n = cell_pages(c, p->page);
@@ -156,6 +176,8 @@ struct fit_ctx {
 	const struct vmm_topology *t;
 	const struct vmm_host_usage *u;
 	struct vmm_policy pol;
+	struct model_flavor_hw hw;       /* PCI requests (vmm/pci.c) */
+	bool cpu_only;                   /* node_fits ignores the devices */
 	struct vmm_cpuset dedicated, shared;
 	unsigned pools;
 	int vcpus, ncells, per_cell_vcpus;
@@ -268,6 +290,11 @@ static int cell_cpu_need(const struct fit_ctx *f, int cell)
 static bool node_fits(const struct fit_ctx *f, int node, int cell, enum vmm_page p)
 {
 	if (node_mib(f, node, p) < f->per_cell_mib)
+		return false;
+	/* one cell: a node without the devices its policy wants there is no fit */
+	if (!f->cpu_only && f->ncells == 1 && f->hw.n_pci &&
+	    f->hw.pci_numa != MODEL_PCI_NUMA_PREFERRED &&
+	    !vmm_pci_node_has(f->t, f->u, &f->hw, node))
 		return false;
 	if (f->pol.cpu == VMM_CPU_DEDICATED)
 		return node_slots(f, node) >= cell_cpu_need(f, cell);
@@ -392,17 +419,40 @@ static int fit_pages(struct fit_ctx *f, enum vmm_page p, struct vmm_placement *o
 	return 0;
 }
 
-int vmm_fit(const struct vmm_topology *t, const struct vmm_config *cfg,
-	    const struct vmm_host_usage *usage, const struct instance_spec *spec,
-	    struct vmm_placement *out)
+/* No fit with devices: when the CPUs and memory fit without them, the
+ * devices are why (their error, <0); else 1 (the CPU/memory reason). */
+static int devices_why(struct fit_ctx *f, const struct instance_spec *spec,
+		       const struct vmm_placement *p, const enum vmm_page *order, int n_order)
+{
+	struct vmm_placement try = *p;
+	int r = -ENOSPC;
+
+	f->cpu_only = true;
+	for (int i = 0; i < n_order && r < 0; i++)
+		r = fit_pages(f, order[i], &try);
+	f->cpu_only = false;
+	if (r < 0) {
+		err_clear();
+		return 1;
+	}
+	r = vmm_pci_fit(f->t, f->u, spec, &f->hw, &try);
+	return r < 0 ? r : err_set(-ENOSPC, "instance %s: no fit", spec->uuid);
+}
+
+static int fit(const struct vmm_topology *t, const struct vmm_config *cfg,
+	       const struct vmm_host_usage *usage, const struct instance_spec *spec,
+	       struct vmm_placement *out, struct vmm_placement *p)
 {
 	struct fit_ctx f = { .t = t, .u = usage };
-	struct vmm_placement p = { 0 };
+	struct vmm_placement *try = NULL;
 	enum vmm_page order[VMM_PAGE_LAST];
 	int n_order = 0, r;
 	bool numa;
 
 	r = vmm_policy_from_spec(spec, &f.pol);
+	if (r < 0)
+		return r;
+	r = model_flavor_hw_parse(&spec->flavor, &f.hw);
 	if (r < 0)
 		return r;
 	f.pools = (1u << VMM_PAGE_LAST) - 1;
@@ -427,11 +477,11 @@ int vmm_fit(const struct vmm_topology *t, const struct vmm_config *cfg,
 	       f.pol.numa_nodes > 0;
 	f.ncells = numa ? (f.pol.numa_nodes ? f.pol.numa_nodes : 1) : 0;
 
-	snprintf(p.uuid, sizeof(p.uuid), "%s", spec->uuid);
-	p.vcpus = f.vcpus;
-	p.ram_mib = f.ram_mib;
-	p.pinned = f.pol.cpu == VMM_CPU_DEDICATED;
-	p.page = VMM_PAGE_4K;
+	snprintf(p->uuid, sizeof(p->uuid), "%s", spec->uuid);
+	p->vcpus = f.vcpus;
+	p->ram_mib = f.ram_mib;
+	p->pinned = f.pol.cpu == VMM_CPU_DEDICATED;
+	p->page = VMM_PAGE_4K;
 
 	if (f.pol.cpu == VMM_CPU_DEDICATED && vmm_cpuset_empty(&f.dedicated))
 		return err_set(-ENOSPC, "instance %s (flavor %s): hw:cpu_policy=dedicated but this "
@@ -446,8 +496,11 @@ int vmm_fit(const struct vmm_topology *t, const struct vmm_config *cfg,
 		return err_set(-EINVAL, "flavor %s: %d vCPUs: at most %d", spec->flavor.name,
 			       f.vcpus, VMM_MAX_CPUS);
 	if (!numa) {
-		p.vcpu_set = p.emulator = f.shared;
-		*out = p;
+		p->vcpu_set = p->emulator = f.shared;
+		r = vmm_pci_fit(t, usage, spec, &f.hw, p);
+		if (r < 0)
+			return r;
+		*out = *p;
 		return 0;
 	}
 	if (f.ncells > t->n_nodes)
@@ -510,29 +563,51 @@ int vmm_fit(const struct vmm_topology *t, const struct vmm_config *cfg,
 	}
 
 	f.slots = calloc(VMM_MAX_CPUS + 1, sizeof(*f.slots));
-	if (p.pinned)
-		p.pcpu = calloc((size_t)f.vcpus, sizeof(*p.pcpu));
-	if (!f.slots || (p.pinned && !p.pcpu)) {
+	try = malloc(sizeof(*try));
+	if (p->pinned)
+		p->pcpu = calloc((size_t)f.vcpus, sizeof(*p->pcpu));
+	if (!f.slots || !try || (p->pinned && !p->pcpu)) {
 		r = err_set(-ENOMEM, "out of memory");
 		goto out;
 	}
 	r = -ENOSPC;
 	for (int i = 0; i < n_order && r < 0; i++) {
-		struct vmm_placement try = p;
-
-		r = fit_pages(&f, order[i], &try);
+		*try = *p;
+		r = fit_pages(&f, order[i], try);
 		if (r == 0)
-			p = try;
+			*p = *try;
 	}
+	if (r < 0 && f.hw.n_pci && devices_why(&f, spec, p, order, n_order) < 0)
+		goto out; /* r: -ENOSPC, the devices' reason */
 	if (r < 0) {
 		r = no_fit(&f, spec, order[n_order - 1]);
 		goto out;
 	}
-	*out = p;
-	p.pcpu = NULL;
+	r = vmm_pci_fit(t, usage, spec, &f.hw, p);
+	if (r < 0)
+		goto out;
+	*out = *p;
+	p->pcpu = NULL;
 out:
-	free(p.pcpu);
+	free(try);
+	free(p->pcpu);
 	free(f.slots);
+	return r;
+}
+
+/* The placements live on the heap: two of them and the context overflow the
+ * frame limit (-Wframe-larger-than, under the sanitizers). */
+int vmm_fit(const struct vmm_topology *t, const struct vmm_config *cfg,
+	    const struct vmm_host_usage *usage, const struct instance_spec *spec,
+	    struct vmm_placement *out)
+{
+	struct vmm_placement *p = calloc(1, sizeof(*p));
+	int r;
+
+	if (!p)
+		return err_set(-ENOMEM, "out of memory");
+	r = fit(t, cfg, usage, spec, out, p);
+	free(p);
 	return r;
 }
 
@@ -582,6 +657,8 @@ json_t *vmm_placement_to_json(const struct vmm_placement *p, const struct vmm_to
 						       c->n_vcpus, "mem_mib", (json_int_t)c->mem_mib));
 	}
 	json_object_set_new(j, "cells", cells);
+	if (p->n_pci)
+		json_object_set_new(j, "pci", vmm_pci_picks_json(p));
 	return j;
 }
 
@@ -655,6 +732,11 @@ int vmm_placement_from_json(json_t *j, const struct vmm_topology *t, struct vmm_
 		c->mem_mib = (long)json_integer_value(json_object_get(v, "mem_mib"));
 	}
 	p.n_cells = (int)json_array_size(cells);
+	r = vmm_pci_picks_from_json(json_object_get(j, "pci"), t, &p);
+	if (r < 0) {
+		free(p.pcpu);
+		return r;
+	}
 	*out = p;
 	return 0;
 }

@@ -288,6 +288,7 @@ int vmm_topology_load(const char *sysfs_root, struct vmm_topology **out)
 		for (int i = 0; i < t->n_nodes; i++)
 			if (vmm_cpuset_has(&t->nodes[i].cpus, c))
 				t->cpus[c].node = i;
+	vmm_cpu_load_nested(root, t);
 	*out = t;
 	return 0;
 fail:
@@ -301,6 +302,7 @@ void vmm_topology_free(struct vmm_topology *t)
 		return;
 	free(t->cpus);
 	free(t->nodes);
+	free(t->pci);
 	free(t);
 }
 
@@ -355,6 +357,10 @@ json_t *vmm_topology_to_json(const struct vmm_topology *t)
 	}
 	json_object_set_new(root, "nodes", nodes);
 	json_object_set_new(root, "cpus", cpus);
+	json_object_set_new(root, "nested_virtualization",
+			    json_pack("{s:b, s:b}", "vmx", t->nested_vmx, "svm", t->nested_svm));
+	if (t->pci)
+		json_object_set_new(root, "pci_devices", vmm_pci_to_json(t, NULL));
 	return root;
 fail:
 	json_decref(root);

@@ -70,6 +70,8 @@ struct vmm_cpu {
 	struct vmm_cpuset siblings;      /* hyperthreads of the core, itself included */
 };
 
+struct vmm_pci_dev;
+
 struct vmm_topology {
 	struct vmm_cpuset online;
 	int n_cpus;                      /* highest CPU id + 1; cpus[] indexed by id */
@@ -77,6 +79,12 @@ struct vmm_topology {
 	int n_nodes;
 	struct vmm_node *nodes;          /* sorted by id */
 	bool smt;                        /* some core has more than one thread */
+	/* nested virtualization the host's KVM offers guests (sysfs
+	 * module/kvm_intel|kvm_amd/parameters/nested is Y or 1) */
+	bool nested_vmx, nested_svm;
+	/* PCI devices the config declares (vmm_pci_scan); NULL until scanned */
+	int n_pci;
+	struct vmm_pci_dev *pci;
 };
 
 /* Read the topology under a sysfs root ("/sys" when NULL): cpu/online,
@@ -110,11 +118,19 @@ struct vmm_config {
 	char *instances_dir;             /* <dir>/<uuid>/{disk.qcow2,seed.iso} */
 	int64_t shutdown_timeout_ms;     /* graceful shutdown, then destroy */
 	char *sysfs_root;                /* default /sys */
+	/* the guest CPU (vmm/cpu.c): "" = host-model on kvm, QEMU's own under TCG */
+	char *cpu_mode, *cpu_model, *cpu_model_extra_flags;
+	/* PCI passthrough: alias -> "vendor_id=10de product_id=1eb8" or
+	 * "address=0000:3b:00.0" (vmm/pci.c) */
+	struct cfg_map pci_alias;
 };
 extern const struct cfg_field vmm_config_fields[];
 /* Defaults only (what a config without a vmm: section gives). */
 int vmm_config_init(struct vmm_config *c);
 void vmm_config_free(struct vmm_config *c);
+/* What the fields cannot check alone: the CPU choice and the PCI aliases.
+ * -EINVAL with "FILE: vmm.KEY: ..." (the agent's -n runs it). */
+int vmm_config_check(const struct vmm_config *c);
 
 /* The libvirt domain type for an accel setting: auto = kvm only where
  * /dev/kvm opens and /proc/cpuinfo's flags have vmx or svm. */
@@ -166,6 +182,16 @@ struct vmm_placement {
 	bool hugepages;                  /* page is a hugepage size */
 	int n_cells;                     /* 0: no guest NUMA topology */
 	struct vmm_cell cells[VMM_MAX_CELLS];
+	/* PCI devices given to the guest (vmm/pci.c) */
+	int n_pci;
+	struct vmm_pci_pick {
+		int dev;                 /* index into topology pci[] */
+		char address[16];        /* 0000:3b:00.0 */
+		char alias[MODEL_ALIAS_MAX];
+		int node_id;             /* host NUMA node id, -1 unknown */
+	} pci[MODEL_MAX_PCI_DEVICES];
+	/* the guest CPU, resolved by vmm_cpu_fit (not stored: re-resolved) */
+	struct model_cpu_choice cpu;
 };
 
 /* What Stratus already placed on the host: pCPU owners and pages used per
@@ -175,6 +201,8 @@ struct vmm_host_usage {
 	char (*cpu_owner)[UUID_STRLEN];  /* "" = free */
 	int n_nodes;
 	uint64_t (*pages)[VMM_PAGE_LAST]; /* [node index][size] pages in use */
+	int n_pci;
+	char (*pci_owner)[UUID_STRLEN];  /* [topology pci index] "" = free */
 };
 int vmm_usage_init(struct vmm_host_usage *u, const struct vmm_topology *t);
 void vmm_usage_free(struct vmm_host_usage *u);
@@ -202,6 +230,42 @@ json_t *vmm_placement_to_json(const struct vmm_placement *p, const struct vmm_to
 /* Back from vmm_placement_to_json (node ids resolved against t). */
 int vmm_placement_from_json(json_t *j, const struct vmm_topology *t, struct vmm_placement *out);
 
+
+/* ---- PCI passthrough (vmm/pci.c) ------------------------------------------- */
+#define VMM_PCI_ADDR_LEN 16
+
+/* One device a vmm.pci_alias entry matches, as sysfs shows it. */
+struct vmm_pci_dev {
+	char address[VMM_PCI_ADDR_LEN];  /* 0000:3b:00.0 */
+	char alias[MODEL_ALIAS_MAX];
+	unsigned vendor, product;
+	int node;                        /* topology nodes[] index, -1 unknown */
+	int node_id;                     /* sysfs numa_node, -1 unknown */
+	int iommu_group;                 /* -1: none (no IOMMU) */
+	char driver[32];                 /* bound driver, "" none */
+	bool usable;                     /* its IOMMU group is whole */
+	char reason[256];                /* why not usable */
+};
+
+/* Scan ROOT/bus/pci/devices (ROOT: "/sys" when NULL) for the devices
+ * cfg->pci_alias declares and store them in t (n_pci, pci; replaces an
+ * earlier scan). A device is usable when it has an IOMMU group and every
+ * other device of the group is declared too or bound to vfio-pci; else
+ * its reason says why. A bad alias entry fails with -EINVAL. */
+int vmm_pci_scan(const char *sysfs_root, const struct vmm_config *cfg, struct vmm_topology *t);
+/* t->pci as a JSON array (host-info and the host report). New reference. */
+json_t *vmm_pci_to_json(const struct vmm_topology *t, const struct vmm_host_usage *u);
+
+/* ---- the guest CPU (vmm/cpu.c) ---------------------------------------------- */
+/* The flavor's hw:cpu_* over vmm.cpu_* (flags: the config's, then the
+ * flavor's, which win), the default for the domain type (kvm: host-model,
+ * which libvirt turns into a named model plus features that a migration
+ * destination must have; TCG: QEMU's own CPU), then what the host can
+ * give: host-passthrough and host-model need KVM, vmx/svm need KVM with
+ * nested on (t->nested_vmx/svm). -ENOSPC with the reason, else p->cpu. */
+int vmm_cpu_fit(const struct vmm_topology *t, const struct vmm_config *cfg, enum vmm_virt virt,
+		const struct instance_spec *spec, struct vmm_placement *p);
+
 /* ---- domain XML ------------------------------------------------------------ */
 enum vmm_seed_format { VMM_SEED_NONE, VMM_SEED_ISO, VMM_SEED_RAW, VMM_SEED_LAST };
 
@@ -218,6 +282,14 @@ struct vmm_domain_params {
 	const char *tap;                 /* the NIC's host device name; NULL: libvirt's vnetN */
 	const char *console_log;         /* serial console file; NULL: pty only */
 	const char *kernel, *initrd, *cmdline; /* optional direct kernel boot */
+	/* the image's machine (model_image_props_parse): firmware, machine
+	 * type, disk bus, NIC model, guest agent, OS type */
+	struct model_image_props props;
+	const char *nvram_path;          /* UEFI: the instance's NVRAM (libvirt
+					    copies OVMF's template there once) */
+	/* the flavor's ephemeral and swap disks (qcow2, NULL: none), after the
+	 * root on its bus: model_local_disk_devs names them */
+	const char *ephemeral_path, *swap_path;
 };
 
 /* The domain name of an instance: "stratus-<uuid>". */
@@ -270,6 +342,13 @@ int vmm_reboot(struct vmm_conn *c, const char *uuid);
  * metadata and NVRAM. Not defined: 0. */
 int vmm_undefine(struct vmm_conn *c, const char *uuid);
 
+/* A point-in-time copy of a running domain's disk (snapshots): freeze or
+ * thaw its filesystems through the QEMU guest agent (the domain needs the
+ * agent channel and the guest qemu-guest-agent), or pause / resume its
+ * vCPUs. <0 with err_msg() naming the instance and libvirt's reason. */
+enum vmm_quiesce_op { VMM_FS_FREEZE, VMM_FS_THAW, VMM_PAUSE, VMM_RESUME, VMM_QUIESCE_LAST };
+int vmm_quiesce(struct vmm_conn *c, const char *uuid, enum vmm_quiesce_op op);
+
 enum vmm_power { VMM_POWER_NONE, VMM_POWER_RUNNING, VMM_POWER_PAUSED, VMM_POWER_SHUTOFF,
 		 VMM_POWER_CRASHED, VMM_POWER_OTHER, VMM_POWER_LAST };
 extern const char *const vmm_power_names[];
@@ -286,6 +365,100 @@ struct vmm_domain_info {
  * (vmm_domain_list_free). */
 int vmm_list_ours(struct vmm_conn *c, struct vmm_domain_info **out, size_t *n);
 void vmm_domain_list_free(struct vmm_domain_info *l, size_t n);
+
+/* ---- live migration (migrate.c, issue 15) ------------------------------------ */
+/* What a migration that does not complete in time does (Nova's
+ * live_migration_timeout_action; postcopy is Nova's force_complete with
+ * post-copy permitted). */
+enum vmm_migrate_action { VMM_MIG_ABORT, VMM_MIG_PAUSE, VMM_MIG_POSTCOPY, VMM_MIG_ACTION_LAST };
+extern const char *const vmm_migrate_action_names[]; /* "abort", "pause", "postcopy" */
+
+#define VMM_MAX_DOWNTIME_STEPS 64
+/* From at_ms after the start, the maximum downtime is downtime_ms. */
+struct vmm_downtime_step {
+	int64_t at_ms;
+	long downtime_ms;
+};
+/* Nova's steps: steps + 1 of them, from max/steps at 0 up to max at
+ * steps x delay_ms. Returns how many were written (at most max_out). */
+size_t vmm_downtime_steps(long max_ms, int steps, int64_t delay_ms, struct vmm_downtime_step *out,
+			  size_t max_out);
+
+struct vmm_migrate_progress {
+	int64_t elapsed_ms;
+	uint64_t mem_processed, mem_remaining, mem_total;    /* bytes */
+	uint64_t disk_processed, disk_remaining, disk_total; /* bytes */
+	long downtime_limit_ms;                               /* the current step's */
+};
+
+struct vmm_migrate_opts {
+	const char *dest_uri;          /* the destination libvirtd, e.g. qemu+tcp://h2/system */
+	const char *dest_xml;          /* VIR_MIGRATE_PARAM_DEST_XML; NULL: the source's */
+	bool copy_storage;             /* NON_SHARED_INC: local disks copied */
+	long downtime_ms;              /* the maximum downtime, reached in steps */
+	int downtime_steps;
+	int64_t downtime_delay_ms;     /* between steps */
+	int64_t completion_timeout_ms; /* 0: none */
+	enum vmm_migrate_action timeout_action;
+	bool auto_converge;
+	int64_t progress_interval_ms;  /* default 500 */
+	/* called from the monitor thread: keep it short */
+	void (*progress)(const struct vmm_migrate_progress *p, void *opaque);
+	void *opaque;
+};
+
+struct vmm_migrate_result {
+	int64_t total_ms;              /* libvirt's time elapsed */
+	int64_t downtime_ms;           /* libvirt's measured downtime (VIR_DOMAIN_JOB_DOWNTIME) */
+	bool have_downtime;
+	uint64_t mem_bytes, disk_bytes;
+	bool timed_out;                /* the completion timeout fired; action: what was done */
+	enum vmm_migrate_action action;
+	long downtime_limit_ms;        /* the last step applied */
+};
+
+/* Migrate the running domain of uuid live, peer to peer, to o->dest_uri
+ * (persistent there, left defined and shut off here: undefine it after).
+ * Blocks until libvirt is done; on failure the guest keeps running here
+ * (-ETIMEDOUT when the completion timeout aborted it). */
+int vmm_migrate(struct vmm_conn *c, const char *uuid, const struct vmm_migrate_opts *o,
+		struct vmm_migrate_result *out);
+/* Whether the domain of uuid runs on the libvirtd at URI (a migration's
+ * destination, asked by its source after a restart). */
+int vmm_remote_running(const char *uri, const char *uuid, bool *running);
+/* virDomainAbortJob: no job is fine. */
+int vmm_migrate_abort(struct vmm_conn *c, const char *uuid);
+/* ---- volumes: disks hot-plugged into a domain (vmm/disk.c) --------------------- */
+
+#define VMM_SERIAL_MAX 20 /* virtio-blk's serial: /dev/disk/by-id/virtio-<serial> */
+
+/*
+ * Attach the file PATH (FORMAT "raw" or "qcow2") to the domain UUID as a
+ * virtio disk with SERIAL (at most VMM_SERIAL_MAX characters), on the first
+ * free vdX: live and in the persistent definition when the domain runs
+ * (virDomainAttachDeviceFlags LIVE|CONFIG), in the definition only when it
+ * does not. A driver without device hot-plug (the test driver) gets the
+ * definition edited and redefined when the domain is not running. *live
+ * (may be NULL): attached to the running guest too. A disk of that serial
+ * present already: 0, nothing done.
+ */
+int vmm_disk_attach(struct vmm_conn *c, const char *uuid, const char *path, const char *format,
+		    const char *serial, bool *live);
+/* Detach the disk of SERIAL (live and config, as attach; the running guest
+ * gets 20 s to release it, -ETIMEDOUT after, the definition unchanged).
+ * Absent: 0. */
+int vmm_disk_detach(struct vmm_conn *c, const char *uuid, const char *serial);
+/* Whether the persistent definition (*config) and the running domain
+ * (*live, false when not running) hold a disk of SERIAL. */
+int vmm_disk_find(struct vmm_conn *c, const char *uuid, const char *serial, bool *config,
+		  bool *live);
+/* ---- serial console ------------------------------------------------------- */
+/* The guest's serial console (virDomainOpenConsole) as one end of a
+ * socketpair in *fd (blocking; the caller closes it, which ends the
+ * console session): bytes written go to the guest's serial, its output
+ * arrives to be read; end of file when the console closes. libvirt allows
+ * one console session per domain at a time (vmm/console.c). */
+int vmm_console_open(struct vmm_conn *c, const char *uuid, int *fd);
 
 /* ---- stats and steal ------------------------------------------------------------ */
 #define VMM_MAX_VCPU_STATS 64

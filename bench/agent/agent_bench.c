@@ -157,6 +157,7 @@ int main(int argc, char **argv)
 		snprintf(name, sizeof(name), "bench-%d", i);
 		json_object_set_new(body, "uuid", json_string(c.s[i].uuid));
 		json_object_set_new(body, "name", json_string(name));
+		json_object_set_new(body, "host", json_string(host)); /* agent_trust_check */
 		if (bus_envelope_new("instance.build", BUS_TC_HOST, "agent_bench", NULL, body, &e) < 0 ||
 		    bus_envelope_sign(e, sign_key, sign_pub) < 0 || bus_produce(p, topic, c.s[i].uuid, e) < 0) {
 			fprintf(stderr, "send: %s\n", err_msg());

@@ -4,6 +4,11 @@
 #      one nft transaction (what reconcile does after a host restart), and
 #      the same 100 ports one at a time (what 100 builds do); target: 100
 #      ports within 1 s.
+#   1b. a security group rule change on 100 ports (bench/netiso/sg_bench.c):
+#      the agent's compile and one nft transaction, beside one nft -f of the
+#      same script; and a member change (a set update); target: <= 1 s.
+#      The scheduler -> bus -> agent path on top is measured by
+#      tests/agent/test_secgroup.sh ("rule add -> port open: N ms").
 #   2. the cost per packet: TCP throughput (iperf3, 3 s) between two network
 #      namespaces whose veths sit on a bridge, without and with the filters
 #      on both ports, alternated in the same run; target: with >= 0.9x without.
@@ -36,6 +41,22 @@ bench_line name=netiso.apply_ports_batch figure="$batch" unit=ms target="<=1000"
 	reason="$N ports in one nft transaction (reconcile after a host restart)"
 bench_line name=netiso.apply_ports_each figure="$each" unit=ms \
 	reason="$N ports one at a time, one nft run each (as $N builds)"
+
+echo "== netiso: a security group rule change on $N ports of one host (agent/secgroup.c)"
+S=sg-bs$$
+ip netns add "$S" || die "netns"
+[ -x "$B/bench/netiso/sg_bench" ] || die "build it first: make benches"
+ip netns exec "$S" "$B/bench/netiso/sg_bench" sg-bench0 "$N" | tee "$T/sg" || { ip netns del "$S"; die "sg_bench failed"; }
+ip netns del "$S"
+change=$(sed -n 's/.*change_ms=\([0-9.]*\).*/\1/p' "$T/sg")
+members=$(sed -n 's/.*members_ms=\([0-9.]*\).*/\1/p' "$T/sg")
+nftref=$(sed -n 's/.*nft_ms=\([0-9.]*\).*/\1/p' "$T/sg")
+bench_line name=netiso.secgroup_rule_change figure="$change" unit=ms reference="$nftref" ref_unit=ms \
+	ref_name="one nft -f of the same script" target="<=1000" \
+	reason="compile + one transaction rewriting $N ports' group chains (the agent's part of secgroup.apply)"
+bench_line name=netiso.secgroup_member_change figure="$members" unit=ms reference="$nftref" ref_unit=ms \
+	ref_name="one nft -f of a full rule change" \
+	reason="a remote group's member added: the set updated in place, no chain rewritten"
 
 echo "== netiso: throughput between two ports, without and with filters (iperf3)"
 for n in $H $G1 $G2; do ip netns add "$n" || die "netns $n"; done

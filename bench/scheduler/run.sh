@@ -4,7 +4,9 @@
 # References from the same run: a full scan of every host, and one SQLite
 # claim transaction. Targets (issue 17, from issue 7's 10,000/s, which
 # depends on the machine): decisions/s at least 1.5x the claim
-# transaction's rate; p99 <= 5 ms. Prints a BENCH line per figure
+# transaction's rate; p99 <= 5 ms; signing (one Ed25519 signature per
+# batch sent, issue 13) <= 10 % of a decision. BATCH_MAX, BATCH_WINDOW:
+# the group commit (bench_sched.c). Prints a BENCH line per figure
 # (bench/lib.sh) for bench/run-all.sh.
 set -u
 . "$(dirname "$0")/../lib.sh"

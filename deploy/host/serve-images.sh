@@ -11,6 +11,16 @@
 # start is idempotent: an instance already serving DIR on PORT is kept, one
 # serving another directory on PORT is replaced. Range requests (resumed
 # downloads) and HEAD work; directory listings are on.
+# The image store (issue 18): DIR/snapshots/ also takes uploads, HTTP PUT
+# and DELETE (nginx dav_methods, create_full_put_path): the agents' snapshots
+# go there (images.store_url: http://127.0.0.1:PORT/snapshots). Everything
+# else stays read-only. The uploads' temporary files are in DIR/.upload-tmp
+# (same filesystem: nginx renames them into place), never served.
+# snapshots/ holds tenants' private images: only the agents may read, write
+# or delete there, never a guest on the bridge. Who may: 127.0.0.1 and the
+# addresses or CIDRs in STRATUS_STORE_CLIENTS (space-separated: the other
+# hypervisors' addresses when their agents use this store); the rest get
+# 403. No listing of snapshots/.
 # State: $STRATUS_RUN_DIR/images-http-PORT/ (default /run/stratus/...).
 set -eu
 
@@ -80,6 +90,20 @@ fi
 # world-readable), else as nobody.
 user=nobody
 id www-data >/dev/null 2>&1 && user=www-data
+# ... and write the snapshots: those two directories are theirs
+mkdir -p "$root/snapshots" "$root/.upload-tmp" || die "cannot create $root/snapshots"
+chown "$user" "$root/snapshots" "$root/.upload-tmp" 2>/dev/null ||
+	chmod 0777 "$root/snapshots" "$root/.upload-tmp" ||
+	die "the nginx workers ($user) cannot write $root/snapshots"
+
+allow="            allow 127.0.0.1;"
+for c in ${STRATUS_STORE_CLIENTS:-}; do
+	case "$c" in
+	*[!0-9a-fA-F.:/]* | '') die "STRATUS_STORE_CLIENTS: '$c' is not an address or CIDR" ;;
+	esac
+	allow="$allow
+            allow $c;"
+done
 
 cat >"$run/nginx.conf" <<EOF
 # Written by deploy/host/serve-images.sh: serves $root
@@ -95,7 +119,7 @@ http {
     }
     default_type application/octet-stream;
     access_log $run/access.log;
-    client_body_temp_path $run/tmp/body;
+    client_body_temp_path $root/.upload-tmp;
     proxy_temp_path $run/tmp/proxy;
     fastcgi_temp_path $run/tmp/fastcgi;
     uwsgi_temp_path $run/tmp/uwsgi;
@@ -106,6 +130,17 @@ $listen
         root $root;
         autoindex on;
         location / { limit_except GET { deny all; } }
+        location /.upload-tmp/ { deny all; }
+        location /snapshots/ {
+$allow
+            deny all;
+            autoindex off;
+            dav_methods PUT DELETE;
+            create_full_put_path on;
+            dav_access user:rw group:r all:r;
+            client_max_body_size 0;
+            limit_except GET PUT DELETE { deny all; }
+        }
     }
 }
 EOF

@@ -115,3 +115,34 @@ wait_event() {
 count_events() { jq -c "select($1)" "$EVENTS" 2>/dev/null | wc -l; }
 
 db() { sqlite3 "$T/state/agent.db" "$1"; }
+
+# ---- the whole stack: a scheduler beside this agent ---------------------------
+# A stack test: `trap stack_down EXIT`, agent_env_up, the config's scheduler:
+# section starting with $(stack_scheduler_yaml) in its here-document, then
+# stack_scheduler_start, agent_start, stack_host_known, and ctl (stratusctl
+# as project acme, signed with the scheduler's admin credential).
+stack_down() { # every daemon with a $T/NAME.pid (scheduler, metadata, ...)
+	for sig in TERM KILL; do
+		for f in "$T"/*.pid; do
+			case "$f" in */agent.pid | */tail.pid | */bus.pid) continue ;; esac
+			[ -f "$f" ] && kill -s $sig "$(cat "$f")" 2>/dev/null
+		done
+		[ $sig = TERM ] && sleep 0.3
+	done
+	agent_env_down
+}
+stack_scheduler_yaml() {
+	printf 'scheduler:\n  state_path: %s/scheduler.db\n  key_dir: %s/sched\n  heartbeat_interval: 1s\n' "$T" "$T"
+}
+stack_scheduler_start() {
+	"$B/stratus-scheduler" -c "$T/stratus.yaml" >>"$T/scheduler.log" 2>&1 &
+	echo $! >"$T/scheduler.pid"
+	# stratusctl signs with the admin credential the scheduler creates on first start
+	export STRATUS_CREDENTIAL="$T/admin.credential"
+	for _ in $(seq 100); do [ -s "$STRATUS_CREDENTIAL" ] && break; sleep 0.1; done
+}
+ctl() { "$B/stratusctl" -c "$T/stratus.yaml" -p acme "$@"; }
+stack_host_known() { # the scheduler knows a host once it has reported
+	for _ in $(seq 100); do ctl --json host list 2>/dev/null | jq -e 'length > 0' >/dev/null && return 0; sleep 0.2; done
+	fail "the scheduler knows no host: $(ctl --json host list 2>&1 | tail -n 3)"
+}

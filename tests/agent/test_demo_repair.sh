@@ -13,10 +13,7 @@ repair_down() {
 trap repair_down EXIT
 agent_env_up
 cat >>"$T/stratus.yaml" <<EOT
-scheduler:
-  state_path: $T/scheduler.db
-  key_dir: $T/sched
-  heartbeat_interval: 1s
+$(stack_scheduler_yaml)
   missed_heartbeats: 4
   flavors:
     m1.small: vcpus=1 ram_mb=512 disk_gb=1
@@ -31,7 +28,6 @@ agent_pid=$(cat "$T/agent.pid")
 # stratusctl signs with the admin credential the scheduler creates on first start
 export STRATUS_CREDENTIAL="$T/admin.credential"
 for _ in $(seq 100); do [ -s "$STRATUS_CREDENTIAL" ] && break; sleep 0.1; done
-ctl() { "$B/stratusctl" -c "$T/stratus.yaml" -p acme "$@"; }
 ctl boot web-1 --flavor m1.small --image tiny --timeout 60 >"$T/boot.out" 2>&1 ||
 	fail "boot before the crash: $(cat "$T/boot.out")"
 old_addr=$(cat "$T/bus.addr")

@@ -9,30 +9,19 @@
 # every junk message has its error answer on stratus.events.
 set -u
 . "$STRATUS_TOP/tests/agent/lib.sh"
-stack_down() {
-	[ -f "$T/scheduler.pid" ] && kill "$(cat "$T/scheduler.pid")" 2>/dev/null
-	agent_env_down
-}
 trap stack_down EXIT
 agent_env_up
 cat >>"$T/stratus.yaml" <<EOF
-scheduler:
-  state_path: $T/scheduler.db
-  key_dir: $T/sched
-  heartbeat_interval: 1s
+$(stack_scheduler_yaml)
   missed_heartbeats: 5
   flavors:
     m1.small: vcpus=1 ram_mb=512 disk_gb=1
   images:
     tiny: url=file://$T/base.qcow2 checksum=sha256:$IMAGE_SUM disk_format=qcow2
 EOF
-"$B/stratus-scheduler" -c "$T/stratus.yaml" >"$T/scheduler.log" 2>&1 &
-echo $! >"$T/scheduler.pid"
-export STRATUS_CREDENTIAL="$T/admin.credential"
-for _ in $(seq 100); do [ -s "$STRATUS_CREDENTIAL" ] && break; sleep 0.1; done
+stack_scheduler_start
 agent_start
-ctl() { "$B/stratusctl" -c "$T/stratus.yaml" -p acme "$@"; }
-for _ in $(seq 100); do ctl --json host list 2>/dev/null | jq -e 'length > 0' >/dev/null && break; sleep 0.2; done
+stack_host_known
 addr=$(cat "$T/bus.addr")
 
 junk() { # BYTES: one line of that many bytes (no newline inside)

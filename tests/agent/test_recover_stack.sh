@@ -24,10 +24,7 @@ trap stack_down EXIT
 agent_env_up
 MD_PORT=$(free_port)
 cat >>"$T/stratus.yaml" <<EOF
-scheduler:
-  state_path: $T/scheduler.db
-  key_dir: $T/sched
-  heartbeat_interval: 1s
+$(stack_scheduler_yaml)
   missed_heartbeats: 4
   flavors:
     m1.small: vcpus=1 ram_mb=512 disk_gb=1
@@ -49,7 +46,6 @@ echo $! >"$T/metadata.pid"
 # stratusctl signs with the admin credential the scheduler creates on first start
 export STRATUS_CREDENTIAL="$T/admin.credential"
 for _ in $(seq 100); do [ -s "$STRATUS_CREDENTIAL" ] && break; sleep 0.1; done
-ctl() { "$B/stratusctl" -c "$T/stratus.yaml" -p acme "$@"; }
 agent_pid=$(cat "$T/agent.pid")
 sched_pid=$(cat "$T/scheduler.pid")
 md_pid=$(cat "$T/metadata.pid")

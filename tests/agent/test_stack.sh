@@ -7,21 +7,12 @@
 # quota back.
 set -u
 . "$STRATUS_TOP/tests/agent/lib.sh"
-stack_down() {
-	for p in scheduler metadata; do
-		[ -f "$T/$p.pid" ] && kill "$(cat "$T/$p.pid")" 2>/dev/null
-	done
-	agent_env_down
-}
 trap stack_down EXIT
 agent_env_up
 MD_PORT=$(free_port)
 sum=$IMAGE_SUM
 cat >>"$T/stratus.yaml" <<EOF
-scheduler:
-  state_path: $T/scheduler.db
-  key_dir: $T/sched
-  heartbeat_interval: 1s
+$(stack_scheduler_yaml)
   missed_heartbeats: 5
   default_quotas: {instances: 2, cores: 4, ram_mb: 4096}
   flavors:
@@ -34,16 +25,11 @@ metadata:
   port_mark: 0
 EOF
 sed -i 's/^  host: hv1/  host: hv1\n  network: {cidr: 127.0.0.0\/8, range_start: 127.0.0.10, range_end: 127.0.0.20, gateway: 127.0.0.1}/' "$T/stratus.yaml" 2>/dev/null
-"$B/stratus-scheduler" -c "$T/stratus.yaml" >"$T/scheduler.log" 2>&1 &
-echo $! >"$T/scheduler.pid"
-# stratusctl signs with the admin credential the scheduler creates on first start
-export STRATUS_CREDENTIAL="$T/admin.credential"
-for _ in $(seq 100); do [ -s "$STRATUS_CREDENTIAL" ] && break; sleep 0.1; done
+stack_scheduler_start
 agent_start
-ctl() { "$B/stratusctl" -c "$T/stratus.yaml" -p acme "$@"; }
 
 # the scheduler knows the host once it has reported
-for _ in $(seq 100); do ctl --json host list 2>/dev/null | jq -e 'length > 0' >/dev/null && break; sleep 0.2; done
+stack_host_known
 ctl --json host list >"$T/hosts.json"; jq -e ".[0].host == \"hv1\" or .[0].name == \"hv1\"" "$T/hosts.json" >/dev/null || fail "host not known: $(cat "$T/hosts.json")"
 
 # user data and a key with markers no other bus client may read
@@ -62,8 +48,12 @@ for topic in stratus.api stratus.host.hv1; do
 		grep -qF -- "$m" "$T/kcat-$topic.txt" && fail "$topic carries '$m' in clear"
 	done
 done
-jq -e 'select(.type=="instance.build") | .auth.key and .auth.sig and .source=="stratus-scheduler"' \
+# every command to the host (the build, the project's secgroup.apply) is signed
+jq -s -e 'map(select(.type=="instance.build")) | length == 1 and
+	(.[0] | .auth.key and .auth.sig and .source=="stratus-scheduler")' \
 	"$T/kcat-stratus.host.hv1.txt" >/dev/null || fail "build not signed"
+jq -s -e 'length > 0 and all(.auth.key and .auth.sig and .source=="stratus-scheduler")' \
+	"$T/kcat-stratus.host.hv1.txt" >/dev/null || fail "a command to the host is not signed"
 ctl --json show web-1 >"$T/show.json" || fail "show"
 jq -e '.state == "active" and .host == "hv1"' "$T/show.json" >/dev/null || fail "show: $(cat "$T/show.json")"
 ctl --json list | jq -e 'length == 1 and .[0].name == "web-1"' >/dev/null || fail "list"

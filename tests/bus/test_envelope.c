@@ -17,18 +17,19 @@
 #define SUM "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 /* DESIGN.md's instance spec */
-static const char spec_json[] =
-	"{\"uuid\":\"" UUID1 "\",\"name\":\"web-1\",\"hostname\":\"web-1\",\"project\":\"acme\","
-	"\"availability_zone\":\"az1\","
-	"\"flavor\":{\"name\":\"m1.pinned\",\"vcpus\":2,\"ram_mb\":1024,\"disk_gb\":4,"
-	"\"extra_specs\":{\"hw:cpu_policy\":\"dedicated\",\"hw:mem_page_size\":\"2MB\"}},"
-	"\"image\":{\"name\":\"debian-12\",\"url\":\"http://10.0.0.1:8080/debian-12.qcow2\","
-	"\"checksum\":\"" SUM "\",\"disk_format\":\"qcow2\",\"min_disk_gb\":2},"
-	"\"user_data\":\"I2Nsb3VkLWNvbmZpZwo=\","
-	"\"ssh_keys\":[{\"name\":\"k1\",\"key\":\"ssh-ed25519 AAAA me@laptop\"}],"
-	"\"metadata\":{\"role\":\"web\"},\"seed\":\"nocloud\","
-	"\"network\":{\"mac\":\"52:54:00:12:34:56\",\"address\":\"10.0.0.5/24\","
-	"\"gateway\":\"10.0.0.1\",\"dns\":[\"10.0.0.1\"]}}";
+#define SPEC_FIELDS \
+	"\"uuid\":\"" UUID1 "\",\"name\":\"web-1\",\"hostname\":\"web-1\",\"project\":\"acme\"," \
+	"\"availability_zone\":\"az1\"," \
+	"\"flavor\":{\"name\":\"m1.pinned\",\"vcpus\":2,\"ram_mb\":1024,\"disk_gb\":4," \
+	"\"extra_specs\":{\"hw:cpu_policy\":\"dedicated\",\"hw:mem_page_size\":\"2MB\"}}," \
+	"\"image\":{\"name\":\"debian-12\",\"url\":\"http://10.0.0.1:8080/debian-12.qcow2\"," \
+	"\"checksum\":\"" SUM "\",\"disk_format\":\"qcow2\",\"min_disk_gb\":2}," \
+	"\"user_data\":\"I2Nsb3VkLWNvbmZpZwo=\"," \
+	"\"ssh_keys\":[{\"name\":\"k1\",\"key\":\"ssh-ed25519 AAAA me@laptop\"}]," \
+	"\"metadata\":{\"role\":\"web\"},\"seed\":\"nocloud\"," \
+	"\"network\":{\"mac\":\"52:54:00:12:34:56\",\"address\":\"10.0.0.5/24\"," \
+	"\"gateway\":\"10.0.0.1\",\"dns\":[\"10.0.0.1\"]}"
+static const char spec_json[] = "{" SPEC_FIELDS "}";
 
 static json_t *load(const char *text)
 {
@@ -130,23 +131,94 @@ static void test_every_type_has_a_valid_body(void **state)
 		  "{\"name\":\"d\",\"url\":\"http://x/d.qcow2\",\"checksum\":\"sha256:1\","
 		  "\"disk_format\":\"raw\"}" },
 		{ "image.remove", BUS_TC_API, "{\"name\":\"d\"}" },
+		{ "image.share", BUS_TC_API, "{\"name\":\"d\",\"with\":\"beta\"}" },
+		{ "image.unshare", BUS_TC_API, "{\"name\":\"d\",\"with\":\"beta\"}" },
+		{ "instance.rebuild", BUS_TC_API,
+		  "{\"project\":\"acme\",\"instance\":\"web-1\",\"image\":\"debian\","
+		  "\"user_data\":\"I2Nsb3VkLWNvbmZpZwo=\"}" },
 		{ "host.list", BUS_TC_API, "{}" },
+		{ "host.forget", BUS_TC_API, "{\"host\":\"hv1\"}" },
 		{ "credential.create", BUS_TC_API, "{\"project\":\"acme\",\"role\":\"member\"}" },
 		{ "credential.list", BUS_TC_API, "{}" },
 		{ "credential.revoke", BUS_TC_API, "{\"id\":\"" UUID1 "\"}" },
 		{ "scheduler.keys", BUS_TC_API, "{}" },
+		{ "secgroup.create", BUS_TC_API, "{\"project\":\"acme\",\"name\":\"web\"}" },
+		{ "secgroup.list", BUS_TC_API, "{\"project\":\"acme\"}" },
+		{ "secgroup.show", BUS_TC_API, "{\"project\":\"acme\",\"group\":\"web\"}" },
+		{ "secgroup.delete", BUS_TC_API, "{\"project\":\"acme\",\"group\":\"web\"}" },
+		{ "secgroup.rule.add", BUS_TC_API,
+		  "{\"project\":\"acme\",\"group\":\"web\",\"direction\":\"ingress\","
+		  "\"protocol\":\"tcp\",\"port_range_min\":80,\"remote_ip_prefix\":\"0.0.0.0/0\"}" },
+		{ "secgroup.rule.delete", BUS_TC_API, "{\"project\":\"acme\",\"id\":\"" UUID1 "\"}" },
+		{ "host.disable", BUS_TC_API, "{\"host\":\"n1\",\"reason\":\"kernel update\"}" },
+		{ "host.enable", BUS_TC_API, "{\"host\":\"n1\"}" },
+		{ "host.drain", BUS_TC_API, "{\"host\":\"n1\"}" },
+		{ "host.evacuate", BUS_TC_API, "{\"host\":\"n1\"}" },
+		{ "instance.migrate", BUS_TC_API,
+		  "{\"project\":\"acme\",\"instance\":\"web\",\"host\":\"n2\"}" },
+		{ "volume.create", BUS_TC_API,
+		  "{\"project\":\"acme\",\"name\":\"data\",\"size_gb\":10,\"host\":\"n1\"}" },
+		{ "volume.list", BUS_TC_API, "{\"project\":\"acme\"}" },
+		{ "volume.show", BUS_TC_API, "{\"project\":\"acme\",\"volume\":\"data\"}" },
+		{ "volume.delete", BUS_TC_API, "{\"project\":\"acme\",\"volume\":\"data\"}" },
+		{ "volume.attach", BUS_TC_API,
+		  "{\"project\":\"acme\",\"volume\":\"data\",\"instance\":\"web-1\"}" },
+		{ "volume.detach", BUS_TC_API, "{\"project\":\"acme\",\"volume\":\"data\"}" },
+		{ "instance.resize", BUS_TC_API,
+		  "{\"project\":\"acme\",\"instance\":\"web-1\",\"flavor\":\"m1.small\"}" },
+		{ "instance.resize.confirm", BUS_TC_API, "{\"project\":\"acme\",\"instance\":\"web-1\"}" },
+		{ "instance.resize.revert", BUS_TC_API, "{\"project\":\"acme\",\"instance\":\"web-1\"}" },
+		{ "instance.resize", BUS_TC_HOST,
+		  "{\"uuid\":\"" UUID1 "\",\"flavor\":{\"name\":\"m1.small\",\"vcpus\":2,"
+		  "\"ram_mb\":1024,\"disk_gb\":2,\"extra_specs\":{}}}" },
+		{ "instance.resize.confirm", BUS_TC_HOST, "{\"uuid\":\"" UUID1 "\"}" },
+		{ "instance.resize.revert", BUS_TC_HOST, "{\"uuid\":\"" UUID1 "\"}" },
+		{ "instance.snapshot", BUS_TC_API,
+		  "{\"project\":\"acme\",\"instance\":\"web-1\",\"name\":\"web-1-snap\"}" },
 		{ "instance.build", BUS_TC_HOST, spec_json },
+		{ "instance.rebuild", BUS_TC_HOST, spec_json },
 		{ "instance.delete", BUS_TC_HOST, "{\"uuid\":\"" UUID1 "\"}" },
 		{ "instance.stop", BUS_TC_HOST, "{\"uuid\":\"" UUID1 "\"}" },
 		{ "instance.start", BUS_TC_HOST, "{\"uuid\":\"" UUID1 "\"}" },
 		{ "instance.reboot", BUS_TC_HOST, "{\"uuid\":\"" UUID1 "\"}" },
 		{ "instance.console", BUS_TC_HOST, "{\"uuid\":\"" UUID1 "\"}" },
+		{ "secgroup.apply", BUS_TC_HOST,
+		  "{\"project\":\"acme\",\"ports\":[{\"uuid\":\"" UUID1 "\",\"groups\":[\"" UUID1
+		  "\"]}],\"groups\":[{\"id\":\"" UUID1 "\",\"name\":\"default\",\"rules\":[]}],"
+		  "\"members\":{}}" },
+		{ "instance.migrate.prepare", BUS_TC_HOST,
+		  "{" SPEC_FIELDS ",\"migration\":\"" UUID2 "\",\"source_host\":\"n1\"}" },
+		{ "instance.migrate.perform", BUS_TC_HOST,
+		  "{\"uuid\":\"" UUID1 "\",\"migration\":\"" UUID2 "\",\"dest_host\":\"n2\","
+		  "\"dest_uri\":\"qemu+tcp://n2/system\",\"domain_xml\":\"<domain/>\","
+		  "\"limits\":{\"downtime_ms\":500,\"downtime_steps\":10,\"downtime_delay_ms\":150000,"
+		  "\"completion_timeout_ms\":1600000,\"timeout_action\":\"abort\","
+		  "\"auto_converge\":true}}" },
+		{ "instance.migrate.finish", BUS_TC_HOST,
+		  "{\"uuid\":\"" UUID1 "\",\"migration\":\"" UUID2 "\",\"outcome\":\"commit\"}" },
+		{ "volume.create", BUS_TC_HOST,
+		  "{\"uuid\":\"" UUID1 "\",\"project\":\"acme\",\"name\":\"data\",\"size_gb\":10}" },
+		{ "volume.delete", BUS_TC_HOST, "{\"uuid\":\"" UUID1 "\"}" },
+		{ "volume.attach", BUS_TC_HOST,
+		  "{\"uuid\":\"" UUID1 "\",\"instance\":\"" UUID1 "\"}" },
+		{ "volume.detach", BUS_TC_HOST, "{\"uuid\":\"" UUID1 "\"}" },
+		{ "instance.snapshot", BUS_TC_HOST,
+		  "{\"uuid\":\"" UUID1 "\",\"snapshot\":\"" UUID2 "\",\"name\":\"web-1-snap\"}" },
 		{ "instance.state", BUS_TC_EVENTS,
 		  "{\"uuid\":\"" UUID1 "\",\"project\":\"acme\",\"host\":\"n1\",\"state\":\"active\","
 		  "\"reason\":\"built\"}" },
 		{ "request.result", BUS_TC_EVENTS, "{\"ok\":true,\"data\":[1,2]}" },
 		{ "instance.reschedule", BUS_TC_EVENTS,
 		  "{\"uuid\":\"" UUID1 "\",\"failed_host\":\"n1\",\"attempt\":1}" },
+		{ "instance.migration", BUS_TC_EVENTS,
+		  "{\"uuid\":\"" UUID1 "\",\"migration\":\"" UUID2 "\",\"phase\":\"progress\","
+		  "\"host\":\"n1\",\"memory_processed\":1048576,\"memory_remaining\":0}" },
+		{ "volume.state", BUS_TC_EVENTS,
+		  "{\"uuid\":\"" UUID1 "\",\"project\":\"acme\",\"host\":\"n1\",\"state\":\"in-use\","
+		  "\"instance\":\"" UUID1 "\"}" },
+		{ "image.snapshot", BUS_TC_EVENTS,
+		  "{\"uuid\":\"" UUID1 "\",\"snapshot\":\"" UUID2 "\",\"project\":\"acme\","
+		  "\"phase\":\"progress\",\"host\":\"n1\",\"bytes\":1048576,\"total\":4194304}" },
 		{ "host.report", BUS_TC_METRICS, "{\"host\":\"n1\",\"inventory\":{}}" },
 	};
 	size_t n;
@@ -176,6 +248,12 @@ static void test_rejections(void **state)
 	} bad[] = {
 		{ "unknown version", 2, "instance.list", "{\"project\":\"a\"}", NULL,
 		  "envelope: v: unsupported version 2 (this build speaks 1)" },
+		{ "volume size zero", 1, "volume.create", "{\"project\":\"a\",\"name\":\"d\",\"size_gb\":0}",
+		  NULL, "volume.create: body.size_gb: expected a positive integer" },
+		{ "volume state unknown", 1, "volume.state",
+		  "{\"uuid\":\"" UUID1 "\",\"project\":\"a\",\"host\":\"n1\",\"state\":\"melted\"}",
+		  "stratus.events", "volume.state: body.state: expected one of creating, available, "
+		  "attaching, in-use, detaching, deleting, error or deleted" },
 		{ "unknown type", 1, "instance.explode", "{}", NULL,
 		  "envelope: type: unknown message type 'instance.explode'" },
 		{ "vcpus zero", 1, "instance.build",
@@ -220,7 +298,8 @@ static void test_rejections(void **state)
 		{ "state", 1, "instance.state",
 		  "{\"uuid\":\"" UUID1 "\",\"project\":\"a\",\"state\":\"running\"}", NULL,
 		  "instance.state: body.state: expected one of scheduling, building, active, stopped, "
-		  "rebooting, deleting, deleted or error" },
+		  "rebooting, deleting, deleted, error, rebuilding, migrating, resizing, verify_resize "
+		  "or reverting" },
 		{ "result without error", 1, "request.result", "{\"ok\":false}", NULL,
 		  "request.result: body.error: required when ok is false" },
 		{ "quota limit", 1, "quota.set", "{\"project\":\"a\",\"limits\":{\"cores\":-1}}", NULL,

@@ -143,12 +143,153 @@ static void test_seal_open(void **state)
 	json_decref(body);
 }
 
+/* A batch of every size up to 9 and a big one: each envelope verifies on
+ * its own after the wire; anything changed in one of them, its position,
+ * its path, or the batch size, is refused. */
+static void test_batch(void **state)
+{
+	static const size_t sizes[] = { 1, 2, 3, 4, 5, 7, 8, 9, 257, 300 };
+	unsigned char sk[32], pk[32];
+
+	(void)state;
+	assert_int_equal(crypto_ed25519_keygen(pk, sk), 0);
+	for (size_t z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
+		size_t n = sizes[z];
+		struct bus_envelope **v = calloc(n, sizeof(*v));
+		char sig0[128] = "";
+
+		assert_non_null(v);
+		for (size_t i = 0; i < n; i++) {
+			char host[32];
+
+			snprintf(host, sizeof(host), "h%zu", i);
+			v[i] = stop_for(host);
+		}
+		assert_int_equal(bus_envelopes_sign(v, n, sk, pk), 0);
+		for (size_t i = 0; i < n; i++) {
+			struct bus_envelope *in = wire(v[i]);
+			const char *pos = json_string_value(json_object_get(in->auth, "batch"));
+			const char *sig = json_string_value(json_object_get(in->auth, "sig"));
+
+			size_t first = i - i % BUS_BATCH_LEAVES;
+			size_t size = n - first < BUS_BATCH_LEAVES ? n - first : BUS_BATCH_LEAVES;
+
+			/* one signature for each batch of up to BUS_BATCH_LEAVES; a
+			 * batch of one is signed alone */
+			assert_int_equal(pos == NULL, size == 1);
+			assert_non_null(sig);
+			if (i == first)
+				snprintf(sig0, sizeof(sig0), "%s", sig);
+			else
+				assert_string_equal(sig, sig0);
+			assert_int_equal(bus_envelope_verify(in, (const unsigned char (*)[32])&pk, 1),
+					 0);
+			/* a body changed after signing */
+			json_object_set_new(in->body, "host", json_string("elsewhere"));
+			assert_int_equal(bus_envelope_verify(in, (const unsigned char (*)[32])&pk, 1),
+					 -EPERM);
+			assert_non_null(strstr(err_msg(), "bad signature by key"));
+			bus_envelope_free(in);
+		}
+		if (n >= 3 && n < BUS_BATCH_LEAVES) {
+			struct bus_envelope *in = wire(v[1]);
+			json_t *auth = json_deep_copy(in->auth);
+			char other[16];
+
+			/* another position, or another batch size, with the same path */
+			snprintf(other, sizeof(other), "0/%zu", n);
+			json_object_set_new(auth, "batch", json_string(other));
+			assert_int_equal(bus_envelope_set_auth(in, json_deep_copy(auth)), 0);
+			assert_int_equal(bus_envelope_verify(in, (const unsigned char (*)[32])&pk, 1),
+					 -EPERM);
+			snprintf(other, sizeof(other), "1/%zu", n + 1);
+			json_object_set_new(auth, "batch", json_string(other));
+			assert_int_equal(bus_envelope_set_auth(in, json_deep_copy(auth)), 0);
+			assert_int_equal(bus_envelope_verify(in, (const unsigned char (*)[32])&pk, 1),
+					 -EPERM);
+			/* malformed positions and paths: refused with their reason */
+			json_object_set_new(auth, "batch", json_string("1/1"));
+			assert_int_equal(bus_envelope_set_auth(in, json_deep_copy(auth)), 0);
+			assert_int_equal(bus_envelope_verify(in, (const unsigned char (*)[32])&pk, 1),
+					 -EPERM);
+			assert_non_null(strstr(err_msg(), "auth.batch '1/1': expected I/N"));
+			snprintf(other, sizeof(other), "1/%zu", n);
+			json_object_set_new(auth, "batch", json_string(other));
+			json_object_set_new(auth, "path", json_string("AAAA"));
+			assert_int_equal(bus_envelope_set_auth(in, json_deep_copy(auth)), 0);
+			assert_int_equal(bus_envelope_verify(in, (const unsigned char (*)[32])&pk, 1),
+					 -EPERM);
+			assert_non_null(strstr(err_msg(), "auth.path: not base64 of 32-byte hashes"));
+			/* a batch position without its path */
+			json_object_del(auth, "path");
+			assert_int_equal(bus_envelope_set_auth(in, auth), 0);
+			assert_int_equal(bus_envelope_verify(in, (const unsigned char (*)[32])&pk, 1),
+					 -EPERM);
+			assert_non_null(strstr(err_msg(), "and batch with path"));
+			bus_envelope_free(in);
+		}
+		for (size_t i = 0; i < n; i++)
+			bus_envelope_free(v[i]);
+		free(v);
+	}
+}
+
+/* The sealer's boxes open as any box; one ephemeral key per epoch, a new
+ * one after max_boxes; boxes to another key do not open with this one. */
+static void test_sealer(void **state)
+{
+	unsigned char pk[3][32], sk[3][32], *box = NULL, *pt = NULL, epk[32];
+	struct crypto_sealer *sl = NULL;
+	size_t len, pt_len;
+
+	(void)state;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(crypto_x25519_keygen(pk[i], sk[i]), 0);
+	assert_int_equal(crypto_sealer_new(BUS_SEAL_BUILD, 3600 * 1000, 4, &sl), 0);
+	for (int round = 0; round < 6; round++) {
+		int to = round % 3;
+
+		assert_int_equal(crypto_sealer_seal(sl, pk[to], "secret", 6, &box, &len), 0);
+		assert_int_equal(len, 6 + CRYPTO_BOX_OVERHEAD);
+		if (round == 0)
+			memcpy(epk, box, 32);
+		/* the same pair for 4 boxes, then a new one */
+		assert_int_equal(memcmp(epk, box, 32) == 0, round < 4);
+		assert_int_equal(crypto_box_open(sk[to], BUS_SEAL_BUILD, box, len, &pt, &pt_len), 0);
+		assert_int_equal(pt_len, 6);
+		assert_memory_equal(pt, "secret", 6);
+		free(pt);
+		pt = NULL;
+		assert_int_equal(crypto_box_open(sk[(to + 1) % 3], BUS_SEAL_BUILD, box, len, &pt,
+						 &pt_len), -EBADMSG);
+		assert_int_equal(crypto_box_open(sk[to], BUS_SEAL_BOOT, box, len, &pt, &pt_len),
+				 -EBADMSG);
+		free(box);
+		box = NULL;
+	}
+	/* many recipients: the table grows, every box still opens */
+	for (int i = 0; i < 200; i++) {
+		unsigned char p[32], s[32];
+
+		assert_int_equal(crypto_x25519_keygen(p, s), 0);
+		assert_int_equal(crypto_sealer_seal(sl, p, "x", 1, &box, &len), 0);
+		assert_int_equal(crypto_box_open(s, BUS_SEAL_BUILD, box, len, &pt, &pt_len), 0);
+		free(box);
+		free(pt);
+		box = pt = NULL;
+	}
+	crypto_sealer_free(sl);
+	crypto_sealer_free(NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sign_verify),
 		cmocka_unit_test(test_ts),
 		cmocka_unit_test(test_seal_open),
+		cmocka_unit_test(test_batch),
+		cmocka_unit_test(test_sealer),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -30,6 +30,7 @@
 # urandom, tty; no /dev/kvm: the domain is only defined); everything started
 # in it dies with its pid namespace, and the test checks that nothing is
 # left running with its root in the copy.
+# test-host: none
 set -u
 STRATUS_TOP=${STRATUS_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 export STRATUS_TOP
@@ -143,6 +144,7 @@ demo_services() {
 		sum=$(sha256sum "$DEMO/images/tiny.qcow2" | cut -d" " -f1)
 		sed -e "s|@DEMO@|$DEMO|g" -e "s|@HOST@|$HOST|g" \
 			-e "s|@IMAGE_LINE@|url=http://127.0.0.1:8099/tiny.qcow2 checksum=sha256:$sum disk_format=qcow2 min_disk_gb=1|" \
+			-e "s|@DIRECT_IMAGE_LINE@|url=http://127.0.0.1:8099/tiny.qcow2 checksum=sha256:$sum disk_format=qcow2 min_disk_gb=1|" \
 			-e "s|@DEDICATED@||" -e "s|@SHARED@|0|" \
 			deploy/demo/stratus.yaml.in >"$DEMO/stratus.yaml"
 		for d in bus scheduler agent metadata; do

@@ -99,6 +99,29 @@ in_ns curl -sf -r 99990- -o "$tmp/tail" "http://127.0.0.1:$port/disk.qcow2" || f
 [ "$(wc -c <"$tmp/tail")" = 10 ] || fail "range GET returned $(wc -c <"$tmp/tail") bytes, not 10"
 code=$(in_ns curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/disk.qcow2")
 [ "$code" = 403 ] || fail "POST answered $code, not 403"
+# the store's snapshots/ (tenants' private images): the agents on 127.0.0.1
+# put, read and delete; a guest on the bridge can do none of it, nor list
+code() { "$@" -s -o /dev/null -w '%{http_code}'; }
+snap=http://127.0.0.1:$port/snapshots/s1.qcow2
+[ "$(code in_ns curl -T "$tmp/images/disk.qcow2" "$snap")" = 201 ] || fail "PUT from 127.0.0.1 refused"
+[ "$(code in_ns curl "$snap")" = 200 ] || fail "GET of a snapshot from 127.0.0.1 refused"
+ip -n "$cns" addr add 10.77.0.10/24 dev vc0
+gsnap=http://10.77.0.1:$port/snapshots
+for req in "-T $tmp/images/disk.qcow2 $gsnap/evil.qcow2" "-X DELETE $gsnap/s1.qcow2" \
+	"$gsnap/s1.qcow2" "$gsnap/"; do
+	# shellcheck disable=SC2086
+	c=$(code ip netns exec "$cns" curl $req)
+	[ "$c" = 403 ] || fail "a guest's curl $req answered $c, not 403"
+done
+[ "$(code ip netns exec "$cns" curl "http://10.77.0.1:$port/disk.qcow2")" = 200 ] ||
+	fail "a guest cannot read the public images any more"
+ip -n "$cns" addr flush dev vc0
+[ ! -e "$tmp/images/snapshots/evil.qcow2" ] && cmp -s "$tmp/images/snapshots/s1.qcow2" "$tmp/images/disk.qcow2" ||
+	fail "a guest's refused request changed the store: $(ls "$tmp/images/snapshots")"
+[ "$(code in_ns curl -X DELETE "$snap")" = 204 ] || fail "DELETE from 127.0.0.1 refused"
+STRATUS_STORE_CLIENTS="10.0.0.0/8 bad;addr" in_ns sh "$top/deploy/host/serve-images.sh" start "$tmp/images" "$((port + 1))" 2>"$tmp/bad.err" &&
+	fail "a bad STRATUS_STORE_CLIENTS was taken"
+grep -q "STRATUS_STORE_CLIENTS: 'bad;addr' is not an address or CIDR" "$tmp/bad.err" || fail "bad clients: $(cat "$tmp/bad.err")"
 in_ns sh "$top/deploy/host/serve-images.sh" stop "$tmp/images" "$port" || fail "serve-images stop"
 in_ns curl -s -o /dev/null "http://127.0.0.1:$port/" && fail "still serving after stop"
 

@@ -5,6 +5,7 @@
 # Checks from the console: booted, the disk image, the seed's instance-id and
 # hostname, the user-data script ran, ready; then an ACPI shutdown (virsh
 # shutdown) powers it off. Cleans up the domain and its files.
+# suite: e2e
 set -u
 top=${STRATUS_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$top/tests/lib/libvirt.sh"

@@ -4,6 +4,7 @@
 # (QEMU user networking: 10.0.2.2 is the host's loopback, where this test
 # serves a fake metadata tree) and runs the #! user-data. QEMU directly, no
 # libvirt: about 10 s.
+# suite: e2e
 set -u
 top=${STRATUS_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$top/tests/lib/libvirt.sh"

@@ -16,14 +16,30 @@
 #   user-data exit=N                    (only when user-data starts with #!)
 #   net ADDR via GW                     (only with stratus.ip= on the cmdline)
 #   metadata-service uuid=ID            (only with stratus.ip= and no seed)
+#   listen PORT                         (one per stratus.listen= port)
 #   ready
-# then sleeps forever. ACPI power button (virsh shutdown) or SIGTERM to PID 1:
+# and then, with stratus.probe= or stratus.ping=, about every second:
+#   probe IP:PORT ok uuid=ID | refused | timeout   (one per stratus.probe= target)
+#   ping IP ok | lost                              (one per stratus.ping= target)
+# then offers a login on the console (user root, no password) and a shell.
+# ACPI power button (virsh shutdown) or SIGTERM to PID 1:
 #   poweroff   and the machine powers off.
 # Kernel command line options (all optional):
 #   stratus.ip=ADDR/PREFIX stratus.gw=GW   configure the first NIC statically
 #   stratus.md=URL                          metadata base (default http://169.254.169.254)
 #   stratus.mac=MAC                         with stratus.ip: take this MAC first (the
 #                                           anti-spoofing tests' neighbour-MAC claim)
+#   stratus.listen=PORT[,PORT..]            answer every TCP connection to PORT with
+#                                           one line "STRATUS-LISTENER uuid=ID port=PORT"
+#                                           (busybox nc -ll -e; ID is the seed's or the
+#                                           metadata service's instance id)
+#   stratus.probe=IP:PORT[,IP:PORT..]       connect to each (nc -w 1) in a loop: "ok" with
+#                                           the listener's uuid, "refused" (a RST),
+#                                           "timeout" (no answer: dropped on the way)
+#   stratus.ping=IP[,IP..]                  one echo request to each per turn (ping -W 1)
+# The listener and the prober are for the security-group test with real traffic
+# (tests/e2e/e2e_sgtraffic.sh); a turn of the prober tries every target at once and
+# lasts about 1 s (a timeout is 1 s).
 PATH=/bin:/sbin
 export PATH
 
@@ -35,6 +51,7 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 say() { echo "STRATUS-GUEST: $*"; }
 
 poweroff_now() {
+	echo # the console may stand after the login prompt
 	say "poweroff"
 	sync
 	umount /seed 2>/dev/null
@@ -204,12 +221,61 @@ if [ -n "$userdata" ] && [ -f "$userdata" ]; then
 	fi
 fi
 
+# Listeners and probers of the kernel command line (security-group traffic).
+myid=${iid:-}
+[ -n "$myid" ] || myid=$(jsonstr uuid /md/meta_data.json 2>/dev/null)
+if ports=$(arg stratus.listen); then
+	for p in $(echo "$ports" | tr ',' ' '); do
+		printf '#!/bin/sh\necho "STRATUS-LISTENER uuid=%s port=%s"\n' "${myid:-unknown}" "$p" >"/tmp/listen-$p"
+		chmod +x "/tmp/listen-$p"
+		nc -ll -p "$p" -e "/tmp/listen-$p" </dev/null >/dev/null 2>&1 &
+		say "listen $p"
+	done
+fi
+probe_one() { # probe_one IP:PORT: one line on how a connection to it went
+	_out=$(nc -w 1 "${1%:*}" "${1##*:}" </dev/null 2>&1)
+	case "$_out" in
+	*STRATUS-LISTENER*) say "probe $1 ok uuid=$(echo "$_out" | sed -n 's/.*uuid=\([^ ]*\).*/\1/p' | head -n 1)" ;;
+	*refused*) say "probe $1 refused" ;;
+	*) say "probe $1 timeout" ;;
+	esac
+}
+probes=$(arg stratus.probe | tr ',' ' ')
+pings=$(arg stratus.ping | tr ',' ' ')
+if [ -n "$probes$pings" ]; then
+	(
+		while :; do # a turn: every target at once, at least 1 s
+			for t in $probes; do probe_one "$t" & done
+			for t in $pings; do
+				{ if ping -c 1 -W 1 "$t" >/dev/null 2>&1; then say "ping $t ok"; else say "ping $t lost"; fi; } &
+			done
+			sleep 1
+			wait
+		done
+	) </dev/null &
+fi
+
 # ACPI power button -> poweroff (busybox acpid runs /etc/acpi/PWRF/00000080).
 mkdir -p /run /var/log
 acpid -c /etc/acpi -l /var/log/acpid.log -p /run/acpid.pid
 
 say "ready"
+
+# The serial console's login (stratusctl console --attach, virsh console):
+# user root, no password - the guest is a test fixture. A shell after it;
+# both start again when the shell exits.
+console_login() {
+	while :; do
+		printf 'stratus-tiny login: '
+		read -r user || { sleep 1; continue; }
+		[ "$user" = root ] && break
+		echo "Login incorrect"
+	done
+	echo "STRATUS-GUEST: console login user=root"
+	PS1='root@stratus-tiny:~# ' exec sh -i
+}
 while :; do
-	sleep 3600 &
+	(console_login) </dev/console >/dev/console 2>&1 &
 	wait $!
+	sleep 1
 done

@@ -759,6 +759,130 @@ static void test_single_flight_threads(void **state)
 	fx_free(f);
 }
 
+/*
+ * Instance disks made by 8 threads at once: their index commits are group
+ * committed (images_priv.h), and each img_overlay_create that returned 0
+ * is in the file (a reopened cache lists all 8 users). A failed index
+ * write fails every commit that was waiting for it and leaves the file
+ * as it was.
+ */
+struct ov_racer {
+	struct img_cache *c;
+	const struct img_ref *ref;
+	const char *dir;
+	char uuid[40];
+	char *path;
+	int rc;
+	bool del;
+};
+
+static void *ov_race(void *arg)
+{
+	struct ov_racer *r = arg;
+
+	if (r->del)
+		r->rc = img_overlay_delete(r->c, r->uuid);
+	else
+		r->rc = img_overlay_create(r->c, r->ref, r->uuid, 1, r->dir, &r->path);
+	return NULL;
+}
+
+static size_t users_of(struct fixture *f, const char *sum)
+{
+	struct img_entry *v = NULL;
+	size_t n = 0, users = 0;
+
+	assert_int_equal(img_list(f->c, &v, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(v[i].checksum, sum) == 0)
+			users = v[i].n_users;
+	img_entries_free(v, n);
+	return users;
+}
+
+static void ov_run(struct ov_racer *rs, pthread_t *t, int n, bool del)
+{
+	for (int i = 0; i < n; i++) {
+		rs[i].del = del;
+		pthread_create(&t[i], NULL, ov_race, &rs[i]);
+	}
+	for (int i = 0; i < n; i++)
+		pthread_join(t[i], NULL);
+}
+
+static void test_overlays_threads(void **state)
+{
+	struct fixture *f = fx_new("ovthreads");
+	char *url, *sum, *dir, *blocker, *ipath, *before = NULL, *after = NULL;
+	struct ov_racer rs[8];
+	pthread_t t[8];
+	size_t len;
+
+	(void)state;
+	dir = th_printf("%s/instances", f->dir);
+	make_raw(f, "base.raw", 2, &url, &sum);
+	struct img_ref ref = { .url = url, .checksum = sum, .format = IMG_FMT_RAW };
+
+	acquire_ok(f, url, sum, IMG_FMT_RAW, NULL);
+	for (int i = 0; i < 8; i++) {
+		rs[i] = (struct ov_racer){ .c = f->c, .ref = &ref, .dir = dir };
+		snprintf(rs[i].uuid, sizeof(rs[i].uuid), "2d8f6d3a-7e9c-4e3a-9c75-2f3a4b5c6d%02d", i);
+	}
+	ov_run(rs, t, 8, false);
+	for (int i = 0; i < 8; i++) {
+		if (rs[i].rc != 0)
+			fail_msg("overlay %d: rc %d", i, rs[i].rc);
+		assert_true(th_exists(rs[i].path));
+	}
+	fx_reopen(f); /* what the file says, not what this process holds */
+	assert_int_equal(users_of(f, sum), 8);
+	for (int i = 0; i < 8; i++)
+		rs[i].c = f->c;
+	ov_run(rs, t, 8, true);
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(rs[i].rc, 0);
+		assert_false(th_exists(rs[i].path));
+		free(rs[i].path);
+		rs[i].path = NULL;
+	}
+	fx_reopen(f);
+	assert_int_equal(users_of(f, sum), 0);
+
+	/* the index cannot be written (a directory where its temporary file
+	 * goes): every commit fails, the file is unchanged, no disk is left */
+	for (int i = 0; i < 8; i++)
+		rs[i].c = f->c;
+	ipath = th_printf("%s/index.json", f->cfg.cache_dir);
+	assert_int_equal(read_file(ipath, 1 << 20, &before, &len), 0);
+	blocker = th_printf("%s/.index.json.tmp.%d", f->cfg.cache_dir, (int)getpid());
+	assert_int_equal(mkdir(blocker, 0755), 0);
+	ov_run(rs, t, 8, false);
+	for (int i = 0; i < 8; i++) {
+		assert_true(rs[i].rc < 0);
+		assert_null(rs[i].path);
+	}
+	assert_int_equal(img_overlay_create(f->c, &ref, rs[0].uuid, 1, dir, &rs[0].path), -EISDIR);
+	assert_non_null(strstr(err_msg(), "image index"));
+	assert_int_equal(read_file(ipath, 1 << 20, &after, &len), 0);
+	assert_string_equal(before, after);
+	assert_int_equal(rmdir(blocker), 0);
+	fx_reopen(f);
+	assert_int_equal(users_of(f, sum), 0);
+	/* and it works again */
+	assert_int_equal(img_overlay_create(f->c, &ref, rs[0].uuid, 1, dir, &rs[0].path), 0);
+	assert_int_equal(users_of(f, sum), 1);
+	assert_int_equal(img_overlay_delete(f->c, rs[0].uuid), 0);
+	free(rs[0].path);
+	free(before);
+	free(after);
+	free(blocker);
+	free(ipath);
+	free(dir);
+	free(url);
+	free(sum);
+	fx_free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -772,6 +896,7 @@ int main(void)
 		cmocka_unit_test(test_eviction_order_and_in_use),
 		cmocka_unit_test(test_overlays),
 		cmocka_unit_test(test_single_flight_threads),
+		cmocka_unit_test(test_overlays_threads),
 	};
 
 	log_init("test_images", false, LOG_LVL_WARN);

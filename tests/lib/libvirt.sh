@@ -48,8 +48,16 @@ _lv_pid() { # _lv_pid DAEMON: print the pid of a running DAEMON
 			fi
 		fi
 	done
-	_p=$(pidof "$1" 2>/dev/null | cut -d' ' -f1)
-	[ -n "$_p" ] && echo "$_p"
+	# only a daemon of this machine: not one in another root or mount
+	# namespace (the fresh-root test's, the two-host test's), which serves
+	# another /run/libvirt
+	_me=$(readlink /proc/self/ns/mnt)
+	for _p in $(pidof "$1" 2>/dev/null); do
+		[ "$(readlink "/proc/$_p/root" 2>/dev/null)" = / ] &&
+			[ "$(readlink "/proc/$_p/ns/mnt" 2>/dev/null)" = "$_me" ] &&
+			{ echo "$_p"; return 0; }
+	done
+	return 0
 }
 
 _lv_lock() { # _lv_lock CMD...: run CMD under the shared lock
@@ -71,7 +79,8 @@ _lv_wait_answer() { # _lv_wait_answer SECONDS
 	return 1
 }
 
-# The daemons must not inherit the lock's fd (7 or 8): they would hold the
+# The daemons must not inherit a lock's fd (7 or 8 here; 3 from `flock FILE CMD`,
+# as tests are run under /tmp/stratus-libvirt.lock): they would hold the
 # lock for their whole life.
 _lv_start() { # under the lock
 	# udev's usual root:kvm 0660 on /dev/kvm: with root 0600 libvirtd finds
@@ -81,11 +90,11 @@ _lv_start() { # under the lock
 		chgrp kvm /dev/kvm && chmod 0660 /dev/kvm || echo "libvirt: cannot give /dev/kvm to group kvm" >&2
 	fi
 	if [ -z "$(_lv_pid virtlogd)" ]; then
-		virtlogd -d 7>&- 8>&- || { echo "libvirt: virtlogd -d failed" >&2; return 1; }
+		virtlogd -d 3>&- 7>&- 8>&- || { echo "libvirt: virtlogd -d failed" >&2; return 1; }
 		touch "$STRATUS_RUN/virtlogd-started"
 	fi
 	if [ -z "$(_lv_pid libvirtd)" ]; then
-		libvirtd -d 7>&- 8>&- || { echo "libvirt: libvirtd -d failed" >&2; return 1; }
+		libvirtd -d 3>&- 7>&- 8>&- || { echo "libvirt: libvirtd -d failed" >&2; return 1; }
 		touch "$STRATUS_RUN/libvirt-started"
 	fi
 	touch "$STRATUS_RUN/libvirt-users/$$"
@@ -143,7 +152,7 @@ libvirt_down() {
 
 libvirt_restart() {
 	_lv_stop_daemon libvirtd || return 1
-	libvirtd -d 7>&- 8>&- || { echo "libvirt: libvirtd -d failed on restart" >&2; return 1; }
+	libvirtd -d 3>&- 7>&- 8>&- || { echo "libvirt: libvirtd -d failed on restart" >&2; return 1; }
 	_lv_wait_answer 30
 }
 

@@ -108,8 +108,12 @@ for spec in specs:
             got = keys.get(k["name"])
             got = got if isinstance(got, list) else [got]
             check(k["key"] in got, "%s ec2 public-keys %r" % (uid, keys))
-        check(md.get("block-device-mapping") == {"ami": "vda", "root": "/dev/vda"},
-              "%s ec2 block-device-mapping %r" % (uid, md.get("block-device-mapping")))
+        bdm = {"ami": "vda", "root": "/dev/vda"}  # then Nova's order: ephemeral, swap
+        local = [n for n, k in (("ephemeral0", "ephemeral_gb"), ("swap", "swap_mb"))
+                 if spec["flavor"].get(k)]
+        bdm.update({n: "/dev/vd" + "bc"[i] for i, n in enumerate(local)})
+        check(md.get("block-device-mapping") == bdm,
+              "%s ec2 block-device-mapping %r, want %r" % (uid, md.get("block-device-mapping"), bdm))
         for leaf in ("ami-id", "reservation-id", "security-groups", "ami-launch-index"):
             check(leaf in md, "%s ec2 %s missing" % (uid, leaf))
         ud = ec2.get_instance_userdata(ver, base, timeout=5, retries=0, headers_cb=hdrs)

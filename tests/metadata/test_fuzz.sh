@@ -14,7 +14,7 @@ mkdir -p "$out"
 command -v clang >/dev/null || { echo "clang not installed (deps/test-metadata.txt)"; exit 1; }
 
 srcs="core/config.c core/daemon.c core/err.c core/log.c core/net.c core/util.c core/http.c
-      core/prom.c model/spec.c metadata/render.c metadata/source.c metadata/service.c
+      core/prom.c model/spec.c model/imageprops.c metadata/render.c metadata/source.c metadata/service.c
       metadata/config.c metadata/metrics.c"
 libs=$(pkg-config --libs jansson yaml-0.1 libcrypto libmicrohttpd)
 cflags="-g -O1 -std=gnu11 -D_GNU_SOURCE -pthread -I. $(pkg-config --cflags jansson yaml-0.1 libmicrohttpd)"

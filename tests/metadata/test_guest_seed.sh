@@ -6,6 +6,7 @@
 # console. NoCloud goes in as a virtio disk, the config drive as an IDE cdrom
 # (the two ways libvirt attaches seeds). The user-data is a shell script the
 # guest runs: its marker must appear.
+# suite: e2e
 set -u
 cd "${STRATUS_TOP:-.}"
 B=${BUILD:-build}

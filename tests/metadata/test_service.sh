@@ -31,6 +31,10 @@ for n in range(1, 5):
     t["hostname"] = sys.argv[2] if n == 2 else "web-%d" % n
     t["network"]["address"] = "127.0.0.%d/8" % n
     t["network"]["mac"] = "52:54:00:12:34:%02x" % n
+    if n == 3:  # the flavor's local disks: in the block-device-mapping
+        t["flavor"].update(ephemeral_gb=2, swap_mb=512)
+    if n == 4:
+        t["flavor"]["swap_mb"] = 256
     out.append(t)
 json.dump(out, open(sys.argv[1], "w"), indent=1)
 PYEOF

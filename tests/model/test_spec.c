@@ -122,6 +122,12 @@ static void test_rejects(void **state)
 		  "network.address: expected an IPv4 address with prefix like 10.0.0.5/24, got '10.0.0.5'" },
 		{ "ssh_keys", "[{\"name\": \"k\"}]", "ssh_keys[0].key: missing" },
 		{ "metadata", "[1]", "metadata: expected an object of strings" },
+		{ "image.properties", "{\"hw_firmware_type\": \"efi\"}",
+		  "image.properties: image debian-12: hw_firmware_type: invalid value 'efi' (accepted: bios, uefi)" },
+		{ "image.properties", "{\"hw_video_model\": \"vga\"}",
+		  "image.properties: image debian-12: unknown property 'hw_video_model' (accepted: hw_firmware_type, os_secure_boot, hw_machine_type, hw_disk_bus, hw_vif_model, hw_qemu_guest_agent, os_type)" },
+		{ "image.properties", "{\"hw_disk_bus\": 1}",
+		  "image.properties: hw_disk_bus: expected a string" },
 	};
 
 	(void)state;
@@ -156,6 +162,40 @@ static void test_rejects(void **state)
 	assert_int_equal(model_spec_parse(j, &s), -EINVAL);
 	assert_string_equal(err_msg(), "name: longer than 255 characters");
 	json_decref(j);
+}
+
+/* Glance properties: parsed, kept by the round trip, read by model_image_props_parse. */
+static void test_image_properties(void **state)
+{
+	json_t *j = basic(), *back;
+	struct instance_spec s, t;
+	struct model_image_props p;
+
+	(void)state;
+	json_object_set_new(json_object_get(j, "image"), "properties",
+			    json_pack("{s:s, s:s, s:s}", "hw_firmware_type", "uefi", "hw_disk_bus", "scsi",
+				      "os_secure_boot", "required"));
+	assert_int_equal(model_spec_parse(j, &s), 0);
+	assert_int_equal(s.image.n_properties, 3);
+	back = model_spec_to_json(&s);
+	assert_int_equal(model_spec_parse(back, &t), 0);
+	assert_int_equal(model_image_props_parse(t.image.name, t.image.properties, t.image.n_properties,
+						 &p), 0);
+	assert_int_equal(p.firmware, MODEL_FW_UEFI);
+	assert_int_equal(p.disk_bus, MODEL_BUS_SCSI);
+	assert_int_equal(p.secure_boot, MODEL_SB_REQUIRED);
+	assert_int_equal(p.machine, MODEL_MACHINE_Q35); /* secure boot's default */
+	assert_int_equal(p.vif_model, MODEL_VIF_VIRTIO);
+	assert_false(p.guest_agent);
+	assert_int_equal(p.os_type, MODEL_OS_LINUX);
+	/* none: every default */
+	assert_int_equal(model_image_props_parse("x", NULL, 0, &p), 0);
+	assert_int_equal(p.firmware, MODEL_FW_BIOS);
+	assert_int_equal(p.machine, MODEL_MACHINE_PC);
+	json_decref(back);
+	json_decref(j);
+	model_spec_free(&t);
+	model_spec_free(&s);
 }
 
 static void test_base64(void **state)
@@ -238,6 +278,7 @@ int main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_rejects),
 		cmocka_unit_test(test_base64),
+		cmocka_unit_test(test_image_properties),
 		cmocka_unit_test(test_flavor_policy),
 	};
 

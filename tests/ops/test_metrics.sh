@@ -24,10 +24,7 @@ agent_env_up
 sed -i "s|^broker: {address_file: $T/bus.addr, partitions: 2}|broker: {address_file: $T/bus.addr, partitions: 2, metrics_listen: 127.0.0.1:$BUS_M}|" \
 	"$T/stratus.yaml"
 cat >>"$T/stratus.yaml" <<YAML
-scheduler:
-  state_path: $T/scheduler.db
-  key_dir: $T/sched
-  heartbeat_interval: 1s
+$(stack_scheduler_yaml)
   metrics_listen: 127.0.0.1:$SCHED_M
   default_quotas: {instances: 1, cores: 4, ram_mb: 4096}
   flavors:
@@ -55,8 +52,7 @@ agent_start
 # stratusctl signs with the admin credential the scheduler creates on first start
 export STRATUS_CREDENTIAL="$T/admin.credential"
 for _ in $(seq 100); do [ -s "$STRATUS_CREDENTIAL" ] && break; sleep 0.1; done
-ctl() { "$B/stratusctl" -c "$T/stratus.yaml" -p acme "$@"; }
-for _ in $(seq 100); do ctl --json host list 2>/dev/null | jq -e 'length > 0' >/dev/null && break; sleep 0.2; done
+stack_host_known
 
 # decisions: one boot placed, one over quota, one no host can take
 ctl boot web-1 --flavor m1.small --image tiny --timeout 60 >"$T/boot.out" 2>&1 ||

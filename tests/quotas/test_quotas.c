@@ -13,7 +13,7 @@
 
 #define RACERS 100
 
-static const struct quota_amounts defaults = { { 10, 20, 51200, 20, 51200 } };
+static const struct quota_amounts defaults = { { 10, 20, 51200, 20, 51200, 3, 100 } };
 
 static sqlite3 *open_db(const char *path)
 {
@@ -161,6 +161,62 @@ static long count_rows(const char *path, const char *sql)
 	return n;
 }
 
+/* Volumes: claimed with their allocation row, refused over volumes or
+ * gigabytes (nothing changed), released by uuid, rebuilt from the rows. */
+static void test_volume_claims(void **state)
+{
+	char dir[] = "/tmp/quota-test-XXXXXX", path[64], cmd[64];
+	struct quota_store *q = NULL;
+	struct quota_amounts used, set;
+	enum quota_resource over = QUOTA_RESOURCE_LAST;
+	sqlite3 *db;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/q.db", dir);
+	db = open_db(path);
+	assert_int_equal(quota_store_open(db, &defaults, &q), 0);
+	assert_int_equal(quota_volume_claim(q, "acme", "v1", 60, NULL), 0);
+	assert_int_equal(quota_volume_claim(q, "acme", "v2", 50, &over), -EDQUOT);
+	assert_int_equal(over, QUOTA_GIGABYTES);
+	assert_string_equal(err_msg(), "quota exceeded for project acme: gigabytes: requested 50, "
+				       "used 60, limit 100");
+	assert_int_equal(quota_volume_claim(q, "acme", "v2", 20, NULL), 0);
+	assert_int_equal(quota_volume_claim(q, "acme", "v3", 20, NULL), 0);
+	assert_int_equal(quota_volume_claim(q, "acme", "v4", 1, &over), -EDQUOT);
+	assert_int_equal(over, QUOTA_VOLUMES);
+	assert_int_equal(quota_usage_get(q, "acme", &used), 0);
+	assert_int_equal(used.v[QUOTA_VOLUMES], 3);
+	assert_int_equal(used.v[QUOTA_GIGABYTES], 100);
+	assert_int_equal(used.v[QUOTA_INSTANCES], 0);
+	/* an override of gigabytes only */
+	for (int i = 0; i < QUOTA_RESOURCE_LAST; i++)
+		set.v[i] = -2;
+	set.v[QUOTA_GIGABYTES] = 500;
+	assert_int_equal(quota_limits_set(q, "acme", &set), 0);
+	assert_int_equal(quota_limits_get(q, "acme", &used), 0);
+	assert_int_equal(used.v[QUOTA_GIGABYTES], 500);
+	assert_int_equal(used.v[QUOTA_VOLUMES], 3);
+	assert_int_equal(used.v[QUOTA_CORES], 20);
+	/* release: by uuid, twice is nothing */
+	assert_int_equal(quota_volume_release(q, "v1"), 0);
+	assert_int_equal(quota_volume_release(q, "v1"), 0);
+	assert_int_equal(quota_usage_get(q, "acme", &used), 0);
+	assert_int_equal(used.v[QUOTA_VOLUMES], 2);
+	assert_int_equal(used.v[QUOTA_GIGABYTES], 40);
+	/* the usage rows lost: rebuilt from volume_allocations */
+	assert_int_equal(sqlite3_exec(db, "UPDATE quota_volume_usage SET volumes = 9, gigabytes = 9",
+				      NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(quota_usage_rebuild(q), 0);
+	assert_int_equal(quota_usage_get(q, "acme", &used), 0);
+	assert_int_equal(used.v[QUOTA_VOLUMES], 2);
+	assert_int_equal(used.v[QUOTA_GIGABYTES], 40);
+	quota_store_free(q);
+	sqlite3_close(db);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 static void test_race_threads(void **state)
 {
 	char dir[] = "/tmp/quota-race-XXXXXX", path[64], cmd[64];
@@ -285,6 +341,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_limits_and_claims),
+		cmocka_unit_test(test_volume_claims),
 		cmocka_unit_test(test_race_threads),
 		cmocka_unit_test(test_race_boots),
 	};

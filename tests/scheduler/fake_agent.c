@@ -22,6 +22,7 @@
 
 #include "bus/bus.h"
 #include "core/core.h"
+#include "core/crypto.h"
 
 #define MAX_INST 256
 
@@ -42,6 +43,9 @@ struct agent {
 	bool reject_dedicated;
 	const char *silent_file;
 	struct bus_producer *prod;
+	/* its signing key, from its name (a restarted fake agent keeps it) */
+	unsigned char sign_priv[32], sign_pub[32];
+	char sign_pub_text[48];
 	struct inst inst[MAX_INST];
 	size_t n;
 };
@@ -61,7 +65,8 @@ static void send_event(struct agent *a, const char *type, const char *rid, const
 		fprintf(stderr, "fake_agent %s: %s\n", a->name, err_msg());
 		return;
 	}
-	if (bus_produce(a->prod, BUS_TOPIC_EVENTS, key, e) < 0)
+	if (bus_envelope_sign(e, a->sign_priv, a->sign_pub) < 0 ||
+	    bus_produce(a->prod, BUS_TOPIC_EVENTS, key, e) < 0)
 		fprintf(stderr, "fake_agent %s: produce: %s\n", a->name, err_msg());
 	bus_envelope_free(e);
 }
@@ -78,19 +83,24 @@ static void report(struct agent *a)
 	struct bus_envelope *e = NULL;
 	long half = a->pcpus / 2;
 	json_t *b = json_pack(
-		"{s:s, s:s, s:{s:{s:i, s:f}, s:{s:I}, s:{s:I, s:i}, s:{s:i}, "
-		"s:[{s:i, s:I, s:I}, {s:i, s:I, s:I}]}, s:f}",
+		"{s:s, s:s, s:{s:{s:i, s:i}, s:{s:I}, s:{s:I, s:i}, s:{s:i}, "
+		"s:[{s:i, s:I, s:I}, {s:i, s:I, s:I}]}, s:i}",
 		"host", a->name, "availability_zone", "az1", "inventory", "VCPU", "total", 4,
-		"allocation_ratio", 4.0, "PCPU", "total", (json_int_t)a->pcpus, "MEMORY_MB", "total",
+		/* a signed envelope carries no reals: 4.0 and 0.5 as thousandths */
+		"allocation_ratio_milli", 4000, "PCPU", "total", (json_int_t)a->pcpus, "MEMORY_MB", "total",
 		(json_int_t)a->ram_mb, "reserved", 512, "DISK_GB", "total", 200, "numa", "node", 0,
 		"pcpus", (json_int_t)half, "memory_mb", (json_int_t)(a->ram_mb / 2), "node", 1,
 		"pcpus", (json_int_t)(a->pcpus - half), "memory_mb", (json_int_t)(a->ram_mb / 2),
-		"steal_pct", 0.5);
+		"steal_pct_milli", 500);
 
 	/* builds' secrets are sealed to this key (not opened: nothing here reads them) */
 	json_object_set_new(b, "box_key", json_string("4LfY9mqpKOK+zTUIYGi0iPyCTcQhVvXiGRXKMFzKJkg="));
 
-	if (bus_envelope_new("host.report", BUS_TC_METRICS, a->name, NULL, b, &e) < 0) {
+	/* and its envelopes are signed with this one, pinned on first use */
+	json_object_set_new(b, "sign_key", json_string(a->sign_pub_text));
+	if (bus_envelope_new("host.report", BUS_TC_METRICS, a->name, NULL, b, &e) < 0 ||
+	    bus_envelope_sign(e, a->sign_priv, a->sign_pub) < 0) {
+		bus_envelope_free(e);
 		fprintf(stderr, "fake_agent %s: %s\n", a->name, err_msg());
 		return;
 	}
@@ -226,6 +236,12 @@ int main(int argc, char **argv)
 	co.group_id = group;
 	co.topics = topics;
 	co.source = a.name;
+	if (crypto_sha256(a.name, strlen(a.name), a.sign_priv) < 0 ||
+	    crypto_ed25519_public(a.sign_priv, a.sign_pub) < 0) {
+		fprintf(stderr, "fake_agent %s: signing key: %s\n", a.name, err_msg());
+		return 1;
+	}
+	crypto_key_to_text(a.sign_pub, a.sign_pub_text);
 	if (bus_producer_new(&cfg, &a.prod) < 0 || bus_consumer_new(&cfg, &co, &c) < 0) {
 		fprintf(stderr, "fake_agent %s: %s\n", a.name, err_msg());
 		return 1;

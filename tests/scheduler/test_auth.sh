@@ -13,79 +13,36 @@
 # Then: show and list results on stratus.events carry no clear metadata
 # value, and the Python example producer is accepted.
 set -u
-BUILD=${BUILD:-build}
-tmp=$(mktemp -d /tmp/stratus-auth.XXXXXX)
-bus_pid= sched_pid= agent_pid=
-cleanup() {
-	for p in $sched_pid $agent_pid $bus_pid; do kill "$p" 2>/dev/null; done
-	sleep 0.3
-	for p in $sched_pid $agent_pid $bus_pid; do kill -9 "$p" 2>/dev/null; done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() {
-	echo "FAIL: $*"
-	for f in "$tmp"/*.err; do [ -f "$f" ] && { echo "== $f"; tail -n 25 "$f"; }; done
-	exit 1
-}
+. "$(dirname "$0")/lib.sh"
+sl_init auth
 command -v kcat >/dev/null || { echo "SKIP: kcat not installed (deps/test-bus.txt)"; exit 77; }
 PY=/usr/bin/python3
 $PY -c 'import confluent_kafka' 2>/dev/null ||
 	{ echo "SKIP: python3-confluent-kafka not installed (deps/test-sched.txt)"; exit 77; }
-ctl() { "$BUILD/stratusctl" "$@"; }
-jget() { python3 -c "import json,sys; j=json.loads(sys.argv[1]); print($2)" "$1"; }
-
-export STRATUS_BUS_ADDR_FILE="$tmp/bus.addr"
-export STRATUS_CONFIG="$tmp/stratus.yaml"
-unset STRATUS_PROJECT STRATUS_CREDENTIAL
-export HOME="$tmp/home" # no ~/.config/stratus/credential of the user running the tests
-H=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
-cat >"$tmp/stratus.yaml" <<YAML
-log: {level: info}
-broker: {partitions: 2}
-bus: {address_file: $tmp/bus.addr, properties: {fetch.wait.max.ms: "10"}}
-scheduler:
-  state_path: $tmp/state/scheduler.db
-  heartbeat_interval: 300ms
+{
+	sl_config_head
+	cat <<YAML
   request_window: 60s
   flavors:
     m1.small: vcpus=1 ram_mb=1024 disk_gb=5
   images:
     debian: url=http://127.0.0.1/d.qcow2 checksum=sha256:$H disk_format=qcow2 min_disk_gb=2
 YAML
-"$BUILD/stratus-bus" -c "$tmp/stratus.yaml" >"$tmp/bus.out" 2>"$tmp/bus.err" &
-bus_pid=$!
-i=0
-while [ ! -s "$STRATUS_BUS_ADDR_FILE" ]; do
-	i=$((i + 1)); [ $i -gt 100 ] && fail "stratus-bus: no address file"
-	sleep 0.1
-done
-ADDR=$(head -n 1 "$STRATUS_BUS_ADDR_FILE")
-"$BUILD/stratus-scheduler" -c "$tmp/stratus.yaml" >"$tmp/sched.out" 2>"$tmp/sched.err" &
-sched_pid=$!
-ADMIN="$tmp/state/admin.credential"
-i=0
-while [ ! -s "$ADMIN" ]; do
-	i=$((i + 1)); [ $i -gt 100 ] && fail "no bootstrap admin credential at $ADMIN"
-	sleep 0.1
-done
+} >"$STRATUS_CONFIG"
+sl_bus_start
+sl_sched_start
 [ "$(stat -c %a "$ADMIN")" = 600 ] || fail "admin credential mode $(stat -c %a "$ADMIN")"
 [ "$(stat -c %a "$tmp/state/scheduler.db")" = 600 ] || fail "state db mode"
 secret=$(jget "$(cat "$ADMIN")" "j['secret']")
 grep -q "$secret" "$tmp/state/scheduler.db"* && fail "the admin secret is stored in the state"
-"$BUILD/tests/scheduler/fake_agent" h1 "$tmp/h1.log" --interval-ms 200 2>"$tmp/h1.err" &
-agent_pid=$!
+sl_agent h1
 
 # no credential: refused before anything is sent
 out=$(ctl flavor list 2>&1) && fail "no credential accepted: $out"
 echo "$out" | grep -q "no credential" || fail "no credential: $out"
 # the admin: hosts up, then a member of default and one of acme
 export STRATUS_CREDENTIAL="$ADMIN"
-i=0
-until ctl --json host list --timeout 10 2>/dev/null | grep -q '"state":"up"'; do
-	i=$((i + 1)); [ $i -gt 40 ] && fail "h1 not up"
-	sleep 0.25
-done
+sl_host_up h1
 ctl credential create --project default --role member --output "$tmp/member.cred" >/dev/null ||
 	fail "credential create member"
 ctl credential create --project acme --role member --output "$tmp/acme.cred" >/dev/null ||

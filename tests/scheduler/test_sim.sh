@@ -9,38 +9,13 @@
 #   delete releases the quota; over-quota and unknown flavor errors and
 #   exit codes.
 set -u
-BUILD=${BUILD:-build}
-tmp=$(mktemp -d /tmp/stratus-sched-sim.XXXXXX)
-bus_pid= sched_pid= agent_pids=
-cleanup() {
-	for p in $sched_pid $agent_pids $bus_pid; do kill "$p" 2>/dev/null; done
-	sleep 0.3
-	for p in $sched_pid $agent_pids $bus_pid; do kill -9 "$p" 2>/dev/null; done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() {
-	echo "FAIL: $*"
-	for f in "$tmp"/*.err "$tmp"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 25 "$f"; }; done
-	exit 1
-}
+. "$(dirname "$0")/lib.sh"
+sl_init sched-sim
 ctl() { "$BUILD/stratusctl" -p acme "$@"; }
-# jget JSON EXPR: a Python expression over j
-jget() { python3 -c "import json,sys; j=json.loads(sys.argv[1]); print($2)" "$1"; }
-
-export STRATUS_BUS_ADDR_FILE="$tmp/bus.addr"
-export STRATUS_CONFIG="$tmp/stratus.yaml" # stratusctl reads its bus: section
-unset STRATUS_PROJECT
-H=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
 write_config() { # $1 = placement
-	cat >"$tmp/stratus.yaml" <<YAML
-log: {level: info}
-broker: {partitions: 2}
-# the mock broker answers idle fetches only after fetch.wait.max.ms (docs/bus.md)
-bus: {address_file: $tmp/bus.addr, properties: {fetch.wait.max.ms: "10"}}
-scheduler:
-  state_path: $tmp/state/scheduler.db
-  heartbeat_interval: 300ms
+	{
+		sl_config_head
+		cat <<YAML
   missed_heartbeats: 3
   max_attempts: 3
   placement: $1
@@ -51,13 +26,11 @@ scheduler:
   images:
     debian: url=http://127.0.0.1/d.qcow2 checksum=sha256:$H disk_format=qcow2 min_disk_gb=2
 YAML
+	} >"$STRATUS_CONFIG"
 }
 start_sched() {
-	"$BUILD/stratus-scheduler" -c "$tmp/stratus.yaml" >>"$tmp/sched.out" 2>>"$tmp/sched.err" &
-	sched_pid=$!
-	# stratusctl signs with the admin credential the scheduler creates on first start
-	export STRATUS_CREDENTIAL="$tmp/state/admin.credential"
-	for _ in $(seq 100); do [ -s "$STRATUS_CREDENTIAL" ] && break; sleep 0.1; done
+	sl_sched_start
+	export STRATUS_CREDENTIAL="$ADMIN"
 }
 hosts_up() { # prints the names of the hosts that are up
 	out=$(ctl --json host list --timeout 10) || return 1
@@ -75,21 +48,11 @@ state_of() { out=$(ctl --json show "$1" --timeout 10) || return 1; jget "$out" "
 
 write_config spread
 "$BUILD/stratus-scheduler" -n -c "$tmp/stratus.yaml" >/dev/null || fail "config rejected"
-"$BUILD/stratus-bus" -c "$tmp/stratus.yaml" >"$tmp/bus.out" 2>"$tmp/bus.err" &
-bus_pid=$!
-i=0
-while [ ! -s "$STRATUS_BUS_ADDR_FILE" ]; do
-	i=$((i + 1)); [ $i -gt 100 ] && fail "stratus-bus: no address file"
-	sleep 0.1
-done
+sl_bus_start
 start_sched
-A="$BUILD/tests/scheduler/fake_agent"
-"$A" h1 "$tmp/h1.log" --interval-ms 200 --pcpus 4 2>"$tmp/h1.err" &
-agent_pids="$agent_pids $!"
-"$A" h2 "$tmp/h2.log" --interval-ms 200 --pcpus 4 --silent-file "$tmp/h2.silent" 2>"$tmp/h2.err" &
-agent_pids="$agent_pids $!"
-"$A" h3 "$tmp/h3.log" --interval-ms 200 --pcpus 8 --reject-dedicated 2>"$tmp/h3.err" &
-agent_pids="$agent_pids $!"
+sl_agent h1 --pcpus 4
+sl_agent h2 --pcpus 4 --silent-file "$tmp/h2.silent"
+sl_agent h3 --pcpus 8 --reject-dedicated
 wait_hosts "h1 h2 h3"
 echo "three hosts up"
 

@@ -50,7 +50,56 @@ nofit-require-no-smt       1node      qemu   err
 nofit-numa-nodes           1node      qemu   err
 nofit-pool-disabled        1g         qemu   err
 nofit-isolate              2node-ht   qemu   err
-nofit-no-dedicated-set     1node      qemu   err"
+nofit-no-dedicated-set     1node      qemu   err
+pci-required               pci-2node  kvm    xml
+pci-preferred              pci-2node  kvm    xml
+pci-legacy-shared          pci-2node  kvm    xml
+nofit-pci-required         pci-2node  kvm    err
+nofit-pci-unusable         pci-2node  kvm    err
+nofit-pci-alias            pci-2node  kvm    err
+bad-pci-alias              1node      qemu   err
+bad-pci-count              1node      qemu   err
+bad-pci-numa-policy        1node      qemu   err
+cpu-host-passthrough       pci-2node  kvm    xml
+cpu-custom-nested          pci-2node  kvm    xml
+cpu-custom-qemu            1node      qemu   xml
+cpu-flags-qemu             1node      qemu   xml
+cpu-config                 pci-2node  kvm    xml
+nofit-nested-tcg           pci-2node  qemu   err
+nofit-nested-no-svm        pci-2node  kvm    err
+nofit-host-model-tcg       1node      qemu   err
+bad-cpu-mode               1node      qemu   err
+bad-cpu-custom-no-model    1node      qemu   err
+bad-cpu-model-mode         1node      qemu   err
+bad-cpu-flag               1node      qemu   err
+image-bios                 1node      qemu   xml
+image-uefi                 1node      qemu   xml
+image-uefi-q35             1node      qemu   xml
+image-uefi-metadata-only   1node      qemu   xml
+image-secure-boot          1node      kvm    xml
+image-secure-boot-disabled 1node      qemu   xml
+image-q35                  1node      qemu   xml
+image-scsi                 1node      qemu   xml
+image-virtio               1node      qemu   xml
+image-e1000                1node      qemu   xml
+image-guest-agent          1node      qemu   xml
+image-no-guest-agent       1node      qemu   xml
+image-windows              1node      kvm    xml
+image-linux                1node      qemu   xml
+bad-firmware               1node      qemu   err
+bad-property               1node      qemu   err
+bad-disk-bus               1node      qemu   err
+bad-vif-model              1node      qemu   err
+bad-guest-agent            1node      qemu   err
+bad-os-type                1node      qemu   err
+bad-machine                1node      qemu   err
+secure-boot-bios           1node      qemu   err
+secure-boot-pc             1node      qemu   err
+local-disks                1node      qemu   xml
+local-disks-scsi-q35       1node      qemu   xml
+local-swap-only            1node      qemu   xml
+bad-ephemeral              1node      qemu   err
+bad-swap                   1node      qemu   err"
 
 check() { # check EXPECTED ACTUAL WHAT
 	if [ "${REGENERATE:-}" = 1 ]; then
@@ -99,6 +148,14 @@ for fixture in 1node 2node-ht 1g; do
 	check "$data/host/$fixture.json" "$tmp/host" "host-info $fixture" || echo x >>"$tmp/failed"
 	echo "ok   host-info $fixture"
 done
+
+# the PCI devices a config declares: usable, or why not (split IOMMU group, no IOMMU)
+if ! "$agent" host-info -c "$data/pci-required.yaml" --sysfs "$sysfs/pci-2node" >"$tmp/host" 2>"$tmp/err"; then
+	echo "FAIL host-info pci-2node: $(cat "$tmp/err")"; echo x >>"$tmp/failed"
+else
+	check "$data/host/pci-2node.json" "$tmp/host" "host-info pci-2node" || echo x >>"$tmp/failed"
+	echo "ok   host-info pci-2node"
+fi
 
 # every data file has a case (a golden nobody runs is a defect)
 for f in "$data"/*.json; do
