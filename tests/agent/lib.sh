@@ -6,7 +6,15 @@ B=${BUILD:-build}
 T=$(mktemp -d /tmp/stratus-agent-test.XXXXXX)
 chmod 755 "$T" # QEMU runs as libvirt-qemu and must reach the disks
 EVENTS=$T/events.jsonl
-fail() { echo "FAIL: $*" >&2; [ -f "$T/agent.log" ] && tail -n 20 "$T/agent.log" >&2; exit 1; }
+fail() { # the message, then the last lines of each daemon's log
+	echo "FAIL: $*" >&2
+	for _log in "$T/agent.log" "$T/scheduler.log"; do
+		[ -f "$_log" ] || continue
+		echo "--- the last lines of $(basename "$_log"):" >&2
+		tail -n 20 "$_log" >&2
+	done
+	exit 1
+}
 
 free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
