@@ -343,8 +343,13 @@ int bus_consumer_new(const struct bus_config *cfg, const struct bus_consumer_opt
 int bus_consumer_poll(struct bus_consumer *c, int timeout_ms, bus_handler_fn fn, void *opaque);
 /* True once the group gave this consumer partitions (always in observe). */
 bool bus_consumer_assigned(struct bus_consumer *c);
-/* Commit the stored offsets now (synchronously). */
+/* Commit the stored offsets now (synchronously: while no broker answers,
+ * librdkafka waits for a coordinator, 45 s measured). */
 int bus_consumer_commit(struct bus_consumer *c);
+/* Commit the stored offsets, not waiting for the answer: librdkafka logs
+ * a failed one (COMMITFAIL), and its offsets go with the next commit. For loops that must go on
+ * while the broker is away. */
+int bus_consumer_commit_async(struct bus_consumer *c);
 /* Messages skipped as invalid so far. */
 uint64_t bus_consumer_rejected(const struct bus_consumer *c);
 /* Messages on the assigned partitions not consumed yet (from the last

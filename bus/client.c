@@ -376,7 +376,58 @@ struct bus_consumer {
 	char *source;
 	uint64_t rejected;
 	unsigned fail_streak;          /* handler failures in a row */
+	struct retired *retired;       /* handles of brokers gone, being destroyed */
 };
+
+/*
+ * The handle of a broker that went away, destroyed on a thread of its own:
+ * a commit in flight there (ours, or the auto-commit timer's) waits for a
+ * coordinator that never comes back, and librdkafka's destroy waits for it
+ * (45 s measured with 2.0.2), which the caller's loop must not.
+ */
+struct retired {
+	pthread_t thread;
+	rd_kafka_t *rk;
+	struct retired *next;
+};
+
+static void *retire_main(void *arg)
+{
+	struct retired *r = arg;
+
+	/* no close: the group's coordinator is gone with the old broker */
+	rd_kafka_destroy_flags(r->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	return NULL;
+}
+
+static void consumer_retire(struct bus_consumer *c, rd_kafka_t *rk)
+{
+	struct retired *r = calloc(1, sizeof(*r));
+
+	if (r) {
+		r->rk = rk;
+		if (pthread_create(&r->thread, NULL, retire_main, r) == 0) {
+			r->next = c->retired;
+			c->retired = r;
+			return;
+		}
+		free(r);
+	}
+	log_warn("bus: destroying the old consumer handle inline (no thread for it)");
+	rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+}
+
+/* Wait for the retired handles (their callbacks may still see C). */
+static void consumer_reap(struct bus_consumer *c)
+{
+	while (c->retired) {
+		struct retired *r = c->retired;
+
+		c->retired = r->next;
+		pthread_join(r->thread, NULL);
+		free(r);
+	}
+}
 
 /* observe mode: assign every partition of the wanted topics (no group) */
 static int observe_assign(rd_kafka_t *rk, const char *const *topics, bool from_end)
@@ -609,8 +660,7 @@ static void consumer_follow(struct bus_consumer *c)
 		return;
 	}
 	bus_follow_log_move(c->follow.addr, to);
-	/* no close: the group's coordinator is gone with the old broker */
-	rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	consumer_retire(c, c->rk);
 	c->rk = rk;
 	c->fail_streak = 0;
 	free(c->follow.addr);
@@ -806,6 +856,15 @@ int bus_consumer_commit(struct bus_consumer *c)
 	return 0;
 }
 
+int bus_consumer_commit_async(struct bus_consumer *c)
+{
+	rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 1);
+
+	if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+		return err_set(-EIO, "bus: commit: %s", rd_kafka_err2str(err));
+	return 0;
+}
+
 uint64_t bus_consumer_rejected(const struct bus_consumer *c)
 {
 	return c->rejected;
@@ -851,6 +910,7 @@ void bus_consumer_free(struct bus_consumer *c)
 			log_warn("consumer close: %s", rd_kafka_err2str(err));
 		rd_kafka_destroy(c->rk);
 	}
+	consumer_reap(c);
 	if (c->own_errors)
 		bus_producer_free(c->errors);
 	for (size_t i = 0; c->topics && c->topics[i]; i++)

@@ -6,7 +6,10 @@
  *   - bus.max_message_bytes: the producer refuses more; a consumer that
  *     meets a bigger message anyway answers it with an error event and
  *     goes on with the next offset; stratus-bus refuses a 10 MB request
- *     and the message after it is not lost.
+ *     and the message after it is not lost;
+ *   - a commit in flight when the broker dies does not hold the consumer's
+ *     caller: librdkafka's destroy of the old handle waits for it (one
+ *     session.timeout.ms), on a thread of its own.
  */
 #define LOG_TAG "test"
 #include <errno.h>
@@ -139,6 +142,57 @@ static void test_follows_a_new_broker(void **state_)
 	assert_int_equal(bus_producer_failed(p), 0);
 
 	bus_consumer_free(c);
+	bus_producer_free(p);
+	bus_broker_stop(b);
+	bus_envelope_free(e1);
+	bus_envelope_free(e2);
+}
+
+/* no bus_consumer_poll call may block while the old handle's commit waits
+ * for its session timeout (10 s here, 45 s by default) */
+static void test_commit_in_flight_does_not_block(void **state_)
+{
+	static char *keys[] = { (char *)"session.timeout.ms" }, *vals[] = { (char *)"10000" };
+	struct bus_config cfg = { .address_file = addr_file, .client_id = (char *)"inflight",
+				  .properties = { .keys = keys, .vals = vals, .n = 1 } };
+	static const char *const topics[] = { BUS_TOPIC_EVENTS, NULL };
+	struct bus_consumer_opts o = { .group_id = "inflight", .topics = topics };
+	struct bus_producer *p = NULL;
+	struct bus_consumer *c = NULL;
+	struct bus_envelope *e1 = state(10), *e2 = state(10);
+	struct bus_broker *a, *b;
+	static struct got g;
+	int64_t t0, longest = 0, until;
+
+	(void)state_;
+	a = start_broker();
+	assert_int_equal(bus_producer_new(&cfg, &p), 0);
+	assert_int_equal(bus_consumer_new(&cfg, &o, &c), 0);
+	assert_int_equal(bus_produce(p, NULL, NULL, e1), 0);
+	assert_int_equal(bus_producer_flush(p, 10000), 0);
+	wait_for(c, &g, 1);
+
+	bus_broker_stop(a);
+	t0 = time_mono_ms();
+	assert_int_equal(bus_consumer_commit_async(c), 0); /* e1's offset, to nobody */
+	assert_true(time_mono_ms() - t0 < 1000);
+	b = start_broker();
+	assert_int_equal(bus_produce(p, NULL, NULL, e2), 0);
+	assert_int_equal(bus_producer_flush(p, 15000), 0);
+	until = time_mono_ms() + 30000;
+	while (g.n < 2 && time_mono_ms() < until) {
+		t0 = time_mono_ms();
+		bus_consumer_poll(c, 200, record, &g);
+		if (time_mono_ms() - t0 > longest)
+			longest = time_mono_ms() - t0;
+	}
+	print_message("longest poll while following: %lld ms\n", (long long)longest);
+	assert_int_equal(g.n, 2);
+	assert_string_equal(g.ids[1], e2->id);
+	assert_int_equal(bus_consumer_reconnects(c), 1);
+	assert_true(longest < 5000);
+
+	bus_consumer_free(c); /* waits for the old handle */
 	bus_producer_free(p);
 	bus_broker_stop(b);
 	bus_envelope_free(e1);
@@ -306,6 +360,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_follows_a_new_broker),
+		cmocka_unit_test(test_commit_in_flight_does_not_block),
 		cmocka_unit_test(test_sizes),
 	};
 
