@@ -413,6 +413,21 @@ int sched_auth_verify(struct sched *s, const struct bus_envelope *e, const char 
 	return 0;
 }
 
+int sched_auth_rebind(struct sched *s, const char *id, struct sched_call *c,
+		      struct sched_cred *cred)
+{
+	unsigned char sign_key[32];
+	int r = cred_load(s, id, cred, sign_key);
+
+	memset(sign_key, 0, sizeof(sign_key));
+	c->credential = id;
+	if (r == 0) {
+		c->credential = cred->id;
+		r = sched_auth_bind(c, cred);
+	}
+	return r;
+}
+
 int sched_auth_bind(struct sched_call *c, const struct sched_cred *cred)
 {
 	const char *asked = sched_jstr(c->body, "project");

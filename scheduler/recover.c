@@ -22,7 +22,27 @@
 static const char deferred_sql[] =
 	"CREATE TABLE IF NOT EXISTS deferred ("
 	" id INTEGER PRIMARY KEY, type TEXT NOT NULL, request_id TEXT, body TEXT NOT NULL,"
-	" received_ms INTEGER NOT NULL)";
+	" received_ms INTEGER NOT NULL, credential TEXT)";
+
+/* a state file of the version before credentials: the column added */
+static int deferred_credential_column(struct sched *s)
+{
+	sqlite3_stmt *q = NULL;
+	bool have = false;
+
+	if (sqlite3_prepare_v2(s->db, "SELECT name FROM pragma_table_info('deferred')", -1, &q,
+			       NULL) != SQLITE_OK)
+		return err_set(-EIO, "scheduler state %s: reading the deferred table: %s",
+			       s->cfg->state_path, sqlite3_errmsg(s->db));
+	while (sqlite3_step(q) == SQLITE_ROW)
+		have |= strcmp((const char *)sqlite3_column_text(q, 0), "credential") == 0;
+	sqlite3_finalize(q);
+	if (have || sqlite3_exec(s->db, "ALTER TABLE deferred ADD COLUMN credential TEXT", NULL,
+				 NULL, NULL) == SQLITE_OK)
+		return 0;
+	return err_set(-EIO, "scheduler state %s: adding deferred.credential: %s",
+		       s->cfg->state_path, sqlite3_errmsg(s->db));
+}
 
 static int64_t window_ms(const struct sched *s)
 {
@@ -61,6 +81,8 @@ int sched_warmup_begin(struct sched *s, int64_t now_ms)
 		sqlite3_free(emsg);
 		return r;
 	}
+	if (deferred_credential_column(s) < 0)
+		return -EIO;
 	/* requests a previous process deferred run after this warm-up */
 	if (sqlite3_prepare_v2(s->db, "SELECT count(*) FROM deferred", -1, &q, NULL) != SQLITE_OK)
 		return err_set(-EIO, "scheduler state %s: counting deferred requests: %s",
@@ -106,13 +128,14 @@ int sched_defer(struct sched *s, struct sched_call *c)
 
 	if (!text)
 		return err_set(-ENOMEM, "out of memory");
-	if (sqlite3_prepare_v2(s->db, "INSERT INTO deferred(type, request_id, body, received_ms) "
-			       "VALUES (?1, ?2, ?3, ?4)", -1, &q, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(s->db, "INSERT INTO deferred(type, request_id, body, received_ms, "
+			       "credential) VALUES (?1, ?2, ?3, ?4, ?5)", -1, &q, NULL) != SQLITE_OK)
 		return err_set(-EIO, "deferring a request: %s", sqlite3_errmsg(s->db));
 	sqlite3_bind_text(q, 1, c->type, -1, SQLITE_STATIC);
 	sqlite3_bind_text(q, 2, c->rid, -1, SQLITE_STATIC);
 	sqlite3_bind_text(q, 3, text, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(q, 4, c->now_ms);
+	sqlite3_bind_text(q, 5, c->credential, -1, SQLITE_STATIC); /* who asked: run as them */
 	r = sqlite3_step(q) == SQLITE_DONE ? 0
 					   : err_set(-EIO, "deferring a request: %s",
 						     sqlite3_errmsg(s->db));
@@ -138,16 +161,21 @@ int sched_warmup_end(struct sched *s, int64_t now_ms, struct sched_out *out)
 	log_info("hosts judged again stale_hosts=%zu deferred=%ld", stale_hosts(s), s->deferred);
 	if (!s->deferred)
 		return 0;
-	if (sqlite3_prepare_v2(s->db, "SELECT id, type, request_id, body FROM deferred ORDER BY id",
+	if (sqlite3_prepare_v2(s->db, "SELECT id, type, request_id, body, credential FROM deferred "
+			       "ORDER BY id",
 			       -1, &q, NULL) != SQLITE_OK)
 		return err_set(-EIO, "reading deferred requests: %s", sqlite3_errmsg(s->db));
 	while (r == 0 && sqlite3_step(q) == SQLITE_ROW) {
+		const char *type = (const char *)sqlite3_column_text(q, 1);
 		const char *rid = (const char *)sqlite3_column_text(q, 2);
 		json_t *body = json_loads((const char *)sqlite3_column_text(q, 3), 0, NULL);
+		const char *cred = (const char *)sqlite3_column_text(q, 4);
 
-		log_info("deferred request runs type=%s request=%s",
-			 (const char *)sqlite3_column_text(q, 1), rid ? rid : "-");
-		r = sched_handle(s, (const char *)sqlite3_column_text(q, 1), rid, body, now_ms, out);
+		log_info("deferred request runs type=%s request=%s credential=%s", type,
+			 rid ? rid : "-", cred ? cred : "-");
+		/* as whoever asked, never with more rights than they have now */
+		r = cred ? sched_handle_deferred(s, type, rid, body, cred, now_ms, out)
+			 : sched_handle(s, type, rid, body, now_ms, out);
 		json_decref(body);
 		n++;
 	}

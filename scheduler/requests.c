@@ -165,6 +165,19 @@ static int dispatch(struct sched *s, struct sched_call *c, const struct handler 
 	return h->fn(s, c);
 }
 
+/* A refused request: its error answered, nothing stored (a forger must
+ * not decide the outcome of a request id the owner may still send). */
+static int refuse(struct sched_call *c, const char *why)
+{
+	json_t *res = sched_result_new(false, why, NULL);
+
+	log_warn("request refused type=%s request=%s credential=%s error=\"%s\"", c->type, c->rid,
+		 c->credential ? c->credential : "-", why);
+	if (!res)
+		return err_set(-ENOMEM, "out of memory");
+	return sched_emit_result(c, NULL, res);
+}
+
 int sched_handle(struct sched *s, const char *type, const char *request_id, json_t *body,
 		 int64_t now_ms, struct sched_out *out)
 {
@@ -182,17 +195,29 @@ int sched_handle(struct sched *s, const char *type, const char *request_id, json
 	return dispatch(s, &c, h);
 }
 
-/* A refused request: its error answered, nothing stored (a forger must
- * not decide the outcome of a request id the owner may still send). */
-static int refuse(struct sched_call *c, const char *why)
+int sched_handle_deferred(struct sched *s, const char *type, const char *request_id,
+			  json_t *body, const char *credential, int64_t now_ms,
+			  struct sched_out *out)
 {
-	json_t *res = sched_result_new(false, why, NULL);
+	struct sched_call c = { .type = type, .rid = request_id, .body = body, .now_ms = now_ms,
+			  .out = out };
+	const struct handler *h = handler_find(type);
+	struct sched_cred cred;
+	int r;
 
-	log_warn("request refused type=%s request=%s credential=%s error=\"%s\"", c->type, c->rid,
-		 c->credential ? c->credential : "-", why);
-	if (!res)
-		return err_set(-ENOMEM, "out of memory");
-	return sched_emit_result(c, NULL, res);
+	if (!h)
+		return 0;
+	c.stored = h->stored;
+	c.sealed = sealed_type(type);
+	/* as the credential stands now: one revoked meanwhile asks nothing */
+	r = sched_auth_rebind(s, credential, &c, &cred);
+	if (r > 0)
+		sched_metrics_auth_refused(true);
+	if (r < 0)
+		return r;
+	if (r > 0)
+		return refuse(&c, err_msg());
+	return dispatch(s, &c, h);
 }
 
 int sched_handle_envelope(struct sched *s, const struct bus_envelope *e, const char *origin,

@@ -634,6 +634,11 @@ bool sched_host_stale(const struct sched *s, const struct sched_host *h);
 bool sched_warming(const struct sched *s, int64_t now_ms);
 /* Keep C (a boot) durable until the warm-up ends; no answer yet. */
 int sched_defer(struct sched *s, struct sched_call *c);
+/* A deferred request run at the warm-up's end, bound again to CREDENTIAL
+ * (NULL: a row of a version without credentials, run as sched_handle). */
+int sched_handle_deferred(struct sched *s, const char *type, const char *request_id,
+			  json_t *body, const char *credential, int64_t now_ms,
+			  struct sched_out *out);
 /* A host.report's `reannounce` from H: compare the host's instances with
  * ours there and answer what was in flight (docs/scheduler.md). */
 int sched_reconcile_host(struct sched *s, struct sched_call *c, struct sched_host *h,
@@ -691,6 +696,11 @@ int sched_auth_verify(struct sched *s, const struct bus_envelope *e, const char 
 /* Bind C to CRED: project (a member only its own) and role (admin-only
  * types). 0, or 1 refused with err_msg() set. */
 int sched_auth_bind(struct sched_call *c, const struct sched_cred *cred);
+/* A request that waited (the warm-up's deferred boots): bound again to
+ * credential ID as it is now (its signature was checked when it came):
+ * 0, 1 refused (revoked, or no longer allowed) with err_msg() set, <0. */
+int sched_auth_rebind(struct sched *s, const char *id, struct sched_call *c,
+		      struct sched_cred *cred);
 /* {ok: true, sealed: BASE64(AEAD(result key, aad = request id, DATA))}
  * (DATA taken); NULL on failure. */
 json_t *sched_result_sealed(const struct sched_call *c, json_t *data);

@@ -9,6 +9,10 @@
 #   - removing an image that instances use is refused naming them, and
 #     changes nothing; after the instances are deleted it goes;
 #   - a member removing a public image is refused (admin only).
+#   - a boot that waits through a scheduler's warm-up runs as its credential
+#     as it stands then: one revoked meanwhile is refused, a member's is the
+#     member's (in its project, nowhere else). Beta's boot of acme's image is
+#     refused at once, warm-up or not.
 # Every refusal leaves the catalog as it was (image list before = after).
 set -u
 . "$(dirname "$0")/lib.sh"
@@ -16,6 +20,7 @@ sl_init imgpriv
 {
 	sl_config_head
 	cat <<YAML
+  missed_heartbeats: 40 # a 12 s warm-up window: the deferred boots below wait in it
   flavors:
     m1.small: vcpus=1 ram_mb=512 disk_gb=5
   images:
@@ -73,6 +78,49 @@ out2=$($B boot b1 --flavor m1.small --image no-such 2>&1)
 [ "$(echo "$out" | sed 's/acme-img/X/')" = "$(echo "$out2" | sed 's/no-such/X/')" ] ||
 	fail "a hidden image is answered differently from a missing one: '$out' vs '$out2'"
 echo "refused: beta's boot of acme's private image (the answer of a missing image)"
+
+# a scheduler restart while h1 is silent: boots wait for h1 (deferred), and
+# run when it reports, as the credential that asked, as it stands then
+ctl credential create --project beta --role member --output "$tmp/beta2.cred" >/dev/null ||
+	fail "credential create beta2"
+beta2=$(jget "$(cat "$tmp/beta2.cred")" "j['id']")
+h1=$(echo $agent_pids | cut -d' ' -f1)
+builds=$(grep -c '^build ' "$tmp/h1.log")
+kill -STOP "$h1"
+sleep 0.5
+kill -9 "$sched_pid"
+wait "$sched_pid" 2>/dev/null
+sl_sched_start
+# what can never work is refused at once, warm-up or not
+out=$($B boot b0 --flavor m1.small --image acme-img --timeout 20 2>&1) &&
+	{ kill -CONT "$h1"; fail "beta booted acme's image in the warm-up: $out"; }
+echo "$out" | grep -q "image 'acme-img' not found (known: debian)" ||
+	{ kill -CONT "$h1"; fail "beta's boot in the warm-up: $out"; }
+# beta2 asks, then is revoked while its boot waits; beta's boot waits too
+ctl -C "$tmp/beta2.cred" boot b9 --flavor m1.small --image debian --timeout 40 >"$tmp/b9.out" 2>&1 &
+b9=$!
+$B boot b5 --flavor m1.small --image debian --timeout 40 >"$tmp/b5.out" 2>&1 &
+b5=$!
+waiting() { [ "$(grep 'request waits for hosts to report type=instance.boot' "$tmp/sched.err" |
+	sed 's/.* request=\([^ ]*\).*/\1/' | sort -u | wc -l)" -ge 2 ]; }
+i=0
+until waiting; do
+	i=$((i + 1)); [ $i -gt 80 ] && { kill -CONT "$h1"; fail "the boots never waited for h1"; }
+	sleep 0.25
+done
+ctl credential revoke "$beta2" >"$tmp/revoke.out" 2>&1 || { kill -CONT "$h1"; fail "revoke: $(cat "$tmp/revoke.out")"; }
+kill -CONT "$h1"
+wait "$b9" && fail "a boot of a credential revoked while it waited was accepted: $(cat "$tmp/b9.out")"
+grep -q "credential $beta2: revoked" "$tmp/b9.out" || fail "deferred boot of a revoked credential: $(cat "$tmp/b9.out")"
+wait "$b5" || fail "beta's deferred boot: $(cat "$tmp/b5.out")"
+[ "$($B --json list | python3 -c "import json,sys; print([i['name'] for i in json.load(sys.stdin)])")" = "['b5']" ] ||
+	fail "beta's instances after the deferred boots: $($B list 2>&1)"
+[ "$($A --json list | python3 -c "import json,sys; print([i['name'] for i in json.load(sys.stdin)])")" = "['a1']" ] ||
+	fail "acme's instances after the deferred boots: $($A list 2>&1)"
+[ "$(grep -c '^build ' "$tmp/h1.log")" = $((builds + 1)) ] || fail "h1's builds: $(tail -n 3 "$tmp/h1.log")"
+wait_state "$B" b5 active
+$B delete b5 >/dev/null || fail "delete b5"
+echo "refused: deferred boots run as their credential (a revoked one asks nothing; beta's boot is beta's)"
 
 before=$(catalog)
 refused "beta removes acme's image" "image 'acme-img' not found" $B image remove acme-img
