@@ -31,17 +31,41 @@
 static const char evac_schema[] =
 	"CREATE TABLE IF NOT EXISTS evacuations ("
 	" uuid TEXT PRIMARY KEY, source TEXT NOT NULL, dest TEXT NOT NULL, old_address TEXT,"
-	" ts_ms INTEGER NOT NULL, cleaned INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;";
+	" ts_ms INTEGER NOT NULL, cleaned INTEGER NOT NULL DEFAULT 0,"
+	" stop_after INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;";
+
+/* the table of a version before stop_after: the column added */
+static int evac_upgrade(struct sched *s)
+{
+	sqlite3_stmt *q = NULL;
+	bool have = false;
+
+	if (sqlite3_prepare_v2(s->db, "SELECT name FROM pragma_table_info('evacuations')", -1, &q,
+			       NULL) != SQLITE_OK)
+		return err_set(-EIO, "scheduler state: evacuations: %s", sqlite3_errmsg(s->db));
+	while (sqlite3_step(q) == SQLITE_ROW)
+		have |= strcmp((const char *)sqlite3_column_text(q, 0), "stop_after") == 0;
+	sqlite3_finalize(q);
+	if (have || sqlite3_exec(s->db, "ALTER TABLE evacuations ADD COLUMN stop_after INTEGER NOT "
+				 "NULL DEFAULT 0", NULL, NULL, NULL) == SQLITE_OK)
+		return 0;
+	return err_set(-EIO, "scheduler state: evacuations.stop_after: %s", sqlite3_errmsg(s->db));
+}
 
 static int evac_open(struct sched *s)
 {
 	char *msg = NULL;
 	int r = 0;
 
+	if (s->evac_ready)
+		return 0;
 	if (sqlite3_exec(s->db, evac_schema, NULL, NULL, &msg) != SQLITE_OK) {
 		r = err_set(-EIO, "scheduler state: evacuations: %s", msg ? msg : "?");
 		sqlite3_free(msg);
 	}
+	if (r == 0)
+		r = evac_upgrade(s);
+	s->evac_ready = r == 0;
 	return r;
 }
 
@@ -247,7 +271,7 @@ static int evac_store(struct sched *s, struct sched_call *c, const char *dead,
 		return r;
 	if (sqlite3_prepare_v2(s->db,
 			       "INSERT OR REPLACE INTO evacuations(uuid, source, dest, old_address, "
-			       "ts_ms, cleaned) VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+			       "ts_ms, cleaned, stop_after) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
 			       -1, &u, NULL) != SQLITE_OK)
 		return err_set(-EIO, "evacuate: %s", sqlite3_errmsg(s->db));
 	sqlite3_bind_text(u, 1, e->row.uuid, -1, SQLITE_STATIC);
@@ -255,6 +279,8 @@ static int evac_store(struct sched *s, struct sched_call *c, const char *dead,
 	sqlite3_bind_text(u, 3, e->to->name, -1, SQLITE_STATIC);
 	sqlite3_bind_text(u, 4, e->old_address, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(u, 5, c->now_ms);
+	/* a stopped instance is rebuilt, then powered off again (Nova's way) */
+	sqlite3_bind_int(u, 6, strcmp(e->row.state, "stopped") == 0);
 	if (sqlite3_step(u) != SQLITE_DONE)
 		r = err_set(-EIO, "evacuate: %s", sqlite3_errmsg(s->db));
 	sqlite3_finalize(u);
@@ -454,6 +480,33 @@ char *sched_evacuation_note(struct sched *s, const char *uuid, const char *host,
 	}
 	sqlite3_finalize(q);
 	return note;
+}
+
+int sched_evacuation_settle(struct sched *s, struct sched_out *out, const char *uuid,
+			    const char *host)
+{
+	sqlite3_stmt *q = NULL;
+	char rid[UUID_STRLEN];
+	int r = 0;
+
+	if (evac_open(s) < 0)
+		return 0;
+	if (sqlite3_prepare_v2(s->db, "UPDATE evacuations SET stop_after = 0 WHERE uuid = ?1 AND "
+			       "dest = ?2 AND stop_after = 1", -1, &q, NULL) != SQLITE_OK)
+		return err_set(-EIO, "evacuate: %s", sqlite3_errmsg(s->db));
+	sqlite3_bind_text(q, 1, uuid, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, host, -1, SQLITE_STATIC);
+	if (sqlite3_step(q) != SQLITE_DONE)
+		r = err_set(-EIO, "evacuate: %s", sqlite3_errmsg(s->db));
+	else if (sqlite3_changes(s->db) > 0) {
+		log_info("evacuated instance was stopped: stopping it again instance=%s host=%s",
+			 uuid, host);
+		uuid_generate_str(rid);
+		r = sched_emit_host_cmd(out, host, "instance.stop", rid, uuid,
+					json_pack("{s:s}", "uuid", uuid));
+	}
+	sqlite3_finalize(q);
+	return r;
 }
 
 int sched_evacuation_cleaned(struct sched *s, const char *uuid, const char *host)

@@ -89,6 +89,10 @@ int sched_on_state(struct sched *s, struct sched_call *c)
 			sched_alloc_release(s, &a);
 		if (h && state == INST_ACTIVE)
 			h->recent_failures = 0;
+		/* evacuated while stopped: stopped again once rebuilt */
+		if (state == INST_ACTIVE && was_building && row.host &&
+		    sched_evacuation_settle(s, c->out, uuid, row.host) < 0)
+			log_warn("instance=%s: %s", uuid, err_msg());
 		/* the address its host gave it: a migration's destination takes it */
 		if (state == INST_ACTIVE &&
 		    sched_port_record(s, uuid, sched_jstr(c->body, "mac"),

@@ -285,6 +285,7 @@ struct sched {
 	int64_t epoch_ms, warm_until_ms;
 	long deferred;         /* rows in the deferred table */
 	long broker_moves;
+	bool evac_ready;       /* evacuations table made and up to date (evacuate.c) */
 	struct sched_auth *auth; /* credentials and the replay window (auth.c) */
 	struct sched_pins *pins; /* hosts' pinned signing keys (pins.c) */
 	struct sched_stmts *stmts; /* statements prepared once (stmts.c) */
@@ -620,6 +621,10 @@ int sched_drain_next(struct sched *s, struct sched_call *c, const char *host, co
 int sched_on_host_evacuate(struct sched *s, struct sched_call *c);
 char *sched_evacuation_note(struct sched *s, const char *uuid, const char *host,
 			    const char *address);
+/* UUID became active on HOST after an evacuation of it while it was
+ * stopped: instance.stop to HOST (once), as Nova powers it off again. */
+int sched_evacuation_settle(struct sched *s, struct sched_out *out, const char *uuid,
+			    const char *host);
 int sched_evacuation_cleaned(struct sched *s, const char *uuid, const char *host);
 /* UUID was evacuated off HOST and its copy there is not destroyed yet. */
 bool sched_evacuation_pending(struct sched *s, const char *uuid, const char *host);

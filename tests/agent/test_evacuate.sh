@@ -12,6 +12,8 @@
 #     (hv2 restarted with that range while hv1 is down);
 #     the output and the reasons say local disk contents are lost; the
 #     claims moved (hv1 0 pCPUs and no instance, hv2 1 pCPU)
+#   off, stopped on hv1, is rebuilt on hv2 and stopped again (as Nova's
+#     evacuate keeps a stopped instance stopped)
 #   hv1's agent back: it destroys its stale copies (no row, no files, its
 #     own report counts nothing), never starts them, and both instances
 #     stay active on hv2
@@ -31,8 +33,13 @@ ctl boot db --flavor m1.small --image base --timeout 60 >"$T/boot2.out" 2>&1 ||
 	fail "boot db: $(cat "$T/boot2.out")"
 ctl delete x --timeout 60 >"$T/del.out" 2>&1 || fail "delete x: $(cat "$T/del.out")"
 for _ in $(seq 50); do ctl show x >/dev/null 2>&1 || break; sleep 0.2; done
+ctl boot off --flavor m1.small --image base --timeout 60 >"$T/boot3.out" 2>&1 ||
+	fail "boot off: $(cat "$T/boot3.out")"
+ctl stop off --timeout 60 >"$T/stop.out" 2>&1 || fail "stop off: $(cat "$T/stop.out")"
 ctl host enable hv2 >/dev/null || fail "enable hv2"
-[ "$(ctl --json list | jq -r '[.[] | .host] | join(" ")')" = "hv1 hv1" ] || fail "not both on hv1: $(ctl list)"
+[ "$(ctl --json list | jq -r '[.[] | .host] | join(" ")')" = "hv1 hv1 hv1" ] || fail "not all on hv1: $(ctl list)"
+[ "$(ctl --json show off | jq -r .state)" = stopped ] || fail "off not stopped: $(ctl show off)"
+uoff=$(ctl --json show off | jq -r .uuid)
 uweb=$(ctl --json show web | jq -r .uuid)
 udb=$(ctl --json show db | jq -r .uuid)
 addr() { sqlite3 "$T/sched/scheduler.db" "SELECT p.address FROM instance_ports p JOIN instances i ON i.uuid = p.uuid WHERE i.name = '$1' AND i.state != 'deleted'"; }
@@ -51,7 +58,7 @@ ctl credential create --project acme --role member --output "$T/member.cred" >/d
 	fail "credential create member"
 refuse "admin only" env STRATUS_CREDENTIAL="$T/member.cred" \
 	"$B/stratusctl" -c "$T/stratus.yaml" host evacuate hv1
-[ "$(ctl --json list | jq -r '[.[] | .state + "@" + .host] | join(" ")')" = "active@hv1 active@hv1" ] ||
+[ "$(ctl --json list | jq -r '[.[] | .state + "@" + .host] | sort | join(" ")')" = "active@hv1 active@hv1 stopped@hv1" ] ||
 	fail "refusals changed the instances: $(ctl list)"
 echo "refused: a host that is up, an unknown host, a member"
 
@@ -96,8 +103,16 @@ echo "$spec2" | jq -r .user_data | base64 -d | grep -q UDMARK-e5a1 || fail "user
 [ -e "$T/h2/inst/$uweb.qcow2" ] || fail "no overlay on hv2: $(ls "$T/h2/inst")"
 usage() { ctl --json host list | jq -r ".[] | select(.name == \"$1\") | \"\(.instances) \(.pcpus.used)\""; }
 [ "$(usage hv1)" = "0 0" ] || fail "hv1's claims: $(ctl host list)"
-[ "$(usage hv2)" = "2 1" ] || fail "hv2's claims: $(ctl host list)"
+[ "$(usage hv2)" = "3 1" ] || fail "hv2's claims: $(ctl host list)"
 echo "evacuated: web and db rebuilt on hv2 (same uuid, name, metadata, user data, groups), db's address kept, web's changed and said so; claims moved"
+# off was stopped: rebuilt on hv2, then stopped again there
+h2state() { sqlite3 "$T/h2/state/agent.db" "SELECT state FROM instances WHERE uuid = '$uoff'"; }
+for _ in $(seq 100); do [ "$(ctl --json show off | jq -r '.state + " " + .host')" = "stopped hv2" ] && break; sleep 0.2; done
+[ "$(ctl --json show off | jq -r '.state + " " + .host')" = "stopped hv2" ] || fail "off after the evacuation: $(ctl --json show off)"
+[ "$(h2state)" = stopped ] || fail "hv2's record of off: $(h2state)"
+grep -q "evacuated instance was stopped: stopping it again instance=$uoff host=hv2" "$T/sched.log" ||
+	fail "no stop after the rebuild in the scheduler's log"
+echo "evacuated: off, stopped on hv1, rebuilt on hv2 and stopped again"
 
 # ---- hv1 comes back: its stale copies go, never started ----
 hmark=$(wc -l <"$T/h1.log")
@@ -122,5 +137,6 @@ for _ in $(seq 50); do [ "$(state_of hv1)" = up ] && break; sleep 0.2; done
 for n in web db; do
 	[ "$(ctl --json show $n | jq -r '.state + " " + .host')" = "active hv2" ] || fail "$n after hv1's return: $(ctl --json show $n)"
 done
+[ "$(ctl --json show off | jq -r '.state + " " + .host')" = "stopped hv2" ] || fail "off after hv1's return: $(ctl --json show off)"
 echo "hv1 back: its stale copies destroyed (no row, no files, never started); both instances active on hv2"
 echo "PASS"
