@@ -125,8 +125,10 @@ static int handle_build(struct agent *a, const struct bus_envelope *e, const cha
 	/* the project's groups on this host with this port: kept for the
 	 * build's filter step (applied before the guest starts) */
 	if (r == 0 && json_is_object(json_object_get(body, "secgroups")) &&
-	    agent_sg_update(a, json_object_get(body, "secgroups"), false) < 0)
+	    agent_sg_update(a, json_object_get(body, "secgroups"), false) < 0) {
 		r = err_prefix(-EINVAL, "instance %s: secgroups", uuid);
+		model_spec_free(&spec); /* parsed: ours to free */
+	}
 	json_decref(body);
 	if (r < 0) {
 		char msg[1024];
