@@ -34,24 +34,6 @@ static const char evac_schema[] =
 	" ts_ms INTEGER NOT NULL, cleaned INTEGER NOT NULL DEFAULT 0,"
 	" stop_after INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;";
 
-/* the table of a version before stop_after: the column added */
-static int evac_upgrade(struct sched *s)
-{
-	sqlite3_stmt *q = NULL;
-	bool have = false;
-
-	if (sqlite3_prepare_v2(s->db, "SELECT name FROM pragma_table_info('evacuations')", -1, &q,
-			       NULL) != SQLITE_OK)
-		return err_set(-EIO, "scheduler state: evacuations: %s", sqlite3_errmsg(s->db));
-	while (sqlite3_step(q) == SQLITE_ROW)
-		have |= strcmp((const char *)sqlite3_column_text(q, 0), "stop_after") == 0;
-	sqlite3_finalize(q);
-	if (have || sqlite3_exec(s->db, "ALTER TABLE evacuations ADD COLUMN stop_after INTEGER NOT "
-				 "NULL DEFAULT 0", NULL, NULL, NULL) == SQLITE_OK)
-		return 0;
-	return err_set(-EIO, "scheduler state: evacuations.stop_after: %s", sqlite3_errmsg(s->db));
-}
-
 static int evac_open(struct sched *s)
 {
 	char *msg = NULL;
@@ -63,8 +45,8 @@ static int evac_open(struct sched *s)
 		r = err_set(-EIO, "scheduler state: evacuations: %s", msg ? msg : "?");
 		sqlite3_free(msg);
 	}
-	if (r == 0)
-		r = evac_upgrade(s);
+	if (r == 0) /* the table of a version before stop_after */
+		r = sched_db_add_column(s, "evacuations", "stop_after", "INTEGER NOT NULL DEFAULT 0");
 	s->evac_ready = r == 0;
 	return r;
 }

@@ -24,26 +24,6 @@ static const char deferred_sql[] =
 	" id INTEGER PRIMARY KEY, type TEXT NOT NULL, request_id TEXT, body TEXT NOT NULL,"
 	" received_ms INTEGER NOT NULL, credential TEXT)";
 
-/* a state file of the version before credentials: the column added */
-static int deferred_credential_column(struct sched *s)
-{
-	sqlite3_stmt *q = NULL;
-	bool have = false;
-
-	if (sqlite3_prepare_v2(s->db, "SELECT name FROM pragma_table_info('deferred')", -1, &q,
-			       NULL) != SQLITE_OK)
-		return err_set(-EIO, "scheduler state %s: reading the deferred table: %s",
-			       s->cfg->state_path, sqlite3_errmsg(s->db));
-	while (sqlite3_step(q) == SQLITE_ROW)
-		have |= strcmp((const char *)sqlite3_column_text(q, 0), "credential") == 0;
-	sqlite3_finalize(q);
-	if (have || sqlite3_exec(s->db, "ALTER TABLE deferred ADD COLUMN credential TEXT", NULL,
-				 NULL, NULL) == SQLITE_OK)
-		return 0;
-	return err_set(-EIO, "scheduler state %s: adding deferred.credential: %s",
-		       s->cfg->state_path, sqlite3_errmsg(s->db));
-}
-
 static int64_t window_ms(const struct sched *s)
 {
 	return s->cfg->heartbeat_interval_ms * s->cfg->missed_heartbeats;
@@ -81,7 +61,8 @@ int sched_warmup_begin(struct sched *s, int64_t now_ms)
 		sqlite3_free(emsg);
 		return r;
 	}
-	if (deferred_credential_column(s) < 0)
+	/* a state file of the version before credentials */
+	if (sched_db_add_column(s, "deferred", "credential", "TEXT") < 0)
 		return -EIO;
 	/* requests a previous process deferred run after this warm-up */
 	if (sqlite3_prepare_v2(s->db, "SELECT count(*) FROM deferred", -1, &q, NULL) != SQLITE_OK)

@@ -309,6 +309,9 @@ int sched_inst_find(struct sched *s, const char *project, const char *ref, struc
 int sched_inst_update(struct sched *s, const struct inst_row *r);
 
 int sched_db_step_done(struct sched *s, enum sched_stmt st, const char *what);
+/* A state file of an earlier version: TABLE gets COLUMN (DECL) if it lacks it. */
+int sched_db_add_column(struct sched *s, const char *table, const char *column,
+			const char *decl);
 int sched_tx_begin(struct sched *s);
 int sched_tx_commit(struct sched *s);
 void sched_tx_rollback(struct sched *s);

@@ -121,6 +121,35 @@ static int db_err(struct sched *s, const char *what)
 		       sqlite3_errmsg(s->db));
 }
 
+int sched_db_add_column(struct sched *s, const char *table, const char *column,
+			const char *decl)
+{
+	_cleanup_free_ char *alter = NULL;
+	sqlite3_stmt *q = NULL;
+	bool have = false;
+
+	/* the names are ours (constants), never a user's */
+	if (sqlite3_prepare_v2(s->db, "SELECT name FROM pragma_table_info(?1)", -1, &q, NULL) !=
+	    SQLITE_OK)
+		return err_set(-EIO, "scheduler state %s: reading table %s: %s", s->cfg->state_path,
+			       table, sqlite3_errmsg(s->db));
+	sqlite3_bind_text(q, 1, table, -1, SQLITE_STATIC);
+	while (sqlite3_step(q) == SQLITE_ROW)
+		have |= strcmp((const char *)sqlite3_column_text(q, 0), column) == 0;
+	sqlite3_finalize(q);
+	if (have)
+		return 0;
+	if (asprintf(&alter, "ALTER TABLE %s ADD COLUMN %s %s", table, column, decl) < 0) {
+		alter = NULL;
+		return err_set(-ENOMEM, "out of memory");
+	}
+	if (sqlite3_exec(s->db, alter, NULL, NULL, NULL) != SQLITE_OK)
+		return err_set(-EIO, "scheduler state %s: adding %s.%s: %s", s->cfg->state_path,
+			       table, column, sqlite3_errmsg(s->db));
+	log_info("scheduler state upgraded: %s.%s added", table, column);
+	return 0;
+}
+
 int sched_db_step_done(struct sched *s, enum sched_stmt st, const char *what)
 {
 	sqlite3_stmt *q = s->st[st];

@@ -155,6 +155,48 @@ static void test_warmup_ends_with_the_window(void **unused)
 	env_close(&e);
 }
 
+/* A state file of the version before credentials: its deferred table has
+ * no credential column. It is added; the row waiting there runs as before. */
+static void test_old_deferred_table_upgraded(void **unused)
+{
+	struct env e;
+	char path[128], uuid[UUID_STRLEN];
+	sqlite3 *db = NULL;
+	json_t *res;
+
+	(void)unused;
+	env_open(&e, NULL);
+	env_report(&e, "h1", false, 0);
+	boot(&e, "first", uuid);
+	env_close_state(&e);
+	snprintf(path, sizeof(path), "%s/state.db", e.dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+				      "DROP TABLE IF EXISTS deferred;"
+				      "CREATE TABLE deferred (id INTEGER PRIMARY KEY, type TEXT NOT "
+				      "NULL, request_id TEXT, body TEXT NOT NULL, received_ms INTEGER "
+				      "NOT NULL);"
+				      "INSERT INTO deferred(type, request_id, body, received_ms) VALUES "
+				      "('instance.boot', '22222222-2222-4222-8222-222222222222', '"
+				      BOOT("old", "m1.small") "', 0)",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	env_load(&e);
+	e.now += 40000;
+	assert_int_equal(sched_warmup_begin(e.s, e.now), 0);
+	assert_int_equal(e.s->deferred, 1);
+	e.now += 1000;
+	env_report(&e, "h1", false, 0);
+	sched_out_clear(&e.out);
+	assert_int_equal(sched_warmup_end(e.s, e.now, &e.out), 1);
+	res = env_msg(&e, "request.result", 0)->body;
+	assert_true(res_ok(res));
+	assert_string_equal(build_host(&e, 0), "h1");
+	assert_int_equal(usage_of(&e, "instances"), 2);
+	env_close(&e);
+}
+
 static void test_reannounce_reconciles(void **unused)
 {
 	struct env e;
@@ -240,6 +282,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_warmup_waits_for_reports),
 		cmocka_unit_test(test_warmup_ends_with_the_window),
+		cmocka_unit_test(test_old_deferred_table_upgraded),
 		cmocka_unit_test(test_reannounce_reconciles),
 	};
 
