@@ -554,6 +554,7 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 		{ "lines", required_argument, NULL, CLI_OPT_LINES },
 		{ "attach", no_argument, NULL, CLI_OPT_ATTACH },
 		{ "url", no_argument, NULL, CLI_OPT_URL },
+		{ "hard", no_argument, NULL, CLI_OPT_HARD },
 		CLI_COMMON_OPTS,
 		{ 0 },
 	};
@@ -563,7 +564,7 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 	json_t *body = NULL, *data = NULL;
 	char usage[160];
 	long nlines = 0;
-	bool attach = false, url = false;
+	bool attach = false, url = false, hard = false;
 	int c, rc;
 
 	for (size_t i = 0; i < ARRAY_SIZE(instance_ops); i++)
@@ -573,7 +574,8 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	snprintf(usage, sizeof(usage), "%s NAME|UUID [--project P] [--timeout S]%s", op->cmd,
 		 op->want ? " [--no-wait]" :
-		 strcmp(op->cmd, "console") == 0 ? " [--lines N | --attach | --url]" : "");
+		 strcmp(op->cmd, "console") == 0 ? " [--lines N | --attach | --url]" :
+		 strcmp(op->cmd, "reboot") == 0 ? " [--hard]" : "");
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		int r = cli_common_opt(ctx, c, &co);
@@ -597,6 +599,10 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 			*(c == CLI_OPT_ATTACH ? &attach : &url) = true;
 			continue;
 		}
+		if (c == CLI_OPT_HARD && strcmp(op->cmd, "reboot") == 0) {
+			hard = true;
+			continue;
+		}
 		return cli_usage_error(ctx, usage, "unknown option %s", argv[optind - 1]);
 	}
 	if (argc - optind != 1)
@@ -609,6 +615,8 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 		json_object_set_new(body, "lines", json_integer(nlines));
 	if (body && (attach || url))
 		json_object_set_new(body, "attach", json_true());
+	if (body && hard)
+		json_object_set_new(body, "hard", json_true());
 	rc = cli_session_open(&ss, ctx, co.timeout_s);
 	if (rc == CLI_OK)
 		rc = cli_request(&ss, op->type, body, &data);
