@@ -156,8 +156,11 @@ int agent_do_power(struct agent *a, struct job *j)
 		agent_emit_state(a, j->uuid, row.project, INST_REBOOTING, NULL, j->request_id, NULL);
 		/* a worker waits (up to vmm.reboot_timeout), not the bus loop */
 		r = vmm_reboot(a->conn, j->uuid, j->hard, a->vmm_cfg->reboot_timeout_ms, &how);
-		if (r == 0)
+		if (r == 0) {
 			reboot_reason(how, a->vmm_cfg->reboot_timeout_ms, why, sizeof(why));
+			log_info("rebooted instance=%s how=%s request=%s", j->uuid,
+				 vmm_reboot_how_names[how], j->request_id);
+		}
 		next = INST_ACTIVE;
 	}
 	if (r < 0) {
