@@ -121,6 +121,7 @@ int agent_do_power(struct agent *a, struct job *j)
 	enum instance_state next;
 	bool forced = false;
 	char why[96] = "";
+	const char *rebooted = NULL; /* how a reboot went: vmm_reboot_how_names */
 	int r;
 
 	r = store_instance_get(a->store, j->uuid, &row);
@@ -158,8 +159,9 @@ int agent_do_power(struct agent *a, struct job *j)
 		r = vmm_reboot(a->conn, j->uuid, j->hard, a->vmm_cfg->reboot_timeout_ms, &how);
 		if (r == 0) {
 			reboot_reason(how, a->vmm_cfg->reboot_timeout_ms, why, sizeof(why));
-			log_info("rebooted instance=%s how=%s request=%s", j->uuid,
-				 vmm_reboot_how_names[how], j->request_id);
+			rebooted = vmm_reboot_how_names[how];
+			log_info("rebooted instance=%s how=%s request=%s", j->uuid, rebooted,
+				 j->request_id);
 		}
 		next = INST_ACTIVE;
 	}
@@ -177,7 +179,8 @@ int agent_do_power(struct agent *a, struct job *j)
 	store_instance_set_state(a->store, j->uuid, next, NULL, NULL);
 	store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":true}");
 	agent_emit_state(a, j->uuid, row.project, next,
-			 forced ? "forced off after timeout" : why[0] ? why : NULL, j->request_id, NULL);
+			 forced ? "forced off after timeout" : why[0] ? why : NULL, j->request_id,
+			 rebooted ? json_pack("{s:s}", "rebooted", rebooted) : NULL);
 	store_instance_free(&row);
 	return 0;
 }

@@ -33,10 +33,13 @@ state_with() { # REASON [TIMEOUT]: the instance.state active event with that rea
 	wait_event ".type==\"instance.state\" and .body.uuid==\"$uuid\" and .body.state==\"active\" and .body.reason==\"$1\"" "${2:-30}"
 }
 
-# ---- soft: no guest reboot within 3 s, then a reset ----
+# ---- soft: no guest reboot within 3 s, then a reset; stratusctl waits ----
 t0=$(now_ms)
 ctl reboot web-1 >"$T/reboot.out" 2>&1 || fail "reboot: $(cat "$T/reboot.out")"
-grep -qx "web-1: reboot requested" "$T/reboot.out" || fail "reboot said: $(cat "$T/reboot.out")"
+ms=$(($(now_ms) - t0))
+printf 'web-1: rebooting\nweb-1: active (hard reboot after 3 s without a guest reboot)\n' |
+	diff -u - "$T/reboot.out" || fail "stratusctl reboot printed the above"
+[ "$ms" -ge 3000 ] || fail "stratusctl reboot returned after $ms ms, before the reset"
 wait_event ".type==\"instance.state\" and .body.uuid==\"$uuid\" and .body.state==\"rebooting\"" >/dev/null ||
 	fail "no rebooting event"
 state_with "hard reboot after 3 s without a guest reboot" >/dev/null ||
@@ -49,8 +52,10 @@ echo "ok   soft reboot without a guest reboot: reset after the timeout ($ms ms),
 
 # ---- --hard: no soft step, no wait ----
 t0=$(now_ms)
-ctl reboot web-1 --hard >"$T/reboot.out" 2>&1 || fail "reboot --hard: $(cat "$T/reboot.out")"
-state_with "hard reboot" >/dev/null || fail "no active event saying hard reboot"
+ctl reboot web-1 --hard --no-wait >"$T/reboot.out" 2>&1 || fail "reboot --hard: $(cat "$T/reboot.out")"
+grep -qx "web-1: reboot requested" "$T/reboot.out" || fail "reboot --no-wait said: $(cat "$T/reboot.out")"
+ev=$(state_with "hard reboot") || fail "no active event saying hard reboot"
+echo "$ev" | jq -e '.body.rebooted == "hard"' >/dev/null || fail "hard reboot event: $ev"
 ms=$(($(now_ms) - t0))
 [ "$ms" -lt 3000 ] || fail "reboot --hard took $ms ms: it waited for the guest"
 [ "$(rebooting)" = 2 ] || fail "$(rebooting) rebooting events, want 2"
