@@ -32,6 +32,7 @@ struct job {
 	char request_id[UUID_STRLEN];
 	struct instance_spec *spec; /* instance.build: owned; NULL for other types */
 	const char *reason;         /* instance.sync: why (a static string), or NULL */
+	bool hard;                  /* instance.reboot: "hard": true, no soft step */
 	int64_t queued_ns;
 	struct job *next;
 };
@@ -137,6 +138,11 @@ struct agent {
  * reason: instance.sync's, a static string, else NULL. */
 int agent_enqueue(struct agent *a, const char *type, const char *uuid, const char *request_id,
 		  const char *reason);
+/* Queue instance.reboot; hard: no soft step (vmm_reboot). */
+int agent_enqueue_reboot(struct agent *a, const char *uuid, const char *request_id, bool hard);
+/* The pending-request type of a hard reboot in the agent's store, so that a
+ * restart resumes it hard (the bus type stays instance.reboot). */
+#define AGENT_PENDING_REBOOT_HARD "instance.reboot.hard"
 /* Queue instance.build for spec->uuid. The spec moves into the job: *spec
  * is emptied, and freed on failure too; the caller only forgets it. */
 int agent_enqueue_build(struct agent *a, const char *request_id, struct instance_spec *spec);

@@ -250,14 +250,24 @@ static int handle_delete(struct agent *a, const struct bus_envelope *e, const ch
 	return agent_enqueue(a, e->type, uuid, e->request_id, NULL);
 }
 
-/* instance.stop, instance.start, instance.reboot */
+/* instance.stop, instance.start, instance.reboot (its "hard": a boolean,
+ * checked by the schema) */
 static int handle_power(struct agent *a, const struct bus_envelope *e, const char *uuid)
 {
-	int r = accept_request(a, e, uuid);
+	bool hard = json_is_true(json_object_get(e->body, "hard"));
+	int r;
 
+	if (strcmp(e->type, "instance.reboot") != 0) {
+		if ((r = accept_request(a, e, uuid)) < 0)
+			return r;
+		return agent_enqueue(a, e->type, uuid, e->request_id, NULL);
+	}
+	r = store_request_put(a->store, e->request_id, uuid,
+			      hard ? AGENT_PENDING_REBOOT_HARD : e->type, NULL);
 	if (r < 0)
 		return r;
-	return agent_enqueue(a, e->type, uuid, e->request_id, NULL);
+	agent_fault_point("accept", e->type);
+	return agent_enqueue_reboot(a, uuid, e->request_id, hard);
 }
 
 static const struct {
@@ -540,7 +550,10 @@ static int requeue_cb(const char *request_id, const char *uuid, const char *type
 	if (!uuid || !type)
 		return 0;
 	log_info("resuming pending request type=%s instance=%s request=%s", type, uuid, request_id);
-	agent_enqueue(a, type, uuid, request_id, NULL);
+	if (strcmp(type, "instance.reboot") == 0 || strcmp(type, AGENT_PENDING_REBOOT_HARD) == 0)
+		agent_enqueue_reboot(a, uuid, request_id, strcmp(type, AGENT_PENDING_REBOOT_HARD) == 0);
+	else
+		agent_enqueue(a, type, uuid, request_id, NULL);
 	return 0;
 }
 

@@ -87,6 +87,16 @@ int agent_enqueue(struct agent *a, const char *type, const char *uuid, const cha
 	return enqueue(a, j);
 }
 
+int agent_enqueue_reboot(struct agent *a, const char *uuid, const char *request_id, bool hard)
+{
+	struct job *j = job_new("instance.reboot", uuid, request_id);
+
+	if (!j)
+		return err_set(-ENOMEM, "out of memory");
+	j->hard = hard;
+	return enqueue(a, j);
+}
+
 int agent_accept_row(struct agent *a, const struct bus_envelope *e, struct store_instance *row,
 		     enum instance_state state, const char *step)
 {

@@ -87,11 +87,41 @@ int agent_do_delete(struct agent *a, struct job *j)
 	return 0;
 }
 
+/* The reason an instance.state after a reboot carries. */
+static void reboot_reason(enum vmm_reboot_how how, int64_t timeout_ms, char *buf, size_t len)
+{
+	switch (how) {
+	case VMM_REBOOT_SOFT:
+		snprintf(buf, len, "rebooted (soft)");
+		return;
+	case VMM_REBOOT_HARD_TIMEOUT:
+		if (timeout_ms % 1000 == 0)
+			snprintf(buf, len, "hard reboot after %lld s without a guest reboot",
+				 (long long)(timeout_ms / 1000));
+		else
+			snprintf(buf, len, "hard reboot after %lld ms without a guest reboot",
+				 (long long)timeout_ms);
+		return;
+	case VMM_REBOOT_HARD_REFUSED:
+		snprintf(buf, len, "hard reboot: the soft reboot was refused");
+		return;
+	case VMM_REBOOT_HARD:
+		snprintf(buf, len, "hard reboot");
+		return;
+	case VMM_REBOOT_LAST:
+	default:
+		break;
+	}
+	buf[0] = '\0';
+}
+
 int agent_do_power(struct agent *a, struct job *j)
 {
 	struct store_instance row;
 	enum instance_state next;
 	bool forced = false;
+	char why[96] = "";
+	const char *rebooted = NULL; /* how a reboot went: vmm_reboot_how_names */
 	int r;
 
 	r = store_instance_get(a->store, j->uuid, &row);
@@ -121,9 +151,18 @@ int agent_do_power(struct agent *a, struct job *j)
 			r = vmm_start(a->conn, j->uuid);
 		next = INST_ACTIVE;
 	} else {
+		enum vmm_reboot_how how = VMM_REBOOT_LAST;
+
 		store_instance_set_state(a->store, j->uuid, INST_REBOOTING, NULL, NULL);
 		agent_emit_state(a, j->uuid, row.project, INST_REBOOTING, NULL, j->request_id, NULL);
-		r = vmm_reboot(a->conn, j->uuid);
+		/* a worker waits (up to vmm.reboot_timeout), not the bus loop */
+		r = vmm_reboot(a->conn, j->uuid, j->hard, a->vmm_cfg->reboot_timeout_ms, &how);
+		if (r == 0) {
+			reboot_reason(how, a->vmm_cfg->reboot_timeout_ms, why, sizeof(why));
+			rebooted = vmm_reboot_how_names[how];
+			log_info("rebooted instance=%s how=%s request=%s", j->uuid, rebooted,
+				 j->request_id);
+		}
 		next = INST_ACTIVE;
 	}
 	if (r < 0) {
@@ -139,8 +178,9 @@ int agent_do_power(struct agent *a, struct job *j)
 	}
 	store_instance_set_state(a->store, j->uuid, next, NULL, NULL);
 	store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":true}");
-	agent_emit_state(a, j->uuid, row.project, next, forced ? "forced off after timeout" : NULL,
-			 j->request_id, NULL);
+	agent_emit_state(a, j->uuid, row.project, next,
+			 forced ? "forced off after timeout" : why[0] ? why : NULL, j->request_id,
+			 rebooted ? json_pack("{s:s}", "rebooted", rebooted) : NULL);
 	store_instance_free(&row);
 	return 0;
 }

@@ -340,6 +340,13 @@ static const struct field instance_ref_fields[] = {
 	{ 0 },
 };
 
+static const struct field reboot_fields[] = {
+	REQ("project", FK_NAME),
+	REQ("instance", FK_NAME), /* name or uuid */
+	OPT("hard", FK_BOOL),     /* true: reset, no soft step (default false) */
+	{ 0 },
+};
+
 static const struct field rebuild_fields[] = {
 	REQ("project", FK_NAME),
 	REQ("instance", FK_NAME), /* name or uuid */
@@ -529,6 +536,12 @@ static const struct field build_fields[] = {
 
 static const struct field uuid_fields[] = {
 	REQ("uuid", FK_UUID),
+	{ 0 },
+};
+
+static const struct field reboot_host_fields[] = {
+	REQ("uuid", FK_UUID),
+	OPT("hard", FK_BOOL),
 	{ 0 },
 };
 
@@ -759,7 +772,7 @@ static const struct bus_type types[] = {
 	{ "instance.delete", BUS_TC_API, instance_ref_fields, NULL },
 	{ "instance.stop", BUS_TC_API, instance_ref_fields, NULL },
 	{ "instance.start", BUS_TC_API, instance_ref_fields, NULL },
-	{ "instance.reboot", BUS_TC_API, instance_ref_fields, NULL },
+	{ "instance.reboot", BUS_TC_API, reboot_fields, NULL },
 	{ "instance.console", BUS_TC_API, console_fields, NULL },
 	{ "instance.show", BUS_TC_API, instance_ref_fields, NULL },
 	{ "instance.list", BUS_TC_API, project_fields, NULL },
@@ -807,7 +820,7 @@ static const struct bus_type types[] = {
 	{ "instance.delete", BUS_TC_HOST, uuid_fields, NULL },
 	{ "instance.stop", BUS_TC_HOST, uuid_fields, NULL },
 	{ "instance.start", BUS_TC_HOST, uuid_fields, NULL },
-	{ "instance.reboot", BUS_TC_HOST, uuid_fields, NULL },
+	{ "instance.reboot", BUS_TC_HOST, reboot_host_fields, NULL },
 	{ "instance.console", BUS_TC_HOST, console_host_fields, NULL },
 	{ "secgroup.apply", BUS_TC_HOST, secgroup_apply_fields, NULL },
 	{ "instance.migrate.prepare", BUS_TC_HOST, migrate_prepare_fields, check_build },

@@ -20,7 +20,7 @@ struct cli_common {
 };
 
 enum { CLI_OPT_PROJECT = 1000, CLI_OPT_TIMEOUT, CLI_OPT_NO_WAIT, CLI_OPT_HELP, CLI_OPT_LINES,
-       CLI_OPT_ATTACH, CLI_OPT_URL };
+       CLI_OPT_ATTACH, CLI_OPT_URL, CLI_OPT_HARD };
 
 /* ---- the credential (cli/credential.c) ---------------------------------- */
 

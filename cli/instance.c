@@ -547,6 +547,62 @@ static const struct instance_op instance_ops[] = {
 	{ "show", "instance.show", NULL },
 };
 
+/*
+ * reboot: follow the instance through rebooting to the host's outcome (the
+ * observer started before the request, so none of its events is missed):
+ * an instance.state with "rebooted" (soft, hard_after_timeout, ...) is
+ * done, printed with its reason; another after rebooting is the failure
+ * the host reports (its reason says why).
+ */
+static int follow_reboot(struct cli_session *ss, const char *name, const char *uuid)
+{
+	bool seen = false;
+
+	json_object_set_new(ss->w.uuids, uuid, json_true());
+	for (;;) {
+		size_t k;
+		json_t *st;
+
+		if (time_mono_ms() >= ss->deadline_ms) {
+			cli_error(ss->ctx, "%s: timed out waiting for the reboot", name);
+			return CLI_TIMEOUT;
+		}
+		cli_session_poll(ss, 100);
+		if (ss->w.late_error) {
+			const char *err = json_string_value(json_object_get(ss->w.late_error, "error"));
+
+			cli_error(ss->ctx, "%s", err ? err : "refused by the host");
+			return CLI_ERROR;
+		}
+		json_array_foreach(ss->w.states, k, st) {
+			const char *state = json_string_value(json_object_get(st, "state"));
+			const char *reason = json_string_value(json_object_get(st, "reason"));
+
+			if (!state)
+				continue;
+			if (strcmp(state, "rebooting") == 0) {
+				if (!seen && !ss->ctx->json) {
+					printf("%s: rebooting\n", name);
+					fflush(stdout);
+				}
+				seen = true;
+				continue;
+			}
+			if (!seen)
+				continue; /* before the host took ours */
+			if (json_string_value(json_object_get(st, "rebooted"))) {
+				if (!ss->ctx->json)
+					printf("%s: %s (%s)\n", name, state, reason ? reason : "rebooted");
+				return CLI_OK;
+			}
+			cli_error(ss->ctx, "%s: reboot failed: %s (%s)", name, reason ? reason : "?",
+				  state);
+			return CLI_ERROR;
+		}
+		json_array_clear(ss->w.states);
+	}
+}
+
 static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -554,6 +610,7 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 		{ "lines", required_argument, NULL, CLI_OPT_LINES },
 		{ "attach", no_argument, NULL, CLI_OPT_ATTACH },
 		{ "url", no_argument, NULL, CLI_OPT_URL },
+		{ "hard", no_argument, NULL, CLI_OPT_HARD },
 		CLI_COMMON_OPTS,
 		{ 0 },
 	};
@@ -563,7 +620,7 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 	json_t *body = NULL, *data = NULL;
 	char usage[160];
 	long nlines = 0;
-	bool attach = false, url = false;
+	bool attach = false, url = false, hard = false;
 	int c, rc;
 
 	for (size_t i = 0; i < ARRAY_SIZE(instance_ops); i++)
@@ -573,7 +630,8 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	snprintf(usage, sizeof(usage), "%s NAME|UUID [--project P] [--timeout S]%s", op->cmd,
 		 op->want ? " [--no-wait]" :
-		 strcmp(op->cmd, "console") == 0 ? " [--lines N | --attach | --url]" : "");
+		 strcmp(op->cmd, "console") == 0 ? " [--lines N | --attach | --url]" :
+		 strcmp(op->cmd, "reboot") == 0 ? " [--hard] [--no-wait]" : "");
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		int r = cli_common_opt(ctx, c, &co);
@@ -597,6 +655,10 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 			*(c == CLI_OPT_ATTACH ? &attach : &url) = true;
 			continue;
 		}
+		if (c == CLI_OPT_HARD && strcmp(op->cmd, "reboot") == 0) {
+			hard = true;
+			continue;
+		}
 		return cli_usage_error(ctx, usage, "unknown option %s", argv[optind - 1]);
 	}
 	if (argc - optind != 1)
@@ -609,6 +671,8 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 		json_object_set_new(body, "lines", json_integer(nlines));
 	if (body && (attach || url))
 		json_object_set_new(body, "attach", json_true());
+	if (body && hard)
+		json_object_set_new(body, "hard", json_true());
 	rc = cli_session_open(&ss, ctx, co.timeout_s);
 	if (rc == CLI_OK)
 		rc = cli_request(&ss, op->type, body, &data);
@@ -658,6 +722,8 @@ static int instance_cmd(struct cli_ctx *ctx, int argc, char **argv)
 		t.name = strdup(argv[optind]);
 		if (op->want && !co.no_wait && t.name) {
 			rc = wait_states(&ss, co.project, &t, 1, op->want);
+		} else if (strcmp(op->cmd, "reboot") == 0 && !co.no_wait && t.name) {
+			rc = follow_reboot(&ss, t.name, t.uuid);
 		} else if (!ctx->json) {
 			printf("%s: %s requested\n", argv[optind], op->cmd);
 		}

@@ -154,6 +154,7 @@ int sched_on_power(struct sched *s, struct sched_call *c)
 {
 	struct inst_row row = { 0 };
 	const struct power_op *op = NULL;
+	json_t *hard;
 	int r;
 
 	for (size_t i = 0; i < ARRAY_SIZE(power_ops); i++)
@@ -161,6 +162,10 @@ int sched_on_power(struct sched *s, struct sched_call *c)
 			op = &power_ops[i];
 	if (!op)
 		return sched_reject(s, c, "%s: not an instance command", c->type);
+	hard = json_object_get(c->body, "hard");
+	/* the bus schema refuses it on the wire; in-process callers too */
+	if (hard && strcmp(c->type, "instance.reboot") == 0 && !json_is_boolean(hard))
+		return sched_reject(s, c, "instance.reboot: hard: expected true or false");
 	r = find_target(s, c, &row);
 	if (r != 0)
 		return r < 0 ? r : 0;
@@ -175,6 +180,8 @@ int sched_on_power(struct sched *s, struct sched_call *c)
 
 		if (cmd && lines && strcmp(c->type, "instance.console") == 0)
 			json_object_set(cmd, "lines", lines);
+		if (cmd && json_is_true(hard) && strcmp(c->type, "instance.reboot") == 0)
+			json_object_set_new(cmd, "hard", json_true());
 		if (cmd && strcmp(c->type, "instance.console") == 0 &&
 		    json_is_true(json_object_get(c->body, "attach")) &&
 		    (r = console_token(c, &row, cmd)) < 0) {

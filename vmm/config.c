@@ -85,6 +85,8 @@ const struct cfg_field vmm_config_fields[] = {
 	  .def = "/var/lib/stratus/instances", .expected = "a directory" },
 	{ .key = "shutdown_timeout", .type = CFG_DURATION, .offset = F(shutdown_timeout_ms),
 	  .def = "60s" },
+	{ .key = "reboot_timeout", .type = CFG_DURATION, .offset = F(reboot_timeout_ms),
+	  .def = "120s" },
 	{ .key = "sysfs_root", .type = CFG_STRING, .offset = F(sysfs_root), .def = "/sys",
 	  .expected = "a directory" },
 	{ .key = "cpu_mode", .type = CFG_STRING, .offset = F(cpu_mode), .def = "",

@@ -20,6 +20,7 @@
 #include "vmm/vmm_priv.h"
 
 #define MAX_INTENTS 256
+#define MAX_REBOOT_WAITS 64 /* soft reboots in flight: one per agent worker, at most 64 */
 #define INTENT_TTL_MS (10 * 60 * 1000)
 #define TICK_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -38,9 +39,21 @@ const char *const vmm_power_names[] = {
 	[VMM_POWER_OTHER] = "other", [VMM_POWER_LAST] = NULL,
 };
 
+const char *const vmm_reboot_how_names[] = {
+	[VMM_REBOOT_SOFT] = "soft", [VMM_REBOOT_HARD_TIMEOUT] = "hard_after_timeout",
+	[VMM_REBOOT_HARD_REFUSED] = "hard_soft_refused", [VMM_REBOOT_HARD] = "hard",
+	[VMM_REBOOT_LAST] = NULL,
+};
+
 struct intent {
 	char uuid[UUID_STRLEN];
 	int64_t until_ms;
+};
+
+/* A soft reboot waiting for the guest's reset: on_reboot sets seen. */
+struct reboot_wait {
+	char uuid[UUID_STRLEN]; /* "" = free */
+	bool seen;
 };
 
 struct vmm_conn {
@@ -59,6 +72,7 @@ struct vmm_conn {
 	int64_t next_try_ms;
 	atomic_uint reconnects;
 	struct intent intents[MAX_INTENTS];
+	struct reboot_wait waits[MAX_REBOOT_WAITS]; /* under lock */
 };
 
 /* ---- process-wide setup --------------------------------------------------- */
@@ -154,6 +168,52 @@ static void intent_drop(struct vmm_conn *c, const char *uuid)
 	(void)intent_take(c, uuid);
 }
 
+/* ---- reboot waits ---------------------------------------------------------- */
+/* A slot watching uuid's reboot events, or -EBUSY when all are taken. */
+static int wait_arm(struct vmm_conn *c, const char *uuid)
+{
+	int slot = -EBUSY;
+
+	pthread_mutex_lock(&c->lock);
+	for (int i = 0; i < MAX_REBOOT_WAITS; i++) {
+		if (!c->waits[i].uuid[0]) {
+			snprintf(c->waits[i].uuid, sizeof(c->waits[i].uuid), "%s", uuid);
+			c->waits[i].seen = false;
+			slot = i;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return slot;
+}
+
+static bool wait_seen(struct vmm_conn *c, int slot)
+{
+	bool seen;
+
+	pthread_mutex_lock(&c->lock);
+	seen = c->waits[slot].seen;
+	pthread_mutex_unlock(&c->lock);
+	return seen;
+}
+
+static void wait_disarm(struct vmm_conn *c, int slot)
+{
+	pthread_mutex_lock(&c->lock);
+	c->waits[slot].uuid[0] = '\0';
+	c->waits[slot].seen = false;
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void wait_mark(struct vmm_conn *c, const char *uuid)
+{
+	pthread_mutex_lock(&c->lock);
+	for (int i = 0; i < MAX_REBOOT_WAITS; i++)
+		if (c->waits[i].uuid[0] && strcmp(c->waits[i].uuid, uuid) == 0)
+			c->waits[i].seen = true;
+	pthread_mutex_unlock(&c->lock);
+}
+
 /* ---- callbacks (event thread) ------------------------------------------------ */
 static int on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int detail, void *opaque)
 {
@@ -205,8 +265,10 @@ static void on_reboot(virConnectPtr conn, virDomainPtr dom, void *opaque)
 	char uuid[VIR_UUID_STRING_BUFLEN];
 
 	(void)conn;
-	if (virDomainGetUUIDString(dom, uuid) == 0)
-		emit(opaque, VMM_EV_REBOOTED, uuid, "rebooted");
+	if (virDomainGetUUIDString(dom, uuid) < 0)
+		return;
+	wait_mark(opaque, uuid);
+	emit(opaque, VMM_EV_REBOOTED, uuid, "rebooted");
 }
 
 static void on_close(virConnectPtr conn, int reason, void *opaque)
@@ -575,19 +637,94 @@ out:
 	return r;
 }
 
-int vmm_reboot(struct vmm_conn *c, const char *uuid)
+/* Reset, or power-cycle the persistent definition where the driver has no
+ * reset (its disks and NVRAM are files of the definition: they stay). */
+static int hard_reboot(struct vmm_conn *c, virDomainPtr d, const char *uuid)
+{
+	virErrorPtr e;
+	int r;
+
+	if (virDomainIsActive(d) == 1) {
+		if (virDomainReset(d, 0) == 0)
+			return 0;
+		e = virGetLastError();
+		if (!e || (e->code != VIR_ERR_NO_SUPPORT && e->code != VIR_ERR_OPERATION_UNSUPPORTED))
+			return virt_err(-EIO, "instance %s: reset", uuid);
+		virResetLastError();
+		if ((r = destroy_dom(c, d, uuid)) < 0)
+			return r;
+	}
+	/* off (the guest powered off instead of rebooting, or destroyed above) */
+	if (virDomainCreate(d) < 0)
+		return virt_err(-EIO, "instance %s: start for a hard reboot", uuid);
+	return 0;
+}
+
+/* Ask the guest, wait for its reset event up to timeout_ms: true when it came. */
+static bool soft_reboot(struct vmm_conn *c, virDomainPtr d, const char *uuid, int64_t timeout_ms,
+			bool *refused)
+{
+	int64_t until = time_mono_ms() + timeout_ms;
+	int slot = wait_arm(c, uuid);
+	bool seen = false;
+
+	*refused = false;
+	if (slot < 0) {
+		log_warn("no reboot wait slot free: hard reboot instance=%s", uuid);
+		*refused = true;
+		return false;
+	}
+	if (virDomainReboot(d, 0) < 0) {
+		log_info("soft reboot refused, resetting instance=%s: %s", uuid,
+			 virGetLastErrorMessage());
+		virResetLastError();
+		*refused = true;
+		goto out;
+	}
+	while (!(seen = wait_seen(c, slot)) && time_mono_ms() < until &&
+	       virDomainIsActive(d) == 1) {
+		struct timespec ts = { 0, 20 * 1000 * 1000 };
+
+		nanosleep(&ts, NULL);
+	}
+	if (!seen)
+		log_info("no guest reboot within the timeout, resetting instance=%s timeout_ms=%lld",
+			 uuid, (long long)timeout_ms);
+out:
+	wait_disarm(c, slot);
+	return seen;
+}
+
+int vmm_reboot(struct vmm_conn *c, const char *uuid, bool hard, int64_t timeout_ms,
+	       enum vmm_reboot_how *how)
 {
 	virConnectPtr conn;
 	int r = 0;
 	virDomainPtr d = dom_get(c, uuid, &conn, &r);
+	enum vmm_reboot_how done = VMM_REBOOT_HARD;
+	bool refused = false;
 
-	if (d) {
-		if (virDomainReboot(d, 0) < 0)
-			r = virt_err(-EIO, "instance %s: reboot", uuid);
-		virDomainFree(d);
+	if (!d)
+		goto out;
+	if (virDomainIsActive(d) != 1) {
+		r = err_set(-EINVAL, "instance %s: not running: cannot reboot", uuid);
+		goto out;
 	}
+	if (!hard) {
+		if (soft_reboot(c, d, uuid, timeout_ms, &refused)) {
+			done = VMM_REBOOT_SOFT;
+			goto out;
+		}
+		done = refused ? VMM_REBOOT_HARD_REFUSED : VMM_REBOOT_HARD_TIMEOUT;
+	}
+	r = hard_reboot(c, d, uuid);
+out:
+	if (d)
+		virDomainFree(d);
 	if (conn)
 		virConnectClose(conn);
+	if (r == 0 && how)
+		*how = done;
 	return r;
 }
 

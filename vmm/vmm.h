@@ -117,6 +117,7 @@ struct vmm_config {
 	char *console_log_dir;           /* <dir>/<uuid>.log: serial console */
 	char *instances_dir;             /* <dir>/<uuid>/{disk.qcow2,seed.iso} */
 	int64_t shutdown_timeout_ms;     /* graceful shutdown, then destroy */
+	int64_t reboot_timeout_ms;       /* soft reboot, then reset (vmm_reboot) */
 	char *sysfs_root;                /* default /sys */
 	/* the guest CPU (vmm/cpu.c): "" = host-model on kvm, QEMU's own under TCG */
 	char *cpu_mode, *cpu_model, *cpu_model_extra_flags;
@@ -337,7 +338,29 @@ int vmm_start(struct vmm_conn *c, const char *uuid);
  * *forced (may be NULL) tells whether destroy was needed. Already off: 0. */
 int vmm_stop(struct vmm_conn *c, const char *uuid, int64_t timeout_ms, bool *forced);
 int vmm_destroy(struct vmm_conn *c, const char *uuid);
-int vmm_reboot(struct vmm_conn *c, const char *uuid);
+
+/* What vmm_reboot did. */
+enum vmm_reboot_how {
+	VMM_REBOOT_SOFT,         /* the guest rebooted when asked (libvirt's reboot event) */
+	VMM_REBOOT_HARD_TIMEOUT, /* no guest reboot within the timeout: reset */
+	VMM_REBOOT_HARD_REFUSED, /* libvirt refused the soft request: reset at once */
+	VMM_REBOOT_HARD,         /* asked hard: reset, no soft step */
+	VMM_REBOOT_LAST
+};
+extern const char *const vmm_reboot_how_names[];
+
+/*
+ * Reboot a running domain. Soft (hard false): virDomainReboot (ACPI or the
+ * guest agent, libvirt's choice), then wait up to timeout_ms for the
+ * domain's reboot event (the guest reset itself); none by then, or the
+ * request refused: a hard reboot. Hard: virDomainReset, or, where the
+ * driver has no reset, destroy + start of the same persistent definition;
+ * both keep the definition, its NVRAM and its disks. The caller's thread
+ * waits (the libvirt event thread does not). *how (may be NULL) says what
+ * happened. Not running: -EINVAL.
+ */
+int vmm_reboot(struct vmm_conn *c, const char *uuid, bool hard, int64_t timeout_ms,
+	       enum vmm_reboot_how *how);
 /* Stop if running (destroy), then undefine with its managed save, snapshot
  * metadata and NVRAM. Not defined: 0. */
 int vmm_undefine(struct vmm_conn *c, const char *uuid);

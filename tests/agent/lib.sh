@@ -23,6 +23,8 @@ free_port() {
 # agent_env_up [LIBVIRT_URI]: writes $T/stratus.yaml, starts stratus-bus and the tail.
 # AGENT_BRIDGE (vmm.bridge, default none) and AGENT_NETWORK (agent.network as
 # a YAML flow mapping, default the built-in) change the instance network.
+# AGENT_REBOOT_TIMEOUT: vmm.reboot_timeout (default 1s: the test driver sends
+# no reboot event, so each soft reboot ends hard after it).
 agent_env_up() {
 	uri=${1:-test:///default}
 	METRICS_PORT=$(free_port)
@@ -39,7 +41,8 @@ agent:
   report_interval: 1s
   reconcile_interval: 2s${AGENT_NETWORK:+
   network: $AGENT_NETWORK}
-vmm: {uri: "$uri", accel: qemu, shutdown_timeout: 2s, cpu_dedicated_set: "1", cpu_shared_set: "0",
+vmm: {uri: "$uri", accel: qemu, shutdown_timeout: 2s, reboot_timeout: ${AGENT_REBOOT_TIMEOUT:-1s},
+      cpu_dedicated_set: "1", cpu_shared_set: "0",
       bridge: "${AGENT_BRIDGE:-}", instances_dir: $T/inst, console_log_dir: $T/inst}
 images: {cache_dir: $T/cache, allow_file_urls: true}
 EOF

@@ -545,6 +545,43 @@ static void test_restart(void **state)
 	env_close(&e);
 }
 
+/* reboot's "hard": a boolean, forwarded to the host; anything else refused
+ * with nothing sent */
+static void test_reboot_hard(void **state)
+{
+	struct env e;
+	struct sched_msg *m;
+	json_t *res;
+	char uuid[UUID_STRLEN], ev[256];
+
+	(void)state;
+	env_open(&e, NULL);
+	env_report(&e, "h1", false, 0);
+	assert_string_equal(boot_host(&e, BOOT("r", "m1.small"), uuid), "h1");
+	snprintf(ev, sizeof(ev), "{\"uuid\":\"%s\",\"project\":\"acme\",\"state\":\"active\"}", uuid);
+	assert_null(env_send(&e, "instance.state", NULL, ev));
+
+	res = env_req(&e, "instance.reboot", "{\"project\":\"acme\",\"instance\":\"r\",\"hard\":\"yes\"}");
+	assert_false(res_ok(res));
+	assert_string_equal(res_error(res), "instance.reboot: hard: expected true or false");
+	assert_null(env_msg(&e, "instance.reboot", 0));
+
+	res = env_req(&e, "instance.reboot", "{\"project\":\"acme\",\"instance\":\"r\",\"hard\":true}");
+	assert_true(res_ok(res));
+	m = env_msg(&e, "instance.reboot", 0);
+	assert_non_null(m);
+	assert_string_equal(m->topic, "stratus.host.h1");
+	assert_true(json_is_true(json_object_get(m->body, "hard")));
+	assert_int_equal(bus_validate("instance.reboot", BUS_TC_HOST, m->body), 0);
+
+	res = env_req(&e, "instance.reboot", "{\"project\":\"acme\",\"instance\":\"r\"}");
+	assert_true(res_ok(res));
+	m = env_msg(&e, "instance.reboot", 0);
+	assert_non_null(m);
+	assert_null(json_object_get(m->body, "hard")); /* soft first */
+	env_close(&e);
+}
+
 static void test_catalog_requests(void **state)
 {
 	struct env e;
@@ -618,6 +655,7 @@ int main(void)
 		cmocka_unit_test(test_numa_hugepages),
 		cmocka_unit_test(test_restart),
 		cmocka_unit_test(test_catalog_requests),
+		cmocka_unit_test(test_reboot_hard),
 		cmocka_unit_test(test_batch),
 	};
 

@@ -83,8 +83,11 @@ static char *render(struct instance_spec *s, const char *uuid)
 
 static void test_lifecycle(void **state)
 {
-	const char *uuid = "6a1f7f3c-1111-4222-8333-444455556666";
+#define UUID_LC "6a1f7f3c-1111-4222-8333-444455556666"
+	const char *uuid = UUID_LC;
 	struct instance_spec s;
+	enum vmm_reboot_how how = VMM_REBOOT_LAST;
+	int64_t t0;
 	struct vmm_conn *c = NULL;
 	struct vmm_domain_info *l = NULL;
 	enum vmm_power pw;
@@ -144,8 +147,28 @@ static void test_lifecycle(void **state)
 	assert_int_equal(pw, VMM_POWER_SHUTOFF);
 	assert_int_equal(vmm_stop(c, uuid, 2000, &forced), 0); /* already off */
 
+	/* reboot of a stopped domain: refused, nothing started */
+	assert_int_equal(vmm_reboot(c, uuid, false, 300, &how), -EINVAL);
+	assert_string_equal(err_msg(), "instance " UUID_LC ": not running: cannot reboot");
+	assert_int_equal(vmm_power_state(c, uuid, &pw), 0);
+	assert_int_equal(pw, VMM_POWER_SHUTOFF);
+
 	assert_int_equal(vmm_start(c, uuid), 0);
-	assert_int_equal(vmm_reboot(c, uuid), 0);
+	/* soft: the test driver's virDomainReboot succeeds but sends no reboot
+	 * event, as a guest that ignores ACPI: the timeout passes, then a reset */
+	how = VMM_REBOOT_LAST;
+	t0 = time_mono_ms();
+	assert_int_equal(vmm_reboot(c, uuid, false, 300, &how), 0);
+	assert_int_equal(how, VMM_REBOOT_HARD_TIMEOUT);
+	assert_true(time_mono_ms() - t0 >= 300);
+	assert_int_equal(vmm_power_state(c, uuid, &pw), 0);
+	assert_int_equal(pw, VMM_POWER_RUNNING);
+	/* hard: no soft step, no wait */
+	how = VMM_REBOOT_LAST;
+	t0 = time_mono_ms();
+	assert_int_equal(vmm_reboot(c, uuid, true, 5000, &how), 0);
+	assert_int_equal(how, VMM_REBOOT_HARD);
+	assert_true(time_mono_ms() - t0 < 2000);
 	assert_int_equal(vmm_power_state(c, uuid, &pw), 0);
 	assert_int_equal(pw, VMM_POWER_RUNNING);
 

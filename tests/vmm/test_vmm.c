@@ -213,8 +213,10 @@ static void test_config(void **state)
 {
 	static const char yaml[] = "vmm:\n  uri: test:///default\n  accel: qemu\n"
 				   "  cpu_dedicated_set: 2-7,^5\n  cpu_shared_set: 0-1\n"
-				   "  hugepage_pools: 2M\n  shutdown_timeout: 5s\n";
+				   "  hugepage_pools: 2M\n  shutdown_timeout: 5s\n"
+				   "  reboot_timeout: 1500ms\n";
 	static const char bad[] = "vmm:\n  cpu_shared_set: 0-x\n";
+	static const char bad_reboot[] = "vmm:\n  reboot_timeout: 2 minutes\n";
 	struct vmm_config c = { 0 };
 	const struct cfg_section sec[] = { { .name = "vmm", .fields = vmm_config_fields, .dst = &c },
 					   { 0 } };
@@ -230,6 +232,7 @@ static void test_config(void **state)
 	free(f);
 	assert_int_equal(c.hugepage_pools, 1u << VMM_PAGE_2M);
 	assert_int_equal(c.shutdown_timeout_ms, 5000);
+	assert_int_equal(c.reboot_timeout_ms, 1500);
 	assert_string_equal(c.bridge, "stratus0");
 	vmm_config_free(&c);
 
@@ -239,11 +242,19 @@ static void test_config(void **state)
 				       "like 0-3,8,^2, got '0-x'");
 	vmm_config_free(&c);
 
+	memset(&c, 0, sizeof(c));
+	assert_true(cfg_load_string("bad.yaml", bad_reboot, sizeof(bad_reboot) - 1, sec) < 0);
+	assert_string_equal(err_msg(), "bad.yaml:2:19: vmm.reboot_timeout: expected a duration "
+				       "like 500ms, 30s or 5m, got '2 minutes'");
+	vmm_config_free(&c);
+
 	assert_int_equal(vmm_config_init(&c), 0);
 	assert_string_equal(c.uri, "qemu:///system");
 	assert_int_equal(c.accel, VMM_ACCEL_AUTO);
 	assert_false(c.cpu_dedicated_set.set);
 	assert_int_equal(c.shutdown_timeout_ms, 60000);
+	assert_int_equal(c.reboot_timeout_ms, 120000); /* Nova's wait_soft_reboot_seconds */
+	assert_int_equal(vmm_config_check(&c), 0);
 	vmm_config_free(&c);
 }
 
