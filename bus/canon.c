@@ -86,39 +86,50 @@ static int canon_integer(struct strbuf *sb, json_int_t v)
 	return sb_append(sb, p, (size_t)(buf + sizeof(buf) - p));
 }
 
-static int cmp_keys(const void *a, const void *b)
+/* A member of an object: its key and value, sorted together so that the
+ * value needs no second lookup. */
+struct member {
+	const char *key;
+	size_t len;
+	json_t *v;
+};
+
+#define CANON_STACK_MEMBERS 16 /* an envelope's and a build's objects fit: no malloc */
+
+static int cmp_members(const void *a, const void *b)
 {
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
+	return strcmp(((const struct member *)a)->key, ((const struct member *)b)->key);
 }
 
 static int canon_object(struct strbuf *sb, json_t *o, int depth)
 {
+	struct member small[CANON_STACK_MEMBERS], *m = small;
 	size_t n = json_object_size(o), i = 0;
-	const char **keys = NULL;
 	const char *k;
 	json_t *v;
 	int r = 0;
 
-	if (n) {
-		keys = malloc(n * sizeof(*keys));
-		if (!keys)
-			return -ENOMEM;
-		json_object_foreach(o, k, v)
-			keys[i++] = k;
-		qsort(keys, n, sizeof(*keys), cmp_keys);
+	if (n > CANON_STACK_MEMBERS && !(m = malloc(n * sizeof(*m))))
+		return -ENOMEM;
+	json_object_foreach(o, k, v) {
+		m[i].key = k;
+		m[i].len = strlen(k);
+		m[i++].v = v;
 	}
+	qsort(m, n, sizeof(*m), cmp_members);
 	if ((r = sb_append(sb, "{", 1)) < 0)
 		goto out;
 	for (i = 0; i < n; i++) {
 		if ((i && (r = sb_append(sb, ",", 1)) < 0) ||
-		    (r = canon_string(sb, keys[i], strlen(keys[i]))) < 0 ||
+		    (r = canon_string(sb, m[i].key, m[i].len)) < 0 ||
 		    (r = sb_append(sb, ":", 1)) < 0 ||
-		    (r = canon_value(sb, json_object_get(o, keys[i]), depth + 1)) < 0)
+		    (r = canon_value(sb, m[i].v, depth + 1)) < 0)
 			goto out;
 	}
 	r = sb_append(sb, "}", 1);
 out:
-	free(keys);
+	if (m != small)
+		free(m);
 	return r;
 }
 
