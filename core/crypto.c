@@ -9,7 +9,6 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/kdf.h>
 #include <openssl/rand.h>
 
@@ -28,23 +27,6 @@ bool crypto_equal(const void *a, const void *b, size_t n)
 	return CRYPTO_memcmp(a, b, n) == 0;
 }
 
-int crypto_hmac_sha256(const void *key, size_t key_len, const void *data, size_t n,
-		       unsigned char mac[CRYPTO_MAC_LEN])
-{
-	unsigned int len = 0;
-
-	if (!HMAC(EVP_sha256(), key, (int)key_len, data, n, mac, &len) || len != CRYPTO_MAC_LEN)
-		return err_set(-EIO, "crypto: HMAC-SHA256 failed");
-	return 0;
-}
-
-int crypto_sha256(const void *data, size_t n, unsigned char out[32])
-{
-	if (EVP_Digest(data, n, out, NULL, EVP_sha256(), NULL) != 1)
-		return err_set(-EIO, "crypto: SHA-256 failed");
-	return 0;
-}
-
 /* SHA-256 fetched once: an implicit fetch per call costs more than a
  * short message's hash (OpenSSL 3). */
 static EVP_MD *sha256_md;
@@ -54,6 +36,57 @@ static void sha256_fetch(void)
 {
 	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
 }
+
+#define SHA256_BLOCK 64
+
+/*
+ * HMAC-SHA256 (RFC 2104) over the SHA-256 fetched once: OpenSSL 3's
+ * HMAC() one-shot fetches the HMAC method and the digest by name on every
+ * call, which cost more than the short messages it authenticates (every
+ * signed request: the client's signature and the scheduler's check).
+ * RFC 4231's vectors are in tests/core/test_crypto.c.
+ */
+int crypto_hmac_sha256(const void *key, size_t key_len, const void *data, size_t n,
+		       unsigned char mac[CRYPTO_MAC_LEN])
+{
+	unsigned char k[SHA256_BLOCK] = { 0 }, pad[SHA256_BLOCK], inner[32];
+	EVP_MD_CTX *c;
+	int ok;
+
+	pthread_once(&sha256_once, sha256_fetch);
+	c = sha256_md ? EVP_MD_CTX_new() : NULL;
+	ok = c != NULL;
+	/* a key longer than a block is its hash */
+	if (ok && key_len > SHA256_BLOCK)
+		ok = EVP_DigestInit_ex(c, sha256_md, NULL) == 1 &&
+		     EVP_DigestUpdate(c, key, key_len) == 1 && EVP_DigestFinal_ex(c, k, NULL) == 1;
+	else if (key_len)
+		memcpy(k, key, key_len);
+	for (size_t i = 0; i < SHA256_BLOCK; i++)
+		pad[i] = k[i] ^ 0x36;
+	ok = ok && EVP_DigestInit_ex(c, sha256_md, NULL) == 1 &&
+	     EVP_DigestUpdate(c, pad, sizeof(pad)) == 1 &&
+	     (n == 0 || EVP_DigestUpdate(c, data, n) == 1) &&
+	     EVP_DigestFinal_ex(c, inner, NULL) == 1;
+	for (size_t i = 0; i < SHA256_BLOCK; i++)
+		pad[i] = k[i] ^ 0x5c;
+	ok = ok && EVP_DigestInit_ex(c, sha256_md, NULL) == 1 &&
+	     EVP_DigestUpdate(c, pad, sizeof(pad)) == 1 &&
+	     EVP_DigestUpdate(c, inner, sizeof(inner)) == 1 && EVP_DigestFinal_ex(c, mac, NULL) == 1;
+	OPENSSL_cleanse(k, sizeof(k));
+	OPENSSL_cleanse(pad, sizeof(pad));
+	OPENSSL_cleanse(inner, sizeof(inner));
+	EVP_MD_CTX_free(c);
+	return ok ? 0 : err_set(-EIO, "crypto: HMAC-SHA256 failed");
+}
+
+int crypto_sha256(const void *data, size_t n, unsigned char out[32])
+{
+	if (EVP_Digest(data, n, out, NULL, EVP_sha256(), NULL) != 1)
+		return err_set(-EIO, "crypto: SHA-256 failed");
+	return 0;
+}
+
 
 int crypto_sha256_2(const void *a, size_t na, const void *b, size_t nb, unsigned char out[32])
 {

@@ -255,17 +255,19 @@ int sched_pci_load(struct sched *s)
 	return r;
 }
 
+/* SQL (a literal: its statement is prepared once, stmts.c) run with UUID bound. */
 static int exec_uuid(struct sched *s, const char *sql, const char *uuid)
 {
 	sqlite3_stmt *q = NULL;
 	int rc;
 
-	if (sqlite3_prepare_v2(s->db, sql, -1, &q, NULL) != SQLITE_OK)
-		return err_set(-EIO, "PCI claims: %s", sqlite3_errmsg(s->db));
+	if (sched_stmt(s, sql, &q) < 0)
+		return err_prefix(-EIO, "PCI claims");
 	sqlite3_bind_text(q, 1, uuid, -1, SQLITE_STATIC);
 	rc = sqlite3_step(q);
-	sqlite3_finalize(q);
-	return rc == SQLITE_DONE ? 0 : err_set(-EIO, "PCI claims: %s", sqlite3_errmsg(s->db));
+	rc = rc == SQLITE_DONE ? 0 : err_set(-EIO, "PCI claims: %s", sqlite3_errmsg(s->db));
+	sched_stmt_done(s, q);
+	return rc;
 }
 
 int sched_pci_rows_put(struct sched *s, const char *uuid, const char *host,
@@ -276,9 +278,9 @@ int sched_pci_rows_put(struct sched *s, const char *uuid, const char *host,
 
 	if (r < 0 || fit->n_pci == 0)
 		return r;
-	if (sqlite3_prepare_v2(s->db, "INSERT INTO pci_claims(uuid, host, alias, node, count) "
-			       "VALUES (?1, ?2, ?3, ?4, ?5)", -1, &q, NULL) != SQLITE_OK)
-		return err_set(-EIO, "PCI claims: %s", sqlite3_errmsg(s->db));
+	if (sched_stmt(s, "INSERT INTO pci_claims(uuid, host, alias, node, count) "
+		       "VALUES (?1, ?2, ?3, ?4, ?5)", &q) < 0)
+		return err_prefix(-EIO, "PCI claims");
 	for (int i = 0; r == 0 && i < fit->n_pci; i++) {
 		sqlite3_bind_text(q, 1, uuid, -1, SQLITE_STATIC);
 		sqlite3_bind_text(q, 2, host, -1, SQLITE_STATIC);
@@ -289,7 +291,7 @@ int sched_pci_rows_put(struct sched *s, const char *uuid, const char *host,
 			r = err_set(-EIO, "writing a PCI claim: %s", sqlite3_errmsg(s->db));
 		sqlite3_reset(q);
 	}
-	sqlite3_finalize(q);
+	sched_stmt_done(s, q);
 	return r;
 }
 

@@ -797,7 +797,11 @@ int sched_open(const struct sched_config *cfg, struct sched **out)
 		r = err_sys(-errno, "scheduler state: creating %s", dir);
 		goto fail;
 	}
-	if (sqlite3_open_v2(cfg->state_path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+	/* NOMUTEX: this connection is the main thread's alone (the checkpointer
+	 * opens its own, the metrics thread reads a copy), so SQLite's
+	 * per-call connection mutex is pure cost on every step */
+	if (sqlite3_open_v2(cfg->state_path, &s->db,
+			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 			    NULL) != SQLITE_OK) {
 		r = err_set(-EIO, "scheduler state %s: %s", cfg->state_path,
 			    s->db ? sqlite3_errmsg(s->db) : "cannot open");

@@ -6,7 +6,11 @@
 # depends on the machine): decisions/s at least 1.5x the claim
 # transaction's rate; p99 <= 5 ms; signing (one Ed25519 signature per
 # batch sent, issue 13) <= 10 % of a decision. BATCH_MAX, BATCH_WINDOW:
-# the group commit (bench_sched.c). Prints a BENCH line per figure
+# the group commit (bench_sched.c). REPS (default 5): the decisions are
+# split into that many interleaved repetitions (claim reference, decisions,
+# full scan, signed, then again) and every figure is the median over them,
+# so both sides of a ratio see the same load; CLAIMS (default 5000): claim
+# transactions per repetition. Prints a BENCH line per figure
 # (bench/lib.sh) for bench/run-all.sh.
 set -u
 . "$(dirname "$0")/../lib.sh"

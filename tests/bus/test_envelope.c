@@ -435,6 +435,50 @@ static void test_auth_field(void **state)
 	bus_envelope_free(e);
 }
 
+/* The canonical bytes written directly are those of the envelope's object
+ * through bus_canonical_json; a source that is not UTF-8 is refused. */
+static void test_canonical_direct(void **state)
+{
+	struct bus_envelope *e = NULL;
+	char *direct = NULL, *via = NULL;
+	size_t nd, nv;
+	json_t *root;
+
+	(void)state;
+	assert_int_equal(bus_envelope_new("instance.list", BUS_TC_API, "h\u00e9te \"q\"\\\t", NULL,
+					  load("{\"project\":\"acme\"}"), &e), 0);
+	/* a body no schema would take, to exercise the canonical form alone */
+	json_decref(e->body);
+	e->body = load("{\"z\":[1,-2,null,false],\"a\":\"\\u0001\\u00e9\\n\",\"m\":{\"b\":true,"
+		       "\"B\":{}}}");
+	e->v = -12;
+	assert_int_equal(bus_envelope_canonical(e, &direct, &nd), 0);
+	root = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:O}", "v", e->v, "id", e->id, "type",
+			 e->type, "ts", e->ts, "source", e->source, "request_id", e->request_id,
+			 "body", e->body);
+	assert_non_null(root);
+	assert_int_equal(bus_canonical_json(root, BUS_MAX_MESSAGE, &via, &nv), 0);
+	assert_int_equal(nd, nv);
+	assert_memory_equal(direct, via, nd);
+	assert_non_null(strstr(direct, ",\"source\":\"h\u00e9te \\\"q\\\"\\\\\\t\","));
+	assert_true(nd > 9 && strcmp(direct + nd - 9, ",\"v\":-12}") == 0);
+	assert_true(strncmp(direct, "{\"body\":{\"a\":\"\\u0001\u00e9\\n\",\"m\":{\"B\":{},", 29) == 0);
+	json_decref(root);
+	free(direct);
+	free(via);
+	free(e->source);
+	e->source = strdup("h\xc3\x28"); /* a broken two-byte sequence */
+	assert_non_null(e->source);
+	direct = NULL;
+	assert_int_equal(bus_envelope_canonical(e, &direct, &nd), -EINVAL);
+	assert_null(direct);
+	assert_non_null(strstr(err_msg(), "source: not UTF-8"));
+	free(e->source);
+	e->source = strdup("\xed\xa0\x80"); /* a surrogate, U+D800 */
+	assert_int_equal(bus_envelope_canonical(e, &direct, &nd), -EINVAL);
+	bus_envelope_free(e);
+}
+
 static void test_size_caps(void **state)
 {
 	size_t big = BUS_MAX_MESSAGE + 1, ud_len;
@@ -590,6 +634,7 @@ int main(void)
 		cmocka_unit_test(test_envelope_fields),
 		cmocka_unit_test(test_size_caps),
 		cmocka_unit_test(test_auth_field),
+		cmocka_unit_test(test_canonical_direct),
 		cmocka_unit_test(test_garbage_never_crashes),
 		cmocka_unit_test(test_topics),
 		cmocka_unit_test(test_bootstrap_resolution),

@@ -65,6 +65,13 @@ static void test_uuid_time(void **state)
 	assert_true(uuid_valid(a));
 	assert_string_not_equal(a, b);
 	assert_int_equal(a[14], '4');
+	assert_non_null(strchr("89ab", a[19]));
+	assert_int_equal(strlen(a), 36);
+	for (int i = 0; i < 36; i++)
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+			assert_int_equal(a[i], '-');
+		else
+			assert_non_null(strchr("0123456789abcdef", a[i]));
 	assert_false(uuid_valid("0b6f4b1e-5c7a-4c1e-9a53-0d1f2a3b4c5"));
 	assert_false(uuid_valid("0b6f4b1e_5c7a-4c1e-9a53-0d1f2a3b4c5d"));
 	time_rfc3339_now(ts);

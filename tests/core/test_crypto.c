@@ -26,13 +26,24 @@ static void unhex(const char *h, unsigned char *out, size_t n)
 
 static void test_hmac_hkdf_vectors(void **state)
 {
-	unsigned char mac[32], want[42], ikm[22], salt[13], okm[32];
+	unsigned char mac[32], want[42], ikm[22], salt[13], okm[32], key[131];
 	char info[11];
 
 	(void)state;
 	/* RFC 4231 test case 2 */
 	assert_int_equal(crypto_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, mac), 0);
 	unhex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843", want, 32);
+	assert_memory_equal(mac, want, 32);
+	/* case 1: a 20-byte key */
+	memset(key, 0x0b, 20);
+	assert_int_equal(crypto_hmac_sha256(key, 20, "Hi There", 8, mac), 0);
+	unhex("b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7", want, 32);
+	assert_memory_equal(mac, want, 32);
+	/* case 6: a key longer than the block (131 bytes), hashed first */
+	memset(key, 0xaa, sizeof(key));
+	assert_int_equal(crypto_hmac_sha256(key, sizeof(key), "Test Using Larger Than Block-Size "
+					    "Key - Hash Key First", 54, mac), 0);
+	unhex("60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54", want, 32);
 	assert_memory_equal(mac, want, 32);
 	/* RFC 5869 test case 1 (the first 32 bytes of its 42) */
 	memset(ikm, 0x0b, sizeof(ikm));
