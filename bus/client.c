@@ -383,11 +383,13 @@ struct bus_consumer {
  * The handle of a broker that went away, destroyed on a thread of its own:
  * a commit in flight there (ours, or the auto-commit timer's) waits for a
  * coordinator that never comes back, and librdkafka's destroy waits for it
- * (45 s measured with 2.0.2), which the caller's loop must not.
+ * (one session.timeout.ms, measured with 2.0.2: 6 s with our default, 45 s
+ * with librdkafka's), which the caller's loop must not.
  */
 struct retired {
 	pthread_t thread;
 	rd_kafka_t *rk;
+	int done;                      /* atomic: destroyed, the thread ends */
 	struct retired *next;
 };
 
@@ -397,7 +399,27 @@ static void *retire_main(void *arg)
 
 	/* no close: the group's coordinator is gone with the old broker */
 	rd_kafka_destroy_flags(r->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	__atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
 	return NULL;
+}
+
+/* Join the retired handles whose destroy is over (ALL: wait for every one;
+ * their callbacks may still see C until then). */
+static void consumer_reap(struct bus_consumer *c, bool all)
+{
+	struct retired **pp = &c->retired;
+
+	while (*pp) {
+		struct retired *r = *pp;
+
+		if (!all && !__atomic_load_n(&r->done, __ATOMIC_ACQUIRE)) {
+			pp = &r->next;
+			continue;
+		}
+		*pp = r->next;
+		pthread_join(r->thread, NULL);
+		free(r);
+	}
 }
 
 static void consumer_retire(struct bus_consumer *c, rd_kafka_t *rk)
@@ -415,18 +437,6 @@ static void consumer_retire(struct bus_consumer *c, rd_kafka_t *rk)
 	}
 	log_warn("bus: destroying the old consumer handle inline (no thread for it)");
 	rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-}
-
-/* Wait for the retired handles (their callbacks may still see C). */
-static void consumer_reap(struct bus_consumer *c)
-{
-	while (c->retired) {
-		struct retired *r = c->retired;
-
-		c->retired = r->next;
-		pthread_join(r->thread, NULL);
-		free(r);
-	}
 }
 
 /* observe mode: assign every partition of the wanted topics (no group) */
@@ -660,6 +670,7 @@ static void consumer_follow(struct bus_consumer *c)
 		return;
 	}
 	bus_follow_log_move(c->follow.addr, to);
+	consumer_reap(c, false); /* those of earlier moves that are over */
 	consumer_retire(c, c->rk);
 	c->rk = rk;
 	c->fail_streak = 0;
@@ -910,7 +921,7 @@ void bus_consumer_free(struct bus_consumer *c)
 			log_warn("consumer close: %s", rd_kafka_err2str(err));
 		rd_kafka_destroy(c->rk);
 	}
-	consumer_reap(c);
+	consumer_reap(c, true);
 	if (c->own_errors)
 		bus_producer_free(c->errors);
 	for (size_t i = 0; c->topics && c->topics[i]; i++)
