@@ -166,12 +166,22 @@ int agent_do_power(struct agent *a, struct job *j)
 		next = INST_ACTIVE;
 	}
 	if (r < 0) {
+		enum instance_state now = row.state;
+		enum vmm_power pw = VMM_POWER_NONE;
 		char msg[1024];
 
 		snprintf(msg, sizeof(msg), "%s", err_msg());
-		/* say what is true now */
-		store_instance_set_state(a->store, j->uuid, row.state, NULL, msg);
-		agent_emit_state(a, j->uuid, row.project, row.state, msg, j->request_id, NULL);
+		/* say what is true now: a reboot or start that failed half-way
+		 * may have left the domain off, whatever the row said before */
+		if ((row.state == INST_ACTIVE || row.state == INST_STOPPED) &&
+		    vmm_power_state(a->conn, j->uuid, &pw) == 0) {
+			if (pw == VMM_POWER_RUNNING)
+				now = INST_ACTIVE;
+			else if (pw == VMM_POWER_SHUTOFF || pw == VMM_POWER_CRASHED)
+				now = INST_STOPPED;
+		}
+		store_instance_set_state(a->store, j->uuid, now, NULL, msg);
+		agent_emit_state(a, j->uuid, row.project, now, msg, j->request_id, NULL);
 		store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":false}");
 		store_instance_free(&row);
 		return err_set(r, "%s", msg);

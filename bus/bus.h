@@ -346,9 +346,10 @@ bool bus_consumer_assigned(struct bus_consumer *c);
 /* Commit the stored offsets now (synchronously: while no broker answers,
  * librdkafka waits for a coordinator, 45 s measured). */
 int bus_consumer_commit(struct bus_consumer *c);
-/* Commit the stored offsets, not waiting for the answer: librdkafka logs
- * a failed one (COMMITFAIL), and its offsets go with the next commit. For loops that must go on
- * while the broker is away. */
+/* Commit the positions of the assignment as they are now (every message
+ * poll returned so far is handled), not waiting for the answer: librdkafka
+ * logs a failed one (COMMITFAIL), and the next commit carries its offsets.
+ * For loops that must go on while the broker is away. */
 int bus_consumer_commit_async(struct bus_consumer *c);
 /* Messages skipped as invalid so far. */
 uint64_t bus_consumer_rejected(const struct bus_consumer *c);

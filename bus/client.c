@@ -867,10 +867,30 @@ int bus_consumer_commit(struct bus_consumer *c)
 	return 0;
 }
 
+/*
+ * The offsets are taken now, as the assignment's positions (the next
+ * message poll would return: everything before it handled): with NULL,
+ * librdkafka would read the stored offsets later, on its own thread, by
+ * which time the caller may have stored those of work not durable yet.
+ */
 int bus_consumer_commit_async(struct bus_consumer *c)
 {
-	rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 1);
+	rd_kafka_topic_partition_list_t *parts = NULL, *now;
+	rd_kafka_resp_err_t err;
 
+	if (rd_kafka_assignment(c->rk, &parts))
+		return 0; /* no assignment: nothing to commit */
+	err = rd_kafka_position(c->rk, parts);
+	now = rd_kafka_topic_partition_list_new(parts->cnt > 0 ? parts->cnt : 1);
+	for (int i = 0; !err && i < parts->cnt; i++)
+		if (parts->elems[i].offset >= 0) /* consumed from at least once */
+			rd_kafka_topic_partition_list_add(now, parts->elems[i].topic,
+							  parts->elems[i].partition)
+				->offset = parts->elems[i].offset;
+	if (!err && now->cnt > 0)
+		err = rd_kafka_commit(c->rk, now, 1);
+	rd_kafka_topic_partition_list_destroy(now);
+	rd_kafka_topic_partition_list_destroy(parts);
 	if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
 		return err_set(-EIO, "bus: commit: %s", rd_kafka_err2str(err));
 	return 0;

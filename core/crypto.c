@@ -57,8 +57,8 @@ int crypto_hmac_sha256(const void *key, size_t key_len, const void *data, size_t
 	c = sha256_md ? EVP_MD_CTX_new() : NULL;
 	ok = c != NULL;
 	/* a key longer than a block is its hash */
-	if (ok && key_len > SHA256_BLOCK)
-		ok = EVP_DigestInit_ex(c, sha256_md, NULL) == 1 &&
+	if (key_len > SHA256_BLOCK)
+		ok = ok && EVP_DigestInit_ex(c, sha256_md, NULL) == 1 &&
 		     EVP_DigestUpdate(c, key, key_len) == 1 && EVP_DigestFinal_ex(c, k, NULL) == 1;
 	else if (key_len)
 		memcpy(k, key, key_len);

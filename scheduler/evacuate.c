@@ -473,11 +473,11 @@ int sched_evacuation_settle(struct sched *s, struct sched_out *out, const char *
 
 	if (evac_open(s) < 0)
 		return 0;
+	/* on whichever host it became active (a failed build there reschedules) */
 	if (sqlite3_prepare_v2(s->db, "UPDATE evacuations SET stop_after = 0 WHERE uuid = ?1 AND "
-			       "dest = ?2 AND stop_after = 1", -1, &q, NULL) != SQLITE_OK)
+			       "stop_after = 1", -1, &q, NULL) != SQLITE_OK)
 		return err_set(-EIO, "evacuate: %s", sqlite3_errmsg(s->db));
 	sqlite3_bind_text(q, 1, uuid, -1, SQLITE_STATIC);
-	sqlite3_bind_text(q, 2, host, -1, SQLITE_STATIC);
 	if (sqlite3_step(q) != SQLITE_DONE)
 		r = err_set(-EIO, "evacuate: %s", sqlite3_errmsg(s->db));
 	else if (sqlite3_changes(s->db) > 0) {
