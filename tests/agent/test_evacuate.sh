@@ -31,11 +31,12 @@ ctl boot x --flavor m1.small --image base --timeout 60 >"$T/boot2.out" 2>&1 ||
 	fail "boot x: $(cat "$T/boot2.out")"
 ctl boot db --flavor m1.small --image base --timeout 60 >"$T/boot2.out" 2>&1 ||
 	fail "boot db: $(cat "$T/boot2.out")"
-ctl delete x --timeout 60 >"$T/del.out" 2>&1 || fail "delete x: $(cat "$T/del.out")"
-for _ in $(seq 50); do ctl show x >/dev/null 2>&1 || break; sleep 0.2; done
+# off gets .13, above the .11 web takes on hv2 whatever the builds' order
 ctl boot off --flavor m1.small --image base --timeout 60 >"$T/boot3.out" 2>&1 ||
 	fail "boot off: $(cat "$T/boot3.out")"
 ctl stop off --timeout 60 >"$T/stop.out" 2>&1 || fail "stop off: $(cat "$T/stop.out")"
+ctl delete x --timeout 60 >"$T/del.out" 2>&1 || fail "delete x: $(cat "$T/del.out")"
+for _ in $(seq 50); do ctl show x >/dev/null 2>&1 || break; sleep 0.2; done
 ctl host enable hv2 >/dev/null || fail "enable hv2"
 [ "$(ctl --json list | jq -r '[.[] | .host] | join(" ")')" = "hv1 hv1 hv1" ] || fail "not all on hv1: $(ctl list)"
 [ "$(ctl --json show off | jq -r .state)" = stopped ] || fail "off not stopped: $(ctl show off)"
@@ -44,7 +45,8 @@ uweb=$(ctl --json show web | jq -r .uuid)
 udb=$(ctl --json show db | jq -r .uuid)
 addr() { sqlite3 "$T/sched/scheduler.db" "SELECT p.address FROM instance_ports p JOIN instances i ON i.uuid = p.uuid WHERE i.name = '$1' AND i.state != 'deleted'"; }
 for _ in $(seq 50); do [ -n "$(addr db)" ] && break; sleep 0.2; done
-[ "$(addr web) $(addr db)" = "10.77.0.10/24 10.77.0.12/24" ] || fail "addresses: $(addr web) $(addr db)"
+[ "$(addr web) $(addr db) $(addr off)" = "10.77.0.10/24 10.77.0.12/24 10.77.0.13/24" ] ||
+	fail "addresses: $(addr web) $(addr db) $(addr off)"
 
 refuse() { # EXPECTED-TEXT ARGS...: the command fails naming the reason
 	want=$1
