@@ -44,7 +44,7 @@ boot_time() {
 	case $kind in
 	direct) os="<os><type arch='x86_64' machine='pc'>hvm</type><kernel>$DEB_KERNEL</kernel><initrd>$DEB_INITRD</initrd><cmdline>root=/dev/vda console=ttyS0</cmdline></os>" ;;
 	bios) os="<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>" ;;
-	uefi) os="<os firmware='efi'><type arch='x86_64' machine='pc'>hvm</type><firmware><feature enabled='no' name='enrolled-keys'/><feature enabled='no' name='secure-boot'/></firmware><loader secure='no'/><nvram>$d/nvram.fd</nvram><boot dev='hd'/></os>" ;;
+	uefi) os="<os firmware='efi'><type arch='x86_64' machine='pc'>hvm</type><firmware><feature enabled='no' name='enrolled-keys'/><feature enabled='no' name='secure-boot'/></firmware><nvram>$d/nvram.fd</nvram><boot dev='hd'/></os>" ;;
 	esac
 	cat >"$d/domain.xml" <<XML
 <domain type='qemu'>

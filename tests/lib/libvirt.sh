@@ -174,7 +174,9 @@ guest_console_wait() { # FILE PATTERN TIMEOUT
 guest_destroy() { # NAME
 	virsh -c "$LIBVIRT_URI" domstate "$1" >/dev/null 2>&1 || return 0
 	virsh -c "$LIBVIRT_URI" destroy "$1" >/dev/null 2>&1
-	virsh -c "$LIBVIRT_URI" undefine "$1" >/dev/null 2>&1 || {
+	# --nvram: a UEFI domain's NVRAM goes with it (libvirt refuses to undefine it otherwise)
+	virsh -c "$LIBVIRT_URI" undefine --nvram "$1" >/dev/null 2>&1 ||
+		virsh -c "$LIBVIRT_URI" undefine "$1" >/dev/null 2>&1 || {
 		echo "guest: virsh undefine $1 failed" >&2
 		return 1
 	}
