@@ -420,12 +420,8 @@ int sched_auth_rebind(struct sched *s, const char *id, struct sched_call *c,
 	int r = cred_load(s, id, cred, sign_key);
 
 	memset(sign_key, 0, sizeof(sign_key));
-	c->credential = id;
-	if (r == 0) {
-		c->credential = cred->id;
-		r = sched_auth_bind(c, cred);
-	}
-	return r;
+	c->credential = id; /* named in a refusal; bind sets it again */
+	return r == 0 ? sched_auth_bind(c, cred) : r;
 }
 
 int sched_auth_bind(struct sched_call *c, const struct sched_cred *cred)

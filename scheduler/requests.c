@@ -178,6 +178,17 @@ static int refuse(struct sched_call *c, const char *why)
 	return sched_emit_result(c, NULL, res);
 }
 
+/* A request's verdict R (0 allowed, 1 refused with err_msg() set, <0 an
+ * error): refused, or run. */
+static int run_verified(struct sched *s, struct sched_call *c, const struct handler *h, int r)
+{
+	if (r < 0)
+		return r;
+	if (r > 0)
+		return refuse(c, err_msg());
+	return dispatch(s, c, h);
+}
+
 int sched_handle(struct sched *s, const char *type, const char *request_id, json_t *body,
 		 int64_t now_ms, struct sched_out *out)
 {
@@ -213,11 +224,7 @@ int sched_handle_deferred(struct sched *s, const char *type, const char *request
 	r = sched_auth_rebind(s, credential, &c, &cred);
 	if (r > 0)
 		sched_metrics_auth_refused(true);
-	if (r < 0)
-		return r;
-	if (r > 0)
-		return refuse(&c, err_msg());
-	return dispatch(s, &c, h);
+	return run_verified(s, &c, h, r);
 }
 
 int sched_handle_envelope(struct sched *s, const struct bus_envelope *e, const char *origin,
@@ -250,9 +257,5 @@ int sched_handle_envelope(struct sched *s, const struct bus_envelope *e, const c
 		if (r > 0)
 			sched_metrics_auth_refused(true);
 	}
-	if (r < 0)
-		return r;
-	if (r > 0)
-		return refuse(&c, err_msg());
-	return dispatch(s, &c, h);
+	return run_verified(s, &c, h, r);
 }
