@@ -105,6 +105,9 @@ static void reboot_reason(enum vmm_reboot_how how, int64_t timeout_ms, char *buf
 	case VMM_REBOOT_HARD_REFUSED:
 		snprintf(buf, len, "hard reboot: the soft reboot was refused");
 		return;
+	case VMM_REBOOT_HARD_POWEROFF:
+		snprintf(buf, len, "the guest powered off during its soft reboot: started again");
+		return;
 	case VMM_REBOOT_HARD:
 		snprintf(buf, len, "hard reboot");
 		return;

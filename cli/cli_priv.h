@@ -53,7 +53,8 @@ struct cli_watch {
 	json_t *late_error;    /* a request.result ok=false for last_rid after the first */
 	const char *rid;
 	json_t *result;        /* the request.result body, once seen */
-	json_t *states;        /* instance.state bodies of watched uuids */
+	json_t *states;        /* instance.state bodies of watched uuids, each with
+				* its envelope's request_id added */
 	json_t *uuids;         /* object: uuid -> true */
 	json_t *migrations;    /* instance.migration bodies (when want_migrations) */
 	bool want_migrations;  /* migrate, host drain: every one, filtered by the caller */

@@ -549,10 +549,12 @@ static const struct instance_op instance_ops[] = {
 
 /*
  * reboot: follow the instance through rebooting to the host's outcome (the
- * observer started before the request, so none of its events is missed):
- * an instance.state with "rebooted" (soft, hard_after_timeout, ...) is
- * done, printed with its reason; another after rebooting is the failure
- * the host reports (its reason says why).
+ * observer started before the request, so none of its events is missed).
+ * Only the states of our own request (its id: the host's events carry it)
+ * count, so another client's stop or reboot of the same instance is not
+ * taken for ours: an instance.state with "rebooted" (soft,
+ * hard_after_timeout, ...) is done, printed with its reason; another after
+ * rebooting is the failure the host reports (its reason says why).
  */
 static int follow_reboot(struct cli_session *ss, const char *name, const char *uuid)
 {
@@ -577,8 +579,9 @@ static int follow_reboot(struct cli_session *ss, const char *name, const char *u
 		json_array_foreach(ss->w.states, k, st) {
 			const char *state = json_string_value(json_object_get(st, "state"));
 			const char *reason = json_string_value(json_object_get(st, "reason"));
+			const char *rid = json_string_value(json_object_get(st, "request_id"));
 
-			if (!state)
+			if (!state || !rid || strcmp(rid, ss->w.last_rid) != 0)
 				continue;
 			if (strcmp(state, "rebooting") == 0) {
 				if (!seen && !ss->ctx->json) {

@@ -75,8 +75,13 @@ static int on_event(void *opaque, const struct bus_message *m)
 	} else if (strcmp(e->type, "instance.state") == 0 && w->uuids) {
 		const char *u = json_string_value(json_object_get(e->body, "uuid"));
 
-		if (u && json_object_get(w->uuids, u))
-			json_array_append(w->states, e->body);
+		json_t *st;
+
+		if (u && json_object_get(w->uuids, u) && (st = json_copy(e->body))) {
+			/* whose request it answers: reboot follows its own */
+			json_object_set_new(st, "request_id", json_string(e->request_id));
+			json_array_append_new(w->states, st);
+		}
 	} else if (strcmp(e->type, "instance.migration") == 0 && w->want_migrations) {
 		/* also those that come with the answer, before the caller knows
 		 * the uuids to follow */

@@ -41,7 +41,8 @@ const char *const vmm_power_names[] = {
 
 const char *const vmm_reboot_how_names[] = {
 	[VMM_REBOOT_SOFT] = "soft", [VMM_REBOOT_HARD_TIMEOUT] = "hard_after_timeout",
-	[VMM_REBOOT_HARD_REFUSED] = "hard_soft_refused", [VMM_REBOOT_HARD] = "hard",
+	[VMM_REBOOT_HARD_REFUSED] = "hard_soft_refused",
+	[VMM_REBOOT_HARD_POWEROFF] = "hard_after_poweroff", [VMM_REBOOT_HARD] = "hard",
 	[VMM_REBOOT_LAST] = NULL,
 };
 
@@ -660,39 +661,49 @@ static int hard_reboot(struct vmm_conn *c, virDomainPtr d, const char *uuid)
 	return 0;
 }
 
-/* Ask the guest, wait for its reset event up to timeout_ms: true when it came. */
-static bool soft_reboot(struct vmm_conn *c, virDomainPtr d, const char *uuid, int64_t timeout_ms,
-			bool *refused)
+/* Ask the guest, wait for its reset event up to timeout_ms: VMM_REBOOT_SOFT
+ * when it came, else the hard reboot's reason. */
+static enum vmm_reboot_how soft_reboot(struct vmm_conn *c, virDomainPtr d, const char *uuid,
+				       int64_t timeout_ms)
 {
 	int64_t until = time_mono_ms() + timeout_ms;
 	int slot = wait_arm(c, uuid);
-	bool seen = false;
+	enum vmm_reboot_how how = VMM_REBOOT_HARD_TIMEOUT;
 
-	*refused = false;
-	if (slot < 0) {
+	if (slot < 0) { /* more waits than workers: cannot see the event */
 		log_warn("no reboot wait slot free: hard reboot instance=%s", uuid);
-		*refused = true;
-		return false;
+		return VMM_REBOOT_HARD_REFUSED;
 	}
 	if (virDomainReboot(d, 0) < 0) {
 		log_info("soft reboot refused, resetting instance=%s: %s", uuid,
 			 virGetLastErrorMessage());
 		virResetLastError();
-		*refused = true;
+		how = VMM_REBOOT_HARD_REFUSED;
 		goto out;
 	}
-	while (!(seen = wait_seen(c, slot)) && time_mono_ms() < until &&
-	       virDomainIsActive(d) == 1) {
+	for (;;) {
 		struct timespec ts = { 0, 20 * 1000 * 1000 };
 
+		if (wait_seen(c, slot)) {
+			how = VMM_REBOOT_SOFT;
+			break;
+		}
+		if (virDomainIsActive(d) != 1) {
+			log_info("the guest powered off during its soft reboot, starting it "
+				 "instance=%s", uuid);
+			how = VMM_REBOOT_HARD_POWEROFF;
+			break;
+		}
+		if (time_mono_ms() >= until) {
+			log_info("no guest reboot within the timeout, resetting instance=%s "
+				 "timeout_ms=%lld", uuid, (long long)timeout_ms);
+			break;
+		}
 		nanosleep(&ts, NULL);
 	}
-	if (!seen)
-		log_info("no guest reboot within the timeout, resetting instance=%s timeout_ms=%lld",
-			 uuid, (long long)timeout_ms);
 out:
 	wait_disarm(c, slot);
-	return seen;
+	return how;
 }
 
 int vmm_reboot(struct vmm_conn *c, const char *uuid, bool hard, int64_t timeout_ms,
@@ -702,7 +713,6 @@ int vmm_reboot(struct vmm_conn *c, const char *uuid, bool hard, int64_t timeout_
 	int r = 0;
 	virDomainPtr d = dom_get(c, uuid, &conn, &r);
 	enum vmm_reboot_how done = VMM_REBOOT_HARD;
-	bool refused = false;
 
 	if (!d)
 		goto out;
@@ -710,13 +720,8 @@ int vmm_reboot(struct vmm_conn *c, const char *uuid, bool hard, int64_t timeout_
 		r = err_set(-EINVAL, "instance %s: not running: cannot reboot", uuid);
 		goto out;
 	}
-	if (!hard) {
-		if (soft_reboot(c, d, uuid, timeout_ms, &refused)) {
-			done = VMM_REBOOT_SOFT;
-			goto out;
-		}
-		done = refused ? VMM_REBOOT_HARD_REFUSED : VMM_REBOOT_HARD_TIMEOUT;
-	}
+	if (!hard && (done = soft_reboot(c, d, uuid, timeout_ms)) == VMM_REBOOT_SOFT)
+		goto out;
 	r = hard_reboot(c, d, uuid);
 out:
 	if (d)

@@ -344,6 +344,7 @@ enum vmm_reboot_how {
 	VMM_REBOOT_SOFT,         /* the guest rebooted when asked (libvirt's reboot event) */
 	VMM_REBOOT_HARD_TIMEOUT, /* no guest reboot within the timeout: reset */
 	VMM_REBOOT_HARD_REFUSED, /* libvirt refused the soft request: reset at once */
+	VMM_REBOOT_HARD_POWEROFF, /* the guest powered off during the wait: started again */
 	VMM_REBOOT_HARD,         /* asked hard: reset, no soft step */
 	VMM_REBOOT_LAST
 };

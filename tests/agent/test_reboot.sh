@@ -61,6 +61,23 @@ ms=$(($(now_ms) - t0))
 [ "$(rebooting)" = 2 ] || fail "$(rebooting) rebooting events, want 2"
 echo "ok   reboot --hard: reset at once ($ms ms)"
 
+# ---- two clients: each follows its own reboot, not the other's ----
+# The agent is held (SIGSTOP) while a soft reboot and then a hard one are
+# sent, so the hard reboot's stratusctl is already watching when the soft
+# one's events come: it must wait for its own.
+trap 'kill -CONT "$(cat "$T/agent.pid")" 2>/dev/null; stack_down' EXIT
+kill -STOP "$(cat "$T/agent.pid")"
+ctl reboot web-1 --no-wait >"$T/soft.out" 2>&1 || { kill -CONT "$(cat "$T/agent.pid")"; fail "soft reboot: $(cat "$T/soft.out")"; }
+ctl reboot web-1 --hard >"$T/hard.out" 2>&1 &
+hard_pid=$!
+sleep 1 # its request forwarded behind the soft one's
+kill -CONT "$(cat "$T/agent.pid")"
+wait "$hard_pid" || fail "reboot --hard beside a soft one: $(cat "$T/hard.out")"
+printf 'web-1: rebooting\nweb-1: active (hard reboot)\n' | diff -u - "$T/hard.out" ||
+	fail "reboot --hard took the other client's reboot for its own (above)"
+[ "$(rebooting)" = 4 ] || fail "$(rebooting) rebooting events, want 4"
+echo "ok   two clients' reboots: each stratusctl reports its own"
+
 # ---- "hard" not a boolean: refused everywhere, nothing changed ----
 if "$B/stratusctl" -c "$T/stratus.yaml" bus send instance.reboot \
 	'{"project":"acme","instance":"web-1","hard":"yes"}' >/dev/null 2>"$T/send.err"; then
@@ -84,7 +101,7 @@ echo "$ev" | jq -e '.body.ok == false and (.body.error | test("body.hard: expect
 if ctl stop web-1 --hard >"$T/stop.out" 2>&1; then fail "stop --hard accepted"; fi
 grep -q "unknown option --hard" "$T/stop.out" || fail "stop --hard said: $(cat "$T/stop.out")"
 sleep 1 # a reboot the refusals had started would show by now
-[ "$(rebooting)" = 2 ] || fail "a refused request rebooted: $(rebooting) rebooting events"
+[ "$(rebooting)" = 4 ] || fail "a refused request rebooted: $(rebooting) rebooting events"
 [ "$(ctl --json show web-1 | jq -r .state)" = active ] || fail "not active after the refusals"
 echo "ok   hard that is not a boolean: refused by stratusctl, the scheduler and the agent"
 

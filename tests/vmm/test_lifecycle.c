@@ -81,6 +81,24 @@ static char *render(struct instance_spec *s, const char *uuid)
 	return xml;
 }
 
+/* Another client powers the domain off 100 ms into a soft reboot's wait:
+ * as a guest that shuts down when asked to reboot. */
+static void *power_off_later(void *uuid)
+{
+	struct timespec ts = { 0, 100 * 1000 * 1000 };
+	virConnectPtr other = virConnectOpen("test:///default");
+	virDomainPtr d = other ? virDomainLookupByUUIDString(other, uuid) : NULL;
+
+	nanosleep(&ts, NULL);
+	if (d) {
+		virDomainDestroy(d);
+		virDomainFree(d);
+	}
+	if (other)
+		virConnectClose(other);
+	return NULL;
+}
+
 static void test_lifecycle(void **state)
 {
 #define UUID_LC "6a1f7f3c-1111-4222-8333-444455556666"
@@ -163,6 +181,22 @@ static void test_lifecycle(void **state)
 	assert_true(time_mono_ms() - t0 >= 300);
 	assert_int_equal(vmm_power_state(c, uuid, &pw), 0);
 	assert_int_equal(pw, VMM_POWER_RUNNING);
+	/* the guest powers off instead of rebooting: seen at once (not after
+	 * the timeout), started again, and said so */
+	{
+		pthread_t th;
+
+		how = VMM_REBOOT_LAST;
+		t0 = time_mono_ms();
+		assert_int_equal(pthread_create(&th, NULL, power_off_later, (void *)uuid), 0);
+		assert_int_equal(vmm_reboot(c, uuid, false, 10000, &how), 0);
+		pthread_join(th, NULL);
+		assert_int_equal(how, VMM_REBOOT_HARD_POWEROFF);
+		assert_string_equal(vmm_reboot_how_names[how], "hard_after_poweroff");
+		assert_true(time_mono_ms() - t0 < 5000);
+		assert_int_equal(vmm_power_state(c, uuid, &pw), 0);
+		assert_int_equal(pw, VMM_POWER_RUNNING);
+	}
 	/* hard: no soft step, no wait */
 	how = VMM_REBOOT_LAST;
 	t0 = time_mono_ms();
