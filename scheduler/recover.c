@@ -100,7 +100,8 @@ bool sched_warmup_over(const struct sched *s, int64_t now_ms)
 	return s->warm_until_ms && !sched_warming(s, now_ms);
 }
 
-/* A boot that arrived during the warm-up: kept until it ends. */
+/* A boot that arrived during the warm-up: kept until it ends, once (a
+ * client's resend of the same request id waits as the first one). */
 int sched_defer(struct sched *s, struct sched_call *c)
 {
 	_cleanup_free_ char *text = json_dumps(c->body, JSON_COMPACT);
@@ -110,7 +111,9 @@ int sched_defer(struct sched *s, struct sched_call *c)
 	if (!text)
 		return err_set(-ENOMEM, "out of memory");
 	if (sqlite3_prepare_v2(s->db, "INSERT INTO deferred(type, request_id, body, received_ms, "
-			       "credential) VALUES (?1, ?2, ?3, ?4, ?5)", -1, &q, NULL) != SQLITE_OK)
+			       "credential) SELECT ?1, ?2, ?3, ?4, ?5 WHERE ?2 IS NULL OR NOT EXISTS "
+			       "(SELECT 1 FROM deferred WHERE request_id = ?2)",
+			       -1, &q, NULL) != SQLITE_OK)
 		return err_set(-EIO, "deferring a request: %s", sqlite3_errmsg(s->db));
 	sqlite3_bind_text(q, 1, c->type, -1, SQLITE_STATIC);
 	sqlite3_bind_text(q, 2, c->rid, -1, SQLITE_STATIC);
@@ -121,7 +124,10 @@ int sched_defer(struct sched *s, struct sched_call *c)
 					   : err_set(-EIO, "deferring a request: %s",
 						     sqlite3_errmsg(s->db));
 	sqlite3_finalize(q);
-	if (r == 0) {
+	if (r == 0 && sqlite3_changes(s->db) == 0) {
+		log_info("request already waits for hosts to report type=%s request=%s", c->type,
+			 c->rid);
+	} else if (r == 0) {
 		s->deferred++;
 		log_info("request waits for hosts to report type=%s request=%s stale_hosts=%zu "
 			 "wait_ms=%lld", c->type, c->rid ? c->rid : "-", stale_hosts(s),

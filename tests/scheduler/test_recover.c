@@ -96,6 +96,11 @@ static void test_warmup_waits_for_reports(void **unused)
 			     BOOT("late", "m1.small")));
 	assert_null(env_msg(&e, "instance.build", 0));
 	assert_int_equal(usage_of(&e, "instances"), 1);
+	/* the client's resend of it (same request id) waits as the same one */
+	assert_int_equal(e.s->deferred, 1);
+	assert_null(env_send(&e, "instance.boot", "11111111-1111-4111-8111-111111111111",
+			     BOOT("late", "m1.small")));
+	assert_int_equal(e.s->deferred, 1);
 	assert_false(sched_warmup_over(e.s, e.now + 1000));
 	/* a boot that can never work is refused at once, and changes nothing */
 	res = env_req(&e, "instance.boot", BOOT("bad", "m1.nope"));
