@@ -491,6 +491,25 @@ int sched_evacuation_settle(struct sched *s, struct sched_out *out, const char *
 	return r;
 }
 
+int sched_evacuation_moved(struct sched *s, const char *uuid, const char *from, const char *to)
+{
+	sqlite3_stmt *q = NULL;
+	int r = 0;
+
+	if (evac_open(s) < 0)
+		return -EIO;
+	if (sqlite3_prepare_v2(s->db, "UPDATE evacuations SET dest = ?3 WHERE uuid = ?1 AND "
+			       "dest = ?2", -1, &q, NULL) != SQLITE_OK)
+		return err_set(-EIO, "evacuate: %s", sqlite3_errmsg(s->db));
+	sqlite3_bind_text(q, 1, uuid, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, from, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 3, to, -1, SQLITE_STATIC);
+	if (sqlite3_step(q) != SQLITE_DONE)
+		r = err_set(-EIO, "evacuate: %s", sqlite3_errmsg(s->db));
+	sqlite3_finalize(q);
+	return r;
+}
+
 int sched_evacuation_cleaned(struct sched *s, const char *uuid, const char *host)
 {
 	sqlite3_stmt *q = NULL;

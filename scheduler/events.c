@@ -250,6 +250,8 @@ int sched_on_reschedule(struct sched *s, struct sched_call *c)
 	r = sched_tx_begin(s);
 	if (r == 0 && to) {
 		r = alloc_move(s, uuid, to, &fit);
+		if (r == 0) /* an evacuated instance keeps its note on the next host */
+			r = sched_evacuation_moved(s, uuid, row.host, to->name);
 		row.state = (char *)"scheduling";
 		row.host = to->name;
 		row.attempts++;

@@ -629,6 +629,9 @@ char *sched_evacuation_note(struct sched *s, const char *uuid, const char *host,
 int sched_evacuation_settle(struct sched *s, struct sched_out *out, const char *uuid,
 			    const char *host);
 int sched_evacuation_cleaned(struct sched *s, const char *uuid, const char *host);
+/* An evacuated UUID's build failed on FROM and moves to TO (the caller's
+ * transaction): its note goes with it. 0 also when it was not evacuated. */
+int sched_evacuation_moved(struct sched *s, const char *uuid, const char *from, const char *to);
 /* UUID was evacuated off HOST and its copy there is not destroyed yet. */
 bool sched_evacuation_pending(struct sched *s, const char *uuid, const char *host);
 int sched_evacuation_comeback(struct sched *s, struct sched_call *c, const char *host);

@@ -309,6 +309,58 @@ static __attribute__((noinline)) void reschedule(struct env *e, const char *uuid
 	assert_null(env_send(e, "instance.reschedule", NULL, ev));
 }
 
+/* An evacuated instance whose rebuild fails on its first destination is
+ * rescheduled: its note ("evacuated from ...") becomes active with it on the
+ * next host. */
+static void test_evacuation_note_follows_reschedule(void **state)
+{
+	struct env e;
+	char uuid[UUID_STRLEN], dead[16], first[16], ev[256], q[128];
+	const char *h, *reason;
+	json_t *res;
+
+	(void)state;
+	env_open(&e, NULL);
+	env_report(&e, "h1", false, 0);
+	env_report(&e, "h2", false, 0);
+	env_report(&e, "h3", false, 0);
+	h = boot_host(&e, BOOT("a", "m1.small"), uuid);
+	snprintf(dead, sizeof(dead), "%s", h);
+	snprintf(ev, sizeof(ev), "{\"uuid\":\"%s\",\"project\":\"acme\",\"host\":\"%s\","
+		 "\"state\":\"active\"}", uuid, dead);
+	assert_null(env_send(&e, "instance.state", NULL, ev));
+	/* its host falls silent past the heartbeat window; the others report */
+	e.now += 31000;
+	for (int i = 1; i <= 3; i++) {
+		char n[4];
+
+		snprintf(n, sizeof(n), "h%d", i);
+		if (strcmp(n, dead) != 0)
+			env_report(&e, n, false, 0);
+	}
+	snprintf(q, sizeof(q), "{\"host\":\"%s\"}", dead);
+	res = env_req(&e, "host.evacuate", q);
+	assert_true(res_ok(res));
+	assert_non_null(build_host(&e, 0));
+	snprintf(first, sizeof(first), "%s", build_host(&e, 0));
+	reschedule(&e, uuid, first, "disk: no space");
+	assert_non_null(build_host(&e, 0));
+	h = build_host(&e, 0);
+	assert_string_not_equal(h, first);
+	assert_string_not_equal(h, dead);
+	snprintf(ev, sizeof(ev), "{\"uuid\":\"%s\",\"project\":\"acme\",\"host\":\"%s\","
+		 "\"state\":\"active\"}", uuid, h);
+	assert_null(env_send(&e, "instance.state", NULL, ev));
+	snprintf(q, sizeof(q), "{\"project\":\"acme\",\"instance\":\"%s\"}", uuid);
+	res = env_req(&e, "instance.show", q);
+	assert_true(res_ok(res));
+	reason = json_string_value(json_object_get(json_object_get(res, "data"), "reason"));
+	assert_non_null(reason);
+	assert_non_null(strstr(reason, "evacuated from host "));
+	assert_non_null(strstr(reason, dead));
+	env_close(&e);
+}
+
 static void test_reschedule_then_error(void **state)
 {
 	struct env e;
@@ -649,6 +701,7 @@ int main(void)
 		cmocka_unit_test(test_duplicate_request),
 		cmocka_unit_test(test_delete_releases_on_confirm),
 		cmocka_unit_test(test_reschedule_then_error),
+		cmocka_unit_test(test_evacuation_note_follows_reschedule),
 		cmocka_unit_test(test_spread_pack),
 		cmocka_unit_test(test_down_host),
 		cmocka_unit_test(test_groups),

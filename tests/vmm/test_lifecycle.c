@@ -184,11 +184,12 @@ static void test_lifecycle(void **state)
 	/* the guest powers off instead of rebooting: seen at once (not after
 	 * the timeout), started again, and said so */
 	{
+		static char target[] = UUID_LC;
 		pthread_t th;
 
 		how = VMM_REBOOT_LAST;
 		t0 = time_mono_ms();
-		assert_int_equal(pthread_create(&th, NULL, power_off_later, (void *)uuid), 0);
+		assert_int_equal(pthread_create(&th, NULL, power_off_later, target), 0);
 		assert_int_equal(vmm_reboot(c, uuid, false, 10000, &how), 0);
 		pthread_join(th, NULL);
 		assert_int_equal(how, VMM_REBOOT_HARD_POWEROFF);
