@@ -14,7 +14,9 @@
 #            /var/log/libvirt, /var/cache/libvirt and the instance directory
 #            $TH_INST, bind-mounted from $TH_DIR/hN/ (so each host has its own
 #            disks at the same path, as two machines would)
-#   uts      hostname ${TH_PREFIX}hN
+#   uts      hostname ${TH_PREFIX}hN, in a private /etc/hosts with both hosts'
+#            names, and a resolv.conf that fails at once (this machine's DNS
+#            does not answer: each lookup waited 20 s)
 #   libvirtd.conf: listen_tcp = 1 on $TH_NET.1N, auth_tcp = "none" (tests
 #            only: anyone on the bridge may drive these libvirtds), its own
 #            host_uuid; qemu.conf: migration_address = $TH_NET.1N
@@ -59,6 +61,12 @@ _th_host_main() { # N
 		mkdir -p "${_m#*:}" || exit 1
 		mount --bind "$_d/${_m%%:*}" "${_m#*:}" || exit 1
 	done
+	# both hosts' names resolve here, as on a cloud's hosts: libvirt looks
+	# its own and its peer's up during a migration, and this machine's
+	# resolver answers nothing (each lookup waited 20 s for DNS timeouts,
+	# 10 s of it inside the guest's downtime)
+	mount --bind "$_d/hosts" /etc/hosts || exit 1
+	mount --bind "$_d/resolv.conf" /etc/resolv.conf || exit 1
 	hostname "${TH_PREFIX}h$1" || exit 1
 	ip link set lo up
 	virtlogd -d -p "$_d/virtlogd.pid" 7>&- 8>&- 9>&- || exit 1
@@ -74,6 +82,10 @@ _th_host_up() { # N
 	[ -d /var/cache/libvirt/qemu ] && cp -a /var/cache/libvirt/qemu "$_d/cache/" 2>/dev/null
 	# the instance directory is the same path on both hosts
 	mkdir -p "$TH_INST" "$_d/lib/images" || return 1
+	{ cat /etc/hosts; printf '%s %sh1\n%s %sh2\n' "$(th_addr 1)" "$TH_PREFIX" "$(th_addr 2)" "$TH_PREFIX"; } \
+		>"$_d/hosts" || return 1
+	# other names fail at once (nothing listens on the namespace's own port 53)
+	echo "nameserver 127.0.0.1" >"$_d/resolv.conf" || return 1
 	_uuid=$(cat "$_d/host_uuid" 2>/dev/null)
 	[ -n "$_uuid" ] || _uuid=$(cat /proc/sys/kernel/random/uuid)
 	echo "$_uuid" >"$_d/host_uuid"
