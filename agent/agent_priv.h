@@ -363,6 +363,9 @@ int agent_filter_init(struct agent *a);
 int agent_filter_apply(struct agent *a, const char *uuid, const char *mac, const char *address);
 void agent_filter_remove(struct agent *a, const char *uuid);
 int agent_filter_reconcile(struct agent *a);
+/* Whether ROW's port may exist here (address and MAC, past the network
+ * step, until its cleanup): the ports the filters and security groups cover. */
+bool agent_row_has_port(const struct store_instance *row);
 
 /* secgroup.c: security groups on the ports (docs/agent.md "Security groups").
  * compile: PROJECTS (project -> secgroup.apply inputs) to the chain part

@@ -161,6 +161,13 @@ int agent_on_migrate_prepare(struct agent *a, const struct bus_envelope *e, cons
 	r = agent_trust_open_build(a, body);
 	if (r == 0)
 		r = model_spec_parse(body, &spec);
+	/* the project's groups on this host with the incoming port, as a build
+	 * carries them: the filter step applies them before the guest arrives */
+	if (r == 0 && json_is_object(json_object_get(body, "secgroups")) &&
+	    agent_sg_update(a, json_object_get(body, "secgroups"), false) < 0) {
+		r = err_prefix(-EINVAL, "instance %s: secgroups", uuid);
+		model_spec_free(&spec);
+	}
 	json_decref(body);
 	if (r < 0) {
 		emit_failed(a, uuid, mig, "prepare", e->request_id, err_msg());

@@ -556,7 +556,7 @@ static uint32_t port_mark(const struct agent *a)
 /* A row whose port may exist (or is about to): it has its address and MAC,
  * past the build's network step. In error or deleting too: its domain may
  * still run until the cleanup that removes the row, then the filter. */
-static bool row_has_port(const struct store_instance *row)
+bool agent_row_has_port(const struct store_instance *row)
 {
 	if (!row->mac || !row->address)
 		return false;
@@ -600,7 +600,7 @@ static int fix_row(const struct store_instance *row, void *ud)
 	struct agent_port p;
 	void *nv;
 
-	if (!row_has_port(row))
+	if (!agent_row_has_port(row))
 		return 0;
 	if (agent_port_parse(row->uuid, row->mac, row->address, &p) < 0) {
 		log_error("port filter: instance=%s: %s", row->uuid, err_msg());

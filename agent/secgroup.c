@@ -31,6 +31,7 @@
 #define LOG_TAG "agent"
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -572,6 +573,84 @@ static int stale_script(const char *table, const struct agent_sg *old,
 	return r;
 }
 
+/* Is the port of instance UUID here (agent_row_has_port)? */
+static bool port_here(struct agent *a, const char *uuid)
+{
+	struct store_instance row = { 0 };
+	bool here;
+
+	if (!a->store)
+		return true; /* no store (a tool): every port sent */
+	if (!uuid || store_instance_get(a->store, uuid, &row) < 0) {
+		err_clear();
+		return false;
+	}
+	here = agent_row_has_port(&row);
+	store_instance_free(&row);
+	return here;
+}
+
+/*
+ * The saved inputs with only the ports that are here: a secgroup.apply
+ * keyed by project may name a port before its migration's prepare made it,
+ * or after an abort or the source's cleanup removed it (the views of other
+ * hosts are computed apart from this host's store): its chains are made
+ * when its row has a port and go with the row. A new reference; NULL when
+ * out of memory.
+ */
+static json_t *present_projects(struct agent *a)
+{
+	json_t *out = json_object(), *p;
+	const char *pk;
+
+	json_object_foreach(a->sg->projects, pk, p) {
+		json_t *cp = json_copy(p), *ports = json_array(), *port;
+		size_t i;
+
+		if (!out || !cp || !ports) {
+			json_decref(cp);
+			json_decref(ports);
+			json_decref(out);
+			return NULL;
+		}
+		json_array_foreach(json_object_get(p, "ports"), i, port)
+			if (port_here(a, json_string_value(json_object_get(port, "uuid"))))
+				json_array_append(ports, port);
+		json_object_set_new(cp, "ports", ports);
+		json_object_set_new(out, pk, cp);
+	}
+	return out;
+}
+
+bool agent_sg_ports_changed_locked(struct agent *a)
+{
+	json_t *p;
+	const char *pk;
+	size_t n = 0;
+
+	json_object_foreach(a->sg->projects, pk, p) {
+		json_t *port;
+		size_t i;
+
+		json_array_foreach(json_object_get(p, "ports"), i, port) {
+			const char *uuid = json_string_value(json_object_get(port, "uuid"));
+			char tap[AGENT_TAP_LEN];
+			bool applied = false;
+
+			if (!port_here(a, uuid))
+				continue;
+			n++;
+			if (agent_port_tap(uuid, tap) < 0)
+				continue;
+			for (size_t k = 0; k < a->sg->n_taps && !applied; k++)
+				applied = strcmp(a->sg->taps[k], tap) == 0;
+			if (!applied)
+				return true;
+		}
+	}
+	return n != a->sg->n_taps;
+}
+
 /* Compile and run: the whole script, or only the members when the chains
  * are those last applied. Caller holds filter_lock. *members_only (may be
  * NULL): what it did. */
@@ -580,10 +659,14 @@ int agent_sg_apply_locked(struct agent *a, const char *table, bool *members_only
 	struct agent_sg *sg = a->sg;
 	struct strbuf script = { .max = SG_SCRIPT_MAX }, all = { .max = SG_SCRIPT_MAX };
 	struct sg_parts pt;
+	json_t *present = present_projects(a);
 	bool only = true;
 	int r;
 
-	r = compile_parts(table, sg->projects, &pt);
+	if (!present)
+		return err_set(-ENOMEM, "out of memory");
+	r = compile_parts(table, present, &pt);
+	json_decref(present);
 	if (r < 0)
 		return r;
 	r = sb_append(&all, pt.head.buf, pt.head.len);
@@ -695,6 +778,21 @@ void agent_sg_free(struct agent *a)
 	a->sg = NULL;
 }
 
+/* The scheduler's order of a project's views (0: none, an older scheduler
+ * or a tool). */
+static int64_t seq_of(const json_t *inputs)
+{
+	const json_t *v = json_object_get(inputs, "seq");
+
+	return json_is_integer(v) ? (int64_t)json_integer_value(v) : 0;
+}
+
+/* Is NEW a view the scheduler made before OLD (both numbered)? */
+static bool older(const json_t *old, const json_t *new)
+{
+	return old && seq_of(new) > 0 && seq_of(new) < seq_of(old);
+}
+
 int agent_sg_update(struct agent *a, const json_t *inputs, bool apply)
 {
 	const char *project = json_string_value(json_object_get(inputs, "project"));
@@ -710,6 +808,15 @@ int agent_sg_update(struct agent *a, const json_t *inputs, bool apply)
 		return err_set(-EINVAL, "secgroup.apply: body.project: required");
 	pthread_mutex_lock(&a->filter_lock);
 	old = json_incref(json_object_get(a->sg->projects, project));
+	if (older(old, inputs)) {
+		/* a view the scheduler made before the one applied (a build's or a
+		 * prepare's read after a later secgroup.apply): it would undo that */
+		log_info("security groups of project=%s seq=%" PRId64 " ignored: older than the "
+			 "applied seq=%" PRId64, project, seq_of(inputs), seq_of(old));
+		pthread_mutex_unlock(&a->filter_lock);
+		json_decref(old);
+		return 0;
+	}
 	json_object_set(a->sg->projects, project, (json_t *)(uintptr_t)inputs);
 	one = json_object();
 	/* the inputs compile, or nothing changes */

@@ -29,5 +29,8 @@ bool agent_sg_filtering(const struct agent *a, char table[AGENT_FILTER_TABLE_MAX
  * of it when !a->sg->applied). Caller holds filter_lock. *members_only (may
  * be NULL): whether it changed only set members. */
 int agent_sg_apply_locked(struct agent *a, const char *table, bool *members_only);
+/* Do the ports here (agent_row_has_port) of the saved inputs differ from
+ * those last applied (a row made or removed since)? Caller holds filter_lock. */
+bool agent_sg_ports_changed_locked(struct agent *a);
 
 #endif

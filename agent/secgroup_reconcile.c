@@ -221,6 +221,13 @@ int agent_sg_reconcile(struct agent *a)
 		log_warn("security groups: the chains in table bridge %s were missing or changed, "
 			 "restoring them ports=%zu", table, a->sg->n_taps);
 		a->sg->applied = false;
+	} else if (agent_sg_ports_changed_locked(a)) {
+		/* a port came or went without an apply (a secgroup.apply read
+		 * while its migration's prepare was undone): not a restore */
+		log_info("security groups: the ports here changed since the last apply, "
+			 "applying table=%s", table);
+		r = agent_sg_apply_locked(a, table, NULL);
+		goto out; /* the table read is older than that: the next round checks it */
 	}
 	/* the members: every element, not only the sets' presence */
 	for (size_t i = 0; ok && i < a->sg->sets.n; i++) {

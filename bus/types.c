@@ -498,6 +498,7 @@ static const struct field secgroup_apply_fields[] = {
 	REQ_SUB("ports", FK_ARRAY, sg_port_fields),
 	REQ_SUB("groups", FK_ARRAY, sg_group_fields),
 	REQ("members", FK_OBJECT),
+	OPT("seq", FK_NONNEG), /* the scheduler's order of its views */
 	{ 0 },
 };
 
@@ -569,6 +570,7 @@ static const struct field migrate_prepare_fields[] = {
 	REQ("migration", FK_UUID),
 	REQ("source_host", FK_NAME),
 	OPT("sealed", FK_NAME),
+	OPT("secgroups", FK_OBJECT), /* the destination's secgroup.apply inputs */
 	{ 0 },
 };
 static const struct field migrate_limits_fields[] = {

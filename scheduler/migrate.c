@@ -461,11 +461,34 @@ static int send_prepare(struct sched *s, struct sched_call *c, const struct inst
 	if (port)
 		json_object_set_new(spec, "network", port);
 	json_object_set_new(spec, "source_host", json_string(m->source));
+	/* the port's groups, as a build carries them (the migrations row makes
+	 * it one of the destination's ports): enforced before the guest arrives */
+	if (sched_sg_build_inputs(s, m->project, to->name, spec) < 0) {
+		json_decref(spec);
+		return -ENOMEM;
+	}
 	if (sched_seal_build(s, to, spec) < 0) {
 		json_decref(spec);
 		return -ENOKEY;
 	}
 	return send_cmd(c, to->name, "instance.migrate.prepare", m, spec);
+}
+
+/* secgroup.apply to the hosts whose ports changed with the end of M: its
+ * destination, and its source when DONE; each with a request id of its own. */
+static int send_groups(struct sched *s, struct sched_call *c, const struct sched_migration *m,
+		       bool done)
+{
+	char rid[UUID_STRLEN];
+	int r;
+
+	uuid_generate_str(rid);
+	r = sched_sg_send_host(s, c->out, m->project, m->dest, rid);
+	if (r == 0 && done) {
+		uuid_generate_str(rid);
+		r = sched_sg_send_host(s, c->out, m->project, m->source, rid);
+	}
+	return r;
 }
 
 /* ---- instance.migrate ------------------------------------------------------ */
@@ -617,6 +640,8 @@ static int abort_migration(struct sched *s, struct sched_call *c, const struct s
 	if (r == 0)
 		r = send_cmd(c, m->dest, "instance.migrate.finish", m,
 			     json_pack("{s:s}", "outcome", "abort"));
+	if (r == 0) /* the destination's view without the port */
+		r = send_groups(s, c, m, false);
 	if (r == 0)
 		r = emit_migration(c, m, "aborted",
 				   json_pack("{s:s, s:s}", "step", step, "error", reason));
@@ -678,6 +703,8 @@ static int commit_migration(struct sched *s, struct sched_call *c, const struct 
 	if (r == 0)
 		r = send_cmd(c, m->dest, "instance.migrate.finish", m,
 			     json_pack("{s:s}", "outcome", "commit"));
+	if (r == 0) /* the port is the destination's now, no longer the source's */
+		r = send_groups(s, c, m, true);
 	stats = json_object();
 	if (stats) {
 		static const char *const copied[] = { "total_ms", "downtime_ms", "memory_bytes",

@@ -290,6 +290,7 @@ struct sched {
 	struct sched_pins *pins; /* hosts' pinned signing keys (pins.c) */
 	struct sched_stmts *stmts; /* statements prepared once (stmts.c) */
 	struct sched_sg_memo *sg_memo; /* security-group rules parsed once (secgroups.c) */
+	int64_t sg_seq;        /* the last view's number (secgroups.c) */
 };
 
 /* One row of the instances table (strings malloc'd; inst_row_free). */
@@ -562,9 +563,12 @@ int sched_sg_add_members(struct sched *s, const char *project, const char *uuid,
 /* PROJECT's secgroup.apply inputs for HOST: its ports there, their groups'
  * rules, the remote groups' member addresses (new reference, NULL on error). */
 json_t *sched_sg_view(struct sched *s, const char *project, const char *host);
-/* secgroup.apply to every host with a port of PROJECT. */
+/* secgroup.apply to every host with a port of PROJECT (or one migrating
+ * there); _send_host: to HOST alone. */
 int sched_sg_propagate(struct sched *s, struct sched_out *out, const char *project,
 		       const char *rid);
+int sched_sg_send_host(struct sched *s, struct sched_out *out, const char *project,
+		       const char *host, const char *rid);
 /* A build's `secgroups`: the view of its host, set into BUILD. */
 int sched_sg_build_inputs(struct sched *s, const char *project, const char *host, json_t *build);
 /* sched_send_build with the build's `secgroups`. */

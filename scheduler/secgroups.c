@@ -16,7 +16,12 @@
  * with a port of the project: the project's ports there, their groups'
  * rules, and the addresses of every remote group's members on all hosts
  * (the agent compiles them, agent/secgroup.c). A build carries the same
- * inputs (`secgroups`), so a new port is filtered before its guest starts.
+ * inputs (`secgroups`), so a new port is filtered before its guest starts;
+ * so does a migration's prepare, and a host's view holds the ports
+ * migrating to it (docs/operations.md "Security groups and migration").
+ * Every view is numbered (`seq`): an agent reads a build's, a prepare's
+ * (keyed by instance) and secgroup.apply (keyed by project) in any order
+ * and keeps the latest.
  */
 #define LOG_TAG "scheduler"
 #include <errno.h>
@@ -41,6 +46,9 @@ static const char sg_schema[] =
 	"CREATE INDEX IF NOT EXISTS secgroup_members_project ON secgroup_members(project);"
 	"CREATE TABLE IF NOT EXISTS secgroup_ports ("
 	" uuid TEXT PRIMARY KEY, project TEXT NOT NULL, address TEXT);"
+	/* one row: the scheduler's starts, numbering the views (sched_sg_open) */
+	"CREATE TABLE IF NOT EXISTS secgroup_epoch ("
+	" id INTEGER PRIMARY KEY CHECK (id = 0), epoch INTEGER NOT NULL);"
 	/* a build's view: the project's instances on one host (sched_sg_view) */
 	"CREATE INDEX IF NOT EXISTS allocations_host ON allocations(host, project);"
 	/* and the addresses of a remote group's members */
@@ -49,6 +57,7 @@ static const char sg_schema[] =
 
 int sched_sg_open(struct sched *s)
 {
+	sqlite3_stmt *q = NULL;
 	char *emsg = NULL;
 	int r;
 
@@ -57,6 +66,18 @@ int sched_sg_open(struct sched *s)
 		sqlite3_free(emsg);
 		return r;
 	}
+	/* the views' numbers: this start's epoch in the high half, a counter in
+	 * the low one, so they grow across restarts whatever the clock says */
+	if (sqlite3_prepare_v2(s->db, "INSERT INTO secgroup_epoch(id, epoch) VALUES (0, 1) "
+			       "ON CONFLICT(id) DO UPDATE SET epoch = epoch + 1 RETURNING epoch",
+			       -1, &q, NULL) != SQLITE_OK || sqlite3_step(q) != SQLITE_ROW) {
+		r = err_set(-EIO, "scheduler state %s: secgroup_epoch: %s", s->cfg->state_path,
+			    sqlite3_errmsg(s->db));
+		sqlite3_finalize(q);
+		return r;
+	}
+	s->sg_seq = (int64_t)sqlite3_column_int64(q, 0) << 32;
+	sqlite3_finalize(q);
 	return 0;
 }
 
@@ -314,9 +335,14 @@ json_t *sched_sg_view(struct sched *s, const char *project, const char *host)
 		goto out;
 	/* the project's instances on HOST first (allocations_host), then their
 	 * groups: not every member of the project (CROSS JOIN keeps the order) */
-	if (prep(s, &q, "SELECT m.uuid, m.group_id FROM allocations a CROSS JOIN secgroup_members m "
-			"ON m.uuid = a.uuid WHERE a.host = ?2 AND a.project = ?1 AND +m.project = ?1 "
-			"ORDER BY m.uuid, m.rowid", 2, project, host) < 0)
+	if (prep(s, &q, "SELECT m.uuid, m.group_id, m.rowid FROM allocations a CROSS JOIN "
+			"secgroup_members m ON m.uuid = a.uuid WHERE a.host = ?2 AND a.project = ?1 "
+			"AND +m.project = ?1 UNION ALL "
+			/* and those migrating here: their port is made before the guest
+			 * arrives (docs/operations.md "Maintenance") */
+			"SELECT m.uuid, m.group_id, m.rowid FROM migrations g CROSS JOIN "
+			"secgroup_members m ON m.uuid = g.uuid WHERE g.dest = ?2 AND g.project = ?1 "
+			"AND +m.project = ?1 ORDER BY 1, 3", 2, project, host) < 0)
 		goto out;
 	while (sqlite3_step(q) == SQLITE_ROW) {
 		if (strcmp(last, col(q, 0)) != 0) {
@@ -353,8 +379,9 @@ json_t *sched_sg_view(struct sched *s, const char *project, const char *host)
 		q = NULL;
 		json_object_set_new(members, json_string_value(v), addrs);
 	}
-	view = json_pack("{s:s, s:O, s:O, s:O}", "project", project, "ports", ports, "groups",
-			 groups, "members", members);
+	/* numbered: an agent keeps the latest of the views it reads in any order */
+	view = json_pack("{s:s, s:O, s:O, s:O, s:I}", "project", project, "ports", ports, "groups",
+			 groups, "members", members, "seq", (json_int_t)++s->sg_seq);
 out:
 	sched_stmt_done(s, q);
 	json_decref(ports);
@@ -370,27 +397,32 @@ int sched_sg_propagate(struct sched *s, struct sched_out *out, const char *proje
 {
 	struct sched_strvec hosts = { 0 };
 	sqlite3_stmt *q = NULL;
-	int r = prep(s, &q, "SELECT DISTINCT a.host FROM secgroup_members m JOIN allocations a "
+	int r = prep(s, &q, "SELECT a.host FROM secgroup_members m JOIN allocations a "
 			    "ON a.uuid = m.uuid WHERE m.project = ?1 AND a.host IS NOT NULL "
-			    "ORDER BY a.host", 1, project);
+			    "UNION SELECT g.dest FROM migrations g JOIN secgroup_members m "
+			    "ON m.uuid = g.uuid WHERE m.project = ?1 ORDER BY 1", 1, project);
 
 	while (r == 0 && sqlite3_step(q) == SQLITE_ROW)
 		r = sched_strvec_add(&hosts, col(q, 0));
 	sched_stmt_done(s, q);
-	for (size_t i = 0; r == 0 && i < hosts.n; i++) {
-		json_t *view = sched_sg_view(s, project, hosts.v[i]);
-
-		if (!view) {
-			r = err_set(-ENOMEM, "security groups of project %s: the view of host %s",
-				    project, hosts.v[i]);
-			break;
-		}
-		log_info("security groups sent project=%s host=%s ports=%zu", project, hosts.v[i],
-			 json_array_size(json_object_get(view, "ports")));
-		r = sched_emit_host_cmd(out, hosts.v[i], "secgroup.apply", rid, project, view);
-	}
+	for (size_t i = 0; r == 0 && i < hosts.n; i++)
+		r = sched_sg_send_host(s, out, project, hosts.v[i], rid);
 	sched_strvec_free(&hosts);
 	return r;
+}
+
+int sched_sg_send_host(struct sched *s, struct sched_out *out, const char *project,
+		       const char *host, const char *rid)
+{
+	json_t *view = sched_sg_view(s, project, host);
+
+	if (!view)
+		return err_set(-ENOMEM, "security groups of project %s: the view of host %s",
+			       project, host);
+	log_info("security groups sent project=%s host=%s ports=%zu seq=%lld", project, host,
+		 json_array_size(json_object_get(view, "ports")),
+		 (long long)json_integer_value(json_object_get(view, "seq")));
+	return sched_emit_host_cmd(out, host, "secgroup.apply", rid, project, view);
 }
 
 /* ---- boots, builds and events ------------------------------------------------ */

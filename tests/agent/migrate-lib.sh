@@ -1,6 +1,8 @@
 # Sourced by the migration tests on the test driver: stratus-bus, the
 # scheduler and two agents (hv1, hv2), each agent process with its own
 # test:///default (two hosts). mig_agent_start N [ENV...] (re)starts agent N.
+# AGENT_BRIDGE=BR: host N's bridge is BRN (its own nft table); MIG_MISSED_HEARTBEATS
+# (default 5): the scheduler's missed_heartbeats.
 . "$STRATUS_TOP/tests/agent/lib.sh"
 trap 'for p in $a1 $a2 $sched; do kill $p 2>/dev/null; done; sleep 0.5
 	for p in $a1 $a2 $sched; do kill -9 $p 2>/dev/null; done; agent_env_down' EXIT
@@ -13,7 +15,7 @@ scheduler:
   state_path: $T/sched/scheduler.db
   key_dir: $T/sched
   heartbeat_interval: 1s
-  missed_heartbeats: 5
+  missed_heartbeats: ${MIG_MISSED_HEARTBEATS:-5}
   default_quotas: {instances: 20, cores: 40, ram_mb: 40960, pcpus: 8}
   flavors:
     m1.pin: vcpus=1 ram_mb=256 disk_gb=1 hw:cpu_policy=dedicated
@@ -27,6 +29,7 @@ for i in 1 2; do
 	sed -e "s|host: hv1|host: hv$i|" -e "s|state_dir: $T/state|state_dir: $T/h$i/state|" \
 		-e "s|instances_dir: $T/inst, console_log_dir: $T/inst|instances_dir: $T/h$i/inst, console_log_dir: $T/h$i/inst|" \
 		-e "s|cache_dir: $T/cache|cache_dir: $T/h$i/cache|" \
+		-e "s|bridge: \"\([^\"][^\"]*\)\"|bridge: \"\1$i\"|" \
 		-e "s|cpu_dedicated_set: \"1\", cpu_shared_set: \"0\"|cpu_dedicated_set: \"$ded\", cpu_shared_set: \"$shared\"|" \
 		-e "s|metrics_listen: 127.0.0.1:$METRICS_PORT|metrics_listen: 127.0.0.1:$(free_port)\\
   migration_uri: \"test:///default\"|" \

@@ -186,9 +186,11 @@ static void test_every_type_has_a_valid_body(void **state)
 		{ "secgroup.apply", BUS_TC_HOST,
 		  "{\"project\":\"acme\",\"ports\":[{\"uuid\":\"" UUID1 "\",\"groups\":[\"" UUID1
 		  "\"]}],\"groups\":[{\"id\":\"" UUID1 "\",\"name\":\"default\",\"rules\":[]}],"
-		  "\"members\":{}}" },
+		  "\"members\":{},\"seq\":4294967297}" },
 		{ "instance.migrate.prepare", BUS_TC_HOST,
-		  "{" SPEC_FIELDS ",\"migration\":\"" UUID2 "\",\"source_host\":\"n1\"}" },
+		  "{" SPEC_FIELDS ",\"migration\":\"" UUID2 "\",\"source_host\":\"n1\","
+		  "\"secgroups\":{\"project\":\"acme\",\"ports\":[],\"groups\":[],\"members\":{},"
+		  "\"seq\":4294967298}}" },
 		{ "instance.migrate.perform", BUS_TC_HOST,
 		  "{\"uuid\":\"" UUID1 "\",\"migration\":\"" UUID2 "\",\"dest_host\":\"n2\","
 		  "\"dest_uri\":\"qemu+tcp://n2/system\",\"domain_xml\":\"<domain/>\","
@@ -255,6 +257,13 @@ static void test_rejections(void **state)
 		  "{\"uuid\":\"" UUID1 "\",\"project\":\"a\",\"host\":\"n1\",\"state\":\"melted\"}",
 		  "stratus.events", "volume.state: body.state: expected one of creating, available, "
 		  "attaching, in-use, detaching, deleting, error or deleted" },
+		{ "secgroup view numbered below zero", 1, "secgroup.apply",
+		  "{\"project\":\"a\",\"ports\":[],\"groups\":[],\"members\":{},\"seq\":-1}",
+		  "stratus.host.n1", "secgroup.apply: body.seq: expected a non-negative integer" },
+		{ "prepare's groups not an object", 1, "instance.migrate.prepare",
+		  "{\"uuid\":\"" UUID1 "\",\"migration\":\"" UUID2 "\",\"source_host\":\"n1\","
+		  "\"secgroups\":[]}",
+		  "stratus.host.n1", "instance.migrate.prepare: body.secgroups: expected an object" },
 		{ "unknown type", 1, "instance.explode", "{}", NULL,
 		  "envelope: type: unknown message type 'instance.explode'" },
 		{ "vcpus zero", 1, "instance.build",
