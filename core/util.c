@@ -149,31 +149,55 @@ int parse_duration_ms(const char *s, int64_t *out)
 
 /* ---- uuid and time ------------------------------------------------------ */
 
-void uuid_generate_str(char out[UUID_STRLEN])
+static void uuid_random(unsigned char b[16])
 {
-	static const char hex[] = "0123456789abcdef";
-	unsigned char b[16];
 	size_t got = 0;
 
-	while (got < sizeof(b)) {
-		ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
+	while (got < 16) {
+		ssize_t n = getrandom(b + got, 16 - got, 0);
 
 		if (n > 0)
 			got += (size_t)n;
 		else if (errno != EINTR)
 			abort(); /* no entropy source: nothing sane to do */
 	}
-	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+}
+
+/* B with version V and the RFC 9562 variant, as 8-4-4-4-12 lower-case hex
+ * written directly: not through snprintf's parsing of sixteen %02x, once
+ * per request and per message */
+static void uuid_format(unsigned char b[16], unsigned v, char out[UUID_STRLEN])
+{
+	static const char hex[] = "0123456789abcdef";
+
+	b[6] = (unsigned char)((b[6] & 0x0f) | (v << 4));
 	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-	/* 8-4-4-4-12 lower-case hex, written directly: not through snprintf's
-	 * parsing of sixteen %02x, once per request and per message */
-	for (size_t i = 0, o = 0; i < sizeof(b); i++) {
+	for (size_t i = 0, o = 0; i < 16; i++) {
 		if (i == 4 || i == 6 || i == 8 || i == 10)
 			out[o++] = '-';
 		out[o++] = hex[b[i] >> 4];
 		out[o++] = hex[b[i] & 15];
 	}
 	out[UUID_STRLEN - 1] = '\0';
+}
+
+void uuid_generate_str(char out[UUID_STRLEN])
+{
+	unsigned char b[16];
+
+	uuid_random(b);
+	uuid_format(b, 4, out);
+}
+
+void uuid_generate_time_str(char out[UUID_STRLEN])
+{
+	uint64_t ms = (uint64_t)time_wall_ms();
+	unsigned char b[16];
+
+	uuid_random(b);
+	for (int i = 0; i < 6; i++) /* unix_ts_ms, big-endian: 48 bits */
+		b[i] = (unsigned char)(ms >> (40 - 8 * i));
+	uuid_format(b, 7, out);
 }
 
 bool uuid_valid(const char *s)
