@@ -48,13 +48,13 @@ int bus_envelope_new(const char *type, enum bus_topic_class tc, const char *sour
 		goto fail;
 	}
 	e->v = BUS_ENVELOPE_VERSION;
-	uuid_generate_str(e->id);
+	uuid_generate_time_str(e->id); /* time-ordered: api_seen appends */
 	snprintf(e->type, sizeof(e->type), "%s", type);
 	time_rfc3339_now(e->ts);
 	if (request_id)
 		snprintf(e->request_id, sizeof(e->request_id), "%s", request_id);
 	else
-		uuid_generate_str(e->request_id);
+		uuid_generate_time_str(e->request_id);
 	e->body = body;
 	e->tc = row->tc;
 	*out = e;

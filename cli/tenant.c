@@ -169,7 +169,7 @@ int cli_request(struct cli_session *ss, const char *type, json_t *body, json_t *
 	int64_t resend = 0;
 	int rc;
 
-	uuid_generate_str(rid);
+	uuid_generate_time_str(rid); /* time-ordered: the requests table appends */
 	ss->w.rid = rid;
 	snprintf(ss->w.last_rid, sizeof(ss->w.last_rid), "%s", rid);
 	json_decref(ss->w.result);

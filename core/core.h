@@ -102,6 +102,10 @@ int parse_duration_ms(const char *s, int64_t *out);
 #define UUID_STRLEN 37 /* 36 + NUL */
 /* Random (v4) uuid, lower-case, from getrandom(). */
 void uuid_generate_str(char out[UUID_STRLEN]);
+/* Time-ordered (v7, RFC 9562) uuid: 48 bits of the wall clock in ms, then
+ * 74 random bits. Keys made later sort after: rows keyed by them go to the
+ * right edge of a B-tree, not a random leaf each (the instances' uuids). */
+void uuid_generate_time_str(char out[UUID_STRLEN]);
 bool uuid_valid(const char *s);
 
 #define RFC3339_STRLEN 32

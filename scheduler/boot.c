@@ -340,7 +340,7 @@ static int place_one(struct boot *b, long i)
 		s->stats.no_valid_host++;
 		return answered(sched_reject(s, b->c, "%s", why ? why : "no valid host"));
 	}
-	uuid_generate_str(p->uuid);
+	uuid_generate_time_str(p->uuid); /* time-ordered: its rows append */
 	p->host = s->hosts[b->pick[0]];
 	if (!sched_numa_fit(p->host, &b->req, &p->fit))
 		p->fit = (struct sched_fit){ .node = -1 };

@@ -256,7 +256,7 @@ static int decide(struct run *r, const struct signer *sg, long from, long n, int
 				goto fail;
 			first = i;
 		}
-		uuid_generate_str(rid);
+		uuid_generate_time_str(rid); /* as stratusctl does (cli_request) */
 		snprintf(name, sizeof(name), "vm-%ld", from + i);
 		snprintf(project, sizeof(project), "p%ld", (from + i) % 100);
 		b = json_pack("{s:s, s:s, s:s, s:s, s:{s:s}}", "project", project, "name", name,

@@ -4,7 +4,12 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "core/core.h"
@@ -80,6 +85,91 @@ static void test_uuid_time(void **state)
 	assert_true(time_rfc3339_valid("2026-11-23T09:15:08.5+01:00"));
 	assert_false(time_rfc3339_valid("2026-11-23 09:15:08"));
 	assert_false(time_rfc3339_valid("2026-11-23T09:15:08Zjunk"));
+}
+
+/* v7: the wall clock's ms in the first 48 bits, version 7, the variant;
+ * later uuids sort after earlier ones (the B-trees keyed by them append) */
+static void test_uuid_v7(void **state)
+{
+	char prev[UUID_STRLEN], u[UUID_STRLEN], hex12[13];
+	int64_t t0 = time_wall_ms(), t1;
+	long long ms;
+
+	(void)state;
+	uuid_generate_time_str(prev);
+	t1 = time_wall_ms();
+	assert_true(uuid_valid(prev));
+	assert_int_equal(prev[14], '7');
+	assert_non_null(strchr("89ab", prev[19]));
+	memcpy(hex12, prev, 8);
+	memcpy(hex12 + 8, prev + 9, 4);
+	hex12[12] = '\0';
+	ms = strtoll(hex12, NULL, 16);
+	assert_true(ms >= t0 && ms <= t1);
+	for (int i = 0; i < 2000; i++) {
+		uuid_generate_time_str(u);
+		/* same ms: the random bits decide; a later ms always sorts after */
+		assert_true(strncmp(u, prev, 13) >= 0);
+		assert_string_not_equal(u, prev);
+		memcpy(prev, u, sizeof(u));
+	}
+}
+
+/* The uuids' pool of random bits is not inherited: a forked child's next
+ * uuid is not its parent's next one. */
+static void test_uuid_fork(void **state)
+{
+	char mine[UUID_STRLEN], child[UUID_STRLEN] = "";
+	int fd[2];
+	pid_t pid;
+
+	(void)state;
+	uuid_generate_str(mine); /* the pool is filled */
+	assert_int_equal(pipe(fd), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		uuid_generate_str(child);
+		_exit(write(fd[1], child, sizeof(child)) == (ssize_t)sizeof(child) ? 0 : 1);
+	}
+	close(fd[1]);
+	assert_int_equal(read(fd[0], child, sizeof(child)), (ssize_t)sizeof(child));
+	close(fd[0]);
+	waitpid(pid, NULL, 0);
+	uuid_generate_str(mine);
+	assert_true(uuid_valid(child));
+	assert_string_not_equal(mine, child);
+}
+
+/* The second's text is kept between calls: it must still be gmtime's. */
+static void test_rfc3339_now(void **state)
+{
+	char ts[RFC3339_STRLEN], want[RFC3339_STRLEN];
+
+	(void)state;
+	for (int i = 0; i < 3; i++) {
+		struct timespec t;
+		struct tm tm;
+		time_t before;
+
+		clock_gettime(CLOCK_REALTIME, &t);
+		before = t.tv_sec;
+		time_rfc3339_now(ts);
+		clock_gettime(CLOCK_REALTIME, &t);
+		if (t.tv_sec != before) { /* a second boundary in between: again */
+			i--;
+			continue;
+		}
+		gmtime_r(&before, &tm);
+		snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.",
+			 (tm.tm_year + 1900) % 10000, (tm.tm_mon + 1) % 100, tm.tm_mday % 100,
+			 tm.tm_hour % 100, tm.tm_min % 100, tm.tm_sec % 100);
+		assert_int_equal(strlen(ts), 24);
+		assert_memory_equal(ts, want, 20);
+		assert_true(ts[23] == 'Z' && strspn(ts + 20, "0123456789") == 3);
+		assert_true(time_rfc3339_valid(ts));
+		usleep(600 * 1000); /* the next round is (usually) in another second */
+	}
 }
 
 static void test_strbuf_cap(void **state)
@@ -286,6 +376,9 @@ int main(void)
 		cmocka_unit_test(test_parse_long),
 		cmocka_unit_test(test_parse_size_duration),
 		cmocka_unit_test(test_uuid_time),
+		cmocka_unit_test(test_uuid_v7),
+		cmocka_unit_test(test_uuid_fork),
+		cmocka_unit_test(test_rfc3339_now),
 		cmocka_unit_test(test_strbuf_cap),
 		cmocka_unit_test(test_err),
 		cmocka_unit_test(test_config_ok),
