@@ -37,19 +37,21 @@ static void curl_init(void)
 }
 
 /*
- * Receiving and writing are split: curl hands the body over in pieces of
- * at most 16 KiB (CURL_MAX_WRITE_SIZE, whatever CURLOPT_BUFFERSIZE says),
- * and the receiving thread only copies them into 1 MiB slots. A second
- * thread (the writer) takes the filled slots in order, writes each with
- * one pwrite, hashes it from the same memory (the file is never read
- * back) and every WRITEBACK_EVERY bytes starts the writeback of what it
- * wrote (sync_file_range, which blocks while the disk's queue is full):
- * the thread that receives never waits for the disk, only for a free
- * slot when SINK_SLOTS MiB are waiting to be written.
+ * curl hands the body over in pieces of at most 16 KiB
+ * (CURL_MAX_WRITE_SIZE, whatever CURLOPT_BUFFERSIZE says): the receiving
+ * thread copies them into 1 MiB slots and writes each full slot with one
+ * pwrite (the page cache's copy, as curl -o makes it). A second thread
+ * (the hasher) takes the written slots in order, hashes each from the
+ * same memory (the file is never read back) and every WRITEBACK_EVERY
+ * bytes starts the writeback of what it hashed (sync_file_range, which
+ * blocks while the disk's queue is full): the thread that receives never
+ * waits for the hash or the disk, only for a free slot when SINK_SLOTS
+ * MiB wait to be hashed.
  *
- * Invariant: the file holds exactly the bytes [0, done) and the digest
- * covers exactly those. A failed write truncates the file back to done
- * and drops the slots queued behind it.
+ * Invariant: once the hasher has drained the queue (sink_flush), the file
+ * holds exactly the bytes [0, done) and the digest covers exactly those.
+ * A failed write truncates the file back to where that slot began (all
+ * before it is written and queued) and nothing more is accepted.
  */
 #define SINK_CHUNK (1u << 20)
 #define SINK_SLOTS 8
@@ -69,11 +71,11 @@ struct sink {
 	int fd;
 	EVP_MD_CTX *md;
 	struct slot slot[SINK_SLOTS];
-	unsigned head;    /* next slot the writer takes */
-	unsigned queued;  /* filled slots from head on (writer's, or being written) */
+	unsigned head;    /* next slot the hasher takes */
+	unsigned queued;  /* written slots from head on, for the hasher (or being hashed) */
 	size_t fill;      /* bytes in the slot being filled, slot[(head + queued) % SLOTS] */
-	uint64_t done;    /* bytes written and hashed */
-	uint64_t flushed; /* writeback started up to here (writer) */
+	uint64_t done;    /* bytes hashed (all of them written) */
+	uint64_t flushed; /* writeback started up to here (the hasher's) */
 	bool stop;
 	int err;
 };
@@ -85,47 +87,22 @@ static void *sink_main(void *arg)
 	pthread_mutex_lock(&k->mu);
 	for (;;) {
 		struct slot *s;
-		size_t at = 0;
-		int err = 0;
 
 		while (!k->queued && !k->stop)
 			pthread_cond_wait(&k->cv, &k->mu);
 		if (!k->queued)
 			break;
 		s = &k->slot[k->head];
-		if (k->err) { /* drop what was queued behind a failed write */
-			s->len = 0;
-			goto next;
-		}
 		pthread_mutex_unlock(&k->mu);
-		while (at < s->len) {
-			ssize_t w = pwrite(k->fd, s->buf + at, s->len - at, (off_t)(s->off + at));
-
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w <= 0) {
-				err = w < 0 ? -errno : -EIO;
-				/* keep the file equal to what was hashed */
-				if (ftruncate(k->fd, (off_t)s->off) < 0 && err == 0)
-					err = -errno;
-				break;
-			}
-			at += (size_t)w;
-		}
-		if (!err)
-			EVP_DigestUpdate(k->md, s->buf, s->len);
-		if (!err && s->off + s->len - k->flushed >= WRITEBACK_EVERY) {
+		EVP_DigestUpdate(k->md, s->buf, s->len);
+		if (s->off + s->len - k->flushed >= WRITEBACK_EVERY) {
 			uint64_t from = k->flushed, to = s->off + s->len;
 
-			k->flushed = to; /* the writer's own field */
+			k->flushed = to;
 			sync_file_range(k->fd, (off_t)from, (off_t)(to - from), SYNC_FILE_RANGE_WRITE);
 		}
 		pthread_mutex_lock(&k->mu);
-		if (err)
-			k->err = err;
-		else
-			k->done = s->off + s->len;
-next:
+		k->done = s->off + s->len;
 		k->head = (k->head + 1) % SINK_SLOTS;
 		k->queued--;
 		pthread_cond_broadcast(&k->cv);
@@ -141,20 +118,37 @@ static struct slot *sink_cur(struct sink *k)
 }
 
 /*
- * Hand the slot being filled to the writer and wait for a free one;
- * returns the writer's error (then nothing more is accepted).
+ * Write the slot being filled, hand it to the hasher and wait for a free
+ * one; returns the write error (then nothing more is accepted).
  */
 static int sink_push(struct sink *k)
 {
-	int r;
+	struct slot *s = sink_cur(k);
+	size_t at = 0;
+	int r = k->err;
 
+	while (r == 0 && at < k->fill) {
+		ssize_t w = pwrite(k->fd, s->buf + at, k->fill - at, (off_t)(s->off + at));
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			r = w < 0 ? -errno : -EIO;
+			/* keep the file equal to what is hashed: what was queued before */
+			if (ftruncate(k->fd, (off_t)s->off) < 0)
+				log_warn("cannot truncate a partial download error=%s", strerror(errno));
+		}
+		at += w > 0 ? (size_t)w : 0;
+	}
 	pthread_mutex_lock(&k->mu);
+	if (r < 0 && !k->err)
+		k->err = r;
 	if (k->fill > 0 && !k->err) {
-		sink_cur(k)->len = k->fill;
+		s->len = k->fill;
 		k->queued++;
-		k->fill = 0;
 		pthread_cond_broadcast(&k->cv);
 	}
+	k->fill = 0;
 	while (!k->err && k->queued == SINK_SLOTS)
 		pthread_cond_wait(&k->cv, &k->mu);
 	r = k->err;
@@ -163,9 +157,8 @@ static int sink_push(struct sink *k)
 }
 
 /*
- * Everything received is written and hashed (or the writer failed):
- * returns the writer's error; *done: the bytes the file and the digest
- * hold.
+ * Everything received is written and hashed (or a write failed): returns
+ * the write error; *done: the bytes the file and the digest hold.
  */
 static int sink_flush(struct sink *k, uint64_t *done)
 {
@@ -175,7 +168,6 @@ static int sink_flush(struct sink *k, uint64_t *done)
 	while (k->queued)
 		pthread_cond_wait(&k->cv, &k->mu);
 	r = k->err ? k->err : r;
-	k->fill = 0; /* a failed writer accepted nothing more */
 	*done = k->done;
 	pthread_mutex_unlock(&k->mu);
 	return r;
@@ -232,13 +224,13 @@ static int sink_start(struct sink *k, int fd, EVP_MD_CTX *md)
 	if (r != 0) {
 		pthread_mutex_destroy(&k->mu);
 		pthread_cond_destroy(&k->cv);
-		return err_sys(-r, "cannot start the writing thread");
+		return err_sys(-r, "cannot start the hashing thread");
 	}
 	k->running = true;
 	return 0;
 }
 
-/* Stops the writer (after what was queued) and frees the slots. */
+/* Stops the hasher (after what was queued) and frees the slots. */
 static void sink_stop(struct sink *k)
 {
 	if (k->running) {
@@ -264,7 +256,7 @@ struct xfer {
 	EVP_MD_CTX *md;
 	const EVP_MD *type;
 	struct sink k;
-	uint64_t offset;         /* bytes accepted (written, or queued for the writer) */
+	uint64_t offset;         /* bytes accepted (written, or in the slot being filled) */
 	uint64_t attempt_start;  /* offset when this attempt began */
 	uint64_t range_from;     /* Range asked for in this attempt (0: none) */
 	int64_t cr_start;        /* Content-Range start of a 206, -1 if none */
@@ -555,7 +547,7 @@ static void unlink_part(const struct img_fetch_opts *o)
 			 strerror(errno));
 }
 
-/* Hash the first `size` bytes of the .part (the writer is idle). */
+/* Hash the first `size` bytes of the .part (the hasher is idle). */
 static int hash_prefix(struct xfer *x, uint64_t size, const char *name)
 {
 	char *buf = x->k.slot[0].buf;
