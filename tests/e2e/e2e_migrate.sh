@@ -105,7 +105,7 @@ echo "cold: $(grep cold-migrated "$T/cold.out") ($(($(date +%s) - t0)) s)"
 
 # ---- evacuate: $dst dies (its agent, libvirtd and guests), web rebuilt on $src ----
 addr() { sqlite3 "$T/scheduler.db" "SELECT address FROM instance_ports WHERE uuid = '$uuid'"; }
-addr_before=$(addr)
+addr_before=$(addr) boots_src=$(boots $sn)
 [ -n "$addr_before" ] || fail "web has no address recorded"
 # only what this test started: the agent of $T/h$dn.yaml, host $dn's libvirtd and QEMUs
 for p in $(pgrep -f "stratus-agent -c $T/h$dn.yaml"); do kill -9 "$p"; done
@@ -125,7 +125,7 @@ ctl --json show web >"$T/evac.json"
 [ "$(addr)" = "$addr_before" ] || fail "address changed: $addr_before -> $(addr)"
 jq -r .reason "$T/evac.json" | grep -q "address $addr_before kept" || fail "reason: $(jq -r .reason "$T/evac.json")"
 virsh -c "$(th_uri $sn)" domstate "stratus-$uuid" | grep -q running || fail "not running on $src after evacuate"
-for _ in $(seq 600); do grep -q "STRATUS-GUEST: ready" "$(log_of $sn)" 2>/dev/null && break; sleep 0.2; done
-grep -q "STRATUS-GUEST: ready" "$(log_of $sn)" || fail "evacuated web did not boot on $src"
+for _ in $(seq 600); do [ "$(boots $sn)" -gt "$boots_src" ] && break; sleep 0.2; done
+[ "$(boots $sn)" -gt "$boots_src" ] || fail "evacuated web did not boot on $src: $(tail -n 5 "$(log_of $sn)")"
 echo "evacuated: web ($uuid, $addr_before) rebuilt on $src ($(($(date +%s) - t0)) s)"
 echo "PASS ($(($(date +%s) - t0)) s)"
