@@ -14,8 +14,10 @@
 #   `migrate web --cold --host h2` (the other guest deleted): stopped on
 #   h1, disk copied, a fresh boot on h2 (one more boot banner, the counter
 #   from 1), the total and the stop-to-boot downtime printed, h1 clean;
-#   evacuate: h2's agent, libvirtd and QEMUs killed (only this test's),
-#   once h2 is down `host evacuate h2` rebuilds web on h1 with the same
+#   stopped, `migrate web --cold --host h1`: it stays stopped on h1 (domain
+#   shut off), h2 clean; started, it boots from the copied disk;
+#   evacuate: h1's agent, libvirtd and QEMUs killed (only this test's),
+#   once h1 is down `host evacuate h1` rebuilds web on h2 with the same
 #   uuid, name and address, and it boots there.
 # Needs root, QEMU, libvirt: exit 77 otherwise. Under 6 minutes.
 set -u
@@ -102,6 +104,27 @@ virsh -c "$(th_uri $sn)" list --all --name | grep -q "$uuid" && fail "domain lef
 [ "$(sqlite3 "$T/h$sn/state/agent.db" "SELECT count(*) FROM instances")" = 0 ] || fail "store row left on $src after cold"
 [ "$(usage "$src") $(usage "$dst")" = "0 1" ] || fail "usage after cold: $(ctl host list)"
 echo "cold: $(grep cold-migrated "$T/cold.out") ($(($(date +%s) - t0)) s)"
+
+# ---- cold, stopped: back to $src shut off, it stays stopped; started there, it boots ----
+ctl stop web --timeout 120 >"$T/stop.out" 2>&1 || fail "stop: $(cat "$T/stop.out")"
+[ "$(ctl --json show web | jq -r .state)" = stopped ] || fail "web not stopped: $(ctl --json show web)"
+boots_src=$(boots $sn)
+ctl migrate web --cold --host "$src" --timeout 240 >"$T/cold2.out" 2>&1 || fail "migrate --cold stopped: $(cat "$T/cold2.out")"
+grep -E "web: cold-migrated from $dst to $src in [0-9.]+ s \(stopped: it stays stopped\)" "$T/cold2.out" ||
+	fail "stopped cold end: $(cat "$T/cold2.out")"
+[ "$(ctl --json show web | jq -r '.host + " " + .state')" = "$src stopped" ] || fail "show after stopped cold: $(ctl --json show web)"
+virsh -c "$(th_uri $sn)" domstate "stratus-$uuid" | grep -q "shut off" || fail "not shut off on $src"
+virsh -c "$(th_uri $dn)" list --all --name | grep -q "$uuid" && fail "domain left on $dst after stopped cold"
+[ -e "$TH_DIR/h$dn/inst/$uuid.qcow2" ] && fail "overlay left on $dst after stopped cold"
+[ "$(sqlite3 "$T/h$dn/state/agent.db" "SELECT count(*) FROM instances")" = 0 ] || fail "store row left on $dst"
+[ "$(usage "$src") $(usage "$dst")" = "1 0" ] || fail "usage after stopped cold: $(ctl host list)"
+ctl start web --timeout 180 >"$T/start.out" 2>&1 || fail "start on $src: $(cat "$T/start.out")"
+for _ in $(seq 600); do [ "$(boots $sn)" -gt "$boots_src" ] && break; sleep 0.2; done
+[ "$(boots $sn)" -gt "$boots_src" ] || fail "web did not boot from its copied disk on $src: $(tail -n 5 "$(log_of $sn)")"
+echo "cold, stopped: $(grep cold-migrated "$T/cold2.out"); started, booted on $src ($(($(date +%s) - t0)) s)"
+# web is on $src now: the host that dies below is $src
+x=$src src=$dst dst=$x
+sn=${src#h} dn=${dst#h}
 
 # ---- evacuate: $dst dies (its agent, libvirtd and guests), web rebuilt on $src ----
 addr() { sqlite3 "$T/scheduler.db" "SELECT address FROM instance_ports WHERE uuid = '$uuid'"; }
