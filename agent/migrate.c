@@ -42,12 +42,14 @@ static void observe_migration(struct agent *a, bool ok, const struct vmm_migrate
 	pthread_mutex_lock(&a->m_lock);
 	if (!ok) {
 		a->m.migrations_failed++;
-	} else {
+	} else if (!res->cold) { /* a cold move's time is a stop, a copy and a boot */
 		a->m.migrations_ok++;
 		observe(a->m.mig_dur, dur_bounds, &a->m.mig_dur_sum, (double)res->total_ms / 1e3);
 		if (res->have_downtime)
 			observe(a->m.mig_down, down_bounds, &a->m.mig_down_sum,
 				(double)res->downtime_ms / 1e3);
+	} else {
+		a->m.migrations_ok++;
 	}
 	pthread_mutex_unlock(&a->m_lock);
 }
@@ -204,6 +206,7 @@ int agent_on_migrate_perform(struct agent *a, const struct bus_envelope *e, cons
 	struct store_instance row = { 0 };
 	struct store_migration m = { 0 };
 	char *limits = NULL;
+	bool cold;
 	int r;
 
 	r = store_instance_get(a->store, uuid, &row);
@@ -211,9 +214,11 @@ int agent_on_migrate_perform(struct agent *a, const struct bus_envelope *e, cons
 		emit_failed(a, uuid, mig, "perform", e->request_id, "the instance is not on this host");
 		return 0;
 	}
-	if (row.state != INST_ACTIVE) {
+	cold = json_is_true(json_object_get(json_object_get(e->body, "limits"), "cold"));
+	if (row.state != INST_ACTIVE && !(cold && row.state == INST_STOPPED)) {
 		emit_failed(a, uuid, mig, "perform", e->request_id,
 			    row.state == INST_MIGRATING ? "the instance is migrating already"
+			    : cold			? "the instance is neither active nor stopped here"
 							: "the instance is not active here");
 		store_instance_free(&row);
 		return 0;
@@ -263,6 +268,11 @@ int agent_on_migrate_finish(struct agent *a, const struct bus_envelope *e, const
 	}
 	free(m.phase);
 	m.phase = strdup(strcmp(outcome, "commit") == 0 ? "commit" : "abort");
+	if (json_is_true(json_object_get(e->body, "stopped"))) {
+		/* a cold move of a stopped instance: shut off here is its state */
+		free(m.params_json);
+		m.params_json = strdup("{\"stopped\":true}");
+	}
 	r = m.phase ? store_migration_put(a->store, &m) : err_set(-ENOMEM, "out of memory");
 	store_migration_free(&m);
 	if (r == 0)
@@ -338,7 +348,7 @@ static void on_progress(const struct vmm_migrate_progress *p, void *opaque)
 				 "total_ms", (json_int_t)p->elapsed_ms));
 }
 
-static int limits_parse(const char *text, struct vmm_migrate_opts *o)
+static int limits_parse(const char *text, struct vmm_migrate_opts *o, bool *cold)
 {
 	json_t *l = text ? json_loads(text, 0, NULL) : NULL;
 	const char *action;
@@ -353,6 +363,7 @@ static int limits_parse(const char *text, struct vmm_migrate_opts *o)
 	o->downtime_delay_ms = json_integer_value(json_object_get(l, "downtime_delay_ms"));
 	o->completion_timeout_ms = json_integer_value(json_object_get(l, "completion_timeout_ms"));
 	o->auto_converge = json_is_true(json_object_get(l, "auto_converge"));
+	*cold = json_is_true(json_object_get(l, "cold"));
 	action = jstr(l, "timeout_action");
 	o->timeout_action = VMM_MIG_ABORT;
 	for (int i = 0; action && i < VMM_MIG_ACTION_LAST; i++)
@@ -369,6 +380,9 @@ int agent_do_migrate_perform(struct agent *a, struct job *j)
 	struct vmm_migrate_opts o = { .copy_storage = true };
 	struct vmm_migrate_result res = { 0 };
 	struct progress_ctx pc = { .a = a, .uuid = j->uuid, .request_id = j->request_id };
+	enum instance_state back = INST_ACTIVE;
+	enum vmm_power pw = VMM_POWER_NONE;
+	bool cold = false;
 	int r = store_migration_get(a->store, j->uuid, &m);
 
 	if (r < 0)
@@ -380,20 +394,27 @@ int agent_do_migrate_perform(struct agent *a, struct job *j)
 	o.dest_xml = m.domain_xml;
 	o.progress = on_progress;
 	o.opaque = &pc;
-	r = limits_parse(m.params_json, &o);
+	o.shutdown_timeout_ms = a->vmm_cfg->shutdown_timeout_ms;
+	r = limits_parse(m.params_json, &o, &cold);
 	if (r == 0) {
-		log_info("migration starting instance=%s migration=%s to=%s uri=%s downtime_ms=%ld "
-			 "timeout_ms=%lld action=%s", j->uuid, m.migration, m.peer, m.dest_uri,
-			 o.downtime_ms, (long long)o.completion_timeout_ms,
+		log_info("migration starting instance=%s migration=%s to=%s uri=%s cold=%d "
+			 "downtime_ms=%ld timeout_ms=%lld action=%s", j->uuid, m.migration, m.peer,
+			 m.dest_uri, cold, o.downtime_ms, (long long)o.completion_timeout_ms,
 			 vmm_migrate_action_names[o.timeout_action]);
-		r = vmm_migrate(a->conn, j->uuid, &o, &res);
+		/* a cold move of a guest that is off leaves it off: its state after a failure */
+		if (cold && vmm_power_state(a->conn, j->uuid, &pw) == 0 && pw != VMM_POWER_RUNNING &&
+		    pw != VMM_POWER_PAUSED)
+			back = INST_STOPPED;
+		r = cold ? vmm_migrate_cold(a->conn, j->uuid, &o, &res)
+			 : vmm_migrate(a->conn, j->uuid, &o, &res);
 	}
 	if (r < 0) {
 		char why[1024];
 
 		snprintf(why, sizeof(why), "%s", err_msg());
-		/* libvirt aborted it: the guest runs here, as before */
-		store_instance_set_state(a->store, j->uuid, INST_ACTIVE, "done", NULL);
+		/* libvirt aborted it (or the cold move undid its steps): the guest runs
+		 * here, as before (a cold one that was off stays off) */
+		store_instance_set_state(a->store, j->uuid, back, "done", NULL);
 		store_migration_delete(a->store, j->uuid);
 		store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":false}");
 		observe_migration(a, false, &res);
@@ -422,6 +443,11 @@ int agent_do_migrate_perform(struct agent *a, struct job *j)
 
 		if (x && res.have_downtime)
 			json_object_set_new(x, "downtime_ms", json_integer(res.downtime_ms));
+		if (x && res.cold) {
+			/* downtime: stop here -> boot there, ours (libvirt's is the copy's) */
+			json_object_set_new(x, "cold", json_true());
+			json_object_set_new(x, "stopped", json_boolean(!res.was_running));
+		}
 		emit_migration(a, j->uuid, m.migration, "completed", j->request_id, x);
 	}
 out:
@@ -446,24 +472,25 @@ int agent_do_migrate_finish(struct agent *a, struct job *j)
 	}
 	if (strcmp(m.phase, "commit") == 0) {
 		enum vmm_power pw = VMM_POWER_NONE;
+		json_t *params = m.params_json ? json_loads(m.params_json, 0, NULL) : NULL;
+		bool stopped = json_is_true(json_object_get(params, "stopped"));
+		enum instance_state st;
+
+		json_decref(params);
 
 		vmm_power_state(a->conn, j->uuid, &pw);
-		r = store_instance_set_state(a->store, j->uuid,
-					     pw == VMM_POWER_RUNNING || pw == VMM_POWER_PAUSED
-						     ? INST_ACTIVE
-						     : INST_ERROR,
-					     "done",
-					     pw == VMM_POWER_RUNNING || pw == VMM_POWER_PAUSED
-						     ? NULL
-						     : "migrated here but its domain is not running");
+		st = pw == VMM_POWER_RUNNING || pw == VMM_POWER_PAUSED ? INST_ACTIVE
+		     : stopped && pw == VMM_POWER_SHUTOFF		  ? INST_STOPPED
+									  : INST_ERROR;
+		r = store_instance_set_state(a->store, j->uuid, st, "done",
+					     st == INST_ERROR
+						     ? "migrated here but its domain is not running"
+						     : NULL);
 		if (r < 0)
 			goto out;
 		store_migration_delete(a->store, j->uuid);
 		store_request_put(a->store, j->request_id, j->uuid, j->type, "{\"ok\":true}");
-		agent_emit_state(a, j->uuid, row.project,
-				 pw == VMM_POWER_RUNNING || pw == VMM_POWER_PAUSED ? INST_ACTIVE
-										  : INST_ERROR,
-				 "migrated here", j->request_id,
+		agent_emit_state(a, j->uuid, row.project, st, "migrated here", j->request_id,
 				 json_pack("{s:s, s:s}", "address", row.address ? row.address : "",
 					   "mac", row.mac ? row.mac : ""));
 	} else {

@@ -564,6 +564,7 @@ static const struct field migrate_fields[] = {
 	REQ("project", FK_NAME),
 	REQ("instance", FK_NAME),
 	OPT("host", FK_NAME), /* the destination; absent: the scheduler picks */
+	OPT("cold", FK_BOOL), /* true: stop, copy, start (default false: live) */
 	{ 0 },
 };
 static const struct field migrate_prepare_fields[] = {
@@ -581,6 +582,7 @@ static const struct field migrate_limits_fields[] = {
 	REQ_ENUM("timeout_action", migrate_actions),
 	REQ("auto_converge", FK_BOOL),
 	OPT("data_gb", FK_NONNEG),
+	OPT("cold", FK_BOOL), /* a cold migration: stop, copy, start */
 	{ 0 },
 };
 static const struct field migrate_perform_fields[] = {
@@ -596,6 +598,7 @@ static const struct field migrate_finish_fields[] = {
 	REQ("uuid", FK_UUID),
 	REQ("migration", FK_UUID),
 	REQ_ENUM("outcome", migrate_outcomes),
+	OPT("stopped", FK_BOOL), /* commit of a cold move of a stopped instance */
 	{ 0 },
 };
 static const struct field migration_fields[] = {
@@ -617,6 +620,8 @@ static const struct field migration_fields[] = {
 	OPT("disk_total", FK_NONNEG),
 	OPT("total_ms", FK_NONNEG),
 	OPT("downtime_ms", FK_NONNEG),
+	OPT("cold", FK_BOOL),    /* completed / done / aborted of a cold migration */
+	OPT("stopped", FK_BOOL), /* cold: it was stopped and stays stopped */
 	{ 0 },
 };
 static const struct field host_maint_fields[] = {

@@ -28,7 +28,7 @@ static const struct cli_command cli_commands[] = {
 	{ "resize-confirm", "keep a resized instance's new flavor", cli_resize_confirm },
 	{ "resize-revert", "put a resized instance back on its old flavor", cli_resize_revert },
 	{ "snapshot", "save an instance's disk as a new private image (NAME IMAGE_NAME)", cli_snapshot },
-	{ "migrate", "admin: live-migrate an instance to another host (--host H)", cli_migrate },
+	{ "migrate", "admin: move an instance to another host (--host H; --cold: stop, copy, start)", cli_migrate },
 	{ "quota", "show or set a project's quota", cli_quota },
 	{ "flavor", "list, add, remove flavors", cli_flavor },
 	{ "image", "list, add, remove, share images", cli_image },

@@ -1,8 +1,9 @@
 /*
- * stratusctl migrate NAME [--host H] (admin): instance.migrate, then the
- * migration followed on stratus.events until the scheduler says done or
- * aborted: a progress line from the source's instance.migration progress
- * events, and at the end the total time and libvirt's measured downtime.
+ * stratusctl migrate NAME [--host H] [--cold] (admin): instance.migrate,
+ * then the migration followed on stratus.events until the scheduler says
+ * done or aborted: a progress line from the source's instance.migration
+ * progress events, and at the end the total time and libvirt's measured
+ * downtime (cold: the source's stop -> the destination's boot).
  * docs/stratusctl.md, docs/scheduler.md "Migration".
  */
 #define LOG_TAG "cli"
@@ -15,7 +16,7 @@
 #include "core/core.h"
 
 static const char migrate_usage[] =
-	"migrate NAME|UUID [--host H] [--project P] [--timeout S] [--no-wait]";
+	"migrate NAME|UUID [--host H] [--cold] [--project P] [--timeout S] [--no-wait]";
 
 static long long jint(const json_t *o, const char *k)
 {
@@ -71,6 +72,17 @@ static int follow(struct cli_session *ss, const char *uuid, const char *id, cons
 					printf("\n");
 				if (ss->ctx->json) {
 					cli_print_json(ev);
+				} else if (json_is_true(json_object_get(ev, "cold"))) {
+					printf("%s: cold-migrated from %s to %s in %.2f s", name,
+					       jstr(ev, "source"), jstr(ev, "dest"),
+					       (double)jint(ev, "total_ms") / 1e3);
+					if (json_is_true(json_object_get(ev, "stopped")))
+						printf(" (stopped: it stays stopped)");
+					else if (json_object_get(ev, "downtime_ms"))
+						printf(", downtime %lld ms (stopped on %s to booted on "
+						       "%s)", jint(ev, "downtime_ms"),
+						       jstr(ev, "source"), jstr(ev, "dest"));
+					printf("\n");
 				} else {
 					printf("%s: migrated from %s to %s in %.2f s", name,
 					       jstr(ev, "source"), jstr(ev, "dest"),
@@ -102,9 +114,10 @@ static int follow(struct cli_session *ss, const char *uuid, const char *id, cons
 
 int cli_migrate(struct cli_ctx *ctx, int argc, char **argv)
 {
-	enum { M_HOST = 4000 };
+	enum { M_HOST = 4000, M_COLD };
 	static const struct option opts[] = {
 		{ "host", required_argument, NULL, M_HOST },
+		{ "cold", no_argument, NULL, M_COLD },
 		{ "no-wait", no_argument, NULL, CLI_OPT_NO_WAIT },
 		CLI_COMMON_OPTS,
 		{ 0 },
@@ -112,6 +125,7 @@ int cli_migrate(struct cli_ctx *ctx, int argc, char **argv)
 	struct cli_common co = { .project = cli_default_project(), .timeout_s = 1800 };
 	struct cli_session ss;
 	const char *host = NULL;
+	bool cold = false;
 	json_t *body, *data = NULL;
 	int c, rc;
 
@@ -131,6 +145,10 @@ int cli_migrate(struct cli_ctx *ctx, int argc, char **argv)
 			host = optarg;
 			continue;
 		}
+		if (c == M_COLD) {
+			cold = true;
+			continue;
+		}
 		return cli_usage_error(ctx, migrate_usage, "unknown option %s", argv[optind - 1]);
 	}
 	if (argc - optind != 1)
@@ -139,6 +157,8 @@ int cli_migrate(struct cli_ctx *ctx, int argc, char **argv)
 	body = json_pack("{s:s, s:s}", "project", co.project, "instance", argv[optind]);
 	if (body && host)
 		json_object_set_new(body, "host", json_string(host));
+	if (body && cold)
+		json_object_set_new(body, "cold", json_true());
 	rc = cli_session_open(&ss, ctx, co.timeout_s);
 	ss.w.want_migrations = true;
 	if (rc == CLI_OK)
@@ -147,7 +167,10 @@ int cli_migrate(struct cli_ctx *ctx, int argc, char **argv)
 		const char *uuid = jstr(data, "uuid"), *id = jstr(data, "migration");
 
 		if (!ctx->json)
-			printf("%s: migrating from %s to %s (migration %s)\n", argv[optind],
+			printf("%s: %s from %s to %s (migration %s)\n", argv[optind],
+			       json_is_true(json_object_get(data, "cold"))
+				       ? "cold-migrating (stop, copy, start)"
+				       : "migrating",
 			       jstr(data, "source"), jstr(data, "dest"), id ? id : "?");
 		if (co.no_wait || !uuid || !id) {
 			if (ctx->json)

@@ -57,7 +57,7 @@ int sched_migration_get(struct sched *s, const char *uuid, struct sched_migratio
 
 	if (sqlite3_prepare_v2(s->db,
 			       "SELECT uuid, migration, project, source, dest, phase, numa_node, "
-			       "page_kb, pages, started_ms FROM migrations WHERE uuid = ?1",
+			       "page_kb, pages, started_ms, cold, stopped FROM migrations WHERE uuid = ?1",
 			       -1, &q, NULL) != SQLITE_OK)
 		return err_set(-EIO, "reading a migration: %s", sqlite3_errmsg(s->db));
 	sqlite3_bind_text(q, 1, uuid, -1, SQLITE_STATIC);
@@ -75,6 +75,8 @@ int sched_migration_get(struct sched *s, const char *uuid, struct sched_migratio
 		m.fit.page_kb = (long)sqlite3_column_int64(q, 7);
 		m.fit.pages = (long)sqlite3_column_int64(q, 8);
 		m.started_ms = sqlite3_column_int64(q, 9);
+		m.cold = sqlite3_column_int(q, 10) != 0;
+		m.stopped = sqlite3_column_int(q, 11) != 0;
 		if (!m.project || !m.source || !m.dest || !m.phase) {
 			sched_migration_free(&m);
 			r = err_set(-ENOMEM, "out of memory");
@@ -97,8 +99,8 @@ static int migration_put(struct sched *s, const struct sched_migration *m, const
 
 	if (sqlite3_prepare_v2(s->db,
 			       "INSERT OR REPLACE INTO migrations(uuid, migration, project, source, "
-			       "dest, phase, numa_node, page_kb, pages, started_ms, request_id) "
-			       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+			       "dest, phase, numa_node, page_kb, pages, started_ms, request_id, cold, "
+			       "stopped) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
 			       -1, &q, NULL) != SQLITE_OK)
 		return err_set(-EIO, "writing a migration: %s", sqlite3_errmsg(s->db));
 	sqlite3_bind_text(q, 1, m->uuid, -1, SQLITE_STATIC);
@@ -112,6 +114,8 @@ static int migration_put(struct sched *s, const struct sched_migration *m, const
 	sqlite3_bind_int64(q, 9, m->fit.pages);
 	sqlite3_bind_int64(q, 10, m->started_ms);
 	sqlite3_bind_text(q, 11, rid ? rid : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int(q, 12, m->cold);
+	sqlite3_bind_int(q, 13, m->stopped);
 	if (sqlite3_step(q) != SQLITE_DONE)
 		r = err_set(-EIO, "writing a migration: %s", sqlite3_errmsg(s->db));
 	sqlite3_finalize(q);
@@ -493,10 +497,11 @@ static int send_groups(struct sched *s, struct sched_call *c, const struct sched
 
 /* ---- instance.migrate ------------------------------------------------------ */
 
-/* Start migrating ROW (to WANT, or the best host): 0 started, 1 refused
- * (answered when ANSWER, else err_msg() says why), <0 failed. */
-int sched_migration_start(struct sched *s, struct sched_call *c, struct inst_row *rowp,
-			  const char *want, bool answer)
+/* Start migrating ROW (to WANT, or the best host), live or COLD: 0
+ * started, 1 refused (answered when ANSWER, else err_msg() says why), <0
+ * failed. */
+static int migration_start(struct sched *s, struct sched_call *c, struct inst_row *rowp,
+			   const char *want, bool answer, bool cold)
 {
 	struct inst_row row = *rowp;
 	struct mig_req q = { 0 };
@@ -506,9 +511,17 @@ int sched_migration_start(struct sched *s, struct sched_call *c, struct inst_row
 	char *old_state;
 	int r;
 
-	if (!row.host || strcmp(row.state, "active") != 0) {
-		r = refuse(s, c, answer, "migrate %s: the instance is %s%s: live migration needs it "
-			   "active on a host", row.name, row.state, row.host ? "" : " and has no host");
+	if (!cold && row.host && strcmp(row.state, "stopped") == 0) {
+		r = refuse(s, c, answer, "migrate %s: the instance is stopped: live migration needs "
+			   "it active (a stopped instance moves with --cold)", row.name);
+		goto out;
+	}
+	if (!row.host || (strcmp(row.state, "active") != 0 &&
+			  !(cold && strcmp(row.state, "stopped") == 0))) {
+		r = refuse(s, c, answer, "migrate %s: the instance is %s%s: %s", row.name, row.state,
+			   row.host ? "" : " and has no host",
+			   cold ? "cold migration needs it active or stopped on a host"
+				: "live migration needs it active on a host");
 		goto out;
 	}
 	r = mig_req_load(s, &row, &q);
@@ -532,6 +545,8 @@ int sched_migration_start(struct sched *s, struct sched_call *c, struct inst_row
 	m.phase = (char *)"preparing";
 	m.fit = fit;
 	m.started_ms = c->now_ms;
+	m.cold = cold;
+	m.stopped = cold && strcmp(row.state, "stopped") == 0;
 	old_state = row.state;
 	row.state = (char *)"migrating";
 	r = sched_tx_begin(s);
@@ -541,9 +556,9 @@ int sched_migration_start(struct sched *s, struct sched_call *c, struct inst_row
 		r = sched_inst_update(s, &row);
 	if (r == 0 && answer)
 		r = sched_accept(s, c, row.uuid,
-				 json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "uuid", row.uuid, "name",
-					   row.name, "migration", m.id, "source", m.source, "dest",
-					   m.dest, "state", "migrating"));
+				 json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "uuid", row.uuid,
+					   "name", row.name, "migration", m.id, "source", m.source,
+					   "dest", m.dest, "state", "migrating", "cold", cold));
 	if (r == 0)
 		r = sched_tx_commit(s);
 	else
@@ -553,8 +568,8 @@ int sched_migration_start(struct sched *s, struct sched_call *c, struct inst_row
 		goto out;
 	/* claimed before anything moves: no boot takes that room meanwhile */
 	sched_host_claim(to, &q.req, &fit);
-	log_info("migration started instance=%s migration=%s from=%s to=%s", row.uuid, m.id,
-		 m.source, m.dest);
+	log_info("migration started instance=%s migration=%s from=%s to=%s cold=%d", row.uuid,
+		 m.id, m.source, m.dest, cold);
 	r = sched_emit_state(c->out, c->rid, row.uuid, row.project, row.host, "migrating", NULL);
 	if (r == 0)
 		r = send_prepare(s, c, &row, &m, to);
@@ -566,14 +581,23 @@ out:
 	return r;
 }
 
+int sched_migration_start(struct sched *s, struct sched_call *c, struct inst_row *rowp,
+			  const char *want, bool answer)
+{
+	return migration_start(s, c, rowp, want, answer, false);
+}
+
 int sched_on_migrate(struct sched *s, struct sched_call *c)
 {
 	const char *ref = sched_jstr(c->body, "instance");
+	json_t *cold = json_object_get(c->body, "cold");
 	struct inst_row row = { 0 };
 	int r;
 
 	if (!c->project || !ref)
 		return sched_reject(s, c, "instance.migrate: project and instance are required");
+	if (cold && !json_is_boolean(cold))
+		return sched_reject(s, c, "instance.migrate: cold must be true or false");
 	r = sched_inst_find(s, c->project, ref, &row);
 	if (r == -ENOENT)
 		return sched_reject(s, c, "instance %s not found in project %s", ref, c->project);
@@ -581,7 +605,7 @@ int sched_on_migrate(struct sched *s, struct sched_call *c)
 		return sched_reject(s, c, "%s", err_msg());
 	if (r < 0)
 		return r;
-	r = sched_migration_start(s, c, &row, sched_jstr(c->body, "host"), true);
+	r = migration_start(s, c, &row, sched_jstr(c->body, "host"), true, json_is_true(cold));
 	inst_row_free(&row);
 	return r < 0 ? r : 0;
 }
@@ -616,7 +640,7 @@ static int abort_migration(struct sched *s, struct sched_call *c, const struct s
 		return err_set(-ENOMEM, "out of memory");
 	old_state = row.state;
 	old_reason = row.reason;
-	row.state = (char *)"active";
+	row.state = (char *)(m->stopped ? "stopped" : "active");
 	row.reason = reason;
 	r = sched_tx_begin(s);
 	if (r == 0)
@@ -634,8 +658,8 @@ static int abort_migration(struct sched *s, struct sched_call *c, const struct s
 	if (r == 0) {
 		log_warn("migration aborted instance=%s migration=%s from=%s to=%s step=%s "
 			 "error=\"%s\"", m->uuid, m->id, m->source, m->dest, step, error ? error : "");
-		r = sched_emit_state(c->out, m->id, m->uuid, m->project, m->source, "active",
-				     reason);
+		r = sched_emit_state(c->out, m->id, m->uuid, m->project, m->source,
+				     m->stopped ? "stopped" : "active", reason);
 	}
 	if (r == 0)
 		r = send_cmd(c, m->dest, "instance.migrate.finish", m,
@@ -644,7 +668,8 @@ static int abort_migration(struct sched *s, struct sched_call *c, const struct s
 		r = send_groups(s, c, m, false);
 	if (r == 0)
 		r = emit_migration(c, m, "aborted",
-				   json_pack("{s:s, s:s}", "step", step, "error", reason));
+				   json_pack("{s:s, s:s, s:b}", "step", step, "error", reason, "cold",
+					     m->cold));
 	if (r == 0)
 		r = sched_drain_next(s, c, m->source, m->uuid);
 	free(a.host);
@@ -670,7 +695,7 @@ static int commit_migration(struct sched *s, struct sched_call *c, const struct 
 	old_state = row.state;
 	old_host = row.host;
 	old_reason = row.reason;
-	row.state = (char *)"active";
+	row.state = (char *)(m->stopped ? "stopped" : "active");
 	row.host = m->dest;
 	row.reason = NULL;
 	r = sched_tx_begin(s);
@@ -699,16 +724,18 @@ static int commit_migration(struct sched *s, struct sched_call *c, const struct 
 	s->stats.migrations++;
 	log_info("migration done instance=%s migration=%s from=%s to=%s", m->uuid, m->id,
 		 m->source, m->dest);
-	r = sched_emit_state(c->out, m->id, m->uuid, m->project, m->dest, "active", NULL);
+	r = sched_emit_state(c->out, m->id, m->uuid, m->project, m->dest,
+			     m->stopped ? "stopped" : "active", NULL);
 	if (r == 0)
 		r = send_cmd(c, m->dest, "instance.migrate.finish", m,
-			     json_pack("{s:s}", "outcome", "commit"));
+			     json_pack("{s:s, s:b}", "outcome", "commit", "stopped", m->stopped));
 	if (r == 0) /* the port is the destination's now, no longer the source's */
 		r = send_groups(s, c, m, true);
 	stats = json_object();
 	if (stats) {
 		static const char *const copied[] = { "total_ms", "downtime_ms", "memory_bytes",
-						      "disk_bytes", "timed_out", "action" };
+						      "disk_bytes", "timed_out", "action",
+						      "stopped" };
 
 		for (size_t i = 0; i < ARRAY_SIZE(copied); i++) {
 			json_t *v = json_object_get(c->body, copied[i]);
@@ -717,6 +744,7 @@ static int commit_migration(struct sched *s, struct sched_call *c, const struct 
 				json_object_set(stats, copied[i], v);
 		}
 		json_object_set_new(stats, "elapsed_ms", json_integer(c->now_ms - m->started_ms));
+		json_object_set_new(stats, "cold", json_boolean(m->cold));
 	}
 	if (r == 0)
 		r = emit_migration(c, m, "done", stats);
@@ -756,7 +784,7 @@ int sched_on_migration(struct sched *s, struct sched_call *c)
 		const char *dest_uri = sched_jstr(c->body, "dest_uri");
 		struct inst_row row = { 0 };
 		struct mig_req q = { 0 };
-		json_t *body;
+		json_t *body, *limits;
 
 		if (!xml || !dest_uri) {
 			r = abort_migration(s, c, &m, "prepare",
@@ -767,9 +795,11 @@ int sched_on_migration(struct sched *s, struct sched_call *c)
 		r = sched_inst_get(s, uuid, &row);
 		if (r == 0)
 			r = mig_req_load(s, &row, &q);
-		body = r == 0 ? json_pack("{s:s, s:s, s:s, s:o}", "dest_host", m.dest, "dest_uri",
-					  dest_uri, "domain_xml", xml, "limits",
-					  sched_migration_limits(s->cfg, &q.fl, q.alloc.disk_gb))
+		limits = r == 0 ? sched_migration_limits(s->cfg, &q.fl, q.alloc.disk_gb) : NULL;
+		if (limits && m.cold) /* the source stops, copies, starts */
+			json_object_set_new(limits, "cold", json_true());
+		body = limits ? json_pack("{s:s, s:s, s:s, s:o}", "dest_host", m.dest, "dest_uri",
+					  dest_uri, "domain_xml", xml, "limits", limits)
 			      : NULL;
 		mig_req_free(&q);
 		inst_row_free(&row);

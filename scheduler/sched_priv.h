@@ -593,6 +593,8 @@ struct sched_migration {
 	char *phase;          /* preparing (prepare sent), performing (perform sent) */
 	struct sched_fit fit; /* the destination's NUMA part of the claim */
 	int64_t started_ms;
+	bool cold;            /* stop, copy, start (stratusctl migrate --cold) */
+	bool stopped;         /* cold: it was stopped, and stays stopped */
 };
 void sched_migration_free(struct sched_migration *m);
 /* 0, -ENOENT (not migrating) or another error. */

@@ -13,7 +13,8 @@
  *   credentials(id PK, project, role, sign_key, result_key, created, revoked)
  *   api_seen(envelope_id PK, origin, ts_ms)     the replay window (auth.c)
  *   migrations(uuid PK, migration, project, source, dest, phase, numa_node,
- *              page_kb, pages, started_ms, request_id)  moving (migrate.c)
+ *              page_kb, pages, started_ms, request_id, cold, stopped)  moving
+ *              (migrate.c)
  *   instance_ports(uuid PK, mac, address)       addresses hosts gave
  *   host_maint(name PK, disabled, reason, updated_ms, draining),
  *   drain_skip(host, uuid, ts_ms)               host maintenance (maint.c)
@@ -65,7 +66,8 @@ static const char schema_sql[] =
 	" uuid TEXT PRIMARY KEY, migration TEXT NOT NULL, project TEXT NOT NULL,"
 	" source TEXT NOT NULL, dest TEXT NOT NULL, phase TEXT NOT NULL,"
 	" numa_node INTEGER NOT NULL, page_kb INTEGER NOT NULL, pages INTEGER NOT NULL,"
-	" started_ms INTEGER NOT NULL, request_id TEXT);"
+	" started_ms INTEGER NOT NULL, request_id TEXT, cold INTEGER NOT NULL DEFAULT 0,"
+	" stopped INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE IF NOT EXISTS instance_ports ("
 	" uuid TEXT PRIMARY KEY, mac TEXT NOT NULL, address TEXT NOT NULL);"
 	/* maint.c: hosts an operator disabled */
@@ -822,7 +824,12 @@ int sched_open(const struct sched_config *cfg, struct sched **out)
 		sqlite3_free(emsg);
 		goto fail;
 	}
-	r = sched_keys_open(cfg, &s->keys);
+	/* the migrations table of a version before cold migration */
+	r = sched_db_add_column(s, "migrations", "cold", "INTEGER NOT NULL DEFAULT 0");
+	if (r == 0)
+		r = sched_db_add_column(s, "migrations", "stopped", "INTEGER NOT NULL DEFAULT 0");
+	if (r == 0)
+		r = sched_keys_open(cfg, &s->keys);
 	if (r == 0)
 		r = quota_store_open(s->db, &cfg->default_quotas, &s->quotas);
 	if (r == 0)

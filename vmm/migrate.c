@@ -186,6 +186,28 @@ static void *monitor_main(void *arg)
 	return NULL;
 }
 
+/* The monitor thread of M on D (M's options and steps set): true when it
+ * runs (monitor_stop joins it). */
+static bool monitor_start(struct monitor *m, virDomainPtr d, pthread_t *th)
+{
+	m->dom = d;
+	pthread_mutex_init(&m->lock, NULL);
+	pthread_cond_init(&m->cv, NULL);
+	return pthread_create(th, NULL, monitor_main, m) == 0;
+}
+
+static void monitor_stop(struct monitor *m, bool started, pthread_t th)
+{
+	atomic_store(&m->done, true);
+	pthread_mutex_lock(&m->lock);
+	pthread_cond_broadcast(&m->cv);
+	pthread_mutex_unlock(&m->lock);
+	if (started)
+		pthread_join(th, NULL);
+	pthread_cond_destroy(&m->cv);
+	pthread_mutex_destroy(&m->lock);
+}
+
 static unsigned long migrate_flags(const struct vmm_migrate_opts *o)
 {
 	unsigned long f = VIR_MIGRATE_LIVE | VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_PERSIST_DEST |
@@ -242,24 +264,13 @@ int vmm_migrate(struct vmm_conn *c, const char *uuid, const struct vmm_migrate_o
 		r = mig_err(-ENOMEM, "instance %s: migration parameters", uuid);
 		goto out;
 	}
-	m.dom = d;
 	m.n_steps = vmm_downtime_steps(o->downtime_ms, o->downtime_steps, o->downtime_delay_ms,
 				       m.steps, VMM_MAX_DOWNTIME_STEPS);
-	pthread_mutex_init(&m.lock, NULL);
-	pthread_cond_init(&m.cv, NULL);
-	if (pthread_create(&th, NULL, monitor_main, &m) == 0)
-		started = true;
+	started = monitor_start(&m, d, &th);
 	vmm_conn_intent(c, uuid); /* the source's "stopped (migrated)" is ours */
 	if (virDomainMigrateToURI3(d, o->dest_uri, params, (unsigned)np, migrate_flags(o)) < 0)
 		r = mig_err(-EIO, "instance %s: live migration to %s", uuid, o->dest_uri);
-	atomic_store(&m.done, true);
-	pthread_mutex_lock(&m.lock);
-	pthread_cond_broadcast(&m.cv);
-	pthread_mutex_unlock(&m.lock);
-	if (started)
-		pthread_join(th, NULL);
-	pthread_cond_destroy(&m.cv);
-	pthread_mutex_destroy(&m.lock);
+	monitor_stop(&m, started, th);
 	if (r < 0 && m.timed_out)
 		r = err_set(-ETIMEDOUT, "instance %s: live migration to %s did not complete within "
 			    "%lld ms (action %s): %s", uuid, o->dest_uri,
@@ -276,6 +287,151 @@ int vmm_migrate(struct vmm_conn *c, const char *uuid, const struct vmm_migrate_o
 	}
 out:
 	virTypedParamsFree(params, np);
+	if (d)
+		virDomainFree(d);
+	if (conn)
+		virConnectClose(conn);
+	return r;
+}
+
+/* Cold: the destination's copy of uuid destroyed and undefined (after a
+ * failed boot there): the source runs it again. */
+static void dest_discard(virConnectPtr dconn, virDomainPtr dd, const char *uuid)
+{
+	virDomainPtr x = dd ? dd : dconn ? virDomainLookupByUUIDString(dconn, uuid) : NULL;
+
+	if (!x) {
+		/* not reachable: the destination agent's abort undefines it */
+		virResetLastError();
+		return;
+	}
+	if (virDomainIsActive(x) == 1 && virDomainDestroy(x) < 0)
+		log_warn("cold migration: destroying the destination's copy failed instance=%s: %s",
+			 uuid, virGetLastErrorMessage());
+	if (virDomainUndefineFlags(x, VIR_DOMAIN_UNDEFINE_NVRAM) < 0 && virDomainUndefine(x) < 0)
+		log_warn("cold migration: undefining the destination's copy failed instance=%s: %s",
+			 uuid, virGetLastErrorMessage());
+	virResetLastError();
+	if (x != dd)
+		virDomainFree(x);
+}
+
+/* Cold, failed at a step: the source as it was (off, or running again). */
+static int source_restore(struct vmm_conn *c, virDomainPtr d, const char *uuid, bool was_running)
+{
+	int r = 0;
+
+	if (virDomainIsActive(d) == 1) { /* the paused copy for the move */
+		vmm_conn_intent(c, uuid);
+		if (virDomainDestroy(d) < 0)
+			r = mig_err(-EIO, "instance %s: destroying the paused source copy", uuid);
+	}
+	if (r == 0 && was_running && virDomainCreate(d) < 0)
+		r = mig_err(-EIO, "instance %s: starting it again on the source", uuid);
+	return r;
+}
+
+int vmm_migrate_cold(struct vmm_conn *c, const char *uuid, const struct vmm_migrate_opts *o,
+		     struct vmm_migrate_result *out)
+{
+	struct vmm_migrate_opts co;
+	struct monitor m = { .o = &co };
+	struct vmm_migrate_result res = { .cold = true };
+	virTypedParameterPtr params = NULL;
+	int np = 0, maxp = 0, r = 0;
+	virConnectPtr conn = NULL, dconn = NULL;
+	virDomainPtr d, dd = NULL;
+	const char *step = "stop";
+	unsigned long flags = VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_NON_SHARED_INC |
+			      VIR_MIGRATE_PERSIST_DEST | VIR_MIGRATE_PAUSED | VIR_MIGRATE_ABORT_ON_ERROR;
+	int64_t t0 = mono_ms(), t_down = 0;
+	bool started, copied = false;
+	pthread_t th;
+
+	if (!o->dest_uri || !*o->dest_uri)
+		return err_set(-EINVAL, "instance %s: no destination URI", uuid);
+	co = *o;
+	co.timeout_action = VMM_MIG_ABORT; /* nothing to pause or post-copy: it is off */
+	d = vmm_conn_domain(c, uuid, &conn, &r);
+	if (!d)
+		goto out;
+	if (o->dest_xml &&
+	    virTypedParamsAddString(&params, &np, &maxp, VIR_MIGRATE_PARAM_DEST_XML, o->dest_xml) < 0) {
+		r = mig_err(-ENOMEM, "instance %s: migration parameters", uuid);
+		goto out;
+	}
+	res.was_running = virDomainIsActive(d) == 1;
+	if (res.was_running) {
+		t_down = mono_ms();
+		r = vmm_stop(c, uuid, o->shutdown_timeout_ms, NULL);
+		if (r < 0)
+			goto fail;
+	}
+	step = "start-paused";
+	if (virDomainCreateWithFlags(d, VIR_DOMAIN_START_PAUSED) < 0) {
+		r = mig_err(-EIO, "instance %s: starting it paused for the copy", uuid);
+		goto fail;
+	}
+	step = "copy";
+	started = monitor_start(&m, d, &th);
+	vmm_conn_intent(c, uuid); /* the source's "stopped (migrated)" is ours */
+	if (virDomainMigrateToURI3(d, o->dest_uri, params, (unsigned)np, flags) < 0)
+		r = mig_err(-EIO, "instance %s: migration (non-live, disks copied) to %s", uuid,
+			    o->dest_uri);
+	monitor_stop(&m, started, th);
+	if (r < 0 && m.timed_out)
+		r = err_set(-ETIMEDOUT, "instance %s: the copy to %s did not complete within %lld ms: "
+			    "%s", uuid, o->dest_uri, (long long)o->completion_timeout_ms, err_msg());
+	if (r < 0)
+		goto fail;
+	copied = true;
+	completed_stats(d, &res); /* total_ms and downtime are the copy's: ours below */
+	step = "boot";
+	dconn = virConnectOpen(o->dest_uri);
+	dd = dconn ? virDomainLookupByUUIDString(dconn, uuid) : NULL;
+	if (!dd) {
+		r = mig_err(-EIO, "instance %s: finding the copy on %s", uuid, o->dest_uri);
+		goto fail;
+	}
+	/* the paused copy goes; the definition boots fresh (a clean boot) */
+	if (virDomainIsActive(dd) == 1 && virDomainDestroy(dd) < 0) {
+		r = mig_err(-EIO, "instance %s: destroying the paused copy on %s", uuid, o->dest_uri);
+		goto fail;
+	}
+	if (res.was_running && virDomainCreate(dd) < 0) {
+		r = mig_err(-EIO, "instance %s: booting it on %s", uuid, o->dest_uri);
+		goto fail;
+	}
+	res.total_ms = mono_ms() - t0;
+	res.have_downtime = res.was_running;
+	res.downtime_ms = res.was_running ? mono_ms() - t_down : 0;
+	res.timed_out = false;
+	res.action = VMM_MIG_ABORT;
+	res.downtime_limit_ms = 0;
+	*out = res;
+	goto out;
+fail: {
+		char why[1024];
+		int rr;
+
+		snprintf(why, sizeof(why), "%s", err_msg());
+		if (copied && !dconn)
+			dconn = virConnectOpen(o->dest_uri);
+		if (copied)
+			dest_discard(dconn, dd, uuid);
+		rr = source_restore(c, d, uuid, res.was_running);
+		if (rr < 0)
+			r = err_set(r, "cold migration failed at step %s: %s; and the guest could not "
+				    "be restored on the source: %s", step, why, err_msg());
+		else
+			r = err_set(r, "cold migration failed at step %s: %s", step, why);
+	}
+out:
+	virTypedParamsFree(params, np);
+	if (dd)
+		virDomainFree(dd);
+	if (dconn)
+		virConnectClose(dconn);
 	if (d)
 		virDomainFree(d);
 	if (conn)

@@ -426,6 +426,7 @@ struct vmm_migrate_opts {
 	enum vmm_migrate_action timeout_action;
 	bool auto_converge;
 	int64_t progress_interval_ms;  /* default 500 */
+	int64_t shutdown_timeout_ms;   /* vmm_migrate_cold: graceful shutdown, then destroy */
 	/* called from the monitor thread: keep it short */
 	void (*progress)(const struct vmm_migrate_progress *p, void *opaque);
 	void *opaque;
@@ -439,6 +440,8 @@ struct vmm_migrate_result {
 	bool timed_out;                /* the completion timeout fired; action: what was done */
 	enum vmm_migrate_action action;
 	long downtime_limit_ms;        /* the last step applied */
+	bool cold;                     /* vmm_migrate_cold: downtime_ms is stop -> start */
+	bool was_running;              /* cold: it ran here, so it was booted there */
 };
 
 /* Migrate the running domain of uuid live, peer to peer, to o->dest_uri
@@ -447,6 +450,21 @@ struct vmm_migrate_result {
  * (-ETIMEDOUT when the completion timeout aborted it). */
 int vmm_migrate(struct vmm_conn *c, const char *uuid, const struct vmm_migrate_opts *o,
 		struct vmm_migrate_result *out);
+/*
+ * Cold migration of the domain of uuid to o->dest_uri: stopped here when it
+ * runs (ACPI, o->shutdown_timeout_ms, then destroy), started paused here,
+ * migrated non-live peer to peer with its local disks (NON_SHARED_INC,
+ * PERSIST_DEST, PAUSED: the RAM of a guest that never ran moves, not the
+ * guest's), then destroyed there and booted fresh there when it ran here
+ * (left shut off there when it was off). Left defined and shut off here on
+ * success (undefine it after). On failure (<0, err_msg() names the step:
+ * stop, start-paused, copy, boot) the destination's copy is destroyed and
+ * undefined and the guest runs here again as before (or stays off).
+ * Progress as vmm_migrate; the downtime and timeout settings do not apply
+ * except completion_timeout_ms (action: abort).
+ */
+int vmm_migrate_cold(struct vmm_conn *c, const char *uuid, const struct vmm_migrate_opts *o,
+		     struct vmm_migrate_result *out);
 /* Whether the domain of uuid runs on the libvirtd at URI (a migration's
  * destination, asked by its source after a restart). */
 int vmm_remote_running(const char *uri, const char *uuid, bool *running);
