@@ -75,14 +75,20 @@ boot_time() {
 	uefi) props='{"hw_firmware_type": "uefi", "hw_machine_type": "q35"}' ;;
 	uefipc) props='{"hw_firmware_type": "uefi"}' ;;
 	esac
+	# the direct kind's kernel, initrd and cmdline as debian-12-direct has them
 	jq -n --arg uuid "$uuid" --arg kind "$kind" --arg url "file://$base" \
 		--arg sum "$(image_sum "$base")" --argjson props "$props" \
+		--arg kurl "file://$DEB_KERNEL" --arg ksum "$(image_sum "$DEB_KERNEL")" \
+		--arg iurl "file://$DEB_INITRD" --arg isum "$(image_sum "$DEB_INITRD")" \
 		--arg ud "$(printf '#cloud-config\n' | base64 -w0)" '{
 		uuid: $uuid, name: ("bench-" + $kind), project: "bench",
 		flavor: { name: "bench", vcpus: 1, ram_mb: 768, disk_gb: 4, extra_specs: {} },
 		image: ({ name: ("debian-12-" + $kind), url: $url, checksum: $sum,
 			  disk_format: "qcow2", min_disk_gb: 2, properties: $props }
-			+ if $kind == "direct" then { cmdline: "root=/dev/vda console=ttyS0" } else {} end),
+			+ if $kind == "direct" then {
+				kernel: { url: $kurl, checksum: $ksum },
+				initrd: { url: $iurl, checksum: $isum },
+				cmdline: "root=/dev/vda console=ttyS0" } else {} end),
 		seed: "nocloud", user_data: $ud }' >"$d/spec.json"
 	printf 'vmm:\n  instances_dir: %s\n  console_log_dir: %s\n  bridge: ""\n' "$d" "$d" >"$d/stratus.yaml"
 	qemu-img create -q -f qcow2 -b "$base" -F qcow2 "$d/$uuid.qcow2" 4G
