@@ -385,6 +385,27 @@ static const char *vif_model(const struct vmm_domain_params *pp)
 	return pp->props.vif_model == MODEL_VIF_E1000 ? "e1000" : "virtio";
 }
 
+/* OVMF on pc with the seed cdrom on IDE: OVMF connects only the devices
+ * in the boot order, and the guest's ata_piix then finds no device on
+ * the PIIX IDE channels (it skips a channel whose enable bit the firmware
+ * left clear; SeaBIOS sets them): cloud-init sees no cidata and disables
+ * itself. In the boot order after the root disk, OVMF brings the cdrom
+ * up and the guest sees it (QEMU 7.2, OVMF 2023.x; 2026-12-02). q35's
+ * SATA (AHCI) needs no firmware and keeps <os><boot dev='hd'/>. */
+static bool seed_in_boot_order(const struct vmm_domain_params *pp)
+{
+	return pp->props.firmware == MODEL_FW_UEFI && pp->props.machine != MODEL_MACHINE_Q35 &&
+	       pp->seed_path && pp->seed_format == VMM_SEED_ISO;
+}
+
+/* <boot order='N'/> of a device (libvirt refuses it beside <os><boot>) */
+static void write_boot_order(struct xw *x, const char *order)
+{
+	start(x, "boot");
+	attr(x, "order", order);
+	end(x);
+}
+
 /* ---- end of the image's machine ------------------------------------------ */
 
 static void write_os(struct xw *x, const struct vmm_domain_params *pp)
@@ -408,9 +429,11 @@ static void write_os(struct xw *x, const struct vmm_domain_params *pp)
 		if (pp->cmdline)
 			elem(x, "cmdline", pp->cmdline);
 	}
-	start(x, "boot");
-	attr(x, "dev", "hd");
-	end(x);
+	if (!seed_in_boot_order(pp)) {
+		start(x, "boot");
+		attr(x, "dev", "hd");
+		end(x);
+	}
 	start(x, "smbios");
 	attr(x, "mode", "sysinfo");
 	end(x);
@@ -428,7 +451,7 @@ static const struct seed_disk {
 /* q35 has no IDE: its seed cdrom is on SATA (sdb: sda may be the root). */
 static const struct seed_disk seed_q35_cdrom = { "cdrom", "sdb", "sata" };
 
-static void write_seed(struct xw *x, const char *path, const struct seed_disk *d)
+static void write_seed(struct xw *x, const char *path, const struct seed_disk *d, bool boots)
 {
 	start(x, "disk");
 	attr(x, "type", "file");
@@ -444,6 +467,8 @@ static void write_seed(struct xw *x, const char *path, const struct seed_disk *d
 	attr(x, "dev", d->dev);
 	attr(x, "bus", d->bus);
 	end(x);
+	if (boots)
+		write_boot_order(x, "2");
 	start(x, "readonly");
 	end(x);
 	end(x);
@@ -506,6 +531,8 @@ static void write_disks(struct xw *x, const struct instance_spec *spec,
 		end(x);
 	}
 	write_root_target(x, pp);
+	if (seed_in_boot_order(pp))
+		write_boot_order(x, "1");
 	end(x);
 	if (pp->ephemeral_path && *eph)
 		write_local_disk(x, pp->ephemeral_path, eph, pp);
@@ -527,7 +554,7 @@ static void write_disks(struct xw *x, const struct instance_spec *spec,
 			moved = (struct seed_disk){ d->device, dev, d->bus };
 			d = &moved;
 		}
-		write_seed(x, pp->seed_path, d);
+		write_seed(x, pp->seed_path, d, seed_in_boot_order(pp));
 	}
 	write_scsi_controller(x, pp);
 }

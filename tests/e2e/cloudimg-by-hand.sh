@@ -15,7 +15,12 @@
 # which `stratusctl stop` + `start` keep (the guest boots again) and
 # `stratusctl delete` removes. The flavor also has Nova's ephemeral and swap
 # disks: both guests show /mnt mounted from vdb (ext4) and swap on vdc.
+# By hand, from anywhere: sudo sh tests/e2e/cloudimg-by-hand.sh (BUILD,
+# default build/ of this tree; tests/run-tests.sh sets STRATUS_TOP itself).
 set -u
+STRATUS_TOP=${STRATUS_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
+export STRATUS_TOP
+cd "$STRATUS_TOP" || exit 1
 . "$STRATUS_TOP/tests/e2e/lib.sh"
 trap e2e_down EXIT
 trap 'exit 1' INT TERM
