@@ -9,8 +9,9 @@
 # same run; p50 agent step time at most 2x the disk's price for the
 # durable writes those steps make (bench/agent/durable_ref.c: the index,
 # the overlay, the instances directory and the seed, written and fsynced
-# alone, 4 at once as the agent's workers, in the same directory right
-# after the builds). The 20 ms is printed beside it: the steps
+# alone, 4 at once as the agent's workers, in the same directory),
+# interleaved with the builds: REPS (default 5) repetitions, the figures and
+# the ratios the medians over them. The 20 ms is printed beside it: the steps
 # make 4 fsyncs in sequence, and on a shared disk one fsync alone takes
 # 2-30 ms. Prints a BENCH line per figure (bench/lib.sh) for
 # bench/run-all.sh.
