@@ -133,8 +133,14 @@ void sb_free(struct strbuf *sb);
  * NUL-terminated; caller frees. */
 int read_file(const char *path, size_t max, char **out, size_t *len);
 /* Write a file atomically: a temporary ".NAME.tmp.PID" beside it, fsync,
- * rename. */
+ * rename. The new name is not yet durable: a crash can bring back the old
+ * file (or none); write_file_durable when the name must survive. */
 int write_file_atomic(const char *path, const void *data, size_t len, int mode);
+/* write_file_atomic, then an fsync of the directory holding path, so that
+ * the rename survives a crash too. */
+int write_file_durable(const char *path, const void *data, size_t len, int mode);
+/* fsync the directory dir (0 or a negative errno, message set). */
+int fsync_dir(const char *dir);
 /* mkdir -p */
 int mkdir_p(const char *path, int mode);
 

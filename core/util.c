@@ -484,6 +484,37 @@ fail:
 	return r;
 }
 
+int fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = 0;
+
+	if (fd < 0)
+		return err_sys(-errno, "%s: open directory", dir);
+	if (fsync(fd) < 0)
+		r = err_sys(-errno, "%s: fsync directory", dir);
+	close(fd);
+	return r;
+}
+
+int write_file_durable(const char *path, const void *data, size_t len, int mode)
+{
+	_cleanup_free_ char *dir = NULL;
+	const char *base = strrchr(path, '/');
+	int r = write_file_atomic(path, data, len, mode);
+
+	if (r < 0)
+		return r;
+	if (!base)
+		return fsync_dir(".");
+	if (base == path)
+		return fsync_dir("/");
+	dir = strndup(path, (size_t)(base - path));
+	if (!dir)
+		return err_sys(-ENOMEM, "%s", path);
+	return fsync_dir(dir);
+}
+
 int mkdir_p(const char *path, int mode)
 {
 	_cleanup_free_ char *buf = strdup(path);

@@ -85,8 +85,9 @@ int md_seed_format_parse(const char *s, enum md_seed_format *out);
 int md_seed_format_of_spec(const struct instance_spec *s, enum md_seed_format *out);
 
 /*
- * Write the seed ISO of instance S to PATH (atomically: PATH.tmp then
- * rename): ISO 9660 with Rock Ridge and Joliet, volume id "cidata" (NoCloud)
+ * Write the seed ISO of instance S to PATH (atomically and durably: a
+ * temporary beside it, fsync, rename, fsync of PATH's directory, so that
+ * neither the contents nor the name are lost in a crash): ISO 9660 with Rock Ridge and Joliet, volume id "cidata" (NoCloud)
  * or "config-2" (config drive).
  */
 int md_seed_write(const struct instance_spec *s, enum md_seed_format fmt, const char *path);

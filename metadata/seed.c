@@ -259,7 +259,7 @@ int md_seed_write(const struct instance_spec *s, enum md_seed_format fmt, const 
 
 	if (r < 0)
 		return r;
-	r = write_file_atomic(path, buf, len, 0644);
+	r = write_file_durable(path, buf, len, 0644);
 	free(buf);
 	if (r < 0)
 		return err_prefix(r, "seed");

@@ -6,7 +6,8 @@
  *   image  the cache index rewritten (4 KiB: write, fsync, rename),
  *          the qcow2 overlay (256 KiB: write, fsync, rename) and an fsync
  *          of the instances directory;
- *   seed   the seed ISO (256 KiB: write, fsync, rename).
+ *   seed   the seed ISO (256 KiB: write, fsync, rename, fsync of the
+ *          instances directory).
  * Prints the p50 and p99 of one sequence's time.
  *
  *   durable_ref DIR [N [JOBS]]      (N sequences in all, default 50, 4 jobs)
@@ -33,19 +34,6 @@ struct job {
 	int err;
 };
 
-static int fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int r = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) < 0)
-		r = -errno;
-	close(fd);
-	return r;
-}
-
 /* One build's durable writes; 0 or a negative errno (message set). */
 static int sequence(const struct job *j, int i, const char *buf)
 {
@@ -58,10 +46,10 @@ static int sequence(const struct job *j, int i, const char *buf)
 	r = write_file_atomic(idx, buf, SMALL, 0644);
 	if (r == 0)
 		r = write_file_atomic(ov, buf, BIG, 0644);
-	if (r == 0 && (r = fsync_dir(j->dir)) < 0)
-		err_sys(r, "fsync %s", j->dir);
 	if (r == 0)
-		r = write_file_atomic(seed, buf, BIG, 0644);
+		r = fsync_dir(j->dir);
+	if (r == 0)
+		r = write_file_durable(seed, buf, BIG, 0644);
 	unlink(ov);
 	unlink(seed);
 	return r;

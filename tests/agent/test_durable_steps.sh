@@ -1,0 +1,27 @@
+#!/bin/sh
+# A build's files are durable, names included: under strace, every rename of
+# the build's overlay and seed into the instances directory is followed by
+# an fsync of that directory (a rename alone can be lost in a crash).
+set -u
+. "$STRATUS_TOP/tests/agent/lib.sh"
+trap agent_env_down EXIT
+command -v strace >/dev/null || { echo "SKIP: no strace"; exit 77; }
+agent_env_up
+AGENT_ENV="strace -f -y -qq -e trace=rename,renameat,renameat2,fsync -o $T/strace.out" agent_start
+
+U1=22222222-1111-4111-8111-111111111111
+send instance.build "$(spec $U1)"
+wait_event ".type==\"instance.state\" and .body.uuid==\"$U1\" and .body.state==\"active\"" >/dev/null ||
+	fail "no active event"
+[ -f "$T/inst/$U1.seed.iso" ] || fail "no seed disk"
+inst=$(cd "$T/inst" && pwd -P)
+# After each rename into $inst of the instance's file, an fsync of <$inst>
+# must follow (in any thread) before the build is announced active.
+for f in "$U1.qcow2" "$U1.seed.iso"; do
+	awk -v dir="$inst" -v f="$f" '
+		index($0, "rename") && index($0, "\"" dir "/" f "\"") { pending = 1; seen = 1; next }
+		pending && index($0, "fsync(") && index($0, "<" dir ">") { pending = 0 }
+		END { exit !(seen && !pending) }' "$T/strace.out" ||
+		fail "$f: rename into $inst not followed by an fsync of the directory: $(grep -F "$f" "$T/strace.out")"
+done
+echo "ok: overlay and seed renames are each followed by an fsync of the instances directory"
