@@ -398,6 +398,12 @@ int agent_do_migrate_prepare(struct agent *a, struct job *j);
 int agent_do_migrate_perform(struct agent *a, struct job *j);
 int agent_do_migrate_finish(struct agent *a, struct job *j);
 void agent_migrate_reconcile(struct agent *a, const struct store_instance *row, enum vmm_power pw);
+/* A cold move whose source agent died while performing: finish it (the
+ * copy reached the destination) or roll it back, from the domain's state
+ * here (SRC) and on the destination (DST, VMM_POWER_NONE: not there). */
+enum agent_cold_plan { AGENT_COLD_ROLLBACK, AGENT_COLD_FINISH, AGENT_COLD_PLAN_LAST };
+extern const char *const agent_cold_plan_names[]; /* "rollback", "finish" */
+enum agent_cold_plan agent_cold_plan(enum vmm_power src, enum vmm_power dst);
 void agent_migration_metrics(struct agent *a, struct strbuf *sb);
 /* build.c: a migration's destination: the build's steps up to the seed,
  * then this host's domain XML in *xml (malloc'd); undone on failure

@@ -223,7 +223,15 @@ int agent_on_migrate_perform(struct agent *a, const struct bus_envelope *e, cons
 		store_instance_free(&row);
 		return 0;
 	}
-	limits = json_dumps(json_object_get(e->body, "limits"), JSON_COMPACT);
+	{
+		/* the record says what the move was: a restart decides from it */
+		json_t *l = json_deep_copy(json_object_get(e->body, "limits"));
+
+		if (json_is_object(l) && cold)
+			json_object_set_new(l, "stopped", json_boolean(row.state == INST_STOPPED));
+		limits = json_is_object(l) ? json_dumps(l, JSON_COMPACT) : NULL;
+		json_decref(l);
+	}
 	snprintf(m.uuid, sizeof(m.uuid), "%s", uuid);
 	m.migration = (char *)(uintptr_t)mig;
 	m.role = (char *)(uintptr_t) "source";
@@ -521,6 +529,94 @@ out:
  *   dest, prepared / commit / abort: the job comes back (commit and abort
  *     are queued again; prepared waits for the scheduler's finish)
  */
+const char *const agent_cold_plan_names[] = { "rollback", "finish" };
+_Static_assert(sizeof(agent_cold_plan_names) / sizeof(agent_cold_plan_names[0]) ==
+		       AGENT_COLD_PLAN_LAST, "agent_cold_plan_names");
+
+enum agent_cold_plan agent_cold_plan(enum vmm_power src, enum vmm_power dst)
+{
+	/* libvirt leaves the source shut off only once the copy completed: a
+	 * source copy that is paused (the copy's) or running was not moved */
+	if (src == VMM_POWER_RUNNING || src == VMM_POWER_PAUSED)
+		return AGENT_COLD_ROLLBACK;
+	switch (dst) {
+	case VMM_POWER_NONE:
+		return AGENT_COLD_ROLLBACK; /* the copy never arrived */
+	case VMM_POWER_RUNNING:	 /* booted there already */
+	case VMM_POWER_PAUSED:	 /* the copy arrived, not booted yet */
+	case VMM_POWER_SHUTOFF:	 /* paused copy destroyed, boot pending (or a stopped one) */
+	case VMM_POWER_CRASHED:
+	case VMM_POWER_OTHER:
+		return AGENT_COLD_FINISH;
+	case VMM_POWER_LAST:
+		break;
+	}
+	return AGENT_COLD_ROLLBACK;
+}
+
+/* The state a row gets from its domain here after a rollback (AS_WAS when
+ * the domain is not there: the sync pass reports it). */
+static enum instance_state state_of(struct agent *a, const char *uuid, enum instance_state as_was)
+{
+	enum vmm_power pw = VMM_POWER_NONE;
+
+	if (vmm_power_state(a->conn, uuid, &pw) < 0)
+		return as_was;
+	switch (pw) {
+	case VMM_POWER_RUNNING:
+	case VMM_POWER_PAUSED:
+		return INST_ACTIVE;
+	case VMM_POWER_SHUTOFF:
+	case VMM_POWER_CRASHED:
+		return INST_STOPPED;
+	case VMM_POWER_NONE:
+	case VMM_POWER_OTHER:
+	case VMM_POWER_LAST:
+		break;
+	}
+	return as_was;
+}
+
+static void cold_reconcile(struct agent *a, const struct store_instance *row,
+			   const struct store_migration *m, enum vmm_power pw, bool stopped)
+{
+	enum vmm_power dst = VMM_POWER_NONE;
+	enum agent_cold_plan plan;
+	enum instance_state st;
+	char why[1024];
+	int r;
+
+	r = m->dest_uri ? vmm_remote_power(m->dest_uri, row->uuid, &dst) : -EINVAL;
+	/* the destination cannot be asked: roll back here; its agent's abort
+	 * (the scheduler's, on our failed) undefines its copy */
+	plan = r < 0 ? AGENT_COLD_ROLLBACK : agent_cold_plan(pw, dst);
+	log_warn("reconcile: cold migration interrupted instance=%s to=%s source=%s dest=%s "
+		 "stopped=%d plan=%s", row->uuid, m->peer, vmm_power_names[pw],
+		 r < 0 ? "unknown" : vmm_power_names[dst], stopped, agent_cold_plan_names[plan]);
+	if (plan == AGENT_COLD_FINISH) {
+		r = vmm_migrate_cold_finish(a->conn, m->dest_uri, row->uuid, !stopped);
+		if (r == 0) {
+			agent_cleanup_instance(a, row);
+			store_migration_delete(a->store, row->uuid);
+			emit_migration(a, row->uuid, m->migration, "completed", m->request_id,
+				       json_pack("{s:b, s:b, s:b}", "cold", 1, "stopped", stopped,
+						 "timed_out", 0));
+			return;
+		}
+		log_warn("reconcile: finishing the cold move failed, rolling back instance=%s: %s",
+			 row->uuid, err_msg());
+	}
+	snprintf(why, sizeof(why), "the source agent restarted during the cold migration "
+		 "(here %s, on %s %s): rolled back", vmm_power_names[pw], m->peer,
+		 r < 0 && plan == AGENT_COLD_ROLLBACK ? "unknown" : vmm_power_names[dst]);
+	if (m->dest_uri && vmm_migrate_cold_rollback(a->conn, m->dest_uri, row->uuid, !stopped) < 0)
+		log_warn("reconcile: cold rollback instance=%s: %s", row->uuid, err_msg());
+	st = state_of(a, row->uuid, stopped ? INST_STOPPED : INST_ACTIVE);
+	store_instance_set_state(a->store, row->uuid, st, "done", NULL);
+	store_migration_delete(a->store, row->uuid);
+	emit_failed(a, row->uuid, m->migration, "perform", m->request_id, why);
+}
+
 void agent_migrate_reconcile(struct agent *a, const struct store_instance *row, enum vmm_power pw)
 {
 	struct store_migration m = { 0 };
@@ -537,9 +633,15 @@ void agent_migrate_reconcile(struct agent *a, const struct store_instance *row, 
 		return;
 	}
 	if (strcmp(m.role, "source") == 0) {
+		json_t *params = m.params_json ? json_loads(m.params_json, 0, NULL) : NULL;
+		bool cold = json_is_true(json_object_get(params, "cold"));
+		bool stopped = json_is_true(json_object_get(params, "stopped"));
 		bool there = false;
 
-		if (here && strcmp(m.phase, "performing") == 0) {
+		json_decref(params);
+		if (cold && strcmp(m.phase, "performing") == 0) {
+			cold_reconcile(a, row, &m, pw, stopped);
+		} else if (here && strcmp(m.phase, "performing") == 0) {
 			vmm_migrate_abort(a->conn, row->uuid);
 			store_instance_set_state(a->store, row->uuid, INST_ACTIVE, "done", NULL);
 			store_migration_delete(a->store, row->uuid);
@@ -562,7 +664,9 @@ void agent_migrate_reconcile(struct agent *a, const struct store_instance *row, 
 				 "to=%s", row->uuid, m.peer);
 			agent_cleanup_instance(a, row);
 			store_migration_delete(a->store, row->uuid);
-			emit_migration(a, row->uuid, m.migration, "completed", m.request_id, NULL);
+			emit_migration(a, row->uuid, m.migration, "completed", m.request_id,
+				       cold ? json_pack("{s:b, s:b}", "cold", 1, "stopped", stopped)
+					    : NULL);
 		}
 	} else if (strcmp(m.phase, "preparing") == 0) {
 		agent_cleanup_instance(a, row);

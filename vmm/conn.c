@@ -521,7 +521,7 @@ int vmm_start(struct vmm_conn *c, const char *uuid)
 	return r;
 }
 
-static int power_of(virDomainPtr d, enum vmm_power *out)
+int vmm_power_of(virDomainPtr d, enum vmm_power *out)
 {
 	int state, reason;
 
@@ -559,7 +559,7 @@ int vmm_power_state(struct vmm_conn *c, const char *uuid, enum vmm_power *out)
 	virDomainPtr d = dom_get(c, uuid, &conn, &r);
 
 	if (d) {
-		if (power_of(d, out) < 0)
+		if (vmm_power_of(d, out) < 0)
 			r = virt_err(-EIO, "instance %s: state", uuid);
 		virDomainFree(d);
 	} else if (r == -ENOENT) {
@@ -838,7 +838,7 @@ int vmm_list_ours(struct vmm_conn *c, struct vmm_domain_info **out, size_t *n)
 		name = virDomainGetName(doms[i]);
 		info->name = strdup(name ? name : "");
 		virDomainGetUUIDString(doms[i], info->uuid);
-		if (power_of(doms[i], &info->power) < 0) {
+		if (vmm_power_of(doms[i], &info->power) < 0) {
 			virResetLastError();
 			info->power = VMM_POWER_OTHER;
 		}

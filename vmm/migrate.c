@@ -481,3 +481,132 @@ int vmm_remote_running(const char *uri, const char *uuid, bool *running)
 	virConnectClose(conn);
 	return r;
 }
+
+int vmm_remote_power(const char *uri, const char *uuid, enum vmm_power *out)
+{
+	virConnectPtr conn = virConnectOpen(uri);
+	virDomainPtr d;
+	int r = 0;
+
+	if (!conn)
+		return mig_err(-ENOTCONN, "libvirt %s", uri);
+	d = virDomainLookupByUUIDString(conn, uuid);
+	if (d) {
+		if (vmm_power_of(d, out) < 0)
+			r = mig_err(-EIO, "instance %s: state on %s", uuid, uri);
+		virDomainFree(d);
+	} else {
+		virResetLastError();
+		*out = VMM_POWER_NONE;
+	}
+	virConnectClose(conn);
+	return r;
+}
+
+/* Both ends on one libvirtd (one URI): the "copy" is the source's domain. */
+static bool same_libvirtd(virConnectPtr a, virConnectPtr b)
+{
+	char *ua = a ? virConnectGetURI(a) : NULL, *ub = b ? virConnectGetURI(b) : NULL;
+	bool same = ua && ub && strcmp(ua, ub) == 0;
+
+	free(ua);
+	free(ub);
+	virResetLastError();
+	return same;
+}
+
+int vmm_migrate_cold_finish(struct vmm_conn *c, const char *dest_uri, const char *uuid, bool boot)
+{
+	virConnectPtr conn = NULL, dconn = virConnectOpen(dest_uri);
+	virDomainPtr d = NULL, dd = NULL;
+	int r = 0;
+
+	if (!dconn)
+		return mig_err(-ENOTCONN, "libvirt %s", dest_uri);
+	dd = virDomainLookupByUUIDString(dconn, uuid);
+	if (!dd) {
+		r = mig_err(-ENOENT, "instance %s: no copy on %s to finish the cold move", uuid,
+			    dest_uri);
+		goto out;
+	}
+	/* the source's paused copy first: never two running */
+	d = vmm_conn_domain(c, uuid, &conn, &r);
+	if (same_libvirtd(conn, dconn)) {
+		r = err_set(-EINVAL, "instance %s: the destination %s is this host's libvirtd",
+			    uuid, dest_uri);
+		goto out;
+	}
+	if (d && virDomainIsActive(d) == 1) {
+		vmm_conn_intent(c, uuid);
+		if (virDomainDestroy(d) < 0) {
+			r = mig_err(-EIO, "instance %s: destroying the paused source copy", uuid);
+			goto out;
+		}
+	}
+	r = 0;
+	err_clear();
+	if (virDomainIsActive(dd) == 1) {
+		int state = 0, reason = 0;
+
+		/* a copy that runs was booted there already: it stays */
+		if (virDomainGetState(dd, &state, &reason, 0) == 0 && state == VIR_DOMAIN_RUNNING)
+			goto out;
+		if (virDomainDestroy(dd) < 0) {
+			r = mig_err(-EIO, "instance %s: destroying the paused copy on %s", uuid,
+				    dest_uri);
+			goto out;
+		}
+	}
+	if (boot && virDomainCreate(dd) < 0)
+		r = mig_err(-EIO, "instance %s: booting it on %s", uuid, dest_uri);
+out:
+	if (dd)
+		virDomainFree(dd);
+	virConnectClose(dconn);
+	if (d)
+		virDomainFree(d);
+	if (conn)
+		virConnectClose(conn);
+	return r;
+}
+
+int vmm_migrate_cold_rollback(struct vmm_conn *c, const char *dest_uri, const char *uuid,
+			      bool was_running)
+{
+	virConnectPtr conn = NULL, dconn = dest_uri ? virConnectOpen(dest_uri) : NULL;
+	virDomainPtr d;
+	int r = 0;
+
+	if (!dconn)
+		return mig_err(-ENOTCONN, "libvirt %s", dest_uri ? dest_uri : "(no destination URI)");
+	d = vmm_conn_domain(c, uuid, &conn, &r);
+	if (same_libvirtd(conn, dconn)) {
+		r = err_set(-EINVAL, "instance %s: the destination %s is this host's libvirtd",
+			    uuid, dest_uri);
+		virConnectClose(dconn);
+		goto out;
+	}
+	dest_discard(dconn, NULL, uuid);
+	virConnectClose(dconn);
+	if (r == -ENOENT) { /* nothing here to restore */
+		err_clear();
+		r = 0;
+	}
+	if (d) {
+		if (virDomainIsActive(d) == 1) {
+			int state = 0, reason = 0;
+
+			/* a source that runs was never stopped (or was started again) */
+			if (virDomainGetState(d, &state, &reason, 0) == 0 &&
+			    state == VIR_DOMAIN_RUNNING)
+				goto out;
+		}
+		r = source_restore(c, d, uuid, was_running);
+	}
+out:
+	if (d)
+		virDomainFree(d);
+	if (conn)
+		virConnectClose(conn);
+	return r;
+}

@@ -468,6 +468,24 @@ int vmm_migrate_cold(struct vmm_conn *c, const char *uuid, const struct vmm_migr
 /* Whether the domain of uuid runs on the libvirtd at URI (a migration's
  * destination, asked by its source after a restart). */
 int vmm_remote_running(const char *uri, const char *uuid, bool *running);
+/* The power state of uuid on the libvirtd at URI (VMM_POWER_NONE when it
+ * is not defined there); -ENOTCONN when URI cannot be reached. */
+int vmm_remote_power(const char *uri, const char *uuid, enum vmm_power *out);
+/*
+ * The end of a cold move interrupted by the source agent's death, decided
+ * by agent_migrate_reconcile from both hosts' states:
+ *   vmm_migrate_cold_finish: the copy reached dest_uri: its paused copy is
+ *     destroyed and the definition there booted fresh (boot) or left shut
+ *     off (a stopped instance's move); the source's paused copy, if any, is
+ *     destroyed (the caller then cleans the source)
+ *   vmm_migrate_cold_rollback: the destination's copy (if any) destroyed and
+ *     undefined, the source's paused copy destroyed and the guest started
+ *     again here when it ran (was_running), as vmm_migrate_cold's failure
+ * Both are idempotent: a second restart in the middle does the rest.
+ */
+int vmm_migrate_cold_finish(struct vmm_conn *c, const char *dest_uri, const char *uuid, bool boot);
+int vmm_migrate_cold_rollback(struct vmm_conn *c, const char *dest_uri, const char *uuid,
+			      bool was_running);
 /* virDomainAbortJob: no job is fine. */
 int vmm_migrate_abort(struct vmm_conn *c, const char *uuid);
 /* ---- volumes: disks hot-plugged into a domain (vmm/disk.c) --------------------- */

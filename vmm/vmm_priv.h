@@ -63,6 +63,8 @@ int vmm_cpu_config_parse(const struct vmm_config *cfg, struct model_cpu_choice *
  * *connp when set), and an intent (the next stop event is ours). */
 virDomainPtr vmm_conn_domain(struct vmm_conn *c, const char *uuid, virConnectPtr *connp, int *r);
 void vmm_conn_intent(struct vmm_conn *c, const char *uuid);
+/* conn.c: libvirt's state of D as ours (-EIO when libvirt cannot say). */
+int vmm_power_of(virDomainPtr d, enum vmm_power *out);
 /* conn.c: the domain of UUID on a fresh reference of the connection
  * (*connp: virConnectClose it, also when NULL is returned with *r set). */
 virDomainPtr vmm_dom_lookup(struct vmm_conn *c, const char *uuid, virConnectPtr *connp, int *r);

@@ -173,10 +173,41 @@ static void test_domain_kernel_cmdline(void **state)
 	free(xml);
 }
 
+/* A cold move's source died while performing: every pair of states. The
+ * two the old reconcile got wrong: a paused source copy (it marked it
+ * active) and a paused copy on the destination (taken as done, not booted). */
+static void test_cold_plan(void **state)
+{
+	enum { R = AGENT_COLD_ROLLBACK, F = AGENT_COLD_FINISH };
+	/* rows: here none, running, paused, shut off, crashed, other;
+	 * columns: there none, running, paused, shut off, crashed, other */
+	static const int want[VMM_POWER_LAST][VMM_POWER_LAST] = {
+		[VMM_POWER_NONE] = { R, F, F, F, F, F },
+		[VMM_POWER_RUNNING] = { R, R, R, R, R, R },
+		[VMM_POWER_PAUSED] = { R, R, R, R, R, R },
+		[VMM_POWER_SHUTOFF] = { R, F, F, F, F, F },
+		[VMM_POWER_CRASHED] = { R, F, F, F, F, F },
+		[VMM_POWER_OTHER] = { R, F, F, F, F, F },
+	};
+
+	(void)state;
+	for (int src = 0; src < VMM_POWER_LAST; src++)
+		for (int dst = 0; dst < VMM_POWER_LAST; dst++) {
+			enum agent_cold_plan p = agent_cold_plan((enum vmm_power)src,
+								 (enum vmm_power)dst);
+
+			if ((int)p != want[src][dst])
+				fail_msg("here %s, there %s: %s, expected %s", vmm_power_names[src],
+					 vmm_power_names[dst], agent_cold_plan_names[p],
+					 agent_cold_plan_names[want[src][dst]]);
+		}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_build_job_holds_the_spec),
+		cmocka_unit_test(test_cold_plan),
 		cmocka_unit_test_setup_teardown(test_domain_files_and_bridge, dom_setup, dom_teardown),
 		cmocka_unit_test_setup_teardown(test_domain_kernel_cmdline, dom_setup, dom_teardown),
 	};

@@ -1,7 +1,8 @@
 /*
  * Lifecycle against libvirt's test driver (test:///default, in process):
  * define, start, graceful stop, reboot, a destroy behind our back seen as
- * a crash, undefine, listing ours by the metadata element, bulk stats.
+ * a crash, undefine, listing ours by the metadata element, bulk stats;
+ * the end of an interrupted cold move (finish or roll back) by both states.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -9,8 +10,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "vmm/vmm_priv.h"
@@ -271,12 +274,163 @@ static void test_bad_uri(void **state)
 	assert_non_null(strstr(err_msg(), "libvirt nosuchdriver:///x"));
 }
 
+/* ---- an interrupted cold move's end (vmm_migrate_cold_finish/_rollback) ----
+ * The source: a private test driver from a node file (its domain paused, the
+ * copy's, or shut off: test:runstate); the destination: test:///default,
+ * held open here so its state lasts across the helpers' connections. */
+#define COLD_UUID "6c1d2e3f-4a5b-4c6d-8e7f-901234567890"
+#define DEFAULT_TEST_UUID "6695eb01-f6a4-8304-79aa-97f2502e193f" /* test:///default's "test" */
+
+static char *cold_src_uri(char *path, size_t n, int runstate)
+{
+	static char uri[300];
+	FILE *f;
+	int fd;
+
+	snprintf(path, n, "/tmp/stratus-coldsrc-XXXXXX");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	f = fdopen(fd, "w");
+	assert_non_null(f);
+	fprintf(f, "<node><domain type='test' "
+		   "xmlns:test='http://libvirt.org/schemas/domain/test/1.0'><name>cold</name>"
+		   "<uuid>%s</uuid><memory>262144</memory><vcpu>1</vcpu><os><type>hvm</type>"
+		   "</os><test:runstate>%d</test:runstate></domain></node>\n", COLD_UUID, runstate);
+	fclose(f);
+	snprintf(uri, sizeof(uri), "test://%s", path);
+	return uri;
+}
+
+/* The destination's copy: defined, started, then paused (state 3) or left
+ * running (1) or shut off (5), as the copy and the boot leave it. */
+static void cold_dest(virConnectPtr d, int state)
+{
+	char xml[512];
+	virDomainPtr dom;
+
+	snprintf(xml, sizeof(xml), "<domain type='test'><name>cold</name><uuid>%s</uuid>"
+		 "<memory>262144</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>",
+		 COLD_UUID);
+	dom = virDomainDefineXML(d, xml);
+	assert_non_null(dom);
+	if (state != 5)
+		assert_int_equal(virDomainCreate(dom), 0);
+	if (state == 3)
+		assert_int_equal(virDomainSuspend(dom), 0);
+	virDomainFree(dom);
+}
+
+static void cold_dest_gone(virConnectPtr d)
+{
+	virDomainPtr dom = virDomainLookupByUUIDString(d, COLD_UUID);
+
+	if (!dom) {
+		virResetLastError();
+		return;
+	}
+	if (virDomainIsActive(dom) == 1)
+		virDomainDestroy(dom);
+	virDomainUndefine(dom);
+	virDomainFree(dom);
+}
+
+static void test_cold_settle(void **state)
+{
+	static const struct {
+		const char *what;
+		int src, dst;	     /* test:runstate here; there: 0 absent, 1, 3, 5 */
+		bool finish, arg;    /* finish(boot = arg) or rollback(was_running = arg) */
+		enum vmm_power want_src, want_dst; /* VMM_POWER_NONE there: undefined */
+	} cases[] = {
+		{ "paused copy arrived, ran: booted there", 5, 3, true, true, VMM_POWER_SHUTOFF,
+		  VMM_POWER_RUNNING },
+		{ "paused copy arrived, was stopped: off there", 5, 3, true, false,
+		  VMM_POWER_SHUTOFF, VMM_POWER_SHUTOFF },
+		{ "copy destroyed, boot pending", 5, 5, true, true, VMM_POWER_SHUTOFF,
+		  VMM_POWER_RUNNING },
+		{ "booted there already: left running", 5, 1, true, true, VMM_POWER_SHUTOFF,
+		  VMM_POWER_RUNNING },
+		{ "source paused, copy there too: finish destroys the source's", 3, 3, true, true,
+		  VMM_POWER_SHUTOFF, VMM_POWER_RUNNING },
+		{ "source paused mid-copy, ran: running here again", 3, 3, false, true,
+		  VMM_POWER_RUNNING, VMM_POWER_NONE },
+		{ "source paused, was stopped: off here", 3, 0, false, false, VMM_POWER_SHUTOFF,
+		  VMM_POWER_NONE },
+		{ "source off, nothing there, ran: started here", 5, 0, false, true,
+		  VMM_POWER_RUNNING, VMM_POWER_NONE },
+		{ "source running (never stopped): left running", 1, 3, false, true,
+		  VMM_POWER_RUNNING, VMM_POWER_NONE },
+	};
+	virConnectPtr dest = virConnectOpen("test:///default");
+
+	(void)state;
+	assert_non_null(dest);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char path[64];
+		const char *uri = cold_src_uri(path, sizeof(path), cases[i].src);
+		struct vmm_conn *c = NULL;
+		enum vmm_power pw = VMM_POWER_LAST;
+
+		print_message("cold settle: %s\n", cases[i].what);
+		assert_int_equal(vmm_open(uri, NULL, NULL, &c), 0);
+		if (cases[i].dst)
+			cold_dest(dest, cases[i].dst);
+		if (cases[i].finish)
+			assert_int_equal(vmm_migrate_cold_finish(c, "test:///default", COLD_UUID,
+								 cases[i].arg), 0);
+		else
+			assert_int_equal(vmm_migrate_cold_rollback(c, "test:///default", COLD_UUID,
+								   cases[i].arg), 0);
+		assert_int_equal(vmm_power_state(c, COLD_UUID, &pw), 0);
+		assert_int_equal(pw, cases[i].want_src);
+		assert_int_equal(vmm_remote_power("test:///default", COLD_UUID, &pw), 0);
+		assert_int_equal(pw, cases[i].want_dst);
+		cold_dest_gone(dest);
+		vmm_close(c);
+		unlink(path);
+	}
+	virConnectClose(dest);
+}
+
+/* Refused: nothing to finish there; one libvirtd at both ends; unreachable. */
+static void test_cold_settle_refused(void **state)
+{
+	char path[64];
+	const char *uri = cold_src_uri(path, sizeof(path), 3);
+	struct vmm_conn *c = NULL, *same = NULL;
+	enum vmm_power pw = VMM_POWER_LAST;
+
+	(void)state;
+	assert_int_equal(vmm_open(uri, NULL, NULL, &c), 0);
+	assert_int_equal(vmm_migrate_cold_finish(c, "test:///default", COLD_UUID, true), -ENOENT);
+	assert_non_null(strstr(err_msg(), "no copy on test:///default to finish the cold move"));
+	assert_int_equal(vmm_power_state(c, COLD_UUID, &pw), 0);
+	assert_int_equal(pw, VMM_POWER_PAUSED); /* untouched */
+	assert_int_equal(vmm_open("test:///default", NULL, NULL, &same), 0);
+	assert_int_equal(vmm_migrate_cold_rollback(same, "test:///default", COLD_UUID, true),
+			 -EINVAL);
+	assert_non_null(strstr(err_msg(), "the destination test:///default is this host's libvirtd"));
+	/* the default domain "test": both ends are it */
+	assert_int_equal(vmm_migrate_cold_finish(same, "test:///default", DEFAULT_TEST_UUID, true),
+			 -EINVAL);
+	assert_true(vmm_remote_power("nosuchdriver:///x", COLD_UUID, &pw) < 0);
+	assert_non_null(strstr(err_msg(), "libvirt nosuchdriver:///x"));
+	assert_true(vmm_migrate_cold_rollback(c, "nosuchdriver:///x", COLD_UUID, true) < 0);
+	assert_int_equal(vmm_power_state(c, COLD_UUID, &pw), 0);
+	assert_int_equal(pw, VMM_POWER_PAUSED);
+	vmm_close(same);
+	vmm_close(c);
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_lifecycle),
 		cmocka_unit_test(test_stop_timeout),
 		cmocka_unit_test(test_bad_uri),
+		cmocka_unit_test(test_cold_settle),
+		cmocka_unit_test(test_cold_settle_refused),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
