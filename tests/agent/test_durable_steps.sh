@@ -4,7 +4,8 @@
 # an fsync of that directory (a rename alone can be lost in a crash).
 set -u
 . "$STRATUS_TOP/tests/agent/lib.sh"
-trap agent_env_down EXIT
+# agent.pid is strace's: the agent under it is killed by its config's path
+trap 'agent_env_down; pkill -9 -f "stratus-agent -c $T/stratus.yaml"' EXIT
 command -v strace >/dev/null || { echo "SKIP: no strace"; exit 77; }
 agent_env_up
 AGENT_ENV="strace -f -y -qq -e trace=rename,renameat,renameat2,fsync -o $T/strace.out" agent_start
