@@ -295,25 +295,34 @@ out:
 }
 
 /* Cold: the destination's copy of uuid destroyed and undefined (after a
- * failed boot there): the source runs it again. */
-static void dest_discard(virConnectPtr dconn, virDomainPtr dd, const char *uuid)
+ * failed step). 0 when it is known not to run there (gone, or off), so the
+ * source may run it again; <0 when that is not known (the destination not
+ * reachable, or its copy still active): the source must stay off. */
+static int dest_discard(virConnectPtr dconn, virDomainPtr dd, const char *uuid)
 {
 	virDomainPtr x = dd ? dd : dconn ? virDomainLookupByUUIDString(dconn, uuid) : NULL;
+	int r = 0;
 
 	if (!x) {
-		/* not reachable: the destination agent's abort undefines it */
-		virResetLastError();
-		return;
+		if (!dconn)
+			return err_set(-ENOTCONN, "instance %s: the destination cannot be reached to "
+				       "discard its copy", uuid);
+		virResetLastError(); /* no copy there */
+		return 0;
 	}
 	if (virDomainIsActive(x) == 1 && virDomainDestroy(x) < 0)
 		log_warn("cold migration: destroying the destination's copy failed instance=%s: %s",
 			 uuid, virGetLastErrorMessage());
-	if (virDomainUndefineFlags(x, VIR_DOMAIN_UNDEFINE_NVRAM) < 0 && virDomainUndefine(x) < 0)
+	if (virDomainIsActive(x) != 0)
+		r = err_set(-EIO, "instance %s: the destination's copy may still run", uuid);
+	else if (virDomainUndefineFlags(x, VIR_DOMAIN_UNDEFINE_NVRAM) < 0 &&
+		 virDomainUndefine(x) < 0)
 		log_warn("cold migration: undefining the destination's copy failed instance=%s: %s",
 			 uuid, virGetLastErrorMessage());
 	virResetLastError();
 	if (x != dd)
 		virDomainFree(x);
+	return r;
 }
 
 /* Cold, failed at a step: the source as it was (off, or running again). */
@@ -415,11 +424,13 @@ fail: {
 		int rr;
 
 		snprintf(why, sizeof(why), "%s", err_msg());
-		if (copied && !dconn)
+		/* a copy step that failed late may have left a copy there too */
+		if ((copied || strcmp(step, "copy") == 0) && !dconn)
 			dconn = virConnectOpen(o->dest_uri);
-		if (copied)
-			dest_discard(dconn, dd, uuid);
-		rr = source_restore(c, d, uuid, res.was_running);
+		if ((copied || strcmp(step, "copy") == 0) && dest_discard(dconn, dd, uuid) < 0)
+			rr = -EIO; /* never two copies: the source stays off */
+		else
+			rr = source_restore(c, d, uuid, res.was_running);
 		if (rr < 0)
 			r = err_set(r, "cold migration failed at step %s: %s; and the guest could not "
 				    "be restored on the source: %s", step, why, err_msg());
@@ -536,6 +547,14 @@ int vmm_migrate_cold_finish(struct vmm_conn *c, const char *dest_uri, const char
 			    uuid, dest_uri);
 		goto out;
 	}
+	/* PERSIST_DEST defines the copy only when libvirt's finish succeeded:
+	 * a transient one is an interrupted copy (a source that died mid-way
+	 * is off too), rolled back, never finished */
+	if (virDomainIsPersistent(dd) != 1) {
+		r = err_set(-EAGAIN, "instance %s: the copy on %s is incomplete (not persistent)",
+			    uuid, dest_uri);
+		goto out;
+	}
 	if (d && virDomainIsActive(d) == 1) {
 		vmm_conn_intent(c, uuid);
 		if (virDomainDestroy(d) < 0) {
@@ -577,8 +596,17 @@ int vmm_migrate_cold_rollback(struct vmm_conn *c, const char *dest_uri, const ch
 	virDomainPtr d;
 	int r = 0;
 
-	if (!dconn)
-		return mig_err(-ENOTCONN, "libvirt %s", dest_uri ? dest_uri : "(no destination URI)");
+	if (!dconn) {
+		/* a source still paused for the copy: the copy never completed, so
+		 * the destination never booted it: run it again here. Off here:
+		 * it may have been booted there; left as it is. */
+		r = mig_err(-ENOTCONN, "libvirt %s", dest_uri ? dest_uri : "(no destination URI)");
+		d = vmm_conn_domain(c, uuid, &conn, &(int){ 0 });
+		if (d && virDomainIsActive(d) == 1 && source_restore(c, d, uuid, was_running) == 0)
+			log_info("cold migration: the destination unreachable; the paused source copy "
+				 "restored instance=%s", uuid);
+		goto out;
+	}
 	d = vmm_conn_domain(c, uuid, &conn, &r);
 	if (same_libvirtd(conn, dconn)) {
 		r = err_set(-EINVAL, "instance %s: the destination %s is this host's libvirtd",
@@ -586,7 +614,11 @@ int vmm_migrate_cold_rollback(struct vmm_conn *c, const char *dest_uri, const ch
 		virConnectClose(dconn);
 		goto out;
 	}
-	dest_discard(dconn, NULL, uuid);
+	if (dest_discard(dconn, NULL, uuid) < 0) { /* never two copies: the source stays off */
+		r = -EIO;
+		virConnectClose(dconn);
+		goto out;
+	}
 	virConnectClose(dconn);
 	if (r == -ENOENT) { /* nothing here to restore */
 		err_clear();

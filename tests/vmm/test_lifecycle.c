@@ -406,6 +406,32 @@ static void test_cold_settle_refused(void **state)
 	assert_non_null(strstr(err_msg(), "no copy on test:///default to finish the cold move"));
 	assert_int_equal(vmm_power_state(c, COLD_UUID, &pw), 0);
 	assert_int_equal(pw, VMM_POWER_PAUSED); /* untouched */
+	/* an interrupted copy: the incoming domain there is transient (libvirt
+	 * defines it only when its finish succeeded): not finished, nothing
+	 * destroyed on either side */
+	{
+		char xml[512];
+		virConnectPtr dest = virConnectOpen("test:///default");
+		virDomainPtr dom;
+
+		assert_non_null(dest);
+		snprintf(xml, sizeof(xml), "<domain type='test'><name>cold</name><uuid>%s</uuid>"
+			 "<memory>262144</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>",
+			 COLD_UUID);
+		dom = virDomainCreateXML(dest, xml, 0); /* transient, then paused */
+		assert_non_null(dom);
+		assert_int_equal(virDomainSuspend(dom), 0);
+		assert_int_equal(vmm_migrate_cold_finish(c, "test:///default", COLD_UUID, true),
+				 -EAGAIN);
+		assert_non_null(strstr(err_msg(), "is incomplete (not persistent)"));
+		assert_int_equal(vmm_power_state(c, COLD_UUID, &pw), 0);
+		assert_int_equal(pw, VMM_POWER_PAUSED);
+		assert_int_equal(vmm_remote_power("test:///default", COLD_UUID, &pw), 0);
+		assert_int_equal(pw, VMM_POWER_PAUSED);
+		virDomainDestroy(dom);
+		virDomainFree(dom);
+		virConnectClose(dest);
+	}
 	assert_int_equal(vmm_open("test:///default", NULL, NULL, &same), 0);
 	assert_int_equal(vmm_migrate_cold_rollback(same, "test:///default", COLD_UUID, true),
 			 -EINVAL);
@@ -415,9 +441,13 @@ static void test_cold_settle_refused(void **state)
 			 -EINVAL);
 	assert_true(vmm_remote_power("nosuchdriver:///x", COLD_UUID, &pw) < 0);
 	assert_non_null(strstr(err_msg(), "libvirt nosuchdriver:///x"));
+	/* the destination unreachable: still refused, but a source still paused
+	 * for the copy never completed it, so it runs again here (it was
+	 * running) instead of staying frozen while reported active */
 	assert_true(vmm_migrate_cold_rollback(c, "nosuchdriver:///x", COLD_UUID, true) < 0);
+	assert_non_null(strstr(err_msg(), "libvirt nosuchdriver:///x"));
 	assert_int_equal(vmm_power_state(c, COLD_UUID, &pw), 0);
-	assert_int_equal(pw, VMM_POWER_PAUSED);
+	assert_int_equal(pw, VMM_POWER_RUNNING);
 	vmm_close(same);
 	vmm_close(c);
 	unlink(path);
