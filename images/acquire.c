@@ -97,9 +97,9 @@ static int commit_image(const char *part, uint64_t size, void *ud)
 		r = err_sys(-errno, "image %s: cannot move %s into the cache", name, part);
 		goto out;
 	}
-	r = img_fsync_dir(dir);
+	r = fsync_dir(dir);
 	if (r == 0)
-		r = img_fsync_dir(c->partial_dir);
+		r = fsync_dir(c->partial_dir);
 	if (r < 0) {
 		r = err_sys(r, "image %s: fsync %s", name, dir);
 		unlink(final);

@@ -158,7 +158,5 @@ int img_pin_add(struct img_cache *c, const char *checksum);
 
 /* <cache>/<algo>/<hex>: malloc'd (caller frees), NULL on ENOMEM. */
 char *img_cache_file(const struct img_cache *c, const struct img_checksum *ck);
-/* fsync a directory (after a rename in it). */
-int img_fsync_dir(const char *dir);
 
 #endif

@@ -133,7 +133,7 @@ int img_local_disk_create(struct img_cache *c, const char *instance_uuid, const 
 		slash = strrchr(dir, '/');
 		if (slash && slash != dir) {
 			*slash = '\0';
-			img_fsync_dir(dir);
+			fsync_dir(dir);
 		}
 		log_info("created %s disk instance=%s path=%s size=%" PRIu64,
 			 img_local_kind_names[kind], instance_uuid, path, bytes);

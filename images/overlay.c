@@ -224,7 +224,7 @@ int img_overlay_create(struct img_cache *c, const struct img_ref *ref,
 	r = write_overlay(ref->format, base, tmp, path, size, instance_uuid);
 	if (r < 0)
 		goto out;
-	img_fsync_dir(dir);
+	fsync_dir(dir);
 	log_info("created instance disk instance=%s image=%s path=%s size=%" PRIu64,
 		 instance_uuid, key, path, size);
 	*overlay_path = path;
