@@ -7,15 +7,22 @@
 #   cloud-bios  NoCloud seed; its user-data writes df to the console, adds
 #               stratus_mark=... to GRUB_CMDLINE_LINUX in /etc/default/grub,
 #               runs update-grub and reboots (cloud-init power_state);
-#   cloud-uefi  metadata service only (--seed none); df on the console.
+#   cloud-uefi  metadata service only (--seed none), like a Nova instance
+#               without a config drive: prepare-host.sh's dnsmasq serves the
+#               agent's DHCP host entry, ds-identify picks OpenStack from
+#               the SMBIOS product, DataSourceOpenStackLocal reads
+#               169.254.169.254 (stratus-metadata on the agent's store).
 # Checks: both reach "Cloud-init ... finished"; df shows / grown past 3.5
-# GiB (growpart + resizefs); after the guest's own reboot its console shows
-# /proc/cmdline with the mark (bootcmd prints it every boot), and again after
-# `stratusctl reboot`; the UEFI domain has its NVRAM under the instance dir,
-# which `stratusctl stop` + `start` keep (the guest boots again) and
-# `stratusctl delete` removes. The flavor also has Nova's ephemeral and swap
-# disks: both guests show /mnt mounted from vdb (ext4) and swap on vdc.
-# By hand, from anywhere: sudo sh tests/e2e/cloudimg-by-hand.sh (BUILD,
+# GiB (growpart + resizefs); the flavor's ephemeral disk on /mnt and its
+# swap on; after the guest's own reboot its console shows /proc/cmdline
+# with the mark (bootcmd prints it every boot), and again after `stratusctl
+# reboot`; cloud-uefi's user-data ran with its instance-id from the
+# metadata service, its DHCP host entry lives as long as it does; the UEFI
+# domain has its NVRAM under the instance dir, which `stratusctl stop` +
+# `start` keep (the guest boots again) and `stratusctl delete` removes.
+# The two guests' phases overlap (cloud-uefi's stop/start while cloud-bios
+# reboots itself): each TCG guest has a CPU of its own.
+# By hand, from anywhere: sudo sh tests/e2e/e2e_cloudimg.sh (BUILD,
 # default build/ of this tree; tests/run-tests.sh sets STRATUS_TOP itself).
 set -u
 STRATUS_TOP=${STRATUS_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -64,6 +71,7 @@ bootcmd:
 runcmd:
   - [sh, -c, 'echo "STRATUS-DF: \$(df -B1M --output=size / | tail -n 1 | tr -d " ")" > /dev/ttyS0']
   - [sh, -c, 'echo "STRATUS-MNT: \$(findmnt -n -o SOURCE,FSTYPE /mnt | tr -s " " ,) swap=\$(swapon --noheadings --show=NAME | tr "\\n" ,)" > /dev/ttyS0']
+  - [sh, -c, 'echo "STRATUS-IID: iid=\$(cat /var/lib/cloud/data/instance-id) host=\$(hostname)" > /dev/ttyS0']
 UD
 # libvirtd accepts the secure-boot domain too (OVMF's secure build, SMM, q35)
 "$B/stratus-agent" render-domain --accel qemu "$STRATUS_TOP/tests/vmm/data/image-secure-boot.json" \
@@ -102,6 +110,14 @@ case $loader in
 *) fail "cloud-uefi loader not OVMF: '$loader'" ;;
 esac
 [ -s "$nvram" ] || fail "no NVRAM file at $nvram"
+# seed none: no seed disk; the agent's DHCP host entry, which dnsmasq
+# answers from, and the NIC on this test's bridge
+[ ! -e "$T/inst/$uu.seed.iso" ] || fail "seed: none made a seed disk"
+ipu=$(db "SELECT address FROM instances WHERE uuid='$uu'" | cut -d/ -f1)
+macu=$(db "SELECT mac FROM instances WHERE uuid='$uu'")
+[ "$(cat "$T/dhcp-hosts/$uu" 2>/dev/null)" = "$macu,$ipu,cloud-uefi" ] ||
+	fail "DHCP host entry: '$(cat "$T/dhcp-hosts/$uu" 2>/dev/null)', expected '$macu,$ipu,cloud-uefi'"
+echo "$xu" | grep -q "<source bridge='$E2E_BRIDGE'/>" || fail "cloud-uefi's NIC is not on $E2E_BRIDGE"
 
 # wait_count FILE REGEX N: until FILE has N lines matching REGEX
 wait_count() {
@@ -112,25 +128,48 @@ wait_count() {
 	done
 }
 cb=$T/inst/$ub.log cu=$T/inst/$uu.log
-wait_count "$cu" 'Cloud-init v\. [0-9.]+ finished at' 1 || fail "cloud-uefi: cloud-init did not finish"
-echo "cloud-uefi: cloud-init finished $(($(date +%s) - start)) s after boot ($(grep -a 'STRATUS-BOOT' "$cu" | head -n 1))"
+# cloud-uefi first (it does not reboot itself), then its stop/start while
+# cloud-bios goes through its own reboot
+wait_count "$cu" 'Cloud-init v\. [0-9.]+ finished at' 1 ||
+	fail "cloud-uefi: cloud-init did not finish (dnsmasq: $(tail -n 5 "$T/host/dnsmasq-$E2E_BRIDGE.log" 2>/dev/null); metadata: $(tail -n 5 "$T/metadata.log"))"
+echo "cloud-uefi: cloud-init finished $(($(date +%s) - start)) s after boot ($(grep -a 'STRATUS-BOOT' "$cu" | head -n 1 | tr -d '\r'))"
 grep -aq 'STRATUS-BOOT: 64' "$cu" || fail "cloud-uefi did not boot through 64-bit UEFI: $(grep -a STRATUS-BOOT "$cu")"
-grep -a 'finished at' "$cu" | grep -q 'DataSourceOpenStackLocal' || fail "cloud-uefi: not the metadata service"
-wait_count "$cb" 'STRATUS-GRUB-UPDATED' 1 || fail "cloud-bios: update-grub did not run"
-echo "cloud-bios: update-grub ran $(($(date +%s) - start)) s after boot"
-for c in "$cb" "$cu"; do
+grep -a 'finished at' "$cu" | grep -q 'DataSourceOpenStackLocal' ||
+	fail "cloud-uefi: not the metadata service: $(grep -aE 'finished at|Datasource' "$cu" | tail -n 2)"
+grep -aq "STRATUS-IID: iid=$uu host=cloud-uefi" "$cu" ||
+	fail "cloud-uefi: user-data marker with instance-id $uu not on the console: $(grep -a STRATUS-IID "$cu")"
+grep -q "DHCPACK(.*) $ipu $macu cloud-uefi" "$T/host/dnsmasq-$E2E_BRIDGE.log" ||
+	fail "dnsmasq did not hand $ipu to $macu: $(tail -n 5 "$T/host/dnsmasq-$E2E_BRIDGE.log")"
+echo "cloud-uefi: metadata service only: DHCP $ipu for $macu, user-data ran with instance-id $uu"
+for c in "$cu"; do
 	df=$(grep -a 'STRATUS-DF: ' "$c" | head -n 1 | sed 's/.*STRATUS-DF: \([0-9]*\).*/\1/')
 	[ -n "$df" ] && [ "$df" -gt 3500 ] || fail "root not grown to the 4 GB flavor disk: df says ${df:-nothing} MiB ($c)"
-	echo "df: / is $df MiB on a 4 GB flavor disk (image: 2 GiB)"
-done
-# the flavor's ephemeral disk on /mnt and its swap on: NoCloud through the
-# vendor-data's device_aliases (cloud-bios), the metadata service through
-# the EC2 block-device-mapping (cloud-uefi); formatted by the agent
-for c in "$cb" "$cu"; do
+	echo "cloud-uefi: df: / is $df MiB on a 4 GB flavor disk (image: 2 GiB)"
+	# the flavor's ephemeral disk on /mnt and its swap on: the metadata
+	# service through the EC2 block-device-mapping; formatted by the agent
 	m=$(grep -a 'STRATUS-MNT: ' "$c" | head -n 1 | tr -d '\r')
 	echo "$m" | grep -q 'STRATUS-MNT: /dev/vdb,ext4 swap=/dev/vdc,' ||
 		fail "ephemeral disk not on /mnt or swap off: '$m' ($c)"
-	echo "local disks: $m"
+	echo "cloud-uefi: local disks: $m"
+done
+# stop + start keep the NVRAM (same file) and the disk: the guest boots again
+before=$(stat -c %i "$nvram")
+ctl stop cloud-uefi --timeout "$E2E_WAIT" >"$T/stop.out" 2>&1 || fail "stop: $(cat "$T/stop.out")"
+[ "$(stat -c %i "$nvram" 2>/dev/null)" = "$before" ] || fail "stop replaced or removed the NVRAM"
+ctl start cloud-uefi --timeout "$E2E_WAIT" >"$T/start.out" 2>&1 || fail "start: $(cat "$T/start.out")"
+[ "$(stat -c %i "$nvram" 2>/dev/null)" = "$before" ] || fail "start replaced the NVRAM"
+
+wait_count "$cb" 'STRATUS-GRUB-UPDATED' 1 || fail "cloud-bios: update-grub did not run"
+echo "cloud-bios: update-grub ran $(($(date +%s) - start)) s after boot"
+for c in "$cb"; do
+	df=$(grep -a 'STRATUS-DF: ' "$c" | head -n 1 | sed 's/.*STRATUS-DF: \([0-9]*\).*/\1/')
+	[ -n "$df" ] && [ "$df" -gt 3500 ] || fail "root not grown to the 4 GB flavor disk: df says ${df:-nothing} MiB ($c)"
+	echo "cloud-bios: df: / is $df MiB on a 4 GB flavor disk (image: 2 GiB)"
+	# NoCloud: the local disks through the vendor-data's device_aliases
+	m=$(grep -a 'STRATUS-MNT: ' "$c" | head -n 1 | tr -d '\r')
+	echo "$m" | grep -q 'STRATUS-MNT: /dev/vdb,ext4 swap=/dev/vdc,' ||
+		fail "ephemeral disk not on /mnt or swap off: '$m' ($c)"
+	echo "cloud-bios: local disks: $m"
 done
 grep -a 'STRATUS-CMDLINE' "$cb" | head -n 1 | grep -q "stratus_mark" && fail "the mark was there before update-grub"
 
@@ -147,19 +186,14 @@ echo "cloud-bios: after its own reboot: $(grep -a "STRATUS-CMDLINE: .*stratus_ma
 # multi-user.target.
 wait_count "$cb" 'Cloud-init v\. [0-9.]+ finished at' 2 || fail "cloud-bios: cloud-init did not finish after its own reboot"
 ctl reboot cloud-bios --timeout "$E2E_WAIT" >"$T/reboot.out" 2>&1 || fail "reboot: $(cat "$T/reboot.out")"
-wait_count "$cb" "STRATUS-CMDLINE: .*stratus_mark=$mark" 2 || fail "after stratusctl reboot the mark is gone"
-echo "cloud-bios: after stratusctl reboot the cmdline change is still there"
-
-# stop + start keep the NVRAM (same file) and the disk: the guest boots again
-before=$(stat -c %i "$nvram")
-ctl stop cloud-uefi --timeout "$E2E_WAIT" >"$T/stop.out" 2>&1 || fail "stop: $(cat "$T/stop.out")"
-[ "$(stat -c %i "$nvram" 2>/dev/null)" = "$before" ] || fail "stop replaced or removed the NVRAM"
-ctl start cloud-uefi --timeout "$E2E_WAIT" >"$T/start.out" 2>&1 || fail "start: $(cat "$T/start.out")"
-[ "$(stat -c %i "$nvram" 2>/dev/null)" = "$before" ] || fail "start replaced the NVRAM"
 wait_count "$cu" 'STRATUS-BOOT: 64' 2 || fail "cloud-uefi did not boot again after stop/start"
 echo "cloud-uefi: stop/start kept $nvram and booted again"
+wait_count "$cb" "STRATUS-CMDLINE: .*stratus_mark=$mark" 2 || fail "after stratusctl reboot the mark is gone"
+echo "cloud-bios: after stratusctl reboot the cmdline change is still there ($(cat "$T/reboot.out" | tr '\n' ' '))"
 
 ctl delete cloud-uefi --timeout "$E2E_WAIT" >"$T/delete.out" 2>&1 || fail "delete: $(cat "$T/delete.out")"
 [ ! -e "$nvram" ] || fail "delete left the NVRAM $nvram"
+[ ! -e "$T/dhcp-hosts/$uu" ] || fail "delete left the DHCP host entry"
+virsh -c qemu:///system domstate "stratus-$uu" >/dev/null 2>&1 && fail "cloud-uefi's domain still defined after delete"
 ctl delete cloud-bios --timeout "$E2E_WAIT" >>"$T/delete.out" 2>&1 || fail "delete cloud-bios"
-echo "PASS: GRUB image under SeaBIOS (NoCloud) and OVMF (metadata only) through stratusctl; root grown to the flavor; cmdline change kept across the guest's and Stratus's reboot; NVRAM kept by stop/start, removed by delete ($(($(date +%s) - start)) s)"
+echo "PASS: GRUB image under SeaBIOS (NoCloud) and OVMF (metadata service only) through stratusctl; root grown to the flavor; ephemeral disk and swap; cmdline change kept across the guest's and Stratus's reboot; NVRAM kept by stop/start, removed by delete ($(($(date +%s) - start)) s)"
