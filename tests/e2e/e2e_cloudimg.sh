@@ -127,6 +127,19 @@ wait_count() {
 		sleep 2
 	done
 }
+# check_disks NAME CONSOLE: / grown to the 4 GB flavor disk (growpart +
+# resizefs), the flavor's ephemeral disk on /mnt and its swap on (NoCloud
+# through the vendor-data's device_aliases, the metadata service through the
+# EC2 block-device-mapping; formatted by the agent)
+check_disks() {
+	df=$(grep -a 'STRATUS-DF: ' "$2" | head -n 1 | sed 's/.*STRATUS-DF: \([0-9]*\).*/\1/')
+	[ -n "$df" ] && [ "$df" -gt 3500 ] || fail "$1: root not grown to the 4 GB flavor disk: df says ${df:-nothing} MiB"
+	echo "$1: df: / is $df MiB on a 4 GB flavor disk (image: 2 GiB)"
+	m=$(grep -a 'STRATUS-MNT: ' "$2" | head -n 1 | tr -d '\r')
+	echo "$m" | grep -q 'STRATUS-MNT: /dev/vdb,ext4 swap=/dev/vdc,' ||
+		fail "$1: ephemeral disk not on /mnt or swap off: '$m'"
+	echo "$1: local disks: $m"
+}
 cb=$T/inst/$ub.log cu=$T/inst/$uu.log
 # cloud-uefi first (it does not reboot itself), then its stop/start while
 # cloud-bios goes through its own reboot
@@ -141,17 +154,7 @@ grep -aq "STRATUS-IID: iid=$uu host=cloud-uefi" "$cu" ||
 grep -q "DHCPACK(.*) $ipu $macu cloud-uefi" "$T/host/dnsmasq-$E2E_BRIDGE.log" ||
 	fail "dnsmasq did not hand $ipu to $macu: $(tail -n 5 "$T/host/dnsmasq-$E2E_BRIDGE.log")"
 echo "cloud-uefi: metadata service only: DHCP $ipu for $macu, user-data ran with instance-id $uu"
-for c in "$cu"; do
-	df=$(grep -a 'STRATUS-DF: ' "$c" | head -n 1 | sed 's/.*STRATUS-DF: \([0-9]*\).*/\1/')
-	[ -n "$df" ] && [ "$df" -gt 3500 ] || fail "root not grown to the 4 GB flavor disk: df says ${df:-nothing} MiB ($c)"
-	echo "cloud-uefi: df: / is $df MiB on a 4 GB flavor disk (image: 2 GiB)"
-	# the flavor's ephemeral disk on /mnt and its swap on: the metadata
-	# service through the EC2 block-device-mapping; formatted by the agent
-	m=$(grep -a 'STRATUS-MNT: ' "$c" | head -n 1 | tr -d '\r')
-	echo "$m" | grep -q 'STRATUS-MNT: /dev/vdb,ext4 swap=/dev/vdc,' ||
-		fail "ephemeral disk not on /mnt or swap off: '$m' ($c)"
-	echo "cloud-uefi: local disks: $m"
-done
+check_disks cloud-uefi "$cu"
 # stop + start keep the NVRAM (same file) and the disk: the guest boots again
 before=$(stat -c %i "$nvram")
 ctl stop cloud-uefi --timeout "$E2E_WAIT" >"$T/stop.out" 2>&1 || fail "stop: $(cat "$T/stop.out")"
@@ -161,16 +164,7 @@ ctl start cloud-uefi --timeout "$E2E_WAIT" >"$T/start.out" 2>&1 || fail "start: 
 
 wait_count "$cb" 'STRATUS-GRUB-UPDATED' 1 || fail "cloud-bios: update-grub did not run"
 echo "cloud-bios: update-grub ran $(($(date +%s) - start)) s after boot"
-for c in "$cb"; do
-	df=$(grep -a 'STRATUS-DF: ' "$c" | head -n 1 | sed 's/.*STRATUS-DF: \([0-9]*\).*/\1/')
-	[ -n "$df" ] && [ "$df" -gt 3500 ] || fail "root not grown to the 4 GB flavor disk: df says ${df:-nothing} MiB ($c)"
-	echo "cloud-bios: df: / is $df MiB on a 4 GB flavor disk (image: 2 GiB)"
-	# NoCloud: the local disks through the vendor-data's device_aliases
-	m=$(grep -a 'STRATUS-MNT: ' "$c" | head -n 1 | tr -d '\r')
-	echo "$m" | grep -q 'STRATUS-MNT: /dev/vdb,ext4 swap=/dev/vdc,' ||
-		fail "ephemeral disk not on /mnt or swap off: '$m' ($c)"
-	echo "cloud-bios: local disks: $m"
-done
+check_disks cloud-bios "$cb"
 grep -a 'STRATUS-CMDLINE' "$cb" | head -n 1 | grep -q "stratus_mark" && fail "the mark was there before update-grub"
 
 # the guest's own reboot (cloud-init power_state): GRUB boots the new cmdline
