@@ -35,6 +35,9 @@ CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=
 LDFLAGS += -fsanitize=$(SANITIZE)
 BUILD   := build-san
 endif
+ifeq ($(SANITIZE),thread)
+BUILD   := build-tsan
+endif
 
 # Binaries: name -> folder holding its main.c
 BINS := stratus-agent stratus-scheduler stratus-metadata stratus-bus stratusctl
@@ -104,6 +107,15 @@ check: tests
 	@sh deps/install.sh $(DEPS_TEST)
 	@BUILD=$(BUILD) SANITIZE=$(SANITIZE) bash tests/run-tests.sh
 
+# ThreadSanitizer over the tests of code that shares memory between
+# threads of its own (the image fetch's receiving and hashing threads):
+# any data race fails. make check-tsan (its own build, build-tsan).
+TSAN_TESTS := tests/images/test_fetch
+check-tsan:
+	@$(MAKE) --no-print-directory SANITIZE=thread $(TSAN_TESTS:%=build-tsan/%) \
+		build-tsan/tests/images/cutproxy
+	@BUILD=build-tsan SANITIZE=thread TESTS="$(TSAN_TESTS)" bash tests/run-tests.sh
+
 # End-to-end: real libvirtd and QEMU guests, through the bus (tests/e2e).
 e2e: tests
 	@sh deps/install.sh $(DEPS_TEST) deps/demo.txt
@@ -170,7 +182,7 @@ man:
 clean:
 	rm -rf build build-san
 
-.PHONY: all deps tests check e2e bench benches clean demo demo-stop install man console-web
+.PHONY: all deps tests check check-tsan e2e bench benches clean demo demo-stop install man console-web
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

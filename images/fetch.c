@@ -74,9 +74,13 @@ struct sink {
 	int fd;
 	EVP_MD_CTX *md;
 	struct slot slot[SINK_SLOTS];
-	unsigned head;    /* next slot the hasher takes */
+	unsigned head;    /* next slot the hasher takes (the hasher's) */
 	unsigned queued;  /* written slots from head on, for the hasher (or being hashed) */
-	size_t fill;      /* bytes in the slot being filled, slot[(head + queued) % SLOTS] */
+	unsigned tail;    /* the slot being filled, (head + queued) % SLOTS: the receiving
+			   * thread's own copy, never computed from head and queued, which
+			   * the hasher moves (read unlocked, a torn pair named a queued slot
+			   * and the next piece overwrote it before it was hashed) */
+	size_t fill;      /* bytes in the slot being filled */
 	uint64_t done;    /* bytes hashed (all of them written) */
 	uint64_t flushed; /* writeback started up to here (the hasher's) */
 	bool stop;
@@ -117,7 +121,7 @@ static void *sink_main(void *arg)
 /* The slot being filled (the receiving thread's). */
 static struct slot *sink_cur(struct sink *k)
 {
-	return &k->slot[(k->head + k->queued) % SINK_SLOTS];
+	return &k->slot[k->tail];
 }
 
 /*
@@ -128,8 +132,11 @@ static int sink_push(struct sink *k)
 {
 	struct slot *s = sink_cur(k);
 	size_t at = 0;
-	int r = k->err;
+	int r;
 
+	pthread_mutex_lock(&k->mu);
+	r = k->err;
+	pthread_mutex_unlock(&k->mu);
 	while (r == 0 && at < k->fill) {
 		ssize_t w = pwrite(k->fd, s->buf + at, k->fill - at, (off_t)(s->off + at));
 
@@ -149,6 +156,7 @@ static int sink_push(struct sink *k)
 	if (k->fill > 0 && !k->err) {
 		s->len = k->fill;
 		k->queued++;
+		k->tail = (k->tail + 1) % SINK_SLOTS;
 		pthread_cond_broadcast(&k->cv);
 	}
 	k->fill = 0;
@@ -200,10 +208,12 @@ static int sink_add(struct sink *k, uint64_t off, const char *p, size_t len)
 	return 0;
 }
 
-/* The file and the digest now hold `at` bytes (a resume, a restart). */
+/* The file and the digest now hold `at` bytes (a resume, a restart), the
+ * queue empty (sink_flush). */
 static void sink_reset(struct sink *k, uint64_t at)
 {
 	pthread_mutex_lock(&k->mu);
+	k->tail = k->head;
 	k->done = k->flushed = at;
 	k->fill = 0;
 	k->err = 0;
