@@ -134,8 +134,11 @@ int main(int argc, char **argv)
 	struct bus_consumer_opts co = { .topics = topics, .observe = true, .from_end = true };
 	char *topic = bus_topic_host(host);
 
+	/* the host topic's leaders known before the clock starts, as in the
+	 * scheduler, whose producer lives as long as it does (a new producer's
+	 * first message waits for a metadata round) */
 	if (!tmpl || !topic || bus_producer_new(&bcfg, &p) < 0 ||
-	    bus_consumer_new(&bcfg, &co, &cons) < 0) {
+	    bus_producer_prepare(p, topic) < 0 || bus_consumer_new(&bcfg, &co, &cons) < 0) {
 		fprintf(stderr, "setup: %s\n", err_msg());
 		return 1;
 	}
