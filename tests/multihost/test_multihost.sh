@@ -76,6 +76,10 @@ scheduler:
   heartbeat_interval: 1s
   missed_heartbeats: 3
   placement: spread
+  # the three agents read this one machine's /proc/stat: their steal
+  # differs only by sampling time, noise the normalized weigher would
+  # weigh as much as free RAM on a machine with steal
+  steal_weight_multiplier: 0
   default_quotas: {instances: 40, cores: 40, ram_mb: 40960}
   flavors:
     m1.small: vcpus=1 ram_mb=256 disk_gb=1
