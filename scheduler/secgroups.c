@@ -337,7 +337,7 @@ json_t *sched_sg_view(struct sched *s, const char *project, const char *host)
 	 * groups: not every member of the project (CROSS JOIN keeps the order) */
 	if (prep(s, &q, "SELECT m.uuid, m.group_id, m.rowid FROM allocations a CROSS JOIN "
 			"secgroup_members m ON m.uuid = a.uuid WHERE a.host = ?2 AND a.project = ?1 "
-			"AND +m.project = ?1 UNION ALL "
+			"AND +m.project = ?1 UNION "
 			/* and those migrating here: their port is made before the guest
 			 * arrives (docs/operations.md "Maintenance") */
 			"SELECT m.uuid, m.group_id, m.rowid FROM migrations g CROSS JOIN "

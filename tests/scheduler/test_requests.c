@@ -525,6 +525,37 @@ static void test_groups(void **state)
 	env_close(&e);
 }
 
+/* The security-group view of a host names each port once with each group
+ * once, also while the instance's allocation and its migration row both
+ * name that host (a move's end, before the row goes). */
+static void test_sg_view_no_duplicates(void **state)
+{
+	struct env e;
+	char uuid[UUID_STRLEN], sql[512];
+	const char *host;
+	json_t *view, *ports, *groups;
+
+	(void)state;
+	env_open(&e, NULL);
+	env_report(&e, "h1", false, 0);
+	host = boot_host(&e, BOOT("web", "m1.small"), uuid);
+	assert_string_equal(host, "h1");
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO migrations(uuid, migration, project, source, dest, phase, numa_node, "
+		 "page_kb, pages, started_ms) "
+		 "VALUES ('%s', 'm-1', 'acme', 'h0', 'h1', 'prepare', 0, 4, 0, 0)", uuid);
+	assert_int_equal(sqlite3_exec(e.s->db, sql, NULL, NULL, NULL), SQLITE_OK);
+	view = sched_sg_view(e.s, "acme", "h1");
+	assert_non_null(view);
+	ports = json_object_get(view, "ports");
+	assert_int_equal(json_array_size(ports), 1);
+	groups = json_object_get(json_array_get(ports, 0), "groups");
+	assert_int_equal(json_array_size(groups), 1);
+	assert_int_equal(json_array_size(json_object_get(view, "groups")), 1);
+	json_decref(view);
+	env_close(&e);
+}
+
 static void test_numa_hugepages(void **state)
 {
 	struct env e;
@@ -705,6 +736,7 @@ int main(void)
 		cmocka_unit_test(test_spread_pack),
 		cmocka_unit_test(test_down_host),
 		cmocka_unit_test(test_groups),
+		cmocka_unit_test(test_sg_view_no_duplicates),
 		cmocka_unit_test(test_numa_hugepages),
 		cmocka_unit_test(test_restart),
 		cmocka_unit_test(test_catalog_requests),
