@@ -577,6 +577,16 @@ static enum instance_state state_of(struct agent *a, const char *uuid, enum inst
 	return as_was;
 }
 
+/* Whether UUID's domain is active (running or paused) on the libvirtd at
+ * URI; false also when URI is NULL or cannot be asked. */
+static bool runs_at(const char *uri, const char *uuid)
+{
+	enum vmm_power p = VMM_POWER_NONE;
+
+	return uri && vmm_remote_power(uri, uuid, &p) == 0 &&
+	       (p == VMM_POWER_RUNNING || p == VMM_POWER_PAUSED || p == VMM_POWER_OTHER);
+}
+
 static void cold_reconcile(struct agent *a, const struct store_instance *row,
 			   const struct store_migration *m, enum vmm_power pw, bool stopped)
 {
@@ -636,7 +646,6 @@ void agent_migrate_reconcile(struct agent *a, const struct store_instance *row, 
 		json_t *params = m.params_json ? json_loads(m.params_json, 0, NULL) : NULL;
 		bool cold = json_is_true(json_object_get(params, "cold"));
 		bool stopped = json_is_true(json_object_get(params, "stopped"));
-		bool there = false;
 
 		json_decref(params);
 		if (cold && strcmp(m.phase, "performing") == 0) {
@@ -649,8 +658,7 @@ void agent_migrate_reconcile(struct agent *a, const struct store_instance *row, 
 				    "the source agent restarted during the migration; the guest "
 				    "kept running here");
 		} else if (strcmp(m.phase, "performing") == 0 &&
-			   (!m.dest_uri || vmm_remote_running(m.dest_uri, row->uuid, &there) < 0 ||
-			    !there)) {
+			   !runs_at(m.dest_uri, row->uuid)) {
 			/* neither here nor there (or there cannot be asked): not a success */
 			char why[512];
 

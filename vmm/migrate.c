@@ -473,26 +473,6 @@ int vmm_migrate_abort(struct vmm_conn *c, const char *uuid)
 	return r;
 }
 
-int vmm_remote_running(const char *uri, const char *uuid, bool *running)
-{
-	virConnectPtr conn = virConnectOpen(uri);
-	virDomainPtr d;
-	int r = 0;
-
-	if (!conn)
-		return mig_err(-ENOTCONN, "libvirt %s", uri);
-	*running = false;
-	d = virDomainLookupByUUIDString(conn, uuid);
-	if (d) {
-		*running = virDomainIsActive(d) == 1;
-		virDomainFree(d);
-	} else {
-		virResetLastError();
-	}
-	virConnectClose(conn);
-	return r;
-}
-
 int vmm_remote_power(const char *uri, const char *uuid, enum vmm_power *out)
 {
 	virConnectPtr conn = virConnectOpen(uri);

@@ -465,10 +465,8 @@ int vmm_migrate(struct vmm_conn *c, const char *uuid, const struct vmm_migrate_o
  */
 int vmm_migrate_cold(struct vmm_conn *c, const char *uuid, const struct vmm_migrate_opts *o,
 		     struct vmm_migrate_result *out);
-/* Whether the domain of uuid runs on the libvirtd at URI (a migration's
- * destination, asked by its source after a restart). */
-int vmm_remote_running(const char *uri, const char *uuid, bool *running);
-/* The power state of uuid on the libvirtd at URI (VMM_POWER_NONE when it
+/* The power state of uuid on the libvirtd at URI (a migration's
+ * destination, asked by its source after a restart; VMM_POWER_NONE when it
  * is not defined there); -ENOTCONN when URI cannot be reached. */
 int vmm_remote_power(const char *uri, const char *uuid, enum vmm_power *out);
 /*
