@@ -320,7 +320,7 @@ static int keep_old(struct rebuild *rb)
 	json_decref(o);
 	if (!text)
 		return err_set(-ENOMEM, "out of memory");
-	r = write_file_atomic(saved, text, strlen(text), 0600);
+	r = write_file_durable(saved, text, strlen(text), 0600);
 	if (r < 0)
 		return err_prefix(r, "writing %s", saved);
 	if (rb->was_running && (r = vmm_destroy(a->conn, rb->row.uuid)) < 0)

@@ -57,7 +57,7 @@ static int rec_write(struct agent *a, const struct store_instance *row)
 	json_decref(o);
 	if (!path || !text)
 		return err_set(-ENOMEM, "out of memory");
-	r = write_file_atomic(path, text, strlen(text), 0600);
+	r = write_file_durable(path, text, strlen(text), 0600);
 	return r < 0 ? err_prefix(r, "writing %s", path) : 0;
 }
 

@@ -70,7 +70,7 @@ static int save_intent(struct snap *s, const char *phase)
 	json_decref(j);
 	if (!text)
 		return err_set(-ENOMEM, "out of memory");
-	r = write_file_atomic(s->intent, text, strlen(text), 0600);
+	r = write_file_durable(s->intent, text, strlen(text), 0600);
 	free(text);
 	return r;
 }

@@ -63,7 +63,7 @@ static int write_sign_pub(const struct agent *a)
 	if (asprintf(&path, "%s/host-sign.pub", a->cfg->state_dir) < 0)
 		return err_set(-ENOMEM, "out of memory");
 	n = (size_t)snprintf(text, sizeof(text), "%s\n", a->sign_pub_text);
-	r = write_file_atomic(path, text, n, 0644);
+	r = write_file_durable(path, text, n, 0644);
 	return r < 0 ? err_prefix(r, "host signing key %s", path) : 0;
 }
 

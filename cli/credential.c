@@ -201,7 +201,7 @@ static int cred_create(struct cli_ctx *ctx, const struct cli_common *co, const c
 		if (!text) {
 			rc = CLI_ERROR;
 		} else if (output) {
-			int r = write_file_atomic(output, text, strlen(text), 0600);
+			int r = write_file_durable(output, text, strlen(text), 0600);
 
 			if (r < 0) {
 				cli_error(ctx, "credential %s created but not written to %s: %s",

@@ -676,7 +676,7 @@ int crypto_key_save(const char *path, const unsigned char key[CRYPTO_KEY_LEN])
 	crypto_key_to_text(key, text);
 	text[44] = '\n';
 	text[45] = '\0';
-	r = write_file_atomic(path, text, strlen(text), 0600);
+	r = write_file_durable(path, text, strlen(text), 0600);
 	OPENSSL_cleanse(text, sizeof(text));
 	return r < 0 ? err_prefix(r, "key file %s", path) : 0;
 }

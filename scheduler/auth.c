@@ -260,7 +260,7 @@ static int bootstrap(struct sched *s)
 	r = cred_create(s, "default", SCHED_ROLE_ADMIN, &file, id);
 	if (r < 0)
 		return r;
-	r = write_file_atomic(path, file, strlen(file), 0600);
+	r = write_file_durable(path, file, strlen(file), 0600);
 	if (r < 0)
 		return err_prefix(r, "scheduler: writing the admin credential %s", path);
 	log_info("admin credential created credential=%s file=%s", id, path);

@@ -38,7 +38,7 @@ static int write_pub(const char *path, const unsigned char pub[SCHED_KEY_LEN])
 	crypto_key_to_text(pub, text);
 	n = strlen(text);
 	text[n++] = '\n';
-	return write_file_atomic(path, text, n, 0644);
+	return write_file_durable(path, text, n, 0644);
 }
 
 /* DIR/NAME.key (created with gen when missing) and DIR/NAME.pub. */

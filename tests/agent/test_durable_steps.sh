@@ -1,7 +1,8 @@
 #!/bin/sh
 # A build's files are durable, names included: under strace, every rename of
 # the build's overlay and seed into the instances directory is followed by
-# an fsync of that directory (a rename alone can be lost in a crash).
+# an fsync of that directory (a rename alone can be lost in a crash); so is
+# every rename of the host's key files into its state directory.
 set -u
 . "$STRATUS_TOP/tests/agent/lib.sh"
 # agent.pid is strace's: the agent under it is killed by its config's path
@@ -26,3 +27,15 @@ for f in "$U1.qcow2" "$U1.seed.iso"; do
 		fail "$f: rename into $inst not followed by an fsync of the directory: $(grep -F "$f" "$T/strace.out")"
 done
 echo "ok: overlay and seed renames are each followed by an fsync of the instances directory"
+# the host's keys, made at its first start: a key whose name a crash loses
+# is a new key at the next start, which the scheduler refuses (pinned)
+state=$(cd "$T/state" && pwd -P)
+for f in host-sign.key host-box.key host-sign.pub; do
+	[ -f "$state/$f" ] || fail "no $f in $state"
+	awk -v dir="$state" -v f="$f" '
+		index($0, "rename") && index($0, "\"" dir "/" f "\"") { pending = 1; seen = 1; next }
+		pending && index($0, "fsync(") && index($0, "<" dir ">") { pending = 0 }
+		END { exit !(seen && !pending) }' "$T/strace.out" ||
+		fail "$f: rename into $state not followed by an fsync of the directory: $(grep -F "$f" "$T/strace.out")"
+done
+echo "ok: the host key files' renames are each followed by an fsync of the state directory"
