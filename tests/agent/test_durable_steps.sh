@@ -17,14 +17,18 @@ wait_event ".type==\"instance.state\" and .body.uuid==\"$U1\" and .body.state==\
 	fail "no active event"
 [ -f "$T/inst/$U1.seed.iso" ] || fail "no seed disk"
 inst=$(cd "$T/inst" && pwd -P)
-# After each rename into $inst of the instance's file, an fsync of <$inst>
-# must follow (in any thread) before the build is announced active.
-for f in "$U1.qcow2" "$U1.seed.iso"; do
-	awk -v dir="$inst" -v f="$f" '
+# durable DIR FILE: each rename of DIR/FILE is followed by an fsync of <DIR>
+# (in any thread), and there was one
+durable() {
+	awk -v dir="$1" -v f="$2" '
 		index($0, "rename") && index($0, "\"" dir "/" f "\"") { pending = 1; seen = 1; next }
 		pending && index($0, "fsync(") && index($0, "<" dir ">") { pending = 0 }
 		END { exit !(seen && !pending) }' "$T/strace.out" ||
-		fail "$f: rename into $inst not followed by an fsync of the directory: $(grep -F "$f" "$T/strace.out")"
+		fail "$2: rename into $1 not followed by an fsync of the directory: $(grep -F "$2" "$T/strace.out")"
+}
+# the instance's files, before the build is announced active
+for f in "$U1.qcow2" "$U1.seed.iso"; do
+	durable "$inst" "$f"
 done
 echo "ok: overlay and seed renames are each followed by an fsync of the instances directory"
 # the host's keys, made at its first start: a key whose name a crash loses
@@ -32,10 +36,6 @@ echo "ok: overlay and seed renames are each followed by an fsync of the instance
 state=$(cd "$T/state" && pwd -P)
 for f in host-sign.key host-box.key host-sign.pub; do
 	[ -f "$state/$f" ] || fail "no $f in $state"
-	awk -v dir="$state" -v f="$f" '
-		index($0, "rename") && index($0, "\"" dir "/" f "\"") { pending = 1; seen = 1; next }
-		pending && index($0, "fsync(") && index($0, "<" dir ">") { pending = 0 }
-		END { exit !(seen && !pending) }' "$T/strace.out" ||
-		fail "$f: rename into $state not followed by an fsync of the directory: $(grep -F "$f" "$T/strace.out")"
+	durable "$state" "$f"
 done
 echo "ok: the host key files' renames are each followed by an fsync of the state directory"
