@@ -3,9 +3,14 @@
  * callbacks that tell a crash from a stop we asked for, and reconnect with
  * backoff when libvirtd goes away.
  *
- * Threads: callers use the connection from any thread; the event thread
- * runs virEventRunDefaultImpl(), the callbacks and the reconnect timer.
- * c->lock guards c->conn (swapped on reconnect) and the stop intents.
+ * Threads: callers use the connection from any thread; one event thread
+ * per process (libvirt's loop is process-wide) runs virEventRunDefaultImpl(),
+ * the callbacks and every connection's reconnect timer, for the life of the
+ * process. c->lock guards c->conn (swapped on reconnect) and the stop
+ * intents. Every registration (timer, domain events) holds
+ * a reference on c that libvirt's free callback drops once no dispatch can
+ * run it any more; vmm_close frees c only when none is left (a connection
+ * closed beside another one's loop was freed under its timer's tick).
  */
 #define LOG_TAG "vmm"
 #include <errno.h>
@@ -16,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "vmm/vmm_priv.h"
 
@@ -64,8 +70,9 @@ struct vmm_conn {
 	int lifecycle_id, reboot_id;
 	vmm_event_fn cb;
 	void *opaque;
-	pthread_t thread;
-	bool thread_started;
+	pthread_mutex_t refs_mu;         /* not c->lock: a free callback may run */
+	pthread_cond_t refs_cv;          /* inside a deregistration made under it */
+	int refs;                        /* registrations libvirt has not freed */
 	atomic_bool stop;
 	atomic_bool lost;                /* close callback fired */
 	int timer;
@@ -79,6 +86,7 @@ struct vmm_conn {
 /* ---- process-wide setup --------------------------------------------------- */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int once_result;
+static pthread_t loop_thread;
 
 static void quiet_errors(void *opaque, virErrorPtr e)
 {
@@ -86,10 +94,42 @@ static void quiet_errors(void *opaque, virErrorPtr e)
 	(void)e; /* errors are read with virGetLastError and reported by callers */
 }
 
+static void *event_thread(void *arg)
+{
+	(void)arg;
+	for (;;)
+		if (virEventRunDefaultImpl() < 0)
+			usleep(10000); /* not expected; never spin */
+	return NULL;
+}
+
 static void init_once(void)
 {
 	virSetErrorFunc(NULL, quiet_errors);
 	once_result = virEventRegisterDefaultImpl();
+	if (once_result == 0 && pthread_create(&loop_thread, NULL, event_thread, NULL) != 0)
+		once_result = -1;
+	else if (once_result == 0)
+		pthread_detach(loop_thread);
+}
+
+/* A registration's reference on c: taken once registered, dropped by
+ * libvirt's free callback. */
+static void ref_take(struct vmm_conn *c)
+{
+	pthread_mutex_lock(&c->refs_mu);
+	c->refs++;
+	pthread_mutex_unlock(&c->refs_mu);
+}
+
+static void ref_drop(void *opaque)
+{
+	struct vmm_conn *c = opaque;
+
+	pthread_mutex_lock(&c->refs_mu);
+	c->refs--;
+	pthread_cond_broadcast(&c->refs_cv);
+	pthread_mutex_unlock(&c->refs_mu);
 }
 
 static int virt_err(int code, const char *fmt, ...) PRINTF_LIKE(2, 3);
@@ -296,11 +336,18 @@ static int connect_locked(struct vmm_conn *c)
 	virConnectSetKeepAlive(conn, 5, 3);
 	c->lifecycle_id = virConnectDomainEventRegisterAny(
 		conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE, VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), c,
-		NULL);
+		ref_drop);
+	if (c->lifecycle_id >= 0)
+		ref_take(c);
 	c->reboot_id = virConnectDomainEventRegisterAny(
-		conn, NULL, VIR_DOMAIN_EVENT_ID_REBOOT, VIR_DOMAIN_EVENT_CALLBACK(on_reboot), c, NULL);
+		conn, NULL, VIR_DOMAIN_EVENT_ID_REBOOT, VIR_DOMAIN_EVENT_CALLBACK(on_reboot), c,
+		ref_drop);
+	if (c->reboot_id >= 0)
+		ref_take(c);
+	/* no reference for this one: a driver without close callbacks (test)
+	 * accepts it and never calls its free callback */
 	if (virConnectRegisterCloseCallback(conn, on_close, c, NULL) < 0)
-		virResetLastError(); /* the test driver has no close callback */
+		virResetLastError();
 	atomic_store(&c->lost, false);
 	c->conn = conn;
 	return 0;
@@ -351,16 +398,6 @@ static void on_tick(int timer, void *opaque)
 	}
 }
 
-static void *event_thread(void *arg)
-{
-	struct vmm_conn *c = arg;
-
-	while (!atomic_load(&c->stop))
-		if (virEventRunDefaultImpl() < 0)
-			break;
-	return NULL;
-}
-
 int vmm_open(const char *uri, vmm_event_fn cb, void *opaque, struct vmm_conn **out)
 {
 	struct vmm_conn *c;
@@ -378,6 +415,8 @@ int vmm_open(const char *uri, vmm_event_fn cb, void *opaque, struct vmm_conn **o
 	c->lifecycle_id = c->reboot_id = -1;
 	c->timer = -1;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->refs_mu, NULL);
+	pthread_cond_init(&c->refs_cv, NULL);
 	if (!c->uri) {
 		r = err_set(-ENOMEM, "out of memory");
 		goto fail;
@@ -385,16 +424,12 @@ int vmm_open(const char *uri, vmm_event_fn cb, void *opaque, struct vmm_conn **o
 	r = connect_locked(c);
 	if (r < 0)
 		goto fail;
-	c->timer = virEventAddTimeout(TICK_MS, on_tick, c, NULL);
+	c->timer = virEventAddTimeout(TICK_MS, on_tick, c, ref_drop);
 	if (c->timer < 0) {
 		r = virt_err(-EIO, "libvirt timer");
 		goto fail;
 	}
-	if (pthread_create(&c->thread, NULL, event_thread, c) != 0) {
-		r = err_set(-EAGAIN, "cannot start the libvirt event thread");
-		goto fail;
-	}
-	c->thread_started = true;
+	ref_take(c);
 	*out = c;
 	return 0;
 fail:
@@ -404,19 +439,36 @@ fail:
 
 void vmm_close(struct vmm_conn *c)
 {
+	struct timespec until;
+	int left;
+
 	if (!c)
 		return;
 	atomic_store(&c->stop, true);
-	if (c->timer >= 0)
-		virEventUpdateTimeout(c->timer, 0); /* wake the loop */
-	if (c->thread_started)
-		pthread_join(c->thread, NULL);
 	if (c->timer >= 0)
 		virEventRemoveTimeout(c->timer);
 	pthread_mutex_lock(&c->lock);
 	disconnect_locked(c);
 	pthread_mutex_unlock(&c->lock);
+	/* libvirt frees what was registered on the event thread, after any
+	 * dispatch of it: wait for that before c goes (never on that thread) */
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;
+	pthread_mutex_lock(&c->refs_mu);
+	while (c->refs > 0 && !pthread_equal(pthread_self(), loop_thread) &&
+	       pthread_cond_timedwait(&c->refs_cv, &c->refs_mu, &until) == 0)
+		;
+	left = c->refs;
+	pthread_mutex_unlock(&c->refs_mu);
+	if (left > 0) {
+		/* kept, not freed: a callback may still reach it */
+		log_warn("libvirt kept %d callback(s) of uri=%s: the connection's memory is kept",
+			 left, c->uri);
+		return;
+	}
 	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->refs_mu);
+	pthread_cond_destroy(&c->refs_cv);
 	free(c->uri);
 	free(c);
 }
