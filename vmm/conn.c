@@ -159,7 +159,8 @@ int64_t vmm_backoff_ms(unsigned attempt)
 static void emit(struct vmm_conn *c, enum vmm_event ev, const char *uuid, const char *detail)
 {
 	log_debug("domain event event=%s instance=%s detail=%s", vmm_event_names[ev], uuid, detail);
-	if (c->cb)
+	/* closing: the caller may free its opaque once vmm_close returns */
+	if (c->cb && !atomic_load(&c->stop))
 		c->cb(ev, uuid, detail, c->opaque);
 }
 
@@ -344,11 +345,12 @@ static int connect_locked(struct vmm_conn *c)
 		ref_drop);
 	if (c->reboot_id >= 0)
 		ref_take(c);
+	/* before the close callback: a close it reports must stay reported */
+	atomic_store(&c->lost, false);
 	/* no reference for this one: a driver without close callbacks (test)
 	 * accepts it and never calls its free callback */
 	if (virConnectRegisterCloseCallback(conn, on_close, c, NULL) < 0)
 		virResetLastError();
-	atomic_store(&c->lost, false);
 	c->conn = conn;
 	return 0;
 }
@@ -379,6 +381,10 @@ static void on_tick(int timer, void *opaque)
 	if (atomic_load(&c->stop) || !atomic_load(&c->lost) || now < c->next_try_ms)
 		return;
 	pthread_mutex_lock(&c->lock);
+	if (atomic_load(&c->stop)) { /* vmm_close disconnected it meanwhile */
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
 	disconnect_locked(c);
 	if (connect_locked(c) == 0) {
 		back = true;
@@ -400,6 +406,7 @@ static void on_tick(int timer, void *opaque)
 
 int vmm_open(const char *uri, vmm_event_fn cb, void *opaque, struct vmm_conn **out)
 {
+	pthread_condattr_t ca;
 	struct vmm_conn *c;
 	int r;
 
@@ -416,7 +423,10 @@ int vmm_open(const char *uri, vmm_event_fn cb, void *opaque, struct vmm_conn **o
 	c->timer = -1;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->refs_mu, NULL);
-	pthread_cond_init(&c->refs_cv, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the wait's bound: not the wall clock's */
+	pthread_cond_init(&c->refs_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	if (!c->uri) {
 		r = err_set(-ENOMEM, "out of memory");
 		goto fail;
@@ -452,7 +462,7 @@ void vmm_close(struct vmm_conn *c)
 	pthread_mutex_unlock(&c->lock);
 	/* libvirt frees what was registered on the event thread, after any
 	 * dispatch of it: wait for that before c goes (never on that thread) */
-	clock_gettime(CLOCK_REALTIME, &until);
+	clock_gettime(CLOCK_MONOTONIC, &until);
 	until.tv_sec += 10;
 	pthread_mutex_lock(&c->refs_mu);
 	while (c->refs > 0 && !pthread_equal(pthread_self(), loop_thread) &&
